@@ -1,0 +1,41 @@
+"""Normalization layers of deep learning as fast, stable NumPy-compatible kernels."""
+
+from ._api import (
+    batch_norm,
+    batch_norm_backward,
+    batch_norm_forward,
+    group_norm,
+    group_norm_backward,
+    group_norm_forward,
+    instance_norm,
+    instance_norm_backward,
+    instance_norm_forward,
+    layer_norm,
+    layer_norm_backward,
+    layer_norm_forward,
+    moments,
+    rms_norm,
+    rms_norm_backward,
+    rms_norm_forward,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "batch_norm",
+    "batch_norm_backward",
+    "batch_norm_forward",
+    "group_norm",
+    "group_norm_backward",
+    "group_norm_forward",
+    "instance_norm",
+    "instance_norm_backward",
+    "instance_norm_forward",
+    "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "moments",
+    "rms_norm",
+    "rms_norm_backward",
+    "rms_norm_forward",
+]

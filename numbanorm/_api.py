@@ -1,0 +1,668 @@
+"""Public functions: argument checking, axes, dtypes and modes.
+
+The numerical work is in ``_engine.py``; each norm here only says which axes
+are kept, reduced or carry the affine parameters, and how its statistics and
+running averages are defined.
+"""
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from . import _engine
+from ._layout import CanonicalView
+
+# ----------------------------------------------------------------------------
+# Argument checking
+
+
+def _as_input(x, name="x"):
+    """Return ``(x in compute dtype, result dtype, statistics dtype)``."""
+    x = np.asarray(x)
+    kind = x.dtype.kind
+    if kind == "f":
+        if x.dtype == np.float16:
+            return x.astype(np.float32), x.dtype, np.dtype(np.float32)
+        if x.dtype == np.float32:
+            return x, x.dtype, x.dtype
+        return x.astype(np.float64, copy=False), np.dtype(np.float64), np.dtype(np.float64)
+    if kind in "iub":
+        return x.astype(np.float64), np.dtype(np.float64), np.dtype(np.float64)
+    raise TypeError(f"{name} must be a real floating, integer or boolean array, got dtype {x.dtype}")
+
+
+def _axis_index(axis, ndim, name="axis"):
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(
+            f"{name} {axis} is out of bounds for array of dimension {ndim}")
+    return int(axis) % ndim
+
+
+def _axes_tuple(axis, ndim, name="axis", allow_empty=False):
+    """Sorted tuple of non-negative axes from an int or a tuple of ints."""
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    if not axes and not allow_empty:
+        raise ValueError(f"{name} must name at least one axis, got ()")
+    axes = tuple(_axis_index(a, ndim, name) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axis in {name} argument: {axis!r}")
+    return tuple(sorted(axes))
+
+
+def _check_rank(x, min_ndim, what):
+    if x.ndim < min_ndim:
+        raise ValueError(
+            f"{what} expects x with at least {min_ndim} dimensions, got shape {x.shape}")
+
+
+def _check_eps(eps):
+    if not eps >= 0:
+        raise ValueError(f"eps must be non-negative, got {eps}")
+    return float(eps)
+
+
+def _check_momentum(momentum):
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    return float(momentum)
+
+
+def _param(value, shape, name):
+    """An optional float parameter array of the given shape (or None)."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    return arr
+
+
+def _running_stats(running_mean, running_var, n_channels, updating):
+    """Validated running statistics, or ``(None, None)``."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together")
+    if running_mean is None:
+        return None, None
+    stats = []
+    for value, name in ((running_mean, "running_mean"), (running_var, "running_var")):
+        if updating:
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                raise TypeError(
+                    f"{name} must be a floating-point numpy array to be updated in place, "
+                    f"got {type(value).__name__}")
+            if not value.flags.writeable:
+                raise ValueError(f"{name} must be writable to be updated in place")
+        stats.append(_param(value, (n_channels,), name))
+    return tuple(stats)
+
+
+def _check_out(out, shape, dtype):
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writable")
+    return out
+
+
+def _check_stat(value, shape, name):
+    if value is None:
+        raise ValueError(f"{name} is required")
+    return _param(value, shape, name)
+
+
+def _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype):
+    """Run the normalize pass and return ``out`` or a new array of the result dtype."""
+    target = None if out is None else out.reshape(canon.shape)
+    y = _engine.normalize(canon, mean, rstd, spec.param2(weight, 1.0), spec.param2(bias, 0.0),
+                          target)
+    if out is None:
+        return y.reshape(spec.shape).astype(result_dtype, copy=False)
+    if y is not target:
+        target[...] = y
+    return out
+
+
+def _rstd(var, eps):
+    return 1.0 / np.sqrt(var + eps)
+
+
+# ----------------------------------------------------------------------------
+# Axis roles of each norm
+
+
+class _ChannelAxes:
+    """Axis roles of batch, instance and group norm.
+
+    ``x`` is viewed with its channel axis split into ``(groups, channels per
+    group)``; batch and instance norm have one channel per group.  Statistics
+    are per group (batch norm) or per (sample, group) (``per_sample``).
+    """
+
+    def __init__(self, x, axis, *, per_sample, min_ndim, what, num_groups=None):
+        _check_rank(x, min_ndim, what)
+        self.shape = x.shape
+        self.axis = _axis_index(axis, x.ndim)
+        self.channels = x.shape[self.axis]
+        if num_groups is None:
+            num_groups = self.channels
+        elif (not isinstance(num_groups, numbers.Integral) or num_groups < 1
+              or self.channels % num_groups):
+            raise ValueError(
+                f"num_groups must be a positive integer dividing the number of channels "
+                f"({self.channels}), got {num_groups!r}")
+        self.groups = int(num_groups)
+        self.per_group = self.channels // self.groups if self.groups else 1
+        self.sample = (1 if self.axis == 0 else 0) if per_sample else None
+        reduced = [a for a in range(x.ndim) if a not in (self.axis, self.sample)]
+        self.spatial = math.prod(x.shape[a] for a in reduced)
+        self.count = self.spatial * self.per_group
+        self.n_samples = x.shape[self.sample] if per_sample else 1
+        split_shape = x.shape[:self.axis] + (self.groups, self.per_group) + x.shape[self.axis + 1:]
+        roles = ["R"] * len(split_shape)
+        roles[self.axis] = "C"
+        roles[self.axis + 1] = "W"
+        self.stat_axes = [self.axis]
+        if per_sample:
+            split_sample = self.sample + (self.sample > self.axis)
+            roles[split_sample] = "S"
+            self.stat_axes.insert(0, split_sample)
+        self.split_shape = split_shape
+        self.roles = "".join(roles)
+
+    def view(self, xc):
+        return CanonicalView(xc.reshape(self.split_shape), self.roles)
+
+    def param2(self, value, fill):
+        """A ``(C,)`` weight or bias as ``(groups, channels per group)`` float64."""
+        shape2 = (self.groups, self.per_group)
+        if value is None:
+            return np.full(shape2, fill)
+        return np.ascontiguousarray(value, dtype=np.float64).reshape(shape2)
+
+    def stat_shape(self):
+        return ((self.n_samples,) if self.sample is not None else ()) + (self.groups,)
+
+
+class _NormalizedAxes:
+    """Axis roles of layer and RMS norm: ``axis`` is normalized together."""
+
+    def __init__(self, x, axis):
+        self.shape = x.shape
+        self.axes = _axes_tuple(axis, x.ndim)
+        self.roles = "".join("W" if a in self.axes else "S" for a in range(x.ndim))
+        self.weight_shape = tuple(x.shape[a] for a in self.axes)
+        self.count = math.prod(self.weight_shape)
+        if self.count == 0:
+            raise ValueError(
+                f"cannot normalize over an empty set: axis {axis!r} of an array of shape "
+                f"{x.shape}")
+        self.stat_axes = [a for a in range(x.ndim) if a not in self.axes]
+        self.stat_shape_ = tuple(x.shape[a] for a in self.stat_axes)
+
+    def view(self, xc):
+        return CanonicalView(xc, self.roles)
+
+    def param2(self, value, fill):
+        shape2 = (1, self.count)
+        if value is None:
+            return np.full(shape2, fill)
+        return np.ascontiguousarray(value, dtype=np.float64).reshape(shape2)
+
+    def stat_shape(self):
+        return self.stat_shape_
+
+
+def _grad_dtype(weight, stat_dtype):
+    if weight is not None and weight.dtype.kind == "f":
+        return weight.dtype
+    return stat_dtype
+
+
+def _backward(spec, dy, xc, mean, rstd, weight, *, stats_from_input, centered, result_dtype,
+              stat_dtype, weight_shape):
+    """Shared tail of every ``*_backward``: shapes checked, kernels run, dtypes set."""
+    dy = np.asarray(dy)
+    if dy.shape != xc.shape:
+        raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
+    if dy.dtype.kind not in "fiub":
+        raise TypeError(f"dy must be a real array, got dtype {dy.dtype}")
+    stat_shape = spec.stat_shape()
+    names = ("mean", "rstd") if centered else ("rrms",)
+    given = (mean, rstd) if centered else (rstd,)
+    for value, name in zip(given, names):
+        _check_stat(value, stat_shape, name)
+    canon = spec.view(xc)
+    dy_c = dy.reshape(canon.shape) if dy.shape != canon.shape else dy
+    mean2 = (canon.stats_from_axes(mean, spec.stat_axes) if centered
+             else np.zeros(canon.shape4[::2]))
+    rstd2 = canon.stats_from_axes(rstd, spec.stat_axes)
+    dx, dweight2, dbias2 = _engine.backward(canon, dy_c, mean2, rstd2, spec.param2(weight, 1.0),
+                                            stats_from_input, centered)
+    grad_dtype = _grad_dtype(weight, stat_dtype)
+    return (dx.reshape(spec.shape).astype(result_dtype, copy=False), dweight2.reshape(weight_shape).astype(grad_dtype),
+            dbias2.reshape(weight_shape).astype(grad_dtype))
+
+
+# ----------------------------------------------------------------------------
+# batch norm and instance norm
+
+
+def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, momentum,
+                     eps, axis, out, per_sample, what):
+    """Forward of batch norm (``per_sample=False``) and instance norm."""
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _ChannelAxes(xc, axis, per_sample=per_sample, min_ndim=3 if per_sample else 2,
+                        what=what)
+    C = spec.channels
+    weight = _param(weight, (C,), "weight")
+    bias = _param(bias, (C,), "bias")
+    eps = _check_eps(eps)
+    momentum = _check_momentum(momentum)
+    running_mean, running_var = _running_stats(running_mean, running_var, C, from_input)
+    out = _check_out(out, xc.shape, result_dtype)
+    if from_input:
+        if per_sample and spec.spatial <= 1:
+            raise ValueError(
+                f"Expected more than 1 spatial element when training, got input size {xc.shape}")
+        if not per_sample and spec.count <= 1:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {xc.shape}")
+    elif running_mean is None:
+        raise ValueError(
+            f"{what} without input statistics needs running_mean and running_var")
+    canon = spec.view(xc)
+    if from_input:
+        mean, m2 = _engine.group_moments(canon)
+        var = m2 / spec.count
+    else:
+        mean, var = (np.broadcast_to(np.asarray(s, np.float64), canon.shape4[::2]).copy()
+                     for s in (running_mean, running_var))
+    rstd = _rstd(var, eps)
+    y = _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
+    if from_input and running_mean is not None and spec.n_samples:
+        unbiased = var * (spec.count / (spec.count - 1))
+        for running, stat in ((running_mean, mean), (running_var, unbiased)):
+            running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
+    stats = (canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in (mean, rstd))
+    return (y, *stats)
+
+
+def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
+                       training=True, momentum=0.1, eps=1e-5, axis=1):
+    """Batch normalization, returning the statistics the backward needs.
+
+    Normalizes each channel over all other axes.  Unlike
+    ``torch.nn.functional.batch_norm``, ``training`` defaults to True.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of at least two dimensions.
+    running_mean, running_var : ndarray, optional
+        ``(C,)`` float arrays.  In training they are updated in place:
+        ``running = (1 - momentum) * running + momentum * batch_stat``, with the
+        unbiased batch variance.  Required when ``training`` is False.
+    weight, bias : array_like, optional
+        ``(C,)`` affine parameters.
+    training : bool, optional
+        Normalize with the batch statistics (True) or the running ones.
+    momentum : float, optional
+        Weight of the new batch statistic in the running average (PyTorch's
+        convention; Keras/Flax's ``momentum`` is ``1 - momentum``).
+    eps : float, optional
+        Added to the variance.
+    axis : int, optional
+        Channel axis: 1 for NCHW-style data, -1 for channels-last.
+
+    Returns
+    -------
+    y : ndarray
+        Result dtype of ``x`` (float16 stays float16, integers give float64).
+    mean, rstd : ndarray
+        ``(C,)`` statistics used, ``rstd = 1 / sqrt(var + eps)``; the running
+        statistics in evaluation mode.
+    """
+    return _channel_forward(x, running_mean, running_var, weight, bias, from_input=training,
+                            momentum=momentum, eps=eps, axis=axis, out=None, per_sample=False,
+                            what="batch_norm")
+
+
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
+               training=True, momentum=0.1, eps=1e-5, axis=1, out=None):
+    """Batch normalization; see :func:`batch_norm_forward` for the parameters.
+
+    ``out``, when given, receives the result (it may be ``x``) and is returned.
+    ``training`` defaults to True, unlike ``torch.nn.functional.batch_norm``.
+    """
+    return _channel_forward(x, running_mean, running_var, weight, bias, from_input=training,
+                            momentum=momentum, eps=eps, axis=axis, out=out, per_sample=False,
+                            what="batch_norm")[0]
+
+
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1):
+    """Gradients of batch normalization.
+
+    Parameters
+    ----------
+    dy, x : array_like
+        Upstream gradient and the forward's input.
+    mean, rstd : array_like
+        ``(C,)`` statistics returned by :func:`batch_norm_forward`.
+    weight : array_like, optional
+        ``(C,)`` weight used in the forward.
+    training : bool, optional
+        Whether the forward used batch statistics (they then depend on ``x``);
+        with False they are treated as constants.
+    axis : int, optional
+        Channel axis.
+
+    Returns
+    -------
+    dx : ndarray
+        Result dtype of ``x``.
+    dweight, dbias : ndarray
+        ``(C,)`` gradients of an affine weight and bias (also when ``weight``
+        is None), in ``weight``'s dtype or the statistics dtype.
+    """
+    return _channel_backward(dy, x, mean, rstd, weight, training, axis, per_sample=False,
+                             what="batch_norm_backward")
+
+
+def _channel_backward(dy, x, mean, rstd, weight, from_input, axis, *, per_sample, what,
+                      num_groups=None):
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _ChannelAxes(xc, axis, per_sample=per_sample, num_groups=num_groups,
+                        min_ndim=3 if per_sample and num_groups is None else 2, what=what)
+    weight = _param(weight, (spec.channels,), "weight")
+    return _backward(spec, dy, xc, mean, rstd, weight, stats_from_input=from_input,
+                     centered=True, result_dtype=result_dtype, stat_dtype=stat_dtype,
+                     weight_shape=(spec.channels,))
+
+
+def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
+                          use_input_stats=True, momentum=0.1, eps=1e-5, axis=1):
+    """Instance normalization, returning the statistics the backward needs.
+
+    Normalizes each (sample, channel) over the spatial axes.  The sample axis
+    is axis 0, or axis 1 when ``axis`` is 0.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of at least three dimensions.
+    running_mean, running_var : ndarray, optional
+        ``(C,)`` running statistics, updated in place with the per-instance
+        statistics averaged over the batch when ``use_input_stats``.
+    weight, bias : array_like, optional
+        ``(C,)`` affine parameters.
+    use_input_stats : bool, optional
+        Normalize with the instance statistics (True) or the running ones.
+    momentum, eps : float, optional
+        As in :func:`batch_norm_forward`.
+    axis : int, optional
+        Channel axis.
+
+    Returns
+    -------
+    y : ndarray
+    mean, rstd : ndarray
+        ``(N, C)`` statistics used (the running statistics broadcast to
+        ``(N, C)`` when ``use_input_stats`` is False).
+    """
+    return _channel_forward(x, running_mean, running_var, weight, bias,
+                            from_input=use_input_stats, momentum=momentum, eps=eps, axis=axis,
+                            out=None, per_sample=True, what="instance_norm")
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
+                  use_input_stats=True, momentum=0.1, eps=1e-5, axis=1, out=None):
+    """Instance normalization; see :func:`instance_norm_forward`."""
+    return _channel_forward(x, running_mean, running_var, weight, bias,
+                            from_input=use_input_stats, momentum=momentum, eps=eps, axis=axis,
+                            out=out, per_sample=True, what="instance_norm")[0]
+
+
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, use_input_stats=True, axis=1):
+    """Gradients of instance normalization (``mean``, ``rstd``: ``(N, C)``).
+
+    Returns ``dx``, and ``(C,)`` ``dweight`` and ``dbias``; see
+    :func:`batch_norm_backward`.
+    """
+    return _channel_backward(dy, x, mean, rstd, weight, use_input_stats, axis, per_sample=True,
+                             what="instance_norm_backward")
+
+
+# ----------------------------------------------------------------------------
+# group norm
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
+    """Group normalization, returning the statistics the backward needs.
+
+    The channels are split into ``num_groups`` groups of consecutive channels;
+    each (sample, group) is normalized over its channels and the spatial axes.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of at least two dimensions.
+    num_groups : int
+        Number of groups; must divide the number of channels.
+    weight, bias : array_like, optional
+        ``(C,)`` per-channel affine parameters.
+    eps : float, optional
+        Added to the variance.
+    axis : int, optional
+        Channel axis; the sample axis is axis 0 (axis 1 when ``axis`` is 0).
+
+    Returns
+    -------
+    y : ndarray
+    mean, rstd : ndarray
+        ``(N, num_groups)`` statistics.
+    """
+    return _group_forward(x, num_groups, weight, bias, eps, axis, None)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1, out=None):
+    """Group normalization; see :func:`group_norm_forward`."""
+    return _group_forward(x, num_groups, weight, bias, eps, axis, out)[0]
+
+
+def _group_forward(x, num_groups, weight, bias, eps, axis, out):
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _ChannelAxes(xc, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
+                        what="group_norm")
+    weight = _param(weight, (spec.channels,), "weight")
+    bias = _param(bias, (spec.channels,), "bias")
+    eps = _check_eps(eps)
+    out = _check_out(out, xc.shape, result_dtype)
+    if spec.count == 0:
+        raise ValueError(f"cannot normalize over an empty set: input of shape {xc.shape}")
+    canon = spec.view(xc)
+    mean, m2 = _engine.group_moments(canon)
+    rstd = _rstd(m2 / spec.count, eps)
+    y = _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
+    stats = (canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in (mean, rstd))
+    return (y, *stats)
+
+
+def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1):
+    """Gradients of group normalization (``mean``, ``rstd``: ``(N, num_groups)``).
+
+    Returns ``dx``, and ``(C,)`` ``dweight`` and ``dbias``; see
+    :func:`batch_norm_backward`.
+    """
+    return _channel_backward(dy, x, mean, rstd, weight, True, axis, per_sample=True,
+                             num_groups=num_groups, what="group_norm_backward")
+
+
+# ----------------------------------------------------------------------------
+# layer norm and RMS norm
+
+
+def _normalized_forward(x, weight, bias, axis, eps, out, centered):
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _NormalizedAxes(xc, axis)
+    weight = _param(weight, spec.weight_shape, "weight")
+    bias = _param(bias, spec.weight_shape, "bias")
+    if eps is None:
+        eps = np.finfo(result_dtype).eps
+    eps = _check_eps(eps)
+    out = _check_out(out, xc.shape, result_dtype)
+    canon = spec.view(xc)
+    mean, m2 = _engine.group_moments(canon, centered)
+    rstd = _rstd(m2 / spec.count, eps)
+    y = _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
+    stats = [canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in (mean, rstd)]
+    return (y, *(stats if centered else stats[1:]))
+
+
+def layer_norm_forward(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
+    """Layer normalization, returning the statistics the backward needs.
+
+    Parameters
+    ----------
+    x : array_like
+        Input.
+    weight, bias : array_like, optional
+        Affine parameters of shape ``tuple(x.shape[a] for a in sorted(axes))``.
+    axis : int or tuple of ints, optional
+        Normalized axes, anywhere in ``x`` (trailing axes avoid a copy).
+    eps : float, optional
+        Added to the variance.
+
+    Returns
+    -------
+    y : ndarray
+    mean, rstd : ndarray
+        Statistics shaped like ``x`` without the normalized axes.
+    """
+    return _normalized_forward(x, weight, bias, axis, eps, None, centered=True)
+
+
+def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None):
+    """Layer normalization; see :func:`layer_norm_forward`."""
+    return _normalized_forward(x, weight, bias, axis, eps, out, centered=True)[0]
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+    """Gradients of layer normalization.
+
+    Returns ``dx``, and ``dweight`` and ``dbias`` shaped like the weight.
+    """
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _NormalizedAxes(xc, axis)
+    weight = _param(weight, spec.weight_shape, "weight")
+    return _backward(spec, dy, xc, mean, rstd, weight, stats_from_input=True, centered=True,
+                     result_dtype=result_dtype, stat_dtype=stat_dtype,
+                     weight_shape=spec.weight_shape)
+
+
+def rms_norm_forward(x, weight=None, *, axis=-1, eps=None):
+    """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input.
+    weight : array_like, optional
+        Shaped like layer norm's weight.
+    axis : int or tuple of ints, optional
+        Normalized axes.
+    eps : float, optional
+        None means ``np.finfo(result dtype).eps``, as in PyTorch.
+
+    Returns
+    -------
+    y : ndarray
+    rrms : ndarray
+        ``1 / sqrt(mean(x**2) + eps)``, shaped like ``x`` without the
+        normalized axes.
+    """
+    return _normalized_forward(x, weight, None, axis, eps, None, centered=False)
+
+
+def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
+    """RMS normalization; see :func:`rms_norm_forward`."""
+    return _normalized_forward(x, weight, None, axis, eps, out, centered=False)[0]
+
+
+def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1):
+    """Gradients of RMS normalization: ``dx`` and ``dweight``."""
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _NormalizedAxes(xc, axis)
+    weight = _param(weight, spec.weight_shape, "weight")
+    dx, dweight, _ = _backward(spec, dy, xc, None, rrms, weight, stats_from_input=True,
+                               centered=False, result_dtype=result_dtype,
+                               stat_dtype=stat_dtype, weight_shape=spec.weight_shape)
+    return dx, dweight
+
+
+# ----------------------------------------------------------------------------
+# moments
+
+
+def moments(x, axis=None, *, ddof=0, keepdims=False):
+    """Mean and variance, as ``np.mean`` and ``np.var``, in one stable pass.
+
+    Statistics are accumulated per block (count, mean, M2) in float64 and the
+    blocks are merged with Chan's formula, so that data with a large offset
+    keeps its variance (unlike ``E[x**2] - E[x]**2``).
+
+    Parameters
+    ----------
+    x : array_like
+        Real input.  Integer and boolean input is computed in float64.
+    axis : None or int or tuple of ints, optional
+        Axes to reduce; None reduces all of them.
+    ddof : int, optional
+        Delta degrees of freedom of the variance (divisor ``n - ddof``).
+    keepdims : bool, optional
+        Keep the reduced axes with size one.
+
+    Returns
+    -------
+    mean, var : ndarray or scalar
+        NumPy's result dtype: float16 for float16 input, float32 for float32,
+        float64 otherwise.  A full reduction without ``keepdims`` gives NumPy
+        scalars.
+    """
+    xc, result_dtype, _ = _as_input(x)
+    axes = (tuple(range(xc.ndim)) if axis is None
+            else _axes_tuple(axis, xc.ndim, allow_empty=True))
+    roles = "".join("R" if a in axes else "K" for a in range(xc.ndim))
+    kept = [a for a in range(xc.ndim) if a not in axes]
+    count = math.prod(xc.shape[a] for a in axes)
+    canon = CanonicalView(xc, roles)
+    if count == 0:
+        warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
+        mean = np.full(canon.shape4[::2], np.nan)
+        m2 = mean.copy()
+    else:
+        mean, m2 = _engine.group_moments(canon)
+    dof = count - ddof
+    if dof <= 0 and count:
+        warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = m2 / max(dof, 0)
+    results = []
+    for stat in (mean, var):
+        stat = canon.stats_to_axes(stat, kept)
+        if keepdims:
+            stat = np.expand_dims(stat, axes)
+        stat = np.ascontiguousarray(stat, dtype=result_dtype)
+        results.append(stat[()] if stat.ndim == 0 else stat)
+    return tuple(results)

@@ -1,0 +1,132 @@
+"""The canonical ``(B, O, C, I)`` view of an array for the kernels.
+
+Each axis of the input has a role:
+
+``"S"``  kept, one statistic per index, not indexing the affine parameters
+         (the sample axis of instance/group norm, the rows of layer norm);
+``"C"``  kept and indexing the affine parameters (the channel axis);
+``"K"``  kept, either of the above (``moments``);
+``"R"``  reduced;
+``"W"``  reduced and indexing the affine parameters (layer norm's
+         normalized axes, the channels inside a group).
+
+If the array is dense in some axis order (C order, Fortran order, channels-last
+strides, ...) and that order reads as ``S* R* C* W* R*``, the canonical view is
+a zero-copy reshape: ``B = S``, ``O`` = the first reduced block, ``C = C``,
+``I = W * R``.  Otherwise the array is copied once into the order
+``S C W R``.  Outputs are allocated in the same memory order as the view, so
+they come back in the input's layout.
+"""
+
+import math
+
+import numpy as np
+
+_PHASE = {"S": 0, "C": 2, "W": 3}
+
+
+def _memory_order(x):
+    """Axis order in which ``x`` is C-contiguous, or None if it is not dense."""
+    big = [a for a in range(x.ndim) if x.shape[a] > 1]
+    big.sort(key=lambda a: -x.strides[a])
+    perm = big + [a for a in range(x.ndim) if x.shape[a] <= 1]
+    return perm if x.transpose(perm).flags.c_contiguous else None
+
+
+def _split_blocks(roles, shape, perm):
+    """Assign each axis of ``perm`` to one of the blocks B, O, C, I.
+
+    Returns the four lists of axes, or None if ``perm`` does not read as
+    ``S* R* C* W* R*`` (unit axes may stand anywhere).
+    """
+    blocks = ([], [], [], [])
+    phase = 0
+    last_weighted = -1
+    for a in perm:
+        role = roles[a]
+        if shape[a] == 1:
+            blocks[0 if role in "SK" else 2 if role == "C" else 3].append(a)
+            continue
+        if role == "R":
+            p = 1 if phase <= 1 else 4
+        elif role == "K":
+            p = 0 if phase == 0 else 2
+        else:
+            p = _PHASE[role]
+        if p < phase:
+            return None
+        if role == "W":
+            if a < last_weighted:
+                return None
+            last_weighted = a
+        phase = p
+        blocks[min(p, 3)].append(a)
+    return blocks
+
+
+class CanonicalView:
+    """The ``(B, O, C, I)`` view of ``x`` for the given axis roles.
+
+    Parameters
+    ----------
+    x : ndarray
+        Input, already in the compute dtype (float32 or float64).
+    roles : str
+        One role letter per axis of ``x`` (see the module docstring).
+
+    Attributes
+    ----------
+    x4 : ndarray
+        C-contiguous 4-D view (or copy) of ``x``.
+    n_weight : int
+        Number of affine parameters per ``C`` index along ``I`` (``W``).
+    """
+
+    def __init__(self, x, roles):
+        self.shape = x.shape
+        self.dtype = x.dtype
+        self.roles = roles
+        perm = _memory_order(x)
+        blocks = None if perm is None else _split_blocks(roles, x.shape, perm)
+        if blocks is None:
+            order = [a for r in ("SK", "C", "W", "R") for a in range(x.ndim) if roles[a] in r]
+            blocks = _split_blocks(roles, x.shape, order)
+        self.perm = [a for block in blocks for a in block]
+        self.inverse = list(np.argsort(self.perm))
+        self.shape4 = tuple(math.prod(x.shape[a] for a in block) for block in blocks)
+        self.n_weight = math.prod(x.shape[a] for a in range(x.ndim) if roles[a] == "W")
+        kept = [a for a in self.perm if roles[a] in "SKC"]
+        self.stat_axes = ([a for a in kept if a in blocks[0]]
+                          + [a for a in kept if a in blocks[2]])
+        self.x4 = self.view(x)
+
+    def view(self, a):
+        """Canonical 4-D view of an array shaped like ``x`` (copied if needed)."""
+        t = a.transpose(self.perm)
+        if not t.flags.c_contiguous or t.dtype != self.dtype:
+            t = np.ascontiguousarray(t, dtype=self.dtype)
+        return t.reshape(self.shape4)
+
+    def output(self, out=None):
+        """``(full, view4)``: an array shaped like ``x`` and its canonical view.
+
+        ``out`` is written directly when its dtype and memory order allow it;
+        otherwise a new array is returned, and the caller copies it into
+        ``out``.
+        """
+        if out is not None and out.dtype == self.dtype:
+            t = out.transpose(self.perm)
+            if t.flags.c_contiguous:
+                return out, t.reshape(self.shape4)
+        t = np.empty([self.shape[a] for a in self.perm], dtype=self.dtype)
+        return t.transpose(self.inverse), t.reshape(self.shape4)
+
+    def stats_to_axes(self, stat, axes):
+        """Reshape a ``(B, C)`` statistic to the kept ``axes``, in that order."""
+        t = stat.reshape([self.shape[a] for a in self.stat_axes])
+        return t.transpose([self.stat_axes.index(a) for a in axes])
+
+    def stats_from_axes(self, stat, axes):
+        """Inverse of :meth:`stats_to_axes`: a statistic shaped by ``axes`` to ``(B, C)``."""
+        t = np.asarray(stat).transpose([axes.index(a) for a in self.stat_axes])
+        return np.ascontiguousarray(t, dtype=np.float64).reshape(self.shape4[0], self.shape4[2])
