@@ -134,6 +134,13 @@ def _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
     return out
 
 
+def _param2(value, shape2, fill):
+    """An affine parameter as the kernels' ``(C, W)`` float64 array (a copy)."""
+    if value is None:
+        return np.full(shape2, fill)
+    return np.array(value, dtype=np.float64, order="C").reshape(shape2)
+
+
 def _rstd(var, eps):
     return 1.0 / np.sqrt(var + eps)
 
@@ -186,10 +193,7 @@ class _ChannelAxes:
 
     def param2(self, value, fill):
         """A ``(C,)`` weight or bias as ``(groups, channels per group)`` float64."""
-        shape2 = (self.groups, self.per_group)
-        if value is None:
-            return np.full(shape2, fill)
-        return np.ascontiguousarray(value, dtype=np.float64).reshape(shape2)
+        return _param2(value, (self.groups, self.per_group), fill)
 
     def stat_shape(self):
         return ((self.n_samples,) if self.sample is not None else ()) + (self.groups,)
@@ -215,10 +219,8 @@ class _NormalizedAxes:
         return CanonicalView(xc, self.roles)
 
     def param2(self, value, fill):
-        shape2 = (1, self.count)
-        if value is None:
-            return np.full(shape2, fill)
-        return np.ascontiguousarray(value, dtype=np.float64).reshape(shape2)
+        """The weight or bias as a ``(1, normalized size)`` float64 array."""
+        return _param2(value, (1, self.count), fill)
 
     def stat_shape(self):
         return self.stat_shape_
@@ -583,7 +585,9 @@ def rms_norm_forward(x, weight=None, *, axis=-1, eps=None):
     axis : int or tuple of ints, optional
         Normalized axes.
     eps : float, optional
-        None means ``np.finfo(result dtype).eps``, as in PyTorch.
+        None means ``np.finfo(result dtype).eps``, as in PyTorch for float32
+        and float64; float16 input uses float16's eps (PyTorch's CPU kernel
+        uses float32's there).
 
     Returns
     -------
@@ -663,6 +667,6 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
         stat = canon.stats_to_axes(stat, kept)
         if keepdims:
             stat = np.expand_dims(stat, axes)
-        stat = np.ascontiguousarray(stat, dtype=result_dtype)
+        stat = np.array(stat, dtype=result_dtype)
         results.append(stat[()] if stat.ndim == 0 else stat)
     return tuple(results)

@@ -83,22 +83,21 @@ def _row_moments(row, centered):
     mean = 0.0
     m2 = 0.0
     for start in range(0, row.size, ROW_BLOCK):
-        block = row[start:start + ROW_BLOCK]
+        stop = min(row.size, start + ROW_BLOCK)
         s = 0.0
+        q = 0.0
         if centered:
-            for v in block:
-                s += v
-            block_mean = s / block.size
-            q = 0.0
-            for v in block:
-                d = v - block_mean
+            for i in range(start, stop):
+                s += row[i]
+            block_mean = s / (stop - start)
+            for i in range(start, stop):
+                d = row[i] - block_mean
                 q += d * d
         else:
             block_mean = 0.0
-            q = 0.0
-            for v in block:
-                q += v * v
-        n_total, mean, m2 = _chan_merge(n_total, mean, m2, block.size, block_mean, q)
+            for i in range(start, stop):
+                q += row[i] * row[i]
+        n_total, mean, m2 = _chan_merge(n_total, mean, m2, stop - start, block_mean, q)
     return n_total, mean, m2
 
 
@@ -110,6 +109,7 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
     squares (RMS norm).
     """
     B, O, C, I = x4.shape
+    x3 = x4.reshape((B, O, C * I))
     n_o = -(-O // o_chunk)
     part_mean = np.empty((B, n_o, C))
     part_m2 = np.empty((B, n_o, C))
@@ -134,7 +134,7 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
                 acc[:] = 0.0
                 if centered:
                     for o in range(o0, o1):
-                        slab = x4[b, o].reshape(C * I)
+                        slab = x3[b, o]
                         for k in range(C * I):
                             acc[k] += slab[k]
                     for c in range(C):
@@ -146,13 +146,13 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
                             mean_k[c * I + i] = s / count
                     acc[:] = 0.0
                     for o in range(o0, o1):
-                        slab = x4[b, o].reshape(C * I)
+                        slab = x3[b, o]
                         for k in range(C * I):
                             d = slab[k] - mean_k[k]
                             acc[k] += d * d
                 else:
                     for o in range(o0, o1):
-                        slab = x4[b, o].reshape(C * I)
+                        slab = x3[b, o]
                         for k in range(C * I):
                             acc[k] += slab[k] * slab[k]
                 for c in range(C):
@@ -188,6 +188,9 @@ def affine_combine(x4, dy4, use_dy, mean, scale, shift, offset, dy_scale, weight
     ``use_dy``.
     """
     B, O, C, I = x4.shape
+    x3 = x4.reshape((B, O, C * I))
+    dy3 = dy4.reshape((B, O, C * I))
+    out3 = out4.reshape((B, O, C * I))
     W = weight2.shape[1]
     R = I // W
     for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
@@ -242,9 +245,9 @@ def affine_combine(x4, dy4, use_dy, mean, scale, shift, offset, dy_scale, weight
                         t_k[k] = bias2[c, wi] + offset[b, c]
                         u_k[k] = dy_scale[b, c] * weight2[c, wi]
                 for o in range(o0, o1):
-                    xs = x4[b, o].reshape(CI)
-                    ys = out4[b, o].reshape(CI)
-                    gs = dy4[b, o].reshape(CI)
+                    xs = x3[b, o]
+                    ys = out3[b, o]
+                    gs = dy3[b, o]
                     if use_dy:
                         for k in range(CI):
                             ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k] + gs[k] * u_k[k]
@@ -265,6 +268,8 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
     (a fixed order, so the result does not depend on threads).
     """
     B, O, C, I = x4.shape
+    x3 = x4.reshape((B, O, C * I))
+    dy3 = dy4.reshape((B, O, C * I))
     W = weight2.shape[1]
     R = I // W
     n_o = -(-O // o_chunk)
@@ -322,8 +327,8 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
                     for i in range(I):
                         m_k[c * I + i] = mean[b, c]
                 for o in range(o0, o1):
-                    xs = x4[b, o].reshape(CI)
-                    gs = dy4[b, o].reshape(CI)
+                    xs = x3[b, o]
+                    gs = dy3[b, o]
                     for k in range(CI):
                         h[k] += gs[k]
                         hx[k] += gs[k] * (xs[k] - m_k[k])

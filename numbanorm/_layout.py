@@ -64,6 +64,26 @@ def _split_blocks(roles, shape, perm):
     return blocks
 
 
+class _ArrayInterface:
+    def __init__(self, interface, owner):
+        self.__array_interface__ = interface
+        self.owner = owner
+
+
+def _kernel_input(a):
+    """``a``, or a writable alias of it when it is read-only.
+
+    Numba types read-only arrays separately and would compile every kernel a
+    second time for them (JAX arrays and ``np.broadcast_to`` views are
+    read-only).  The kernels never write their inputs, so an alias that only
+    drops the flag is safe.
+    """
+    if a.flags.writeable:
+        return a
+    interface = dict(a.__array_interface__, data=(a.__array_interface__["data"][0], False))
+    return np.asarray(_ArrayInterface(interface, a))
+
+
 class CanonicalView:
     """The ``(B, O, C, I)`` view of ``x`` for the given axis roles.
 
@@ -105,7 +125,7 @@ class CanonicalView:
         t = a.transpose(self.perm)
         if not t.flags.c_contiguous or t.dtype != self.dtype:
             t = np.ascontiguousarray(t, dtype=self.dtype)
-        return t.reshape(self.shape4)
+        return _kernel_input(t.reshape(self.shape4))
 
     def output(self, out=None):
         """``(full, view4)``: an array shaped like ``x`` and its canonical view.
@@ -129,4 +149,4 @@ class CanonicalView:
     def stats_from_axes(self, stat, axes):
         """Inverse of :meth:`stats_to_axes`: a statistic shaped by ``axes`` to ``(B, C)``."""
         t = np.asarray(stat).transpose([axes.index(a) for a in self.stat_axes])
-        return np.ascontiguousarray(t, dtype=np.float64).reshape(self.shape4[0], self.shape4[2])
+        return np.array(t, dtype=np.float64, order="C").reshape(self.shape4[0], self.shape4[2])
