@@ -122,16 +122,37 @@ def _check_stat(value, shape, name):
     return _param(value, shape, name)
 
 
-def _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype):
-    """Run the normalize pass and return ``out`` or a new array of the result dtype."""
+def _run_forward(spec, xc, weight, bias, out, result_dtype, *, eps, centered=True,
+                 running=None):
+    """Normalize ``xc`` as ``spec`` says.
+
+    ``running``, when given, is ``(running_mean, running_var)`` to normalize
+    with instead of the statistics of ``xc``.  Returns ``(y, canon, mean,
+    var, rstd)``: ``y`` is ``out`` or a new array of the result dtype, the
+    statistics are ``(B, C)`` float64 (``var`` is None with ``running``).
+    """
+    canon = spec.view(xc)
+    stats = None
+    if running is not None:
+        mean, var = (np.broadcast_to(np.asarray(s, np.float64), canon.shape4[::2]).copy()
+                     for s in running)
+        stats = (mean, 1.0 / np.sqrt(var + eps))
     target = None if out is None else out.reshape(canon.shape)
-    y = _engine.normalize(canon, mean, rstd, spec.param2(weight, 1.0), spec.param2(bias, 0.0),
-                          target)
+    y, mean, var, rstd = _engine.normalize(canon, spec.param2(weight, 1.0),
+                                           spec.param2(bias, 0.0), target, eps=eps,
+                                           centered=centered, stats=stats)
     if out is None:
-        return y.reshape(spec.shape).astype(result_dtype, copy=False)
-    if y is not target:
-        target[...] = y
-    return out
+        y = y.reshape(spec.shape).astype(result_dtype, copy=False)
+    else:
+        if y is not target:
+            target[...] = y
+        y = out
+    return y, canon, mean, var, rstd
+
+
+def _stats_out(spec, canon, stat_dtype, *stats):
+    """``(B, C)`` statistics as the public arrays of the norm's statistic shape."""
+    return tuple(canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in stats)
 
 
 def _param2(value, shape2, fill):
@@ -139,10 +160,6 @@ def _param2(value, shape2, fill):
     if value is None:
         return np.full(shape2, fill)
     return np.array(value, dtype=np.float64, order="C").reshape(shape2)
-
-
-def _rstd(var, eps):
-    return 1.0 / np.sqrt(var + eps)
 
 
 # ----------------------------------------------------------------------------
@@ -284,21 +301,14 @@ def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, 
     elif running_mean is None:
         raise ValueError(
             f"{what} without input statistics needs running_mean and running_var")
-    canon = spec.view(xc)
-    if from_input:
-        mean, m2 = _engine.group_moments(canon)
-        var = m2 / spec.count
-    else:
-        mean, var = (np.broadcast_to(np.asarray(s, np.float64), canon.shape4[::2]).copy()
-                     for s in (running_mean, running_var))
-    rstd = _rstd(var, eps)
-    y = _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
+    y, canon, mean, var, rstd = _run_forward(
+        spec, xc, weight, bias, out, result_dtype, eps=eps,
+        running=None if from_input else (running_mean, running_var))
     if from_input and running_mean is not None and spec.n_samples:
         unbiased = var * (spec.count / (spec.count - 1))
         for running, stat in ((running_mean, mean), (running_var, unbiased)):
             running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
-    stats = (canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in (mean, rstd))
-    return (y, *stats)
+    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
 
 
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
@@ -493,12 +503,8 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out):
     out = _check_out(out, xc.shape, result_dtype)
     if spec.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {xc.shape}")
-    canon = spec.view(xc)
-    mean, m2 = _engine.group_moments(canon)
-    rstd = _rstd(m2 / spec.count, eps)
-    y = _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
-    stats = (canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in (mean, rstd))
-    return (y, *stats)
+    y, canon, mean, _, rstd = _run_forward(spec, xc, weight, bias, out, result_dtype, eps=eps)
+    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
 
 
 def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1):
@@ -524,12 +530,10 @@ def _normalized_forward(x, weight, bias, axis, eps, out, centered):
         eps = np.finfo(result_dtype).eps
     eps = _check_eps(eps)
     out = _check_out(out, xc.shape, result_dtype)
-    canon = spec.view(xc)
-    mean, m2 = _engine.group_moments(canon, centered)
-    rstd = _rstd(m2 / spec.count, eps)
-    y = _normalized_output(spec, canon, mean, rstd, weight, bias, out, result_dtype)
-    stats = [canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in (mean, rstd)]
-    return (y, *(stats if centered else stats[1:]))
+    y, canon, mean, _, rstd = _run_forward(spec, xc, weight, bias, out, result_dtype, eps=eps,
+                                           centered=centered)
+    stats = _stats_out(spec, canon, stat_dtype, *((mean, rstd) if centered else (rstd,)))
+    return (y, *stats)
 
 
 def layer_norm_forward(x, weight=None, bias=None, *, axis=-1, eps=1e-5):

@@ -46,6 +46,11 @@ def _launch(kernel, *args):
     _guard.launched()
 
 
+def _plan(canon):
+    plan = _kernels.plan_tasks(*canon.shape4)
+    return plan, plan[2] == canon.shape4[1]
+
+
 def group_moments(canon, centered=True):
     """``(mean, m2)`` of every group, ``(B, C)`` float64.
 
@@ -55,19 +60,51 @@ def group_moments(canon, centered=True):
     mean = np.zeros((B, C))
     m2 = np.zeros((B, C))
     if B * C and O * I:
-        _launch(_kernels.group_moments, canon.x4, centered,
-                *_kernels.plan_tasks(*canon.shape4), mean, m2)
+        _launch(_kernels.group_moments, canon.x4, centered, *_plan(canon)[0], mean, m2)
     return mean, m2
 
 
-def normalize(canon, mean, rstd, weight2, bias2, out=None):
-    """``(x - mean) * rstd * weight + bias``, shaped and laid out like ``x``."""
-    full, out4 = canon.output(out)
+def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=None):
+    """``(x - mean) * rstd * weight + bias``, shaped and laid out like ``x``.
+
+    Parameters
+    ----------
+    canon : CanonicalView
+        View of ``x``.
+    weight2, bias2 : ndarray
+        ``(C, W)`` float64 affine parameters.
+    out : ndarray, optional
+        Written directly when its layout allows (see ``CanonicalView.output``).
+    eps : float
+        Added to the variance when the statistics are computed here.
+    centered : bool
+        False for RMS norm: the mean is zero, the variance is ``mean(x**2)``.
+    stats : tuple of ndarray, optional
+        ``(mean, rstd)`` to use instead of the statistics of ``x``.
+
+    Returns
+    -------
+    y, mean, var, rstd : ndarray
+        ``var`` is None when ``stats`` were given.
+    """
+    B, O, C, I = canon.shape4
+    y, out4 = canon.output(out)
+    plan, whole_groups = _plan(canon)
+    var = None
+    if stats is None:
+        mean, var, rstd = np.zeros((B, C)), np.zeros((B, C)), np.zeros((B, C))
+        if not B * C:
+            return y, mean, var, rstd
+        if not whole_groups:
+            _launch(_kernels.group_moments, canon.x4, centered, *plan, mean, var)
+            var /= O * I
+            rstd[...] = 1.0 / np.sqrt(var + eps)
+    else:
+        mean, rstd = stats
     if out4.size:
-        zeros = np.zeros_like(mean)
-        _launch(_kernels.affine_combine, canon.x4, canon.x4, False, mean, rstd, zeros,
-                zeros, zeros, weight2, bias2, *_kernels.plan_tasks(*canon.shape4), out4)
-    return full
+        _launch(_kernels.normalize, canon.x4, stats is None and whole_groups, centered, eps,
+                *plan, mean, rstd if var is None else var, rstd, weight2, bias2, out4)
+    return y, mean, var, rstd
 
 
 def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True):
@@ -98,25 +135,18 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True):
     """
     B, O, C, I = canon.shape4
     W = weight2.shape[1]
-    plan = _kernels.plan_tasks(B, O, C, I)
+    plan, whole_groups = _plan(canon)
     dy4 = canon.view(dy)
-    n_blocks = -(-B // plan[1]) * -(-O // plan[2])
+    n_blocks = _kernels.n_param_blocks(B, O, *plan)
     group_g = np.zeros((B, C))
     group_gx = np.zeros((B, C))
     param_dy = np.zeros((n_blocks, C, W))
     param_dyx = np.zeros((n_blocks, C, W))
     dx, dx4 = canon.output()
     if dx4.size:
-        _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan,
-                group_g, group_gx, param_dy, param_dyx)
-        zeros = np.zeros_like(mean)
-        if stats_from_input:
-            n = O * I
-            mean_g = group_g / n if centered else zeros
-            shift = -(rstd ** 3) * group_gx / n
-            offset = -rstd * mean_g
-        else:
-            shift = offset = zeros
-        _launch(_kernels.affine_combine, canon.x4, dy4, True, mean, zeros, shift, offset,
-                rstd, weight2, np.zeros_like(weight2), *plan, dx4)
+        if not whole_groups:
+            _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan,
+                    group_g, group_gx, param_dy, param_dyx)
+        _launch(_kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, stats_from_input,
+                centered, whole_groups, *plan, group_g, group_gx, param_dy, param_dyx, dx4)
     return dx, param_dyx.sum(axis=0), param_dy.sum(axis=0)

@@ -4,16 +4,21 @@ Every kernel works on a C-contiguous *canonical view* ``x4`` of shape
 ``(B, O, C, I)``: statistics are computed for each ``(b, c)`` group over the
 ``O`` and ``I`` axes.  Affine parameters ``weight2``/``bias2`` have shape
 ``(C, W)`` with ``I == W * R``: element ``i`` of a row uses parameter
-``i // R``.  All statistics, coefficients and accumulators are float64 arrays;
-``x4`` and the outputs are float32 or float64.
+``i // R``.  Statistics, coefficients and accumulators are float64; ``x4``
+and the outputs are float32 or float64.
 
 Work is split into tasks by :func:`plan_tasks`.  In the *row* regime (``I``
-long enough to vectorize) a task is ``(b-block, o-chunk, c)`` and loops over
-contiguous rows of length ``I``; in the *column* regime (short ``I``) a task
-is ``(b-block, o-chunk)`` and vectorizes over the ``C * I`` contiguous
-elements of each ``(b, o)`` slab.  The partition depends only on the shape,
-never on the thread count, so results are bit-identical between runs.
+long enough to vectorize) a task is ``(b-block, o-chunk, c)`` and walks
+contiguous rows of length ``I``; in the *slab* regime (short ``I``) a task is
+``(b-block, o-chunk)`` and vectorizes over the ``C * I`` contiguous elements
+of each ``(b, o)`` slab.  When a task owns whole groups (one o-chunk), the
+statistics and the elementwise pass run in the same task, so the second read
+of a group comes from cache: one pass over memory.  The partition depends
+only on the shape, never on the thread count, so results are bit-identical
+between runs.
 """
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -24,6 +29,7 @@ FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 
 ROW_MIN_LENGTH = 32
 TARGET_TASKS = 64
+MIN_WHOLE_GROUPS = 16
 SLAB_BLOCK = 32768
 ROW_BLOCK = 4096
 
@@ -33,21 +39,26 @@ def plan_tasks(B, O, C, I):
 
     Returns ``(rows, b_block, o_chunk)``: whether the row regime is used, how
     many consecutive ``b`` each task covers and how many consecutive ``o``.
+    Groups are split along ``O`` only when there are too few of them to keep
+    every core busy.
     """
     rows = I >= ROW_MIN_LENGTH or O == 1
     groups = B * C if rows else B
-    if groups >= TARGET_TASKS or O == 1:
+    if groups >= MIN_WHOLE_GROUPS or O == 1:
         o_chunk = O
         n_b_blocks = min(B, -(-TARGET_TASKS // (C if rows else 1)))
     else:
-        n_o_chunks = min(O, -(-TARGET_TASKS // max(groups, 1)))
-        o_chunk = -(-O // n_o_chunks)
+        o_chunk = -(-O // min(O, -(-TARGET_TASKS // max(groups, 1))))
         if not rows:
             slab_rows = max(1, SLAB_BLOCK // max(C * I, 1))
             o_chunk = max(min(o_chunk, slab_rows), -(-O // TARGET_TASKS))
         n_b_blocks = B
-    b_block = -(-B // max(n_b_blocks, 1))
-    return rows, max(b_block, 1), max(o_chunk, 1)
+    return rows, max(-(-B // max(n_b_blocks, 1)), 1), max(o_chunk, 1)
+
+
+def n_param_blocks(B, O, rows, b_block, o_chunk):
+    """Number of partial sums of the parameter gradients (see :func:`gradient_sums`)."""
+    return -(-B // b_block) * -(-O // o_chunk)
 
 
 @njit(cache=True, inline="always")
@@ -68,17 +79,34 @@ def _n_tasks(B, O, C, rows, b_block, o_chunk):
 
 @njit(cache=True, inline="always")
 def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    n = n_a + n_b
     if n_b == 0:
         return n_a, mean_a, m2_a
+    n = n_a + n_b
     delta = mean_b - mean_a
     frac = n_b / n
     return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
 
 
+@njit(cache=True, inline="always")
+def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered):
+    """``(shift, offset)`` of ``dx = dy*w*rstd + (x - mean)*shift + offset``.
+
+    ``sum_g = sum(dy*w)`` and ``sum_gx = sum(dy*w*(x - mean))`` over the group;
+    with statistics that do not depend on ``x`` both terms vanish.
+    """
+    if not from_input:
+        return 0.0, 0.0
+    mean_g = sum_g / count if centered else 0.0
+    return -rstd * rstd * rstd * sum_gx / count, -rstd * mean_g
+
+
+# ----------------------------------------------------------------------------
+# Row regime: one (b, c) group, rows x4[b, o, c, :] for o in [o0, o1)
+
+
 @njit(fastmath=FASTMATH, cache=True)
 def _row_moments(row, centered):
-    """(count, mean, M2) of a contiguous row, blockwise two-pass + Chan merge."""
+    """(count, mean, M2) of a contiguous row: blockwise two-pass, Chan-merged."""
     n_total = 0
     mean = 0.0
     m2 = 0.0
@@ -101,11 +129,198 @@ def _row_moments(row, centered):
     return n_total, mean, m2
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def _rows_moments(x4, b, o0, o1, c, centered):
+    n = 0
+    mean = 0.0
+    m2 = 0.0
+    for o in range(o0, o1):
+        n_r, mean_r, m2_r = _row_moments(x4[b, o, c], centered)
+        n, mean, m2 = _chan_merge(n, mean, m2, n_r, mean_r, m2_r)
+    return mean, m2
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _rows_affine(x4, dy4, use_dy, b, o0, o1, c, m, scale, shift, offset, dy_scale,
+                 w_row, bias_row, out4):
+    """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]``."""
+    W = w_row.size
+    R = x4.shape[3] // W
+    for o in range(o0, o1):
+        xr = x4[b, o, c]
+        yr = out4[b, o, c]
+        gr = dy4[b, o, c]
+        if R == 1:
+            if use_dy:
+                for i in range(W):
+                    yr[i] = ((xr[i] - m) * (scale * w_row[i] + shift) + (bias_row[i] + offset)
+                             + gr[i] * (dy_scale * w_row[i]))
+            else:
+                for i in range(W):
+                    yr[i] = (xr[i] - m) * (scale * w_row[i] + shift) + (bias_row[i] + offset)
+        else:
+            for wi in range(W):
+                a = scale * w_row[wi] + shift
+                t = bias_row[wi] + offset
+                u = dy_scale * w_row[wi]
+                xs = xr[wi * R:(wi + 1) * R]
+                ys = yr[wi * R:(wi + 1) * R]
+                gs = gr[wi * R:(wi + 1) * R]
+                if use_dy:
+                    for k in range(R):
+                        ys[k] = (xs[k] - m) * a + t + gs[k] * u
+                else:
+                    for k in range(R):
+                        ys[k] = (xs[k] - m) * a + t
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, param_dy, param_dyx):
+    """``(sum(dy*w), sum(dy*w*(x - m)))`` of one group; parameter sums accumulate."""
+    W = w_row.size
+    R = x4.shape[3] // W
+    s_g = 0.0
+    s_gx = 0.0
+    for o in range(o0, o1):
+        xr = x4[b, o, c]
+        gr = dy4[b, o, c]
+        if R == 1:
+            for i in range(W):
+                d = gr[i]
+                xm = xr[i] - m
+                s_g += d * w_row[i]
+                s_gx += d * w_row[i] * xm
+                param_dy[i] += d
+                param_dyx[i] += d * xm * r
+        else:
+            for wi in range(W):
+                xs = xr[wi * R:(wi + 1) * R]
+                gs = gr[wi * R:(wi + 1) * R]
+                h = 0.0
+                hx = 0.0
+                for k in range(R):
+                    h += gs[k]
+                    hx += gs[k] * (xs[k] - m)
+                s_g += h * w_row[wi]
+                s_gx += hx * w_row[wi]
+                param_dy[wi] += h
+                param_dyx[wi] += hx * r
+    return s_g, s_gx
+
+
+# ----------------------------------------------------------------------------
+# Slab regime: every c of one b, slabs x3[b, o, :] for o in [o0, o1)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _slab_moments(x3, b, o0, o1, C, centered, acc, mean_k, mean_c, m2_c):
+    """Mean and M2 of every c over the slabs, two-pass; ``acc``, ``mean_k``: scratch."""
+    CI = x3.shape[2]
+    I = CI // C
+    count = (o1 - o0) * I
+    acc[:] = 0.0
+    if centered:
+        for o in range(o0, o1):
+            slab = x3[b, o]
+            for k in range(CI):
+                acc[k] += slab[k]
+        for c in range(C):
+            s = 0.0
+            for i in range(I):
+                s += acc[c * I + i]
+            mean_c[c] = s / count
+            for i in range(I):
+                mean_k[c * I + i] = s / count
+        acc[:] = 0.0
+        for o in range(o0, o1):
+            slab = x3[b, o]
+            for k in range(CI):
+                d = slab[k] - mean_k[k]
+                acc[k] += d * d
+    else:
+        mean_c[:] = 0.0
+        for o in range(o0, o1):
+            slab = x3[b, o]
+            for k in range(CI):
+                acc[k] += slab[k] * slab[k]
+    for c in range(C):
+        q = 0.0
+        for i in range(I):
+            q += acc[c * I + i]
+        m2_c[c] = q
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c, dy_scale_c,
+                 weight2, bias2, m_k, a_k, t_k, u_k, out3):
+    """Row-regime :func:`_rows_affine` for every c at once, with per-element coefficients."""
+    C, W = weight2.shape
+    CI = x3.shape[2]
+    I = CI // C
+    R = I // W
+    for c in range(C):
+        for i in range(I):
+            k = c * I + i
+            w = weight2[c, i // R]
+            m_k[k] = mean_c[c]
+            a_k[k] = scale_c[c] * w + shift_c[c]
+            t_k[k] = bias2[c, i // R] + offset_c[c]
+            u_k[k] = dy_scale_c[c] * w
+    for o in range(o0, o1):
+        xs = x3[b, o]
+        ys = out3[b, o]
+        gs = dy3[b, o]
+        if use_dy:
+            for k in range(CI):
+                ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k] + gs[k] * u_k[k]
+        else:
+            for k in range(CI):
+                ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k]
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _slab_gradient(dy3, x3, b, o0, o1, mean_c, rstd_c, weight2, h, hx, m_k, g_c, gx_c,
+                   param_dy, param_dyx):
+    """Row-regime :func:`_rows_gradient` for every c at once (``h``, ``hx``, ``m_k``: scratch)."""
+    C, W = weight2.shape
+    CI = x3.shape[2]
+    I = CI // C
+    R = I // W
+    h[:] = 0.0
+    hx[:] = 0.0
+    for c in range(C):
+        for i in range(I):
+            m_k[c * I + i] = mean_c[c]
+    for o in range(o0, o1):
+        xs = x3[b, o]
+        gs = dy3[b, o]
+        for k in range(CI):
+            h[k] += gs[k]
+            hx[k] += gs[k] * (xs[k] - m_k[k])
+    for c in range(C):
+        s_g = 0.0
+        s_gx = 0.0
+        for i in range(I):
+            k = c * I + i
+            w = weight2[c, i // R]
+            s_g += h[k] * w
+            s_gx += hx[k] * w
+            param_dy[c, i // R] += h[k]
+            param_dyx[c, i // R] += hx[k] * rstd_c[c]
+        g_c[c] = s_g
+        gx_c[c] = s_gx
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
     """Mean and M2 of every ``(b, c)`` group of ``x4`` into ``(B, C)`` arrays.
 
-    With ``centered=False`` the mean is taken as zero and M2 is the sum of
+    For groups split into several o-chunks: per-chunk results are merged with
+    Chan's formula.  ``centered=False`` gives a zero mean and the sum of
     squares (RMS norm).
     """
     B, O, C, I = x4.shape
@@ -114,54 +329,17 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
     part_mean = np.empty((B, n_o, C))
     part_m2 = np.empty((B, n_o, C))
     for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c_task, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
         j = o0 // o_chunk
         if rows:
             for b in range(b0, b1):
-                n = 0
-                mean = 0.0
-                m2 = 0.0
-                for o in range(o0, o1):
-                    n_r, mean_r, m2_r = _row_moments(x4[b, o, c_task], centered)
-                    n, mean, m2 = _chan_merge(n, mean, m2, n_r, mean_r, m2_r)
-                part_mean[b, j, c_task] = mean
-                part_m2[b, j, c_task] = m2
+                part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
         else:
             acc = np.empty(C * I)
             mean_k = np.empty(C * I)
-            count = (o1 - o0) * I
             for b in range(b0, b1):
-                acc[:] = 0.0
-                if centered:
-                    for o in range(o0, o1):
-                        slab = x3[b, o]
-                        for k in range(C * I):
-                            acc[k] += slab[k]
-                    for c in range(C):
-                        s = 0.0
-                        for i in range(I):
-                            s += acc[c * I + i]
-                        part_mean[b, j, c] = s / count
-                        for i in range(I):
-                            mean_k[c * I + i] = s / count
-                    acc[:] = 0.0
-                    for o in range(o0, o1):
-                        slab = x3[b, o]
-                        for k in range(C * I):
-                            d = slab[k] - mean_k[k]
-                            acc[k] += d * d
-                else:
-                    for o in range(o0, o1):
-                        slab = x3[b, o]
-                        for k in range(C * I):
-                            acc[k] += slab[k] * slab[k]
-                for c in range(C):
-                    if not centered:
-                        part_mean[b, j, c] = 0.0
-                    q = 0.0
-                    for i in range(I):
-                        q += acc[c * I + i]
-                    part_m2[b, j, c] = q
+                _slab_moments(x3, b, o0, o1, C, centered, acc, mean_k, part_mean[b, j],
+                              part_m2[b, j])
     for g in prange(B * C):
         b = g // C
         c = g % C
@@ -176,175 +354,80 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def affine_combine(x4, dy4, use_dy, mean, scale, shift, offset, dy_scale, weight2, bias2,
-                   rows, b_block, o_chunk, out4):
-    """Elementwise pass shared by the forward and the input gradient.
+def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, mean, var, rstd,
+              weight2, bias2, out4):
+    """``out = (x - mean) * rstd * w + bias``.
 
-    ``out = (x - mean) * (scale * w + shift) + (bias + offset) + [dy * dy_scale * w]``
-    with ``mean``, ``scale``, ``shift``, ``offset`` and ``dy_scale`` per
-    ``(b, c)`` group and ``w``, ``bias`` per ``(c, i // R)``.  The forward
-    passes ``scale = rstd`` and zeros; the input gradient passes ``bias = 0``
-    and its own coefficients (see ``_engine.py``).  ``dy4`` is read only when
-    ``use_dy``.
+    With ``compute_stats`` (tasks must own whole groups: ``o_chunk == O``)
+    each task first computes its groups' statistics into ``mean``, ``var``
+    and ``rstd``, and normalizes them while they are still in cache;
+    otherwise ``mean`` and ``rstd`` are given and ``var`` is not used.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
-    dy3 = dy4.reshape((B, O, C * I))
     out3 = out4.reshape((B, O, C * I))
-    W = weight2.shape[1]
-    R = I // W
+    count = O * I
     for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c_task, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
         if rows:
-            c = c_task
-            w_row = weight2[c]
-            bias_row = bias2[c]
             for b in range(b0, b1):
-                m = mean[b, c]
-                p = scale[b, c]
-                q = shift[b, c]
-                f = offset[b, c]
-                u = dy_scale[b, c]
-                for o in range(o0, o1):
-                    xr = x4[b, o, c]
-                    yr = out4[b, o, c]
-                    gr = dy4[b, o, c]
-                    if R == 1:
-                        if use_dy:
-                            for i in range(I):
-                                yr[i] = ((xr[i] - m) * (p * w_row[i] + q) + (bias_row[i] + f)
-                                         + gr[i] * (u * w_row[i]))
-                        else:
-                            for i in range(I):
-                                yr[i] = (xr[i] - m) * (p * w_row[i] + q) + (bias_row[i] + f)
-                    else:
-                        for wi in range(W):
-                            a = p * w_row[wi] + q
-                            sh = bias_row[wi] + f
-                            v = u * w_row[wi]
-                            base = wi * R
-                            if use_dy:
-                                for k in range(base, base + R):
-                                    yr[k] = (xr[k] - m) * a + sh + gr[k] * v
-                            else:
-                                for k in range(base, base + R):
-                                    yr[k] = (xr[k] - m) * a + sh
+                if compute_stats:
+                    m, m2 = _rows_moments(x4, b, o0, o1, c, centered)
+                    mean[b, c] = m
+                    var[b, c] = m2 / count
+                    rstd[b, c] = 1.0 / math.sqrt(m2 / count + eps)
+                _rows_affine(x4, x4, False, b, o0, o1, c, mean[b, c], rstd[b, c], 0.0, 0.0,
+                             0.0, weight2[c], bias2[c], out4)
         else:
             CI = C * I
             m_k = np.empty(CI)
             a_k = np.empty(CI)
             t_k = np.empty(CI)
             u_k = np.empty(CI)
+            zeros = np.zeros(C)
             for b in range(b0, b1):
-                for c in range(C):
-                    for i in range(I):
-                        k = c * I + i
-                        wi = i // R
-                        m_k[k] = mean[b, c]
-                        a_k[k] = scale[b, c] * weight2[c, wi] + shift[b, c]
-                        t_k[k] = bias2[c, wi] + offset[b, c]
-                        u_k[k] = dy_scale[b, c] * weight2[c, wi]
-                for o in range(o0, o1):
-                    xs = x3[b, o]
-                    ys = out3[b, o]
-                    gs = dy3[b, o]
-                    if use_dy:
-                        for k in range(CI):
-                            ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k] + gs[k] * u_k[k]
-                    else:
-                        for k in range(CI):
-                            ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k]
+                if compute_stats:
+                    _slab_moments(x3, b, o0, o1, C, centered, a_k, t_k, mean[b], var[b])
+                    for cc in range(C):
+                        var[b, cc] /= count
+                        rstd[b, cc] = 1.0 / math.sqrt(var[b, cc] + eps)
+                _slab_affine(x3, x3, False, b, o0, o1, mean[b], rstd[b], zeros, zeros, zeros,
+                             weight2, bias2, m_k, a_k, t_k, u_k, out3)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
                   group_g, group_gx, param_dy, param_dyx):
-    """Reductions of the backward pass.
+    """Reductions of the backward pass for groups split into o-chunks.
 
-    Per ``(b, c)`` group: ``group_g = sum(dy * w)`` and
-    ``group_gx = sum(dy * w * (x - mean))``.  Per task block ``q`` and
-    parameter ``(c, wi)``: ``param_dy[q] = sum(dy)`` and
-    ``param_dyx[q] = sum(dy * (x - mean) * rstd)``; the caller sums over ``q``
-    (a fixed order, so the result does not depend on threads).
+    Per ``(b, c)`` group: ``group_g = sum(dy*w)``, ``group_gx =
+    sum(dy*w*(x - mean))``.  Per task block ``q`` and parameter ``(c, wi)``:
+    ``param_dy[q] = sum(dy)``, ``param_dyx[q] = sum(dy*(x - mean)*rstd)``;
+    the caller sums over ``q`` in a fixed order.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
-    W = weight2.shape[1]
-    R = I // W
     n_o = -(-O // o_chunk)
     part_g = np.empty((B, n_o, C))
     part_gx = np.empty((B, n_o, C))
     param_dy[:] = 0.0
     param_dyx[:] = 0.0
     for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c_task, q_index = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
         j = o0 // o_chunk
         if rows:
-            c = c_task
-            w_row = weight2[c]
-            pd = param_dy[q_index, c]
-            px = param_dyx[q_index, c]
             for b in range(b0, b1):
-                m = mean[b, c]
-                r = rstd[b, c]
-                s_g = 0.0
-                s_gx = 0.0
-                for o in range(o0, o1):
-                    xr = x4[b, o, c]
-                    gr = dy4[b, o, c]
-                    if R == 1:
-                        for i in range(I):
-                            d = gr[i]
-                            xm = xr[i] - m
-                            s_g += d * w_row[i]
-                            s_gx += d * w_row[i] * xm
-                            pd[i] += d
-                            px[i] += d * xm * r
-                    else:
-                        for wi in range(W):
-                            h = 0.0
-                            hx = 0.0
-                            for k in range(wi * R, (wi + 1) * R):
-                                d = gr[k]
-                                h += d
-                                hx += d * (xr[k] - m)
-                            s_g += h * w_row[wi]
-                            s_gx += hx * w_row[wi]
-                            pd[wi] += h
-                            px[wi] += hx * r
-                part_g[b, j, c] = s_g
-                part_gx[b, j, c] = s_gx
+                part_g[b, j, c], part_gx[b, j, c] = _rows_gradient(
+                    dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c],
+                    param_dy[q, c], param_dyx[q, c])
         else:
-            CI = C * I
-            h = np.empty(CI)
-            hx = np.empty(CI)
-            m_k = np.empty(CI)
+            h = np.empty(C * I)
+            hx = np.empty(C * I)
+            m_k = np.empty(C * I)
             for b in range(b0, b1):
-                h[:] = 0.0
-                hx[:] = 0.0
-                for c in range(C):
-                    for i in range(I):
-                        m_k[c * I + i] = mean[b, c]
-                for o in range(o0, o1):
-                    xs = x3[b, o]
-                    gs = dy3[b, o]
-                    for k in range(CI):
-                        h[k] += gs[k]
-                        hx[k] += gs[k] * (xs[k] - m_k[k])
-                for c in range(C):
-                    r = rstd[b, c]
-                    s_g = 0.0
-                    s_gx = 0.0
-                    for i in range(I):
-                        k = c * I + i
-                        wi = i // R
-                        s_g += h[k] * weight2[c, wi]
-                        s_gx += hx[k] * weight2[c, wi]
-                        param_dy[q_index, c, wi] += h[k]
-                        param_dyx[q_index, c, wi] += hx[k] * r
-                    part_g[b, j, c] = s_g
-                    part_gx[b, j, c] = s_gx
+                _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, h, hx, m_k,
+                               part_g[b, j], part_gx[b, j], param_dy[q], param_dyx[q])
     for g in prange(B * C):
         b = g // C
         c = g % C
@@ -355,3 +438,57 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
             s_gx += part_gx[b, j, c]
         group_g[b, c] = s_g
         group_gx[b, c] = s_gx
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums,
+                   rows, b_block, o_chunk, group_g, group_gx, param_dy, param_dyx, dx4):
+    """``dx``, and with ``compute_sums`` the reductions of :func:`gradient_sums` too.
+
+    With ``compute_sums`` (tasks must own whole groups) each task reduces its
+    groups and writes their ``dx`` while they are still in cache; otherwise
+    ``group_g`` and ``group_gx`` are given.
+    """
+    B, O, C, I = x4.shape
+    x3 = x4.reshape((B, O, C * I))
+    dy3 = dy4.reshape((B, O, C * I))
+    dx3 = dx4.reshape((B, O, C * I))
+    count = O * I
+    if compute_sums:
+        param_dy[:] = 0.0
+        param_dyx[:] = 0.0
+    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
+        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+        if rows:
+            zero_bias = np.zeros(weight2.shape[1])
+            for b in range(b0, b1):
+                m = mean[b, c]
+                r = rstd[b, c]
+                if compute_sums:
+                    group_g[b, c], group_gx[b, c] = _rows_gradient(
+                        dy4, x4, b, o0, o1, c, m, r, weight2[c], param_dy[q, c],
+                        param_dyx[q, c])
+                shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], r,
+                                                         count, from_input, centered)
+                _rows_affine(x4, dy4, True, b, o0, o1, c, m, 0.0, shift, offset, r,
+                             weight2[c], zero_bias, dx4)
+        else:
+            CI = C * I
+            h = np.empty(CI)
+            hx = np.empty(CI)
+            m_k = np.empty(CI)
+            u_k = np.empty(CI)
+            zero_bias = np.zeros_like(weight2)
+            zeros = np.zeros(C)
+            shift_c = np.empty(C)
+            offset_c = np.empty(C)
+            for b in range(b0, b1):
+                if compute_sums:
+                    _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, h, hx, m_k,
+                                   group_g[b], group_gx[b], param_dy[q], param_dyx[q])
+                for cc in range(C):
+                    shift_c[cc], offset_c[cc] = _input_grad_coefficients(
+                        group_g[b, cc], group_gx[b, cc], rstd[b, cc], count, from_input,
+                        centered)
+                _slab_affine(x3, dy3, True, b, o0, o1, mean[b], zeros, shift_c, offset_c,
+                             rstd[b], weight2, zero_bias, m_k, h, hx, u_k, dx3)
