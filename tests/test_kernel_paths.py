@@ -1,0 +1,66 @@
+"""Every kernel path — row or slab regime, whole or split groups — against the reference.
+
+The shapes are chosen so that each combination of :func:`plan_tasks` decisions
+is exercised; the test first checks that the shape still selects the path it
+is meant to cover.
+"""
+
+import numpy as np
+import pytest
+
+import numbanorm as nbn
+import reference as ref
+from helpers import assert_close, random_array
+from numbanorm._kernels import ROW_BLOCK, plan_tasks
+
+# (norm, x shape, channel or normalized axis, canonical (B, O, C, I), row regime, whole groups)
+CASES = [
+    ("layer", (40, 64), -1, (40, 1, 1, 64), True, True),
+    ("layer", (200, 8), -1, (200, 1, 1, 8), True, True),
+    ("layer", (3, ROW_BLOCK + 904), -1, (3, 1, 1, ROW_BLOCK + 904), True, True),
+    ("rms", (40, 64), -1, (40, 1, 1, 64), True, True),
+    ("batch", (4, 20, 40), 1, (1, 4, 20, 40), True, True),
+    ("batch", (64, 2, 40), 1, (1, 64, 2, 40), True, False),
+    ("batch", (30, 5), 1, (1, 30, 5, 1), False, False),
+    ("batch", (2000, 3), -1, (1, 2000, 3, 1), False, False),
+    ("instance", (20, 7, 3), -1, (20, 7, 3, 1), False, True),
+    ("instance", (2, 3, 50), 1, (2, 1, 3, 50), True, True),
+    ("group", (3, 10, 6), -1, (3, 10, 2, 3), False, False),
+    ("group", (17, 10, 6), -1, (17, 10, 2, 3), False, True),
+    ("group", (5, 6, 40), 1, (5, 1, 2, 120), True, True),
+]
+
+
+def _forward_backward(module, norm, x, dy, axis, weight, bias):
+    if norm == "layer":
+        y, mean, rstd = module.layer_norm_forward(x, weight, bias, axis=axis)
+        return (y, mean, rstd, *module.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis))
+    if norm == "rms":
+        eps = ref.rms_norm_default_eps(x.dtype)
+        y, rrms = module.rms_norm_forward(x, weight, axis=axis, eps=eps)
+        return (y, rrms, *module.rms_norm_backward(dy, x, rrms, weight, axis=axis))
+    if norm == "batch":
+        y, mean, rstd = module.batch_norm_forward(x, None, None, weight, bias, axis=axis)
+        return (y, mean, rstd, *module.batch_norm_backward(dy, x, mean, rstd, weight, axis=axis))
+    if norm == "instance":
+        y, mean, rstd = module.instance_norm_forward(x, None, None, weight, bias, axis=axis)
+        return (y, mean, rstd,
+                *module.instance_norm_backward(dy, x, mean, rstd, weight, axis=axis))
+    y, mean, rstd = module.group_norm_forward(x, 2, weight, bias, axis=axis)
+    return (y, mean, rstd, *module.group_norm_backward(dy, x, 2, mean, rstd, weight, axis=axis))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("norm, shape, axis, shape4, rows, whole", CASES)
+def test_kernel_path_matches_reference(rng, norm, shape, axis, shape4, rows, whole, dtype):
+    plan_rows, _, o_chunk = plan_tasks(*shape4)
+    assert (plan_rows, o_chunk == shape4[1]) == (rows, whole)
+    x = random_array(rng, shape, dtype)
+    dy = random_array(rng, shape, dtype)
+    weight = random_array(rng, (shape[axis],))
+    bias = None if norm == "rms" else random_array(rng, (shape[axis],))
+    actual = _forward_backward(nbn, norm, x, dy, axis, weight, bias)
+    expected = _forward_backward(ref, norm, x.astype(np.float64), dy.astype(np.float64), axis,
+                                 weight, bias)
+    for got, want in zip(actual, expected):
+        assert_close(got, want, dtype, scale=10.0)
