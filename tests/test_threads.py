@@ -1,5 +1,8 @@
 """Concurrent calls from several Python threads return correct results."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -41,3 +44,36 @@ def test_concurrent_layer_norm_and_batch_norm(rng):
     for thread in threads:
         thread.join()
     assert not failures, failures
+
+
+WORKQUEUE_SCRIPT = """
+import threading
+import numpy as np
+import numbanorm as nbn
+inputs = [np.random.default_rng(i).standard_normal((256, 512)) + i for i in range(4)]
+expected = [(x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+            for x in inputs]
+wrong = []
+def work(i):
+    for _ in range(30):
+        if not np.allclose(nbn.layer_norm(inputs[i]), expected[i], rtol=1e-10, atol=1e-10):
+            wrong.append(i)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+import numba
+print(numba.threading_layer(), len(wrong))
+"""
+
+
+def test_concurrent_calls_under_workqueue_layer():
+    """Numba's workqueue layer aborts on concurrent launches; numbanorm must serialize them."""
+    package_root = os.path.dirname(os.path.dirname(nbn.__file__))
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
+               PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", WORKQUEUE_SCRIPT], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["workqueue", "0"]
