@@ -51,16 +51,30 @@ def _plan(canon):
     return plan, plan[2] == canon.shape4[1]
 
 
-def group_moments(canon, centered=True):
-    """``(mean, m2)`` of every group, ``(B, C)`` float64.
-
-    ``centered=False`` gives a zero mean and the sum of squares in ``m2``.
-    """
+def group_moments(canon):
+    """``(mean, m2)`` of every group, ``(B, C)`` float64."""
     B, O, C, I = canon.shape4
     mean = np.zeros((B, C))
     m2 = np.zeros((B, C))
-    if B * C and O * I:
-        _launch(_kernels.group_moments, canon.x4, centered, *_plan(canon)[0], mean, m2)
+    if not (B * C and O * I):
+        return mean, m2
+    x4 = canon.x4
+    if B * O * C == 1 and I >= _kernels.TARGET_TASKS * _kernels.ROW_BLOCK:
+        # A single long row would be a single task: view it as equal rows of
+        # one group, which the kernel splits between tasks, plus a short tail.
+        row = x4.reshape(I)
+        length = I // _kernels.TARGET_TASKS
+        head = row[:length * _kernels.TARGET_TASKS].reshape(1, _kernels.TARGET_TASKS, 1, length)
+        _launch(_kernels.group_moments, head, True, *_kernels.plan_tasks(*head.shape), mean, m2)
+        tail = row[head.size:].astype(np.float64)
+        if tail.size:
+            tail_mean = tail.mean()
+            n = head.size + tail.size
+            delta = tail_mean - mean[0, 0]
+            m2 += ((tail - tail_mean) ** 2).sum() + delta * delta * head.size * tail.size / n
+            mean += delta * tail.size / n
+        return mean, m2
+    _launch(_kernels.group_moments, x4, True, *_plan(canon)[0], mean, m2)
     return mean, m2
 
 

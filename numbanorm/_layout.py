@@ -42,13 +42,15 @@ def _split_blocks(roles, shape, perm):
     blocks = ([], [], [], [])
     phase = 0
     last_weighted = -1
-    for a in perm:
+    for position, a in enumerate(perm):
         role = roles[a]
         if shape[a] == 1:
             blocks[0 if role in "SK" else 2 if role == "C" else 3].append(a)
             continue
         if role == "R":
-            p = 1 if phase <= 1 else 4
+            # Reduced axes go to the contiguous I block unless a kept axis follows.
+            kept_after = any(roles[b] in "CK" and shape[b] > 1 for b in perm[position + 1:])
+            p = 1 if phase <= 1 and kept_after else 4
         elif role == "K":
             p = 0 if phase == 0 else 2
         else:

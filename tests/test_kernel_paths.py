@@ -64,3 +64,15 @@ def test_kernel_path_matches_reference(rng, norm, shape, axis, shape4, rows, who
                                  weight, bias)
     for got, want in zip(actual, expected):
         assert_close(got, want, dtype, scale=10.0)
+
+
+@pytest.mark.parametrize("tail", [0, 37])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_moments_of_one_long_row_split_between_tasks(rng, tail, dtype):
+    """A full reduction of a long array is split into equal rows plus a tail."""
+    x = random_array(rng, (64 * ROW_BLOCK + tail,), dtype, loc=1e3)
+    mean, var = nbn.moments(x, ddof=1)
+    assert_close(mean, np.mean(x.astype(np.float64)), dtype)
+    assert_close(var, np.var(x.astype(np.float64), ddof=1), dtype)
+    x[-1] = np.nan
+    assert np.isnan(nbn.moments(x)).all()
