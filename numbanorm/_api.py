@@ -18,7 +18,7 @@ from ._layout import CanonicalView
 # Argument checking
 
 
-def _as_input(x, name="x"):
+def _as_input(x):
     """Return ``(x in compute dtype, result dtype, statistics dtype)``."""
     x = np.asarray(x)
     kind = x.dtype.kind
@@ -30,7 +30,7 @@ def _as_input(x, name="x"):
         return x.astype(np.float64, copy=False), np.dtype(np.float64), np.dtype(np.float64)
     if kind in "iub":
         return x.astype(np.float64), np.dtype(np.float64), np.dtype(np.float64)
-    raise TypeError(f"{name} must be a real floating, integer or boolean array, got dtype {x.dtype}")
+    raise TypeError(f"x must be a real floating, integer or boolean array, got dtype {x.dtype}")
 
 
 def _axis_index(axis, ndim, name="axis"):
@@ -204,6 +204,8 @@ class _ChannelAxes:
             self.stat_axes.insert(0, split_sample)
         self.split_shape = split_shape
         self.roles = "".join(roles)
+        self.weight_shape = (self.channels,)
+        self.stat_shape = (self.n_samples,) * per_sample + (self.groups,)
 
     def view(self, xc):
         return CanonicalView(xc.reshape(self.split_shape), self.roles)
@@ -211,9 +213,6 @@ class _ChannelAxes:
     def param2(self, value, fill):
         """A ``(C,)`` weight or bias as ``(groups, channels per group)`` float64."""
         return _param2(value, (self.groups, self.per_group), fill)
-
-    def stat_shape(self):
-        return ((self.n_samples,) if self.sample is not None else ()) + (self.groups,)
 
 
 class _NormalizedAxes:
@@ -230,7 +229,7 @@ class _NormalizedAxes:
                 f"cannot normalize over an empty set: axis {axis!r} of an array of shape "
                 f"{x.shape}")
         self.stat_axes = [a for a in range(x.ndim) if a not in self.axes]
-        self.stat_shape_ = tuple(x.shape[a] for a in self.stat_axes)
+        self.stat_shape = tuple(x.shape[a] for a in self.stat_axes)
 
     def view(self, xc):
         return CanonicalView(xc, self.roles)
@@ -239,9 +238,6 @@ class _NormalizedAxes:
         """The weight or bias as a ``(1, normalized size)`` float64 array."""
         return _param2(value, (1, self.count), fill)
 
-    def stat_shape(self):
-        return self.stat_shape_
-
 
 def _grad_dtype(weight, stat_dtype):
     if weight is not None and weight.dtype.kind == "f":
@@ -249,29 +245,31 @@ def _grad_dtype(weight, stat_dtype):
     return stat_dtype
 
 
-def _backward(spec, dy, xc, mean, rstd, weight, *, stats_from_input, centered, result_dtype,
-              stat_dtype, weight_shape):
-    """Shared tail of every ``*_backward``: shapes checked, kernels run, dtypes set."""
+def _backward(spec, dy, x_dtypes, mean, rstd, weight, *, stats_from_input, centered):
+    """Shared tail of every ``*_backward``: shapes checked, kernels run, dtypes set.
+
+    ``x_dtypes`` is what :func:`_as_input` returned for ``x``.
+    """
+    xc, result_dtype, stat_dtype = x_dtypes
+    weight = _param(weight, spec.weight_shape, "weight")
     dy = np.asarray(dy)
     if dy.shape != xc.shape:
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
     if dy.dtype.kind not in "fiub":
         raise TypeError(f"dy must be a real array, got dtype {dy.dtype}")
-    stat_shape = spec.stat_shape()
     names = ("mean", "rstd") if centered else ("rrms",)
     given = (mean, rstd) if centered else (rstd,)
     for value, name in zip(given, names):
-        _check_stat(value, stat_shape, name)
+        _check_stat(value, spec.stat_shape, name)
     canon = spec.view(xc)
-    dy_c = dy.reshape(canon.shape) if dy.shape != canon.shape else dy
     mean2 = (canon.stats_from_axes(mean, spec.stat_axes) if centered
              else np.zeros(canon.shape4[::2]))
     rstd2 = canon.stats_from_axes(rstd, spec.stat_axes)
-    dx, dweight2, dbias2 = _engine.backward(canon, dy_c, mean2, rstd2, spec.param2(weight, 1.0),
-                                            stats_from_input, centered)
+    dx, dweight2, dbias2 = _engine.backward(canon, dy.reshape(canon.shape), mean2, rstd2,
+                                            spec.param2(weight, 1.0), stats_from_input, centered)
     grad_dtype = _grad_dtype(weight, stat_dtype)
-    return (dx.reshape(spec.shape).astype(result_dtype, copy=False), dweight2.reshape(weight_shape).astype(grad_dtype),
-            dbias2.reshape(weight_shape).astype(grad_dtype))
+    return (dx.reshape(spec.shape).astype(result_dtype, copy=False),
+            *(g.reshape(spec.weight_shape).astype(grad_dtype) for g in (dweight2, dbias2)))
 
 
 # ----------------------------------------------------------------------------
@@ -394,13 +392,11 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1
 
 def _channel_backward(dy, x, mean, rstd, weight, from_input, axis, *, per_sample, what,
                       num_groups=None):
-    xc, result_dtype, stat_dtype = _as_input(x)
-    spec = _ChannelAxes(xc, axis, per_sample=per_sample, num_groups=num_groups,
+    x_dtypes = _as_input(x)
+    spec = _ChannelAxes(x_dtypes[0], axis, per_sample=per_sample, num_groups=num_groups,
                         min_ndim=3 if per_sample and num_groups is None else 2, what=what)
-    weight = _param(weight, (spec.channels,), "weight")
-    return _backward(spec, dy, xc, mean, rstd, weight, stats_from_input=from_input,
-                     centered=True, result_dtype=result_dtype, stat_dtype=stat_dtype,
-                     weight_shape=(spec.channels,))
+    return _backward(spec, dy, x_dtypes, mean, rstd, weight, stats_from_input=from_input,
+                     centered=True)
 
 
 def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
@@ -569,12 +565,10 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
 
     Returns ``dx``, and ``dweight`` and ``dbias`` shaped like the weight.
     """
-    xc, result_dtype, stat_dtype = _as_input(x)
-    spec = _NormalizedAxes(xc, axis)
-    weight = _param(weight, spec.weight_shape, "weight")
-    return _backward(spec, dy, xc, mean, rstd, weight, stats_from_input=True, centered=True,
-                     result_dtype=result_dtype, stat_dtype=stat_dtype,
-                     weight_shape=spec.weight_shape)
+    x_dtypes = _as_input(x)
+    spec = _NormalizedAxes(x_dtypes[0], axis)
+    return _backward(spec, dy, x_dtypes, mean, rstd, weight, stats_from_input=True,
+                     centered=True)
 
 
 def rms_norm_forward(x, weight=None, *, axis=-1, eps=None):
@@ -610,12 +604,10 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1):
     """Gradients of RMS normalization: ``dx`` and ``dweight``."""
-    xc, result_dtype, stat_dtype = _as_input(x)
-    spec = _NormalizedAxes(xc, axis)
-    weight = _param(weight, spec.weight_shape, "weight")
-    dx, dweight, _ = _backward(spec, dy, xc, None, rrms, weight, stats_from_input=True,
-                               centered=False, result_dtype=result_dtype,
-                               stat_dtype=stat_dtype, weight_shape=spec.weight_shape)
+    x_dtypes = _as_input(x)
+    spec = _NormalizedAxes(x_dtypes[0], axis)
+    dx, dweight, _ = _backward(spec, dy, x_dtypes, None, rrms, weight, stats_from_input=True,
+                               centered=False)
     return dx, dweight
 
 
