@@ -23,10 +23,10 @@ def _as_input(x):
     x = np.asarray(x)
     kind = x.dtype.kind
     if kind == "f":
-        if x.dtype == np.float16:
-            return x.astype(np.float32), x.dtype, np.dtype(np.float32)
-        if x.dtype == np.float32:
-            return x, x.dtype, x.dtype
+        if x.dtype.type is np.float16:
+            return x.astype(np.float32), np.dtype(np.float16), np.dtype(np.float32)
+        if x.dtype.type is np.float32:
+            return x.astype(np.float32, copy=False), np.dtype(np.float32), np.dtype(np.float32)
         return x.astype(np.float64, copy=False), np.dtype(np.float64), np.dtype(np.float64)
     if kind in "iub":
         return x.astype(np.float64), np.dtype(np.float64), np.dtype(np.float64)

@@ -286,3 +286,14 @@ def test_weight_and_bias_are_never_modified(rng):
     nbn.batch_norm_backward(x, x, mean, rstd, channel_weight)
     for array, copy in zip((channel_weight, channel_bias, row_weight, row_bias), copies):
         np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8"])
+def test_non_native_byte_order_keeps_its_precision(rng, dtype):
+    x = random_array(rng, (6, 40)).astype(dtype)
+    y = nbn.layer_norm(x)
+    native = np.dtype(dtype).newbyteorder("=")
+    assert y.dtype == native
+    assert_close(y, ref.layer_norm_forward(x.astype(np.float64))[0], native)
+    mean, _ = nbn.moments(x, axis=1)
+    assert mean.dtype == native
