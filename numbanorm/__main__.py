@@ -1,4 +1,4 @@
-"""Command line: ``python -m numbanorm warmup``."""
+"""Command line: ``python -m numbanorm warmup`` and ``python -m numbanorm bench``."""
 
 import argparse
 import time
@@ -43,10 +43,25 @@ def main(argv=None):
     warm = commands.add_parser(
         "warmup", help="compile every kernel into the on-disk cache and report the time taken")
     warm.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    speed = commands.add_parser(
+        "bench", help="time every norm against the copy ceiling and the importable peers")
+    speed.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
+    speed.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    speed.add_argument("--ops", nargs="+", metavar="OP",
+                       help="norms or '<norm>.<direction>' names, wildcards allowed "
+                            "(directions: forward, forward_out, backward)")
+    speed.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args(argv)
     if args.command == "warmup":
         timings = warmup(args.dtypes)
         print("  ".join(f"{name}: {seconds:.2f} s" for name, seconds in timings.items()))
+    elif args.command == "bench":
+        from ._bench import bench
+
+        try:
+            bench(args.ops, quick=args.quick, json_path=args.json, dtype=args.dtype)
+        except ValueError as error:
+            parser.error(str(error))
 
 
 if __name__ == "__main__":

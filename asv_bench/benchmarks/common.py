@@ -1,0 +1,54 @@
+"""The shared shape of every norm benchmark.
+
+A benchmark is parameterized by the implementation (numbanorm or a peer, so
+that ``asv run`` shows them side by side), the dtype, the case (shape and
+layout) and the direction.  ``setup`` builds seeded data and runs the call
+once, so that JIT compilation never counts; an implementation that is not
+importable or has no such operation raises ``NotImplementedError``, which asv
+reports as skipped.
+"""
+
+import abc
+
+import numpy as np
+
+from numbanorm._peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, build
+
+DTYPES = ("float32", "float64")
+
+
+def cases(norm):
+    """Case labels of ``norm`` and a mapping back to the cases."""
+    found = {case.label.split(" ", 1)[1]: case for case in BENCHMARK_CASES if case.norm == norm}
+    return list(found), found
+
+
+class NormBenchmark(abc.ABC):
+    """Forward (allocating), forward with ``out=`` and backward of one norm.
+
+    Abstract, so that asv collects only the subclasses, which name their norm.
+    """
+
+    directions = DIRECTIONS
+    timeout = 300
+    param_names = ["impl", "dtype", "case", "direction"]
+
+    @property
+    @abc.abstractmethod
+    def norm(self):
+        """The function name in numbanorm."""
+
+    def __init_subclass__(cls):
+        super().__init_subclass__()
+        labels, cls.cases = cases(cls.norm)
+        cls.params = [list(IMPLEMENTATIONS), list(DTYPES), labels, list(cls.directions)]
+
+    def setup(self, impl, dtype, case, direction):
+        self.call = build(impl, direction, self.cases[case], self.cases[case].data(np.dtype(dtype)))
+        self.call()
+
+    def time_call(self, impl, dtype, case, direction):
+        self.call()
+
+    def peakmem_call(self, impl, dtype, case, direction):
+        self.call()

@@ -1,0 +1,160 @@
+"""``python -m numbanorm bench``: times, bandwidth and peers for every norm.
+
+For each benchmark case and direction, the median time of numbanorm, the
+effective bandwidth (bytes that must move divided by the time), that
+bandwidth as a fraction of a same-size parallel copy measured in the same
+run (the memory-bound ceiling), and the speed ratio against every importable
+peer (a peer's time divided by numbanorm's: above 1, numbanorm is faster).
+"""
+
+import fnmatch
+import json
+import platform
+import statistics
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
+
+PEERS = IMPLEMENTATIONS[1:]
+COPY_BLOCK = 1 << 16
+
+
+@njit(parallel=True, cache=True)
+def _parallel_copy(src, dst):
+    for block in prange(-(-src.size // COPY_BLOCK)):
+        start = block * COPY_BLOCK
+        s = src[start:start + COPY_BLOCK]
+        d = dst[start:start + COPY_BLOCK]
+        for i in range(s.size):
+            d[i] = s[i]
+
+
+def median_seconds(fn, *, min_time, min_repeats, max_repeats):
+    """Median wall time of ``fn()`` after one warm-up call."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (
+            len(times) < max_repeats and time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(nbytes, dtype, timing):
+    """Bytes per second of a parallel copy of ``nbytes`` (read + write)."""
+    src = np.ones(nbytes // np.dtype(dtype).itemsize, dtype)
+    dst = np.empty_like(src)
+    seconds = median_seconds(lambda: _parallel_copy(src, dst), **timing)
+    return 2 * src.nbytes / seconds
+
+
+def operations(patterns=None, cases=BENCHMARK_CASES):
+    """``(case, direction)`` pairs whose name ``"<norm>.<direction>"`` matches a pattern.
+
+    A pattern is a norm (``layer_norm``), a full name (``batch_norm.backward``)
+    or a shell-style wildcard (``*.forward_out``); None selects everything.
+    """
+    for case in cases:
+        for direction in (("forward",) if case.norm == "moments" else DIRECTIONS):
+            name = f"{case.norm}.{direction}"
+            if patterns is None or any(
+                    fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(case.norm, p)
+                    for p in patterns):
+                yield case, direction
+
+
+def _select(patterns, cases=BENCHMARK_CASES):
+    selected = list(operations(patterns, cases))
+    if not selected:
+        raise ValueError(f"no benchmark matches {' '.join(patterns)}")
+    return selected
+
+
+def run(patterns=None, *, quick=False, dtype=np.float32, peers=PEERS, cases=BENCHMARK_CASES,
+        progress=None):
+    """Time the selected operations of ``cases``.
+
+    Returns one dict per operation: ``op``, ``layout``, ``shape``, ``dtype``,
+    ``seconds`` (median), ``gb_per_s``, ``copy_gb_per_s`` (the ceiling),
+    ``fraction_of_copy`` and ``peers`` (peer name -> peer time / numbanorm
+    time, for the peers that have the operation).
+    """
+    selected = _select(patterns, cases)
+    timing = (dict(min_time=0.05, min_repeats=3, max_repeats=20) if quick
+              else dict(min_time=0.5, min_repeats=10, max_repeats=200))
+    itemsize = np.dtype(dtype).itemsize
+    ceilings = {}
+    results = []
+    for case, direction in selected:
+        data = case.data(dtype)
+        nbytes = data["x"].nbytes
+        if nbytes not in ceilings:
+            ceilings[nbytes] = copy_bandwidth(nbytes, dtype, timing)
+        seconds = median_seconds(build("numbanorm", direction, case, data), **timing)
+        moved = case.bytes_moved(direction, itemsize)
+        result = {
+            "op": f"{case.norm}.{direction}", "layout": case.layout, "shape": list(case.shape),
+            "dtype": np.dtype(dtype).name, "seconds": seconds, "gb_per_s": moved / seconds / 1e9,
+            "copy_gb_per_s": ceilings[nbytes] / 1e9,
+            "fraction_of_copy": moved / seconds / ceilings[nbytes], "peers": {},
+        }
+        for peer in peers:
+            try:
+                fn = build(peer, direction, case, data)
+            except PeerUnavailable:
+                continue
+            result["peers"][peer] = median_seconds(fn, **timing) / seconds
+        results.append(result)
+        if progress:
+            progress(result)
+    return results
+
+
+def machine():
+    """What the numbers were measured on."""
+    return {"machine": platform.machine(), "processor": platform.processor(),
+            "threads": numba.get_num_threads(), "threading_layer": _threading_layer(),
+            "numba": numba.__version__, "numpy": np.__version__}
+
+
+def _threading_layer():
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return "not yet chosen"
+
+
+def format_row(result, peers=PEERS):
+    shape = "x".join(map(str, result["shape"]))
+    ratios = "".join(f"{result['peers'][p]:>13.2f}x" if p in result["peers"] else f"{'-':>14}"
+                     for p in peers)
+    return (f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
+            f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
+            f"{result['fraction_of_copy']:>8.0%}{ratios}")
+
+
+def format_header(peers=PEERS):
+    return (f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}"
+            + "".join(f"{'vs ' + p:>14}" for p in peers))
+
+
+def bench(patterns=None, *, quick=False, json_path=None, dtype="float32", peers=PEERS,
+          cases=BENCHMARK_CASES):
+    """Print the benchmark table and optionally write the results as JSON."""
+    _select(patterns, cases)
+    info = machine()
+    print(f"numbanorm bench: {info['threads']} threads, {dtype}, "
+          f"{'quick' if quick else 'full'} timing; ratios are peer time / numbanorm time")
+    print(format_header(peers))
+    results = run(patterns, quick=quick, dtype=np.dtype(dtype), peers=peers, cases=cases,
+                  progress=lambda r: print(format_row(r, peers), flush=True))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"machine": machine(), "results": results}, f, indent=1)
+    return results

@@ -1,0 +1,96 @@
+"""The benchmark peers compute what numbanorm computes, and the bench command reports it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from numbanorm import _bench
+from numbanorm.__main__ import main
+from numbanorm._peers import IMPLEMENTATIONS, Case, PeerUnavailable, build
+
+SMALL_CASES = (
+    Case("layer_norm", (24, 40), "rows"),
+    Case("rms_norm", (24, 40), "rows"),
+    Case("batch_norm", (4, 6, 5, 3), "NCHW"),
+    Case("batch_norm", (50, 6), "2-D"),
+    Case("batch_norm", (4, 5, 3, 6), "NHWC"),
+    Case("group_norm", (4, 6, 5, 3), "NCHW", groups=3),
+    Case("group_norm", (4, 5, 3, 6), "NHWC", groups=3),
+    Case("instance_norm", (4, 6, 5, 3), "NCHW"),
+    Case("instance_norm", (4, 5, 3, 6), "NHWC"),
+    Case("moments", (24, 40), "rows"),
+    Case("moments", (4, 6, 5, 3), "NCHW"),
+)
+
+
+def _arrays(result, case):
+    """The arrays of any implementation's result, as NumPy, channels back where ``x`` has them."""
+    items = result if isinstance(result, (tuple, list)) else (result,)
+    arrays = []
+    for item in items:
+        if hasattr(item, "detach"):  # a torch tensor, channels-first when x is channels-last
+            item = item.detach()
+            if case.layout == "NHWC" and item.ndim == len(case.shape):
+                item = item.permute(0, *range(2, item.ndim), 1)
+            item = item.numpy()
+        arrays.append(np.asarray(item, dtype=np.float64))
+    return arrays
+
+
+@pytest.mark.parametrize("case", SMALL_CASES, ids=lambda case: case.label)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS[1:])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_peers_agree_with_numbanorm(case, impl, direction):
+    data = case.data(np.float32, seed=3)
+    try:
+        peer = build(impl, direction, case, data)
+    except PeerUnavailable:
+        pytest.skip(f"{impl} has no {direction} of {case.label} here")
+    expected = _arrays(build("numbanorm", direction, case, data)(), case)
+    actual = _arrays(peer(), case)
+    if direction == "forward" and case.norm != "moments":
+        expected = expected[:1]  # numbanorm's forward also returns its statistics
+        actual = actual[:1]
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
+
+
+def test_forward_out_writes_the_forward_result():
+    case = SMALL_CASES[2]
+    data = case.data(np.float64, seed=1)
+    written = build("numbanorm", "forward_out", case, data)()
+    np.testing.assert_array_equal(written, build("numbanorm", "forward", case, data)()[0])
+    with pytest.raises(PeerUnavailable):
+        build("numpy", "forward_out", case, data)
+
+
+def test_run_reports_bandwidth_and_peer_ratios():
+    results = _bench.run(["layer_norm.backward", "moments"], quick=True, peers=("numpy",),
+                         cases=SMALL_CASES)
+    assert [r["op"] for r in results] == ["layer_norm.backward", "moments.forward",
+                                          "moments.forward"]
+    for r in results:
+        moved = 4 * np.prod(r["shape"]) * (3 if r["op"].endswith("backward") else 1)
+        assert r["gb_per_s"] == pytest.approx(moved / r["seconds"] / 1e9)
+        assert r["fraction_of_copy"] == pytest.approx(r["gb_per_s"] / r["copy_gb_per_s"])
+        assert set(r["peers"]) == {"numpy"} and r["peers"]["numpy"] > 0
+
+
+def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    _bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",),
+                 cases=SMALL_CASES[:2])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == [
+        "rms_norm.forward", "rms_norm.forward_out", "rms_norm.backward"]
+    saved = json.loads(path.read_text())
+    assert saved["machine"]["threads"] >= 1
+    assert [r["op"] for r in saved["results"]] == [line.split()[0] for line in lines[2:]]
+
+
+def test_bench_command_rejects_an_unknown_op(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--ops", "no_such_norm"])
+    assert "no benchmark matches no_such_norm" in capsys.readouterr().err
