@@ -3,8 +3,9 @@
 Every norm is: group statistics of the canonical view, an elementwise
 normalize-and-affine pass, and a backward made of one reduction and one
 elementwise pass.  Everything here works on ``(B, C)`` float64 statistics and
-``(C, W)`` float64 affine parameters; the public functions in ``_api.py``
-translate shapes, dtypes and modes.
+``(C, W)`` float64 affine parameters, which the elementwise passes use in the
+precision of ``x``; the public functions in ``_api.py`` translate shapes,
+dtypes and modes.
 """
 
 import threading
@@ -103,6 +104,7 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     """
     B, O, C, I = canon.shape4
     y, out4 = canon.output(out)
+    weight2, bias2 = (p.astype(canon.x4.dtype, copy=False) for p in (weight2, bias2))
     plan, whole_groups = _plan(canon)
     var = None
     if stats is None:
@@ -149,6 +151,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True):
     """
     B, O, C, I = canon.shape4
     W = weight2.shape[1]
+    weight2 = weight2.astype(canon.x4.dtype, copy=False)
     plan, whole_groups = _plan(canon)
     dy4 = canon.view(dy)
     n_blocks = _kernels.n_param_blocks(B, O, *plan)

@@ -31,7 +31,7 @@ ROW_MIN_LENGTH = 32
 TARGET_TASKS = 64
 MIN_WHOLE_GROUPS = 16
 SLAB_BLOCK = 32768
-ROW_BLOCK = 4096
+ROW_BLOCK = 1024
 
 
 def plan_tasks(B, O, C, I):
@@ -105,27 +105,44 @@ def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered):
 
 
 @njit(fastmath=FASTMATH, cache=True)
+def _block_moments(block, centered):
+    """``(mean, M2)`` of a short contiguous block, as float64.
+
+    Summed in the block's own precision, which vectorizes float32 twice as
+    wide as float64, around a pivot: the block's mean rounded to that
+    precision.  The pivot removes any offset before squaring, and the sum of
+    the deviations corrects for its rounding, so the result keeps float64
+    accuracy for blocks of ``ROW_BLOCK`` elements.
+    """
+    n = block.size
+    pivot = block.dtype.type(0)
+    if centered:
+        total = block.dtype.type(0)
+        for i in range(n):
+            total += block[i]
+        pivot = block.dtype.type(total / n)
+    s1 = block.dtype.type(0)
+    s2 = block.dtype.type(0)
+    for i in range(n):
+        d = block[i] - pivot
+        s1 += d
+        s2 += d * d
+    if not centered:
+        return 0.0, np.float64(s2)
+    shift = np.float64(s1) / n
+    return np.float64(pivot) + shift, np.float64(s2) - np.float64(s1) * shift
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _row_moments(row, centered):
-    """(count, mean, M2) of a contiguous row: blockwise two-pass, Chan-merged."""
+    """(count, mean, M2) of a contiguous row: blockwise, Chan-merged in float64."""
     n_total = 0
     mean = 0.0
     m2 = 0.0
     for start in range(0, row.size, ROW_BLOCK):
-        stop = min(row.size, start + ROW_BLOCK)
-        s = 0.0
-        q = 0.0
-        if centered:
-            for i in range(start, stop):
-                s += row[i]
-            block_mean = s / (stop - start)
-            for i in range(start, stop):
-                d = row[i] - block_mean
-                q += d * d
-        else:
-            block_mean = 0.0
-            for i in range(start, stop):
-                q += row[i] * row[i]
-        n_total, mean, m2 = _chan_merge(n_total, mean, m2, stop - start, block_mean, q)
+        block = row[start:start + ROW_BLOCK]
+        block_mean, block_m2 = _block_moments(block, centered)
+        n_total, mean, m2 = _chan_merge(n_total, mean, m2, block.size, block_mean, block_m2)
     return n_total, mean, m2
 
 
@@ -141,71 +158,112 @@ def _rows_moments(x4, b, o0, o1, c, centered):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _rows_affine(x4, dy4, use_dy, b, o0, o1, c, m, scale, shift, offset, dy_scale,
-                 w_row, bias_row, out4):
-    """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]``."""
+def _rows_normalize(x4, b, o0, o1, c, mean, rstd, w_row, bias_row, out4):
+    """``out = (x - mean) * rstd * w + bias`` over the rows ``x4[b, o0:o1, c]``.
+
+    Computed in the precision of ``x`` (``w_row`` and ``bias_row`` are
+    given in it) as ``(x - pivot) * a + (bias - delta * a)``, where ``pivot``
+    is ``mean`` rounded to that precision and ``delta = mean - pivot``:
+    ``x - pivot`` is exact for ``x`` near the mean, so a large offset costs
+    no accuracy.
+    """
+    pivot = x4.dtype.type(mean)
+    delta = mean - np.float64(pivot)
+    scale = x4.dtype.type(rstd)
+    delta_scale = x4.dtype.type(delta * rstd)
     W = w_row.size
     R = x4.shape[3] // W
     for o in range(o0, o1):
         xr = x4[b, o, c]
         yr = out4[b, o, c]
-        gr = dy4[b, o, c]
         if R == 1:
-            if use_dy:
-                for i in range(W):
-                    yr[i] = ((xr[i] - m) * (scale * w_row[i] + shift) + (bias_row[i] + offset)
-                             + gr[i] * (dy_scale * w_row[i]))
-            else:
-                for i in range(W):
-                    yr[i] = (xr[i] - m) * (scale * w_row[i] + shift) + (bias_row[i] + offset)
+            for i in range(W):
+                yr[i] = (xr[i] - pivot) * (scale * w_row[i]) + (bias_row[i]
+                                                                - delta_scale * w_row[i])
         else:
             for wi in range(W):
-                a = scale * w_row[wi] + shift
-                t = bias_row[wi] + offset
-                u = dy_scale * w_row[wi]
+                a = x4.dtype.type(rstd * w_row[wi])
+                t = x4.dtype.type(bias_row[wi] - delta * rstd * w_row[wi])
                 xs = xr[wi * R:(wi + 1) * R]
                 ys = yr[wi * R:(wi + 1) * R]
+                for k in range(R):
+                    ys[k] = (xs[k] - pivot) * a + t
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row, dx4):
+    """``dx = dy * rstd * w + (x - mean) * shift + offset`` over the rows of one group.
+
+    In the precision of ``x``, around the rounded mean as in
+    :func:`_rows_normalize`.
+    """
+    pivot = x4.dtype.type(mean)
+    delta = mean - np.float64(pivot)
+    h = x4.dtype.type(shift)
+    t = x4.dtype.type(offset - delta * shift)
+    scale = x4.dtype.type(rstd)
+    W = w_row.size
+    R = x4.shape[3] // W
+    for o in range(o0, o1):
+        xr = x4[b, o, c]
+        gr = dy4[b, o, c]
+        dxr = dx4[b, o, c]
+        if R == 1:
+            for i in range(W):
+                dxr[i] = gr[i] * (scale * w_row[i]) + ((xr[i] - pivot) * h + t)
+        else:
+            for wi in range(W):
+                u = x4.dtype.type(rstd * w_row[wi])
+                xs = xr[wi * R:(wi + 1) * R]
                 gs = gr[wi * R:(wi + 1) * R]
-                if use_dy:
-                    for k in range(R):
-                        ys[k] = (xs[k] - m) * a + t + gs[k] * u
-                else:
-                    for k in range(R):
-                        ys[k] = (xs[k] - m) * a + t
+                dxs = dxr[wi * R:(wi + 1) * R]
+                for k in range(R):
+                    dxs[k] = gs[k] * u + ((xs[k] - pivot) * h + t)
 
 
 @njit(fastmath=FASTMATH, cache=True)
 def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, param_dy, param_dyx):
-    """``(sum(dy*w), sum(dy*w*(x - m)))`` of one group; parameter sums accumulate."""
+    """``(sum(dy*w), sum(dy*w*(x - m)))`` of one group; parameter sums accumulate.
+
+    Products are formed in the precision of ``x`` around the rounded mean
+    and summed in float64.
+    """
+    pivot = x4.dtype.type(m)
+    delta = m - np.float64(pivot)
     W = w_row.size
     R = x4.shape[3] // W
     s_g = 0.0
-    s_gx = 0.0
+    s_gd = 0.0
     for o in range(o0, o1):
         xr = x4[b, o, c]
         gr = dy4[b, o, c]
         if R == 1:
             for i in range(W):
                 d = gr[i]
-                xm = xr[i] - m
+                dd = d * (xr[i] - pivot)
                 s_g += d * w_row[i]
-                s_gx += d * w_row[i] * xm
+                s_gd += dd * w_row[i]
                 param_dy[i] += d
-                param_dyx[i] += d * xm * r
+                param_dyx[i] += (dd - delta * d) * r
         else:
             for wi in range(W):
-                xs = xr[wi * R:(wi + 1) * R]
-                gs = gr[wi * R:(wi + 1) * R]
                 h = 0.0
-                hx = 0.0
-                for k in range(R):
-                    h += gs[k]
-                    hx += gs[k] * (xs[k] - m)
+                hd = 0.0
+                for start in range(wi * R, (wi + 1) * R, ROW_BLOCK):
+                    xs = xr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
+                    gs = gr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
+                    block_h = x4.dtype.type(0)
+                    block_hd = x4.dtype.type(0)
+                    for k in range(xs.size):
+                        block_h += gs[k]
+                        block_hd += gs[k] * (xs[k] - pivot)
+                    h += block_h
+                    hd += block_hd
                 s_g += h * w_row[wi]
-                s_gx += hx * w_row[wi]
+                s_gd += hd * w_row[wi]
                 param_dy[wi] += h
-                param_dyx[wi] += hx * r
-    return s_g, s_gx
+                param_dyx[wi] += (hd - delta * h) * r
+    return s_g, s_gd - delta * s_g
 
 
 # ----------------------------------------------------------------------------
@@ -253,7 +311,11 @@ def _slab_moments(x3, b, o0, o1, C, centered, acc, mean_k, mean_c, m2_c):
 @njit(fastmath=FASTMATH, cache=True)
 def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c, dy_scale_c,
                  weight2, bias2, m_k, a_k, t_k, u_k, out3):
-    """Row-regime :func:`_rows_affine` for every c at once, with per-element coefficients."""
+    """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]`` for every c at once.
+
+    The slab-regime counterpart of :func:`_rows_normalize` and
+    :func:`_rows_input_gradient`, with per-element coefficients.
+    """
     C, W = weight2.shape
     CI = x3.shape[2]
     I = CI // C
@@ -376,8 +438,8 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, mean, va
                     mean[b, c] = m
                     var[b, c] = m2 / count
                     rstd[b, c] = 1.0 / math.sqrt(m2 / count + eps)
-                _rows_affine(x4, x4, False, b, o0, o1, c, mean[b, c], rstd[b, c], 0.0, 0.0,
-                             0.0, weight2[c], bias2[c], out4)
+                _rows_normalize(x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], bias2[c],
+                                out4)
         else:
             CI = C * I
             m_k = np.empty(CI)
@@ -460,7 +522,6 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
     for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
         b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
         if rows:
-            zero_bias = np.zeros(weight2.shape[1])
             for b in range(b0, b1):
                 m = mean[b, c]
                 r = rstd[b, c]
@@ -470,8 +531,8 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
                         param_dyx[q, c])
                 shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], r,
                                                          count, from_input, centered)
-                _rows_affine(x4, dy4, True, b, o0, o1, c, m, 0.0, shift, offset, r,
-                             weight2[c], zero_bias, dx4)
+                _rows_input_gradient(dy4, x4, b, o0, o1, c, m, r, shift, offset, weight2[c],
+                                     dx4)
         else:
             CI = C * I
             h = np.empty(CI)
