@@ -18,10 +18,16 @@ from ._api import (
     rms_norm_backward,
     rms_norm_forward,
 )
+from ._layers import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNorm",
+    "GroupNorm",
+    "InstanceNorm",
+    "LayerNorm",
+    "RMSNorm",
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_forward",
