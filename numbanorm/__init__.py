@@ -19,6 +19,7 @@ from ._api import (
     rms_norm_forward,
 )
 from ._layers import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
+from ._accumulator import Moments, recompute_stats
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
+    "Moments",
     "RMSNorm",
     "batch_norm",
     "batch_norm_backward",
@@ -41,6 +43,7 @@ __all__ = [
     "layer_norm_backward",
     "layer_norm_forward",
     "moments",
+    "recompute_stats",
     "rms_norm",
     "rms_norm_backward",
     "rms_norm_forward",
