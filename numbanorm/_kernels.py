@@ -32,6 +32,7 @@ TARGET_TASKS = 64
 MIN_WHOLE_GROUPS = 16
 SLAB_BLOCK = 32768
 ROW_BLOCK = 1024
+SLAB_PARTIAL_ROWS = 32
 
 
 def plan_tasks(B, O, C, I):
@@ -270,63 +271,103 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, param_dy, param_dyx):
 # Slab regime: every c of one b, slabs x3[b, o, :] for o in [o0, o1)
 
 
+@njit(cache=True)
+def _slab_scratch(x3):
+    """Per-task scratch of the slab helpers: partial sums, float64 totals, pivots."""
+    CI = x3.shape[2]
+    return np.empty((2, CI), x3.dtype), np.empty((2, CI)), np.empty(CI, x3.dtype)
+
+
 @njit(fastmath=FASTMATH, cache=True)
-def _slab_moments(x3, b, o0, o1, C, centered, acc, mean_k, mean_c, m2_c):
-    """Mean and M2 of every c over the slabs, two-pass; ``acc``, ``mean_k``: scratch."""
+def _slab_sums(x3, dy3, b, o0, o1, pivot_k, what, part, total):
+    """Per-element sums over the slabs ``x3[b, o0:o1]`` into ``total`` (float64).
+
+    ``what`` 0: ``total[0] = sum(x)``; 1: ``sum(x - p)`` and ``sum((x - p)**2)``;
+    2: ``sum(dy)`` and ``sum(dy * (x - p))``, with the pivots ``p = pivot_k``.
+    Summed in the input's precision over ``SLAB_PARTIAL_ROWS`` slabs at a
+    time (``part``: scratch), then in float64.
+    """
+    total[:] = 0.0
+    part0 = part[0]
+    part1 = part[1]
+    for start in range(o0, o1, SLAB_PARTIAL_ROWS):
+        part[:] = 0
+        for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
+            xs = x3[b, o]
+            if what == 0:
+                for k in range(xs.size):
+                    part0[k] += xs[k]
+            elif what == 1:
+                for k in range(xs.size):
+                    d = xs[k] - pivot_k[k]
+                    part0[k] += d
+                    part1[k] += d * d
+            else:
+                gs = dy3[b, o]
+                for k in range(xs.size):
+                    part0[k] += gs[k]
+                    part1[k] += gs[k] * (xs[k] - pivot_k[k])
+        for k in range(part0.size):
+            total[0, k] += part0[k]
+            total[1, k] += part1[k]
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean_c, m2_c):
+    """Mean and M2 of every c over the slabs, in two passes around rounded means.
+
+    The first pass finds each c's mean, rounded to the input's precision as a
+    pivot; the second sums deviations from it, as in :func:`_block_moments`.
+    ``part``, ``total`` and ``pivot_k`` are scratch.
+    """
     CI = x3.shape[2]
     I = CI // C
     count = (o1 - o0) * I
-    acc[:] = 0.0
+    pivot_k[:] = 0
     if centered:
-        for o in range(o0, o1):
-            slab = x3[b, o]
-            for k in range(CI):
-                acc[k] += slab[k]
+        _slab_sums(x3, x3, b, o0, o1, pivot_k, 0, part, total)
         for c in range(C):
-            s = 0.0
-            for i in range(I):
-                s += acc[c * I + i]
-            mean_c[c] = s / count
-            for i in range(I):
-                mean_k[c * I + i] = s / count
-        acc[:] = 0.0
-        for o in range(o0, o1):
-            slab = x3[b, o]
-            for k in range(CI):
-                d = slab[k] - mean_k[k]
-                acc[k] += d * d
-    else:
-        mean_c[:] = 0.0
-        for o in range(o0, o1):
-            slab = x3[b, o]
-            for k in range(CI):
-                acc[k] += slab[k] * slab[k]
+            pivot_k[c * I:(c + 1) * I] = total[0, c * I:(c + 1) * I].sum() / count
+    _slab_sums(x3, x3, b, o0, o1, pivot_k, 1, part, total)
     for c in range(C):
-        q = 0.0
-        for i in range(I):
-            q += acc[c * I + i]
-        m2_c[c] = q
+        s1 = total[0, c * I:(c + 1) * I].sum()
+        s2 = total[1, c * I:(c + 1) * I].sum()
+        if centered:
+            shift = s1 / count
+            mean_c[c] = np.float64(pivot_k[c * I]) + shift
+            m2_c[c] = s2 - s1 * shift
+        else:
+            mean_c[c] = 0.0
+            m2_c[c] = s2
 
 
 @njit(fastmath=FASTMATH, cache=True)
 def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c, dy_scale_c,
-                 weight2, bias2, m_k, a_k, t_k, u_k, out3):
+                 weight2, bias2, coef, out3):
     """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]`` for every c at once.
 
     The slab-regime counterpart of :func:`_rows_normalize` and
-    :func:`_rows_input_gradient`, with per-element coefficients.
+    :func:`_rows_input_gradient`: per-element coefficients (``coef``,
+    scratch) in the input's precision, around the rounded means.
     """
     C, W = weight2.shape
     CI = x3.shape[2]
     I = CI // C
     R = I // W
+    p_k = coef[0]
+    a_k = coef[1]
+    t_k = coef[2]
+    u_k = coef[3]
     for c in range(C):
+        pivot = x3.dtype.type(mean_c[c])
+        delta = mean_c[c] - np.float64(pivot)
         for i in range(I):
             k = c * I + i
-            w = weight2[c, i // R]
-            m_k[k] = mean_c[c]
-            a_k[k] = scale_c[c] * w + shift_c[c]
-            t_k[k] = bias2[c, i // R] + offset_c[c]
+            w = np.float64(weight2[c, i // R])
+            a = scale_c[c] * w + shift_c[c]
+            p_k[k] = pivot
+            a_k[k] = a
+            t_k[k] = bias2[c, i // R] + offset_c[c] - delta * a
             u_k[k] = dy_scale_c[c] * w
     for o in range(o0, o1):
         xs = x3[b, o]
@@ -334,41 +375,37 @@ def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c,
         gs = dy3[b, o]
         if use_dy:
             for k in range(CI):
-                ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k] + gs[k] * u_k[k]
+                ys[k] = gs[k] * u_k[k] + ((xs[k] - p_k[k]) * a_k[k] + t_k[k])
         else:
             for k in range(CI):
-                ys[k] = (xs[k] - m_k[k]) * a_k[k] + t_k[k]
+                ys[k] = (xs[k] - p_k[k]) * a_k[k] + t_k[k]
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _slab_gradient(dy3, x3, b, o0, o1, mean_c, rstd_c, weight2, h, hx, m_k, g_c, gx_c,
+def _slab_gradient(dy3, x3, b, o0, o1, mean_c, rstd_c, weight2, part, total, pivot_k, g_c, gx_c,
                    param_dy, param_dyx):
-    """Row-regime :func:`_rows_gradient` for every c at once (``h``, ``hx``, ``m_k``: scratch)."""
+    """Row-regime :func:`_rows_gradient` for every c at once (``part``, ``total``,
+    ``pivot_k``: scratch)."""
     C, W = weight2.shape
     CI = x3.shape[2]
     I = CI // C
     R = I // W
-    h[:] = 0.0
-    hx[:] = 0.0
     for c in range(C):
-        for i in range(I):
-            m_k[c * I + i] = mean_c[c]
-    for o in range(o0, o1):
-        xs = x3[b, o]
-        gs = dy3[b, o]
-        for k in range(CI):
-            h[k] += gs[k]
-            hx[k] += gs[k] * (xs[k] - m_k[k])
+        pivot_k[c * I:(c + 1) * I] = mean_c[c]
+    _slab_sums(x3, dy3, b, o0, o1, pivot_k, 2, part, total)
     for c in range(C):
+        delta = mean_c[c] - np.float64(pivot_k[c * I])
         s_g = 0.0
         s_gx = 0.0
         for i in range(I):
             k = c * I + i
             w = weight2[c, i // R]
-            s_g += h[k] * w
-            s_gx += hx[k] * w
-            param_dy[c, i // R] += h[k]
-            param_dyx[c, i // R] += hx[k] * rstd_c[c]
+            h = total[0, k]
+            hx = total[1, k] - delta * h
+            s_g += h * w
+            s_gx += hx * w
+            param_dy[c, i // R] += h
+            param_dyx[c, i // R] += hx * rstd_c[c]
         g_c[c] = s_g
         gx_c[c] = s_gx
 
@@ -397,11 +434,10 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
             for b in range(b0, b1):
                 part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
         else:
-            acc = np.empty(C * I)
-            mean_k = np.empty(C * I)
+            part, total, pivot_k = _slab_scratch(x3)
             for b in range(b0, b1):
-                _slab_moments(x3, b, o0, o1, C, centered, acc, mean_k, part_mean[b, j],
-                              part_m2[b, j])
+                _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k,
+                              part_mean[b, j], part_m2[b, j])
     for g in prange(B * C):
         b = g // C
         c = g % C
@@ -441,20 +477,18 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, mean, va
                 _rows_normalize(x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], bias2[c],
                                 out4)
         else:
-            CI = C * I
-            m_k = np.empty(CI)
-            a_k = np.empty(CI)
-            t_k = np.empty(CI)
-            u_k = np.empty(CI)
+            part, total, pivot_k = _slab_scratch(x3)
+            coef = np.empty((4, C * I), x3.dtype)
             zeros = np.zeros(C)
             for b in range(b0, b1):
                 if compute_stats:
-                    _slab_moments(x3, b, o0, o1, C, centered, a_k, t_k, mean[b], var[b])
+                    _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean[b],
+                                  var[b])
                     for cc in range(C):
                         var[b, cc] /= count
                         rstd[b, cc] = 1.0 / math.sqrt(var[b, cc] + eps)
                 _slab_affine(x3, x3, False, b, o0, o1, mean[b], rstd[b], zeros, zeros, zeros,
-                             weight2, bias2, m_k, a_k, t_k, u_k, out3)
+                             weight2, bias2, coef, out3)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -484,12 +518,10 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
                     dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c],
                     param_dy[q, c], param_dyx[q, c])
         else:
-            h = np.empty(C * I)
-            hx = np.empty(C * I)
-            m_k = np.empty(C * I)
+            part, total, pivot_k = _slab_scratch(x3)
             for b in range(b0, b1):
-                _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, h, hx, m_k,
-                               part_g[b, j], part_gx[b, j], param_dy[q], param_dyx[q])
+                _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, part, total,
+                               pivot_k, part_g[b, j], part_gx[b, j], param_dy[q], param_dyx[q])
     for g in prange(B * C):
         b = g // C
         c = g % C
@@ -534,22 +566,19 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
                 _rows_input_gradient(dy4, x4, b, o0, o1, c, m, r, shift, offset, weight2[c],
                                      dx4)
         else:
-            CI = C * I
-            h = np.empty(CI)
-            hx = np.empty(CI)
-            m_k = np.empty(CI)
-            u_k = np.empty(CI)
+            part, total, pivot_k = _slab_scratch(x3)
+            coef = np.empty((4, C * I), x3.dtype)
             zero_bias = np.zeros_like(weight2)
             zeros = np.zeros(C)
             shift_c = np.empty(C)
             offset_c = np.empty(C)
             for b in range(b0, b1):
                 if compute_sums:
-                    _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, h, hx, m_k,
-                                   group_g[b], group_gx[b], param_dy[q], param_dyx[q])
+                    _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, part, total,
+                                   pivot_k, group_g[b], group_gx[b], param_dy[q], param_dyx[q])
                 for cc in range(C):
                     shift_c[cc], offset_c[cc] = _input_grad_coefficients(
                         group_g[b, cc], group_gx[b, cc], rstd[b, cc], count, from_input,
                         centered)
                 _slab_affine(x3, dy3, True, b, o0, o1, mean[b], zeros, shift_c, offset_c,
-                             rstd[b], weight2, zero_bias, m_k, h, hx, u_k, dx3)
+                             rstd[b], weight2, zero_bias, coef, dx3)
