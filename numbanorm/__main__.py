@@ -1,4 +1,4 @@
-"""Command line: ``python -m numbanorm warmup`` and ``python -m numbanorm bench``."""
+"""Command line: ``python -m numbanorm warmup``, ``bench`` and ``demo``."""
 
 import argparse
 import time
@@ -51,6 +51,15 @@ def main(argv=None):
                        help="norms or '<norm>.<direction>' names, wildcards allowed "
                             "(directions: forward, forward_out, backward)")
     speed.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    demo = commands.add_parser(
+        "demo", help="train sigmoid NumPy networks with and without normalization on "
+                     "scikit-learn's digits; needs numbanorm[examples]")
+    demo.add_argument("--epochs", type=int, default=10)
+    demo.add_argument("--lr", type=float, nargs="+", default=[1.0, 0.1], dest="lrs")
+    demo.add_argument("--models", nargs="+", default=["lenet", "mlp"], choices=["lenet", "mlp"])
+    demo.add_argument("--norms", nargs="+", default=["none", "batch", "layer", "group"],
+                      choices=["none", "batch", "layer", "group"])
+    demo.add_argument("--output", default="numbanorm-demo.png", help="path of the PNG plot")
     args = parser.parse_args(argv)
     if args.command == "warmup":
         timings = warmup(args.dtypes)
@@ -62,6 +71,11 @@ def main(argv=None):
             bench(args.ops, quick=args.quick, json_path=args.json, dtype=args.dtype)
         except ValueError as error:
             parser.error(str(error))
+    elif args.command == "demo":
+        from ._demo import run_demo
+
+        run_demo(epochs=args.epochs, lrs=args.lrs, models=args.models, norms=args.norms,
+                 output=args.output)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""The training demo: batch norm trains the sigmoid LeNet at lr=1.0, the plain one stalls."""
+
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from numbanorm import _demo  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """600 training images and the full test split."""
+    x_train, y_train, x_test, y_test = _demo.load_digits(seed=0)
+    return x_train[:600], y_train[:600], x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def lenets(digits):
+    """``{norm: (network, history)}`` after 4 epochs at lr=1.0, same seed."""
+    return {norm: _demo.train("lenet", norm, 1.0, digits, epochs=4, batch_size=32, seed=0)
+            for norm in ("none", "batch")}
+
+
+def test_batch_norm_beats_the_plain_sigmoid_lenet_at_a_high_rate(digits, lenets):
+    _, plain = lenets["none"]
+    network, batch = lenets["batch"]
+    assert plain["loss"][-1] > 2.2  # ln(10) = 2.30: no better than guessing
+    assert batch["loss"][-1] < 1.0
+    assert max(plain["test_acc"]) < 0.2
+    _demo.recompute_network_stats(network, digits[0])
+    exact_test_acc = _demo.accuracy(network, *digits[2:])
+    assert exact_test_acc > 0.7
+    assert exact_test_acc > max(plain["test_acc"]) + 0.5
+
+
+def test_evaluation_mode_is_deterministic_and_per_sample(digits, lenets):
+    network, _ = lenets["batch"]
+    x_test = digits[2]
+    network.eval()
+    state = [layer.state_dict() for layer in network.layers if hasattr(layer, "state_dict")]
+    first = network(x_test)
+    np.testing.assert_array_equal(network(x_test), first)
+    # With running statistics, a sample's output does not depend on its batch.
+    np.testing.assert_allclose(network(x_test[:5]), first[:5], rtol=1e-5, atol=1e-6)
+    network.train()
+    after = [layer.state_dict() for layer in network.layers if hasattr(layer, "state_dict")]
+    for before_layer, after_layer in zip(state, after):
+        for name, value in before_layer.items():
+            np.testing.assert_array_equal(after_layer[name], value)
+
+
+@pytest.mark.parametrize("model", _demo.MODELS)
+@pytest.mark.parametrize("norm", _demo.NORMS)
+def test_network_gradients_match_finite_differences(monkeypatch, model, norm):
+    monkeypatch.setattr(_demo, "DTYPE", np.float64)
+    rng = np.random.default_rng(0)
+    network = _demo.build_network(model, norm, rng)
+    x, labels = rng.uniform(0, 1, (6, 1, 8, 8)), rng.integers(0, 10, 6)
+
+    def loss(inputs):
+        return _demo.cross_entropy(network(inputs), labels)[0]
+
+    _, dlogits = _demo.cross_entropy(network(x), labels)
+    network.zero_grad()
+    dx = network.backward(dlogits)
+    direction = rng.standard_normal(x.shape)
+    step = 1e-6
+    numeric = (loss(x + step * direction) - loss(x - step * direction)) / (2 * step)
+    np.testing.assert_allclose((dx * direction).sum(), numeric, rtol=1e-5, atol=1e-7)
+    for layer in network.layers:
+        for name, param in layer.parameters().items():
+            direction = rng.standard_normal(param.shape)
+            analytic = (layer.grads[name] * direction).sum()
+            param += step * direction
+            plus = loss(x)
+            param -= 2 * step * direction
+            minus = loss(x)
+            param += step * direction
+            np.testing.assert_allclose(analytic, (plus - minus) / (2 * step), rtol=1e-4,
+                                       atol=1e-7, err_msg=f"{type(layer).__name__}.{name}")
+
+
+def test_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+    from numbanorm.__main__ import main
+
+    output = tmp_path / "curves.png"
+    main(["demo", "--epochs", "1", "--models", "mlp", "--lr", "1.0", "--norms", "none", "batch",
+          "--output", str(output)])
+    printed = capsys.readouterr().out
+    assert "| model | norm | lr | train acc | test acc | test acc, exact BN stats |" in printed
+    assert "| mlp | none | 1.0 |" in printed and "| mlp | batch | 1.0 |" in printed
+    assert f"plot: {output}" in printed
+    assert output.read_bytes().startswith(b"\x89PNG")
+
+
+def test_missing_extras_name_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    with pytest.raises(ImportError, match=r'pip install "numbanorm\[examples\]"'):
+        _demo.run_demo()
