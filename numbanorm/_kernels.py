@@ -223,11 +223,24 @@ def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, param_dy, param_dyx):
-    """``(sum(dy*w), sum(dy*w*(x - m)))`` of one group; parameter sums accumulate.
+def _flush_partials(part, param_dy, param_dyx):
+    """Add the partial parameter sums ``part`` into the float64 ones and clear them."""
+    for i in range(part.shape[1]):
+        param_dy[i] += part[0, i]
+        param_dyx[i] += part[1, i]
+    part[:] = 0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy, param_dyx):
+    """``(sum(dy*w), sum(dy*w*(x - m)), n_partial)`` of one group; parameter sums accumulate.
 
     Products are formed in the precision of ``x`` around the rounded mean
-    and summed in float64.
+    and the group sums are summed in float64.  With a weight per element
+    (``R == 1``) the parameter sums go to ``part``, partial sums in the
+    precision of ``x`` over at most ``SLAB_PARTIAL_ROWS`` rows, which are
+    flushed into ``param_dy``/``param_dyx``; ``n_partial`` counts the rows
+    in ``part``.
     """
     pivot = x4.dtype.type(m)
     delta = m - np.float64(pivot)
@@ -235,36 +248,57 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, param_dy, param_dyx):
     R = x4.shape[3] // W
     s_g = 0.0
     s_gd = 0.0
+    if R == 1:
+        delta_t = x4.dtype.type(delta)
+        r_t = x4.dtype.type(r)
+        part_dy = part[0]
+        part_dyx = part[1]
+        for o in range(o0, o1):
+            xr = x4[b, o, c]
+            gr = dy4[b, o, c]
+            for start in range(0, W, ROW_BLOCK):
+                xs = xr[start:start + ROW_BLOCK]
+                gs = gr[start:start + ROW_BLOCK]
+                ws = w_row[start:start + ROW_BLOCK]
+                ps = part_dy[start:start + ROW_BLOCK]
+                pxs = part_dyx[start:start + ROW_BLOCK]
+                block_g = x4.dtype.type(0)
+                block_gd = x4.dtype.type(0)
+                for i in range(xs.size):
+                    d = gs[i]
+                    dd = d * (xs[i] - pivot)
+                    block_g += d * ws[i]
+                    block_gd += dd * ws[i]
+                    ps[i] += d
+                    pxs[i] += (dd - delta_t * d) * r_t
+                s_g += block_g
+                s_gd += block_gd
+            n_partial += 1
+            if n_partial == SLAB_PARTIAL_ROWS:
+                _flush_partials(part, param_dy, param_dyx)
+                n_partial = 0
+        return s_g, s_gd - delta * s_g, n_partial
     for o in range(o0, o1):
         xr = x4[b, o, c]
         gr = dy4[b, o, c]
-        if R == 1:
-            for i in range(W):
-                d = gr[i]
-                dd = d * (xr[i] - pivot)
-                s_g += d * w_row[i]
-                s_gd += dd * w_row[i]
-                param_dy[i] += d
-                param_dyx[i] += (dd - delta * d) * r
-        else:
-            for wi in range(W):
-                h = 0.0
-                hd = 0.0
-                for start in range(wi * R, (wi + 1) * R, ROW_BLOCK):
-                    xs = xr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
-                    gs = gr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
-                    block_h = x4.dtype.type(0)
-                    block_hd = x4.dtype.type(0)
-                    for k in range(xs.size):
-                        block_h += gs[k]
-                        block_hd += gs[k] * (xs[k] - pivot)
-                    h += block_h
-                    hd += block_hd
-                s_g += h * w_row[wi]
-                s_gd += hd * w_row[wi]
-                param_dy[wi] += h
-                param_dyx[wi] += (hd - delta * h) * r
-    return s_g, s_gd - delta * s_g
+        for wi in range(W):
+            h = 0.0
+            hd = 0.0
+            for start in range(wi * R, (wi + 1) * R, ROW_BLOCK):
+                xs = xr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
+                gs = gr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
+                block_h = x4.dtype.type(0)
+                block_hd = x4.dtype.type(0)
+                for k in range(xs.size):
+                    block_h += gs[k]
+                    block_hd += gs[k] * (xs[k] - pivot)
+                h += block_h
+                hd += block_hd
+            s_g += h * w_row[wi]
+            s_gd += hd * w_row[wi]
+            param_dy[wi] += h
+            param_dyx[wi] += (hd - delta * h) * r
+    return s_g, s_gd - delta * s_g, n_partial
 
 
 # ----------------------------------------------------------------------------
@@ -513,10 +547,13 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
         b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
         j = o0 // o_chunk
         if rows:
+            part = np.zeros((2, weight2.shape[1]), x4.dtype)
+            n_partial = 0
             for b in range(b0, b1):
-                part_g[b, j, c], part_gx[b, j, c] = _rows_gradient(
-                    dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c],
+                part_g[b, j, c], part_gx[b, j, c], n_partial = _rows_gradient(
+                    dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], part, n_partial,
                     param_dy[q, c], param_dyx[q, c])
+            _flush_partials(part, param_dy[q, c], param_dyx[q, c])
         else:
             part, total, pivot_k = _slab_scratch(x3)
             for b in range(b0, b1):
@@ -554,17 +591,20 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
     for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
         b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
         if rows:
+            part = np.zeros((2, weight2.shape[1]), x4.dtype)
+            n_partial = 0
             for b in range(b0, b1):
                 m = mean[b, c]
                 r = rstd[b, c]
                 if compute_sums:
-                    group_g[b, c], group_gx[b, c] = _rows_gradient(
-                        dy4, x4, b, o0, o1, c, m, r, weight2[c], param_dy[q, c],
-                        param_dyx[q, c])
+                    group_g[b, c], group_gx[b, c], n_partial = _rows_gradient(
+                        dy4, x4, b, o0, o1, c, m, r, weight2[c], part, n_partial,
+                        param_dy[q, c], param_dyx[q, c])
                 shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], r,
                                                          count, from_input, centered)
                 _rows_input_gradient(dy4, x4, b, o0, o1, c, m, r, shift, offset, weight2[c],
                                      dx4)
+            _flush_partials(part, param_dy[q, c], param_dyx[q, c])
         else:
             part, total, pivot_k = _slab_scratch(x3)
             coef = np.empty((4, C * I), x3.dtype)
