@@ -49,7 +49,7 @@ def main(argv=None):
     speed.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     speed.add_argument("--ops", nargs="+", metavar="OP",
                        help="norms or '<norm>.<direction>' names, wildcards allowed "
-                            "(directions: forward, forward_out, backward)")
+                            "(directions: forward, forward_out, backward, backward_out)")
     speed.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     demo = commands.add_parser(
         "demo", help="train sigmoid NumPy networks with and without normalization on "

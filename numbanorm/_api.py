@@ -245,13 +245,15 @@ def _grad_dtype(weight, stat_dtype):
     return stat_dtype
 
 
-def _backward(spec, dy, x_dtypes, mean, rstd, weight, *, stats_from_input, centered):
+def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, centered):
     """Shared tail of every ``*_backward``: shapes checked, kernels run, dtypes set.
 
-    ``x_dtypes`` is what :func:`_as_input` returned for ``x``.
+    ``x_dtypes`` is what :func:`_as_input` returned for ``x``; ``out``, when
+    given, receives ``dx``.
     """
     xc, result_dtype, stat_dtype = x_dtypes
     weight = _param(weight, spec.weight_shape, "weight")
+    out = _check_out(out, xc.shape, result_dtype)
     dy = np.asarray(dy)
     if dy.shape != xc.shape:
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
@@ -265,11 +267,18 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, *, stats_from_input, cente
     mean2 = (canon.stats_from_axes(mean, spec.stat_axes) if centered
              else np.zeros(canon.shape4[::2]))
     rstd2 = canon.stats_from_axes(rstd, spec.stat_axes)
+    target = None if out is None else out.reshape(canon.shape)
     dx, dweight2, dbias2 = _engine.backward(canon, dy.reshape(canon.shape), mean2, rstd2,
-                                            spec.param2(weight, 1.0), stats_from_input, centered)
+                                            spec.param2(weight, 1.0), stats_from_input, centered,
+                                            out=target)
+    if out is None:
+        dx = dx.reshape(spec.shape).astype(result_dtype, copy=False)
+    else:
+        if dx is not target:
+            target[...] = dx
+        dx = out
     grad_dtype = _grad_dtype(weight, stat_dtype)
-    return (dx.reshape(spec.shape).astype(result_dtype, copy=False),
-            *(g.reshape(spec.weight_shape).astype(grad_dtype) for g in (dweight2, dbias2)))
+    return (dx, *(g.reshape(spec.weight_shape).astype(grad_dtype) for g in (dweight2, dbias2)))
 
 
 # ----------------------------------------------------------------------------
@@ -361,7 +370,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
                             what="batch_norm")[0]
 
 
-def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1):
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1, out=None):
     """Gradients of batch normalization.
 
     Parameters
@@ -377,6 +386,9 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1
         with False they are treated as constants.
     axis : int, optional
         Channel axis.
+    out : ndarray, optional
+        Receives ``dx`` (it may be ``dy`` or ``x``) and is returned; like the
+        forward's ``out=``, it spares a fresh allocation in a training loop.
 
     Returns
     -------
@@ -386,16 +398,16 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1
         ``(C,)`` gradients of an affine weight and bias (also when ``weight``
         is None), in ``weight``'s dtype or the statistics dtype.
     """
-    return _channel_backward(dy, x, mean, rstd, weight, training, axis, per_sample=False,
+    return _channel_backward(dy, x, mean, rstd, weight, training, axis, out, per_sample=False,
                              what="batch_norm_backward")
 
 
-def _channel_backward(dy, x, mean, rstd, weight, from_input, axis, *, per_sample, what,
+def _channel_backward(dy, x, mean, rstd, weight, from_input, axis, out, *, per_sample, what,
                       num_groups=None):
     x_dtypes = _as_input(x)
     spec = _ChannelAxes(x_dtypes[0], axis, per_sample=per_sample, num_groups=num_groups,
                         min_ndim=3 if per_sample and num_groups is None else 2, what=what)
-    return _backward(spec, dy, x_dtypes, mean, rstd, weight, stats_from_input=from_input,
+    return _backward(spec, dy, x_dtypes, mean, rstd, weight, out, stats_from_input=from_input,
                      centered=True)
 
 
@@ -442,14 +454,15 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
                             out=out, per_sample=True, what="instance_norm")[0]
 
 
-def instance_norm_backward(dy, x, mean, rstd, weight=None, *, use_input_stats=True, axis=1):
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, use_input_stats=True, axis=1,
+                           out=None):
     """Gradients of instance normalization (``mean``, ``rstd``: ``(N, C)``).
 
     Returns ``dx``, and ``(C,)`` ``dweight`` and ``dbias``; see
-    :func:`batch_norm_backward`.
+    :func:`batch_norm_backward`, also for ``out``.
     """
-    return _channel_backward(dy, x, mean, rstd, weight, use_input_stats, axis, per_sample=True,
-                             what="instance_norm_backward")
+    return _channel_backward(dy, x, mean, rstd, weight, use_input_stats, axis, out,
+                             per_sample=True, what="instance_norm_backward")
 
 
 # ----------------------------------------------------------------------------
@@ -503,13 +516,13 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out):
     return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
 
 
-def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1):
+def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1, out=None):
     """Gradients of group normalization (``mean``, ``rstd``: ``(N, num_groups)``).
 
     Returns ``dx``, and ``(C,)`` ``dweight`` and ``dbias``; see
-    :func:`batch_norm_backward`.
+    :func:`batch_norm_backward`, also for ``out``.
     """
-    return _channel_backward(dy, x, mean, rstd, weight, True, axis, per_sample=True,
+    return _channel_backward(dy, x, mean, rstd, weight, True, axis, out, per_sample=True,
                              num_groups=num_groups, what="group_norm_backward")
 
 
@@ -560,14 +573,15 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None):
     return _normalized_forward(x, weight, bias, axis, eps, out, centered=True)[0]
 
 
-def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
     """Gradients of layer normalization.
 
-    Returns ``dx``, and ``dweight`` and ``dbias`` shaped like the weight.
+    Returns ``dx``, and ``dweight`` and ``dbias`` shaped like the weight;
+    ``out`` receives ``dx`` as in :func:`batch_norm_backward`.
     """
     x_dtypes = _as_input(x)
     spec = _NormalizedAxes(x_dtypes[0], axis)
-    return _backward(spec, dy, x_dtypes, mean, rstd, weight, stats_from_input=True,
+    return _backward(spec, dy, x_dtypes, mean, rstd, weight, out, stats_from_input=True,
                      centered=True)
 
 
@@ -602,12 +616,12 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
     return _normalized_forward(x, weight, None, axis, eps, out, centered=False)[0]
 
 
-def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1):
-    """Gradients of RMS normalization: ``dx`` and ``dweight``."""
+def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1, out=None):
+    """Gradients of RMS normalization: ``dx`` (into ``out`` when given) and ``dweight``."""
     x_dtypes = _as_input(x)
     spec = _NormalizedAxes(x_dtypes[0], axis)
-    dx, dweight, _ = _backward(spec, dy, x_dtypes, None, rrms, weight, stats_from_input=True,
-                               centered=False)
+    dx, dweight, _ = _backward(spec, dy, x_dtypes, None, rrms, weight, out,
+                               stats_from_input=True, centered=False)
     return dx, dweight
 
 

@@ -33,25 +33,32 @@ def _parallel_copy(src, dst):
             d[i] = s[i]
 
 
-def median_seconds(fn, *, min_time, min_repeats, max_repeats):
-    """Median wall time of ``fn()`` after one warm-up call."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_repeats or (
-            len(times) < max_repeats and time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
+def median_seconds(calls, *, min_time, min_repeats, max_repeats):
+    """Median wall time of each zero-argument call, after one warm-up call each.
+
+    The calls take turns, so that a machine whose speed drifts (another
+    process, frequency changes) slows them all alike and their ratios hold.
+    """
+    for fn in calls.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {name: [] for name in calls}
+    start = time.perf_counter()
+    repeats = 0
+    while repeats < min_repeats or (
+            repeats < max_repeats and time.perf_counter() - start < min_time):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        repeats += 1
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def copy_bandwidth(nbytes, dtype, timing):
-    """Bytes per second of a parallel copy of ``nbytes`` (read + write)."""
-    src = np.ones(nbytes // np.dtype(dtype).itemsize, dtype)
+def parallel_copy(x):
+    """A zero-argument call copying ``x`` into a same-size array, in parallel."""
+    src = x.reshape(-1)
     dst = np.empty_like(src)
-    seconds = median_seconds(lambda: _parallel_copy(src, dst), **timing)
-    return 2 * src.nbytes / seconds
+    return lambda: _parallel_copy(src, dst)
 
 
 def operations(patterns=None, cases=BENCHMARK_CASES):
@@ -89,27 +96,30 @@ def run(patterns=None, *, quick=False, dtype=np.float32, peers=PEERS, cases=BENC
     timing = (dict(min_time=0.05, min_repeats=3, max_repeats=20) if quick
               else dict(min_time=0.5, min_repeats=10, max_repeats=200))
     itemsize = np.dtype(dtype).itemsize
-    ceilings = {}
     results = []
     for case, direction in selected:
         data = case.data(dtype)
-        nbytes = data["x"].nbytes
-        if nbytes not in ceilings:
-            ceilings[nbytes] = copy_bandwidth(nbytes, dtype, timing)
-        seconds = median_seconds(build("numbanorm", direction, case, data), **timing)
+        numbanorm = build("numbanorm", direction, case, data)
+        seconds = median_seconds({"copy": parallel_copy(data["x"]), "numbanorm": numbanorm},
+                                 **timing)
+        ours = seconds["numbanorm"]
+        copy_bandwidth = 2 * data["x"].nbytes / seconds["copy"]
         moved = case.bytes_moved(direction, itemsize)
         result = {
             "op": f"{case.norm}.{direction}", "layout": case.layout, "shape": list(case.shape),
-            "dtype": np.dtype(dtype).name, "seconds": seconds, "gb_per_s": moved / seconds / 1e9,
-            "copy_gb_per_s": ceilings[nbytes] / 1e9,
-            "fraction_of_copy": moved / seconds / ceilings[nbytes], "peers": {},
+            "dtype": np.dtype(dtype).name, "seconds": ours, "gb_per_s": moved / ours / 1e9,
+            "copy_gb_per_s": copy_bandwidth / 1e9, "fraction_of_copy": moved / ours / copy_bandwidth,
+            "peers": {},
         }
         for peer in peers:
             try:
                 fn = build(peer, direction, case, data)
             except PeerUnavailable:
                 continue
-            result["peers"][peer] = median_seconds(fn, **timing) / seconds
+            # Each peer takes turns with numbanorm alone: a peer's allocations
+            # and cache traffic then weigh on the pair they belong to.
+            pair = median_seconds({"numbanorm": numbanorm, peer: fn}, **timing)
+            result["peers"][peer] = pair[peer] / pair["numbanorm"]
         results.append(result)
         if progress:
             progress(result)

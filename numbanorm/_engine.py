@@ -123,7 +123,7 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     return y, mean, var, rstd
 
 
-def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True):
+def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, out=None):
     """Gradients of :func:`normalize` with respect to x, weight and bias.
 
     Parameters
@@ -141,11 +141,14 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True):
         are constants (evaluation with running statistics).
     centered : bool
         False for RMS norm, whose statistic does not subtract a mean.
+    out : ndarray, optional
+        Receives ``dx`` directly when its layout allows (see
+        ``CanonicalView.output``).
 
     Returns
     -------
     dx : ndarray
-        Shaped and laid out like ``x``.
+        ``out``, or a new array shaped and laid out like ``x``.
     dweight2, dbias2 : ndarray
         ``(C, W)`` float64.
     """
@@ -159,7 +162,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True):
     group_gx = np.zeros((B, C))
     param_dy = np.zeros((n_blocks, C, W))
     param_dyx = np.zeros((n_blocks, C, W))
-    dx, dx4 = canon.output()
+    dx, dx4 = canon.output(out)
     if dx4.size:
         if not whole_groups:
             _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan,

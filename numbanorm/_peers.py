@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 IMPLEMENTATIONS = ("numbanorm", "numpy", "torch", "onnxruntime", "jax")
-DIRECTIONS = ("forward", "forward_out", "backward")
+DIRECTIONS = ("forward", "forward_out", "backward", "backward_out")
 EPS = 1e-5
 
 
@@ -87,7 +87,7 @@ class Case:
 
     def bytes_moved(self, direction, itemsize):
         """Bytes that must move: read x and write y; the backward also reads dy."""
-        arrays = {"forward": 2, "forward_out": 2, "backward": 3}[direction]
+        arrays = 3 if direction.startswith("backward") else 2
         if self.norm == "moments":
             arrays = 1
         return arrays * math.prod(self.shape) * itemsize
@@ -125,8 +125,8 @@ def build(impl, direction, case, data):
         raise ValueError(f"unknown implementation {impl!r}")
     if case.norm == "moments" and direction != "forward":
         raise PeerUnavailable("moments has only a forward")
-    if direction == "forward_out" and impl != "numbanorm":
-        raise PeerUnavailable(f"{impl} has no out= forward")
+    if direction.endswith("_out") and impl != "numbanorm":
+        raise PeerUnavailable(f"{impl} has no out= {direction[:-4]}")
     return globals()[f"_{impl}"](direction, case, data)
 
 
@@ -155,7 +155,8 @@ def _numbanorm(direction, case, data):
         return lambda: forward(x, *extra, **params, axis=axis)
     stats = forward(x, *extra, **params, axis=axis)[1:]
     backward = getattr(nn, f"{case.norm}_backward")
-    return lambda: backward(dy, x, *extra, *stats, w, axis=axis)
+    out = np.empty_like(x) if direction == "backward_out" else None
+    return lambda: backward(dy, x, *extra, *stats, w, axis=axis, out=out)
 
 
 # ----------------------------------------------------------------------------

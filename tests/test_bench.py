@@ -57,13 +57,19 @@ def test_peers_agree_with_numbanorm(case, impl, direction):
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
 
 
-def test_forward_out_writes_the_forward_result():
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_out_directions_write_what_the_allocating_ones_return(direction):
     case = SMALL_CASES[2]
     data = case.data(np.float64, seed=1)
-    written = build("numbanorm", "forward_out", case, data)()
-    np.testing.assert_array_equal(written, build("numbanorm", "forward", case, data)()[0])
+    written = build("numbanorm", f"{direction}_out", case, data)()
+    returned = build("numbanorm", direction, case, data)()
+    if direction == "forward":  # the plain function returns y; *_forward also the statistics
+        written, returned = (written,), returned[:1]
+    assert len(written) == len(returned)
+    for a, e in zip(written, returned):
+        np.testing.assert_array_equal(a, e)
     with pytest.raises(PeerUnavailable):
-        build("numpy", "forward_out", case, data)
+        build("numpy", f"{direction}_out", case, data)
 
 
 def test_run_reports_bandwidth_and_peer_ratios():
@@ -84,7 +90,7 @@ def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
                  cases=SMALL_CASES[:2])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == [
-        "rms_norm.forward", "rms_norm.forward_out", "rms_norm.backward"]
+        "rms_norm.forward", "rms_norm.forward_out", "rms_norm.backward", "rms_norm.backward_out"]
     saved = json.loads(path.read_text())
     assert saved["machine"]["threads"] >= 1
     assert [r["op"] for r in saved["results"]] == [line.split()[0] for line in lines[2:]]

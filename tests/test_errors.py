@@ -156,6 +156,16 @@ PLAIN_CALLS = {
     "group_norm": lambda x, out: nbn.group_norm(x, 2, out=out),
     "instance_norm": lambda x, out: nbn.instance_norm(x, out=out),
     "rms_norm": lambda x, out: nbn.rms_norm(x, out=out),
+    "batch_norm_backward": lambda x, out: nbn.batch_norm_backward(
+        x, x, *nbn.batch_norm_forward(x)[1:], out=out),
+    "layer_norm_backward": lambda x, out: nbn.layer_norm_backward(
+        x, x, *nbn.layer_norm_forward(x)[1:], out=out),
+    "group_norm_backward": lambda x, out: nbn.group_norm_backward(
+        x, x, 2, *nbn.group_norm_forward(x, 2)[1:], out=out),
+    "instance_norm_backward": lambda x, out: nbn.instance_norm_backward(
+        x, x, *nbn.instance_norm_forward(x)[1:], out=out),
+    "rms_norm_backward": lambda x, out: nbn.rms_norm_backward(
+        x, x, *nbn.rms_norm_forward(x)[1:], out=out),
 }
 
 
