@@ -51,6 +51,8 @@ def main(argv=None):
                        help="norms or '<norm>.<direction>' names, wildcards allowed "
                             "(directions: forward, forward_out, backward, backward_out)")
     speed.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    speed.add_argument("--markdown", action="store_true",
+                       help="also print one Markdown row per case (the README's table)")
     demo = commands.add_parser(
         "demo", help="train sigmoid NumPy networks with and without normalization on "
                      "scikit-learn's digits; needs numbanorm[examples]")
@@ -68,7 +70,8 @@ def main(argv=None):
         from ._bench import bench
 
         try:
-            bench(args.ops, quick=args.quick, json_path=args.json, dtype=args.dtype)
+            bench(args.ops, quick=args.quick, json_path=args.json, dtype=args.dtype,
+                  markdown=args.markdown)
         except ValueError as error:
             parser.error(str(error))
     elif args.command == "demo":

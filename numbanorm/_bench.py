@@ -154,9 +154,40 @@ def format_header(peers=PEERS):
             + "".join(f"{'vs ' + p:>14}" for p in peers))
 
 
+def markdown_table(results):
+    """One row per case: milliseconds, % of the copy ceiling, and ratios to the peers.
+
+    A ratio above 1 means numbanorm is faster; peers are compared with the
+    allocating forward and backward, as they allocate too.
+    """
+    rows = {}
+    for r in results:
+        norm, direction = r["op"].split(".")
+        key = (norm, r["layout"], "x".join(map(str, r["shape"])))
+        rows.setdefault(key, {})[direction] = r
+
+    def cell(r):
+        return f"{r['seconds'] * 1e3:.2f} ({r['fraction_of_copy']:.0%})" if r else ""
+
+    def ratio(r, peer):
+        return f"{r['peers'][peer]:.2f}x" if r and peer in r["peers"] else ""
+
+    lines = ["| op | shape | forward, out= | forward | vs torch | vs ONNX Runtime | vs JAX "
+             "| vs NumPy | backward, out= | backward | vs torch | vs JAX | vs NumPy |",
+             "|" + " --- |" * 13]
+    for (norm, layout, shape), d in rows.items():
+        fwd, bwd = d.get("forward"), d.get("backward")
+        lines.append(" | ".join([
+            f"| {norm} {layout}", shape, cell(d.get("forward_out")), cell(fwd),
+            *(ratio(fwd, p) for p in ("torch", "onnxruntime", "jax", "numpy")),
+            cell(d.get("backward_out")), cell(bwd),
+            *(ratio(bwd, p) for p in ("torch", "jax", "numpy"))]) + " |")
+    return "\n".join(lines)
+
+
 def bench(patterns=None, *, quick=False, json_path=None, dtype="float32", peers=PEERS,
-          cases=BENCHMARK_CASES):
-    """Print the benchmark table and optionally write the results as JSON."""
+          cases=BENCHMARK_CASES, markdown=False):
+    """Print the benchmark table and optionally write the results as JSON or Markdown."""
     _select(patterns, cases)
     info = machine()
     print(f"numbanorm bench: {info['threads']} threads, {dtype}, "
@@ -164,6 +195,9 @@ def bench(patterns=None, *, quick=False, json_path=None, dtype="float32", peers=
     print(format_header(peers))
     results = run(patterns, quick=quick, dtype=np.dtype(dtype), peers=peers, cases=cases,
                   progress=lambda r: print(format_row(r, peers), flush=True))
+    if markdown:
+        print()
+        print(markdown_table(results))
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"machine": machine(), "results": results}, f, indent=1)
