@@ -141,13 +141,20 @@ def _run_forward(spec, xc, weight, bias, out, result_dtype, *, eps, centered=Tru
     y, mean, var, rstd = _engine.normalize(canon, spec.param2(weight, 1.0),
                                            spec.param2(bias, 0.0), target, eps=eps,
                                            centered=centered, stats=stats)
+    return _delivered(y, target, out, spec.shape, result_dtype), canon, mean, var, rstd
+
+
+def _delivered(result, target, out, shape, result_dtype):
+    """``result`` shaped ``shape`` in the result dtype, or ``out`` holding it.
+
+    ``target`` is ``out`` as the engine saw it; the engine wrote into it
+    unless its layout did not allow that.
+    """
     if out is None:
-        y = y.reshape(spec.shape).astype(result_dtype, copy=False)
-    else:
-        if y is not target:
-            target[...] = y
-        y = out
-    return y, canon, mean, var, rstd
+        return result.reshape(shape).astype(result_dtype, copy=False)
+    if result is not target:
+        target[...] = result
+    return out
 
 
 def _stats_out(spec, canon, stat_dtype, *stats):
@@ -271,12 +278,7 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
     dx, dweight2, dbias2 = _engine.backward(canon, dy.reshape(canon.shape), mean2, rstd2,
                                             spec.param2(weight, 1.0), stats_from_input, centered,
                                             out=target)
-    if out is None:
-        dx = dx.reshape(spec.shape).astype(result_dtype, copy=False)
-    else:
-        if dx is not target:
-            target[...] = dx
-        dx = out
+    dx = _delivered(dx, target, out, spec.shape, result_dtype)
     grad_dtype = _grad_dtype(weight, stat_dtype)
     return (dx, *(g.reshape(spec.weight_shape).astype(grad_dtype) for g in (dweight2, dbias2)))
 
