@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ._api import _axes_tuple, moments
+from ._api import _as_input, _axes_tuple, welford_state
 from ._layers import InstanceNorm
 
 
@@ -67,17 +67,15 @@ class Moments:
         Moments
             ``self``.
         """
-        x = np.asarray(x)
+        x = _as_input(x)[0]
         axes = tuple(range(x.ndim)) if axis is None else _axes_tuple(axis, x.ndim,
                                                                       allow_empty=True)
         kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in axes)
-        count = math.prod(x.shape[a] for a in axes)
         self._check_shape(kept_shape)
-        if count == 0:
+        if math.prod(x.shape[a] for a in axes) == 0:
             return self
-        # float64 input keeps the batch's mean and M2 exact to float64 rounding.
-        mean, var = moments(np.asarray(x, dtype=np.float64), axis=axes)
-        return self._merge_state(count, np.asarray(mean), np.asarray(var) * count)
+        count, mean, m2 = welford_state(x, axes)
+        return self._merge_state(count, np.array(mean), np.array(m2))
 
     def merge(self, other):
         """Add everything ``other`` has seen (``other`` is left unchanged).
@@ -188,6 +186,7 @@ def _instance_moments(x, channel_axis):
     if math.prod(x.shape[a] for a in spatial) <= 1:
         raise ValueError(f"the variance of an instance needs more than 1 spatial element, "
                          f"got input of shape {x.shape}")
-    stats = np.stack(moments(np.asarray(x, dtype=np.float64), axis=spatial, ddof=1), axis=-1)
-    # moments keeps the sample and channel axes in the order they have in x.
+    count, mean, m2 = welford_state(_as_input(x)[0], spatial)
+    stats = np.stack([mean, m2 / (count - 1)], axis=-1)
+    # The kept sample and channel axes are in the order they have in x.
     return stats if sample_axis < channel_axis else stats.swapaxes(0, 1)

@@ -659,16 +659,9 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
     xc, result_dtype, _ = _as_input(x)
     axes = (tuple(range(xc.ndim)) if axis is None
             else _axes_tuple(axis, xc.ndim, allow_empty=True))
-    roles = "".join("R" if a in axes else "K" for a in range(xc.ndim))
-    kept = [a for a in range(xc.ndim) if a not in axes]
-    count = math.prod(xc.shape[a] for a in axes)
-    canon = CanonicalView(xc, roles)
+    count, mean, m2 = welford_state(xc, axes)
     if count == 0:
         warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
-        mean = np.full(canon.shape4[::2], np.nan)
-        m2 = mean.copy()
-    else:
-        mean, m2 = _engine.group_moments(canon)
     dof = count - ddof
     if dof <= 0 and count:
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
@@ -676,9 +669,28 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
         var = m2 / max(dof, 0)
     results = []
     for stat in (mean, var):
-        stat = canon.stats_to_axes(stat, kept)
         if keepdims:
             stat = np.expand_dims(stat, axes)
         stat = np.array(stat, dtype=result_dtype)
         results.append(stat[()] if stat.ndim == 0 else stat)
     return tuple(results)
+
+
+def welford_state(x, axes):
+    """``(count, mean, M2)`` of ``x`` reduced over ``axes``, statistics in float64.
+
+    ``x`` is a float array as :func:`_as_input` returns it; ``mean`` and
+    ``M2`` have the shape of the kept axes (NaN when ``count`` is 0).  This
+    is :func:`moments` before rounding to the result dtype, the state that
+    :class:`numbanorm.Moments` merges.
+    """
+    roles = "".join("R" if a in axes else "K" for a in range(x.ndim))
+    kept = [a for a in range(x.ndim) if a not in axes]
+    count = math.prod(x.shape[a] for a in axes)
+    canon = CanonicalView(x, roles)
+    if count == 0:
+        mean = np.full(canon.shape4[::2], np.nan)
+        m2 = mean.copy()
+    else:
+        mean, m2 = _engine.group_moments(canon)
+    return count, canon.stats_to_axes(mean, kept), canon.stats_to_axes(m2, kept)
