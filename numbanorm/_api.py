@@ -18,9 +18,26 @@ from ._layout import CanonicalView
 # Argument checking
 
 
+def _host_array(value):
+    """A NumPy view of a CPU array of any library, without a copy where it can be.
+
+    NumPy arrays pass through; objects exporting DLPack (PyTorch CPU tensors,
+    array-API arrays) are viewed with ``np.from_dlpack``; anything else goes
+    through ``np.asarray`` (``__array__``, the buffer protocol, sequences).
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__"):
+        try:
+            return np.from_dlpack(value)
+        except (BufferError, TypeError):
+            pass  # a device NumPy cannot read, or an old protocol version
+    return np.asarray(value)
+
+
 def _as_input(x):
     """Return ``(x in compute dtype, result dtype, statistics dtype)``."""
-    x = np.asarray(x)
+    x = _host_array(x)
     kind = x.dtype.kind
     if kind == "f":
         if x.dtype.type is np.float16:
@@ -75,7 +92,7 @@ def _param(value, shape, name):
     """An optional float parameter array of the given shape (or None)."""
     if value is None:
         return None
-    arr = np.asarray(value)
+    arr = _host_array(value)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
@@ -261,7 +278,7 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
     xc, result_dtype, stat_dtype = x_dtypes
     weight = _param(weight, spec.weight_shape, "weight")
     out = _check_out(out, xc.shape, result_dtype)
-    dy = np.asarray(dy)
+    dy = _host_array(dy)
     if dy.shape != xc.shape:
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
     if dy.dtype.kind not in "fiub":
