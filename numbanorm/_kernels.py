@@ -105,7 +105,7 @@ def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered):
 # Row regime: one (b, c) group, rows x4[b, o, c, :] for o in [o0, o1)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _block_moments(block, centered):
     """``(mean, M2)`` of a short contiguous block, as float64.
 
@@ -134,7 +134,7 @@ def _block_moments(block, centered):
     return np.float64(pivot) + shift, np.float64(s2) - np.float64(s1) * shift
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _row_moments(row, centered):
     """(count, mean, M2) of a contiguous row: blockwise, Chan-merged in float64."""
     n_total = 0
@@ -147,7 +147,7 @@ def _row_moments(row, centered):
     return n_total, mean, m2
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _rows_moments(x4, b, o0, o1, c, centered):
     n = 0
     mean = 0.0
@@ -158,7 +158,7 @@ def _rows_moments(x4, b, o0, o1, c, centered):
     return mean, m2
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _rows_normalize(x4, b, o0, o1, c, mean, rstd, w_row, bias_row, out4):
     """``out = (x - mean) * rstd * w + bias`` over the rows ``x4[b, o0:o1, c]``.
 
@@ -191,7 +191,7 @@ def _rows_normalize(x4, b, o0, o1, c, mean, rstd, w_row, bias_row, out4):
                     ys[k] = (xs[k] - pivot) * a + t
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row, dx4):
     """``dx = dy * rstd * w + (x - mean) * shift + offset`` over the rows of one group.
 
@@ -222,7 +222,7 @@ def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row
                     dxs[k] = gs[k] * u + ((xs[k] - pivot) * h + t)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _flush_partials(part, param_dy, param_dyx):
     """Add the partial parameter sums ``part`` into the float64 ones and clear them."""
     for i in range(part.shape[1]):
@@ -231,7 +231,7 @@ def _flush_partials(part, param_dy, param_dyx):
     part[:] = 0
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy, param_dyx):
     """``(sum(dy*w), sum(dy*w*(x - m)), n_partial)`` of one group; parameter sums accumulate.
 
@@ -312,7 +312,7 @@ def _slab_scratch(x3):
     return np.empty((2, CI), x3.dtype), np.empty((2, CI)), np.empty(CI, x3.dtype)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _slab_sums(x3, dy3, b, o0, o1, pivot_k, what, part, total):
     """Per-element sums over the slabs ``x3[b, o0:o1]`` into ``total`` (float64).
 
@@ -346,7 +346,7 @@ def _slab_sums(x3, dy3, b, o0, o1, pivot_k, what, part, total):
             total[1, k] += part1[k]
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean_c, m2_c):
     """Mean and M2 of every c over the slabs, in two passes around rounded means.
 
@@ -375,7 +375,7 @@ def _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean_c, m2_c
             m2_c[c] = s2
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c, dy_scale_c,
                  weight2, bias2, coef, out3):
     """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]`` for every c at once.
@@ -415,7 +415,7 @@ def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c,
                 ys[k] = (xs[k] - p_k[k]) * a_k[k] + t_k[k]
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
 def _slab_gradient(dy3, x3, b, o0, o1, mean_c, rstd_c, weight2, part, total, pivot_k, g_c, gx_c,
                    param_dy, param_dyx):
     """Row-regime :func:`_rows_gradient` for every c at once (``part``, ``total``,
