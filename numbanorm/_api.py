@@ -305,8 +305,11 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
 
 
 def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, momentum,
-                     eps, axis, out, per_sample, what):
-    """Forward of batch norm (``per_sample=False``) and instance norm."""
+                     eps, axis, out, per_sample, what, stats=True):
+    """Forward of batch norm (``per_sample=False``) and instance norm.
+
+    Returns ``(y, mean, rstd)``, or ``(y,)`` without ``stats``.
+    """
     xc, result_dtype, stat_dtype = _as_input(x)
     spec = _ChannelAxes(xc, axis, per_sample=per_sample, min_ndim=3 if per_sample else 2,
                         what=what)
@@ -334,7 +337,7 @@ def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, 
         unbiased = var * (spec.count / (spec.count - 1))
         for running, stat in ((running_mean, mean), (running_var, unbiased)):
             running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
-    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
+    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd)) if stats else (y,)
 
 
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
@@ -386,7 +389,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     """
     return _channel_forward(x, running_mean, running_var, weight, bias, from_input=training,
                             momentum=momentum, eps=eps, axis=axis, out=out, per_sample=False,
-                            what="batch_norm")[0]
+                            what="batch_norm", stats=False)[0]
 
 
 def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1, out=None):
@@ -470,7 +473,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     """Instance normalization; see :func:`instance_norm_forward`."""
     return _channel_forward(x, running_mean, running_var, weight, bias,
                             from_input=use_input_stats, momentum=momentum, eps=eps, axis=axis,
-                            out=out, per_sample=True, what="instance_norm")[0]
+                            out=out, per_sample=True, what="instance_norm", stats=False)[0]
 
 
 def instance_norm_backward(dy, x, mean, rstd, weight=None, *, use_input_stats=True, axis=1,
@@ -518,10 +521,10 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1, out=None):
     """Group normalization; see :func:`group_norm_forward`."""
-    return _group_forward(x, num_groups, weight, bias, eps, axis, out)[0]
+    return _group_forward(x, num_groups, weight, bias, eps, axis, out, stats=False)[0]
 
 
-def _group_forward(x, num_groups, weight, bias, eps, axis, out):
+def _group_forward(x, num_groups, weight, bias, eps, axis, out, stats=True):
     xc, result_dtype, stat_dtype = _as_input(x)
     spec = _ChannelAxes(xc, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
                         what="group_norm")
@@ -532,7 +535,7 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out):
     if spec.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {xc.shape}")
     y, canon, mean, _, rstd = _run_forward(spec, xc, weight, bias, out, result_dtype, eps=eps)
-    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
+    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd)) if stats else (y,)
 
 
 def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1, out=None):
@@ -549,7 +552,7 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1, o
 # layer norm and RMS norm
 
 
-def _normalized_forward(x, weight, bias, axis, eps, out, centered):
+def _normalized_forward(x, weight, bias, axis, eps, out, centered, stats=True):
     xc, result_dtype, stat_dtype = _as_input(x)
     spec = _NormalizedAxes(xc, axis)
     weight = _param(weight, spec.weight_shape, "weight")
@@ -560,8 +563,9 @@ def _normalized_forward(x, weight, bias, axis, eps, out, centered):
     out = _check_out(out, xc.shape, result_dtype)
     y, canon, mean, _, rstd = _run_forward(spec, xc, weight, bias, out, result_dtype, eps=eps,
                                            centered=centered)
-    stats = _stats_out(spec, canon, stat_dtype, *((mean, rstd) if centered else (rstd,)))
-    return (y, *stats)
+    if not stats:
+        return (y,)
+    return (y, *_stats_out(spec, canon, stat_dtype, *((mean, rstd) if centered else (rstd,))))
 
 
 def layer_norm_forward(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
@@ -589,7 +593,7 @@ def layer_norm_forward(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
 
 def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None):
     """Layer normalization; see :func:`layer_norm_forward`."""
-    return _normalized_forward(x, weight, bias, axis, eps, out, centered=True)[0]
+    return _normalized_forward(x, weight, bias, axis, eps, out, centered=True, stats=False)[0]
 
 
 def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
@@ -632,7 +636,8 @@ def rms_norm_forward(x, weight=None, *, axis=-1, eps=None):
 
 def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
     """RMS normalization; see :func:`rms_norm_forward`."""
-    return _normalized_forward(x, weight, None, axis, eps, out, centered=False)[0]
+    return _normalized_forward(x, weight, None, axis, eps, out, centered=False,
+                               stats=False)[0]
 
 
 def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1, out=None):

@@ -18,6 +18,7 @@ only on the shape, never on the thread count, so results are bit-identical
 between runs.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -35,6 +36,7 @@ ROW_BLOCK = 1024
 SLAB_PARTIAL_ROWS = 32
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_tasks(B, O, C, I):
     """Split a ``(B, O, C, I)`` view into parallel tasks.
 

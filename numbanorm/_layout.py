@@ -86,6 +86,28 @@ def _kernel_input(a):
     return np.asarray(_ArrayInterface(interface, a))
 
 
+GEOMETRY_CACHE_SIZE = 1024
+# Small calls in a training loop repeat the same shapes: their geometry is
+# worked out once.
+_GEOMETRY = {}
+
+
+def _geometry(x, roles):
+    """``(perm, inverse, shape4, n_weight, stat_axes)`` of :class:`CanonicalView`."""
+    perm = _memory_order(x)
+    blocks = None if perm is None else _split_blocks(roles, x.shape, perm)
+    if blocks is None:
+        order = [a for r in ("SK", "C", "W", "R") for a in range(x.ndim) if roles[a] in r]
+        blocks = _split_blocks(roles, x.shape, order)
+    perm = tuple(a for block in blocks for a in block)
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    shape4 = tuple(math.prod(x.shape[a] for a in block) for block in blocks)
+    n_weight = math.prod(x.shape[a] for a in range(x.ndim) if roles[a] == "W")
+    kept = [a for a in perm if roles[a] in "SKC"]
+    stat_axes = tuple([a for a in kept if a in blocks[0]] + [a for a in kept if a in blocks[2]])
+    return perm, inverse, shape4, n_weight, stat_axes
+
+
 class CanonicalView:
     """The ``(B, O, C, I)`` view of ``x`` for the given axis roles.
 
@@ -108,18 +130,13 @@ class CanonicalView:
         self.shape = x.shape
         self.dtype = x.dtype
         self.roles = roles
-        perm = _memory_order(x)
-        blocks = None if perm is None else _split_blocks(roles, x.shape, perm)
-        if blocks is None:
-            order = [a for r in ("SK", "C", "W", "R") for a in range(x.ndim) if roles[a] in r]
-            blocks = _split_blocks(roles, x.shape, order)
-        self.perm = [a for block in blocks for a in block]
-        self.inverse = list(np.argsort(self.perm))
-        self.shape4 = tuple(math.prod(x.shape[a] for a in block) for block in blocks)
-        self.n_weight = math.prod(x.shape[a] for a in range(x.ndim) if roles[a] == "W")
-        kept = [a for a in self.perm if roles[a] in "SKC"]
-        self.stat_axes = ([a for a in kept if a in blocks[0]]
-                          + [a for a in kept if a in blocks[2]])
+        key = (x.shape, x.strides, roles)
+        geometry = _GEOMETRY.get(key)
+        if geometry is None:
+            if len(_GEOMETRY) >= GEOMETRY_CACHE_SIZE:
+                _GEOMETRY.clear()
+            geometry = _GEOMETRY[key] = _geometry(x, roles)
+        self.perm, self.inverse, self.shape4, self.n_weight, self.stat_axes = geometry
         self.x4 = self.view(x)
 
     def view(self, a):
@@ -146,6 +163,8 @@ class CanonicalView:
     def stats_to_axes(self, stat, axes):
         """Reshape a ``(B, C)`` statistic to the kept ``axes``, in that order."""
         t = stat.reshape([self.shape[a] for a in self.stat_axes])
+        if tuple(axes) == self.stat_axes:
+            return t
         return t.transpose([self.stat_axes.index(a) for a in axes])
 
     def stats_from_axes(self, stat, axes):
