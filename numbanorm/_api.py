@@ -5,6 +5,7 @@ are kept, reduced or carry the affine parameters, and how its statistics and
 running averages are defined.
 """
 
+import functools
 import math
 import numbers
 import warnings
@@ -552,7 +553,59 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1, o
 # layer norm and RMS norm
 
 
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=256)
+def _constant_row(count, dtype, value):
+    """A ``(1, count)`` row of ``value``, the weight or bias of a norm without one.
+
+    Shared between calls, never handed out: the kernels only read it.
+    """
+    return np.full((1, count), value, dtype)
+
+
+def _plain_operand(a, dtype, shape):
+    """Whether ``a`` is None or a writable C-contiguous ndarray of ``dtype`` and ``shape``."""
+    return a is None or (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
+                         and a.flags.c_contiguous and a.flags.writeable)
+
+
+def _trailing_rows_forward(x, weight, bias, axis, eps, out, centered, stats):
+    """Layer or RMS norm over the last axis of a plain array, or None.
+
+    The common case in a framework's loop, a C-contiguous float32/float64
+    array normalized over its last axis with parameters and ``out`` of its
+    dtype, needs none of the general path's checks and conversions, whose
+    Python costs more than the kernel on small arrays.  Anything else
+    returns None and takes the general path, which computes the same.
+    """
+    if not (type(x) is np.ndarray and x.dtype in _NATIVE_FLOATS and x.size
+            and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
+            and x.flags.c_contiguous and x.flags.writeable):
+        return None
+    count = x.shape[-1]
+    if not (_plain_operand(weight, x.dtype, (count,)) and _plain_operand(bias, x.dtype, (count,))
+            and _plain_operand(out, x.dtype, x.shape)):
+        return None
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    elif type(eps) is not float or not eps >= 0:
+        return None
+    canon = CanonicalView(x, "S" * (x.ndim - 1) + "W")
+    weight2 = _constant_row(count, x.dtype, 1.0) if weight is None else weight.reshape(1, count)
+    bias2 = _constant_row(count, x.dtype, 0.0) if bias is None else bias.reshape(1, count)
+    y, mean, _, rstd = _engine.normalize(canon, weight2, bias2, out, eps=eps, centered=centered)
+    if not stats:
+        return (y,)
+    return (y, *(s.reshape(x.shape[:-1]).astype(x.dtype) for s in ((mean, rstd) if centered
+                                                                     else (rstd,))))
+
+
 def _normalized_forward(x, weight, bias, axis, eps, out, centered, stats=True):
+    fast = _trailing_rows_forward(x, weight, bias, axis, eps, out, centered, stats)
+    if fast is not None:
+        return fast
     xc, result_dtype, stat_dtype = _as_input(x)
     spec = _NormalizedAxes(xc, axis)
     weight = _param(weight, spec.weight_shape, "weight")

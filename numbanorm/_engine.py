@@ -9,7 +9,6 @@ dtypes and modes.
 """
 
 import threading
-from contextlib import nullcontext
 
 import numba
 import numpy as np
@@ -30,21 +29,20 @@ class _LaunchGuard:
         self._lock = threading.Lock()
         self._needed = True
 
-    def __call__(self):
-        return self._lock if self._needed else nullcontext()
-
-    def launched(self):
-        if self._needed:
-            self._needed = numba.threading_layer() == "workqueue"
+    def launch(self, kernel, args):
+        if not self._needed:
+            kernel(*args)
+            return
+        with self._lock:
+            kernel(*args)
+        self._needed = numba.threading_layer() == "workqueue"
 
 
 _guard = _LaunchGuard()
 
 
 def _launch(kernel, *args):
-    with _guard():
-        kernel(*args)
-    _guard.launched()
+    _guard.launch(kernel, args)
 
 
 def _plan(canon):
@@ -104,11 +102,12 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     """
     B, O, C, I = canon.shape4
     y, out4 = canon.output(out)
-    weight2, bias2 = (p.astype(canon.x4.dtype, copy=False) for p in (weight2, bias2))
+    weight2 = weight2.astype(canon.x4.dtype, copy=False)
+    bias2 = bias2.astype(canon.x4.dtype, copy=False)
     plan, whole_groups = _plan(canon)
     var = None
     if stats is None:
-        mean, var, rstd = np.zeros((B, C)), np.zeros((B, C)), np.zeros((B, C))
+        mean, var, rstd = np.zeros((3, B, C))
         if not B * C:
             return y, mean, var, rstd
         if not whole_groups:

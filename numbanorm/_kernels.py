@@ -139,6 +139,9 @@ def _block_moments(block, centered):
 @njit(fastmath=FASTMATH, cache=True, inline="always")
 def _row_moments(row, centered):
     """(count, mean, M2) of a contiguous row: blockwise, Chan-merged in float64."""
+    if row.size <= ROW_BLOCK:
+        block_mean, block_m2 = _block_moments(row, centered)
+        return row.size, block_mean, block_m2
     n_total = 0
     mean = 0.0
     m2 = 0.0
