@@ -42,7 +42,11 @@ _guard = _LaunchGuard()
 
 
 def _launch(kernel, *args):
-    _guard.launch(kernel, args)
+    """Run ``kernel`` on ``args``, whose first is the input; small inputs run serially."""
+    if args[0].size <= _kernels.SERIAL_MAX_ELEMENTS:
+        _kernels.SERIAL[kernel](*args)
+    else:
+        _guard.launch(kernel, args)
 
 
 def _plan(canon):

@@ -20,6 +20,7 @@ between runs.
 
 import functools
 import math
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -34,6 +35,7 @@ MIN_WHOLE_GROUPS = 16
 SLAB_BLOCK = 32768
 ROW_BLOCK = 1024
 SLAB_PARTIAL_ROWS = 32
+SERIAL_MAX_ELEMENTS = 1 << 14
 
 
 @functools.lru_cache(maxsize=1024)
@@ -627,3 +629,23 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
                         centered)
                 _slab_affine(x3, dy3, True, b, o0, o1, mean[b], zeros, shift_c, offset_c,
                              rstd[b], weight2, zero_bias, coef, dx3)
+
+
+def _serial_variant(kernel):
+    """``kernel`` compiled to run on the calling thread alone.
+
+    For inputs of at most ``SERIAL_MAX_ELEMENTS`` a parallel launch costs
+    more than the work, and when other processes hold the cores it waits
+    for a descheduled thread.  The task partition is the same, so the
+    results are identical.  A distinct qualified name keeps the variant's
+    on-disk cache entry apart from the parallel kernel's.
+    """
+    source = kernel.py_func
+    serial = types.FunctionType(source.__code__, source.__globals__, source.__name__ + "_serial")
+    serial.__qualname__ = source.__qualname__ + "_serial"
+    serial.__doc__ = source.__doc__
+    return njit(fastmath=FASTMATH, cache=True)(serial)
+
+
+SERIAL = {kernel: _serial_variant(kernel)
+          for kernel in (group_moments, normalize, gradient_sums, input_gradient)}

@@ -76,3 +76,25 @@ def test_moments_of_one_long_row_split_between_tasks(rng, tail, dtype):
     assert_close(var, np.var(x.astype(np.float64), ddof=1), dtype)
     x[-1] = np.nan
     assert np.isnan(nbn.moments(x)).all()
+
+
+@pytest.mark.parametrize("shape, axis", [((6, 5, 40), -1), ((8, 6, 7, 5), 1), ((8, 7, 5, 6), -1)])
+def test_serial_variants_compute_what_the_parallel_kernels_do(rng, monkeypatch, shape, axis):
+    """Small inputs run on the calling thread, with the same task partition.
+
+    The two compilations may order a vectorized sum differently, so they agree
+    to rounding; which one runs depends on the size alone.
+    """
+    from numbanorm import _kernels
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    norm = "layer_norm" if len(shape) == 3 else "batch_norm"
+    forward, backward = getattr(nbn, f"{norm}_forward"), getattr(nbn, f"{norm}_backward")
+    results = []
+    for serial_max in (0, x.size):
+        monkeypatch.setattr(_kernels, "SERIAL_MAX_ELEMENTS", serial_max)
+        y, *stats = forward(x, axis=axis)
+        results.append((y, *stats, *backward(dy, x, *stats, axis=axis), *nbn.moments(x, axis=0)))
+    for parallel, serial in zip(*results):
+        np.testing.assert_allclose(parallel, serial, rtol=1e-5, atol=1e-6)

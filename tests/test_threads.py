@@ -16,8 +16,9 @@ ITERATIONS = 40
 
 
 def test_concurrent_layer_norm_and_batch_norm(rng):
-    inputs = [rng.standard_normal((64, 256)) + i for i in range(THREADS)]
-    channels_inputs = [rng.standard_normal((32, 16, 8)) * (i + 1) for i in range(THREADS)]
+    # Above the size that runs serially, so that the parallel kernels run concurrently.
+    inputs = [rng.standard_normal((64, 512)) + i for i in range(THREADS)]
+    channels_inputs = [rng.standard_normal((64, 16, 32)) * (i + 1) for i in range(THREADS)]
     expected_ln = [ref.layer_norm_forward(x)[0] for x in inputs]
     expected_bn = [ref.batch_norm_forward(x)[0] for x in channels_inputs]
     expected_running = [ref.batch_norm_running_stats(x, np.zeros(16), np.ones(16), momentum=1.0)
