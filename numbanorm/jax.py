@@ -1,8 +1,11 @@
 """numbanorm's kernels as JAX functions, differentiable with ``jax.custom_vjp``.
 
-Each function runs numbanorm's ``*_forward`` kernel in its forward pass and
-its ``*_backward`` kernel in its backward pass, through ``jax.pure_callback``,
-so it works eagerly and under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+Each function calls numbanorm through ``jax.pure_callback``, so it works
+eagerly and under ``jax.jit``, ``jax.grad`` and ``jax.vmap``: when a gradient
+is taken, its forward pass calls numbanorm's ``*_forward`` function, which
+also returns the statistics that the backward pass hands to ``*_backward``;
+otherwise it calls the plain function (the same kernels, with no statistics
+to return).
 The arguments are those of numbanorm's functions without ``out``; batch and
 instance norm return their updated running statistics instead of updating
 them in place, with PyTorch's ``momentum`` (the weight of the new batch
@@ -11,9 +14,11 @@ statistic: Flax's ``momentum=0.99`` is ``momentum=0.01`` here).
 - Gradients flow to ``x``, ``weight`` and ``bias``.  Running statistics are
   constants (``jax.lax.stop_gradient``): their gradient is zero, also in
   evaluation mode, where they normalize ``x``.
-- The kernels run on the host: on a GPU or TPU backend the arrays are copied
-  to host memory and back.  ``eps``, ``momentum``, ``axis``, ``num_groups``,
-  ``training`` and ``use_input_stats`` are static Python values.
+- The kernels run on the host, and ``pure_callback`` copies every input and
+  result between XLA's buffers and the host arrays numbanorm works on (on a
+  GPU or TPU backend, between devices).  ``eps``, ``momentum``, ``axis``,
+  ``num_groups``, ``training`` and ``use_input_stats`` are static Python
+  values.
 - ``y`` has the dtype of ``x``, as in numbanorm.  float16, float32 and float64
   are computed as numbanorm computes them; other floating types (bfloat16)
   are computed in float32 and rounded back; integer and boolean input becomes
@@ -45,22 +50,7 @@ except ModuleNotFoundError as error:
         'numbanorm.jax needs JAX; install it with: pip install "numbanorm[jax]"') from error
 import numpy as np
 
-from ._api import (
-    _ChannelAxes,
-    _NormalizedAxes,
-    _check_eps,
-    _check_momentum,
-    batch_norm_backward,
-    batch_norm_forward,
-    group_norm_backward,
-    group_norm_forward,
-    instance_norm_backward,
-    instance_norm_forward,
-    layer_norm_backward,
-    layer_norm_forward,
-    rms_norm_backward,
-    rms_norm_forward,
-)
+from . import _api
 
 __all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
 
@@ -83,19 +73,22 @@ class _RowNorm:
     merges_batch = True
     updates_running_stats = False
 
-    def forward(self, x, weight, bias, running_mean, running_var, batch_ndim=0):
-        """``(y, statistics, None, None)``; ``batch_ndim`` leading axes are extra rows."""
-        axes = tuple(a + batch_ndim for a in self.axes)
-        if self.centered:
-            y, mean, rstd = layer_norm_forward(x, weight, bias, axis=axes, eps=self.eps)
-            return y, (mean, rstd), None, None
-        y, rrms = rms_norm_forward(x, weight, axis=axes, eps=self.eps)
-        return y, (rrms,), None, None
+    def forward(self, x, weight, bias, running_mean, running_var, *, stats, batch_ndim=0):
+        """``(y, statistics or None, None, None)``; ``batch_ndim`` leading axes are more rows."""
+        options = dict(axis=tuple(a + batch_ndim for a in self.axes), eps=self.eps)
+        params = (weight, bias) if self.centered else (weight,)
+        if not stats:
+            plain = _api.layer_norm if self.centered else _api.rms_norm
+            return plain(x, *params, **options), None, None, None
+        forward = _api.layer_norm_forward if self.centered else _api.rms_norm_forward
+        y, *statistics = forward(x, *params, **options)
+        return y, tuple(statistics), None, None
 
     def backward(self, dy, x, stats, weight):
+        """``(dx, dweight, dbias)``; ``dbias`` is None for RMS norm."""
         if self.centered:
-            return layer_norm_backward(dy, x, *stats, weight, axis=self.axes)
-        return (*rms_norm_backward(dy, x, *stats, weight, axis=self.axes), None)
+            return _api.layer_norm_backward(dy, x, *stats, weight, axis=self.axes)
+        return (*_api.rms_norm_backward(dy, x, *stats, weight, axis=self.axes), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,66 +113,92 @@ class _ChannelNorm:
     def updates_running_stats(self):
         return self.from_input
 
-    def forward(self, x, weight, bias, running_mean, running_var):
-        """``(y, (mean, rstd), new running mean, new running variance)``."""
+    def forward(self, x, weight, bias, running_mean, running_var, *, stats):
+        """``(y, (mean, rstd) or None, new running mean, new running variance)``."""
         if self.kind == "group":
-            y, mean, rstd = group_norm_forward(x, self.num_groups, weight, bias, eps=self.eps,
-                                               axis=self.axis)
-            return y, (mean, rstd), None, None
-        if running_mean is not None:
-            running_mean, running_var = np.array(running_mean), np.array(running_var)
-        if self.kind == "batch":
-            y, mean, rstd = batch_norm_forward(x, running_mean, running_var, weight, bias,
-                                               training=self.from_input, momentum=self.momentum,
-                                               eps=self.eps, axis=self.axis)
+            function = _api.group_norm_forward if stats else _api.group_norm
+            results = function(x, self.num_groups, weight, bias, eps=self.eps, axis=self.axis)
         else:
-            y, mean, rstd = instance_norm_forward(x, running_mean, running_var, weight, bias,
-                                                  use_input_stats=self.from_input,
-                                                  momentum=self.momentum, eps=self.eps,
-                                                  axis=self.axis)
-        return y, (mean, rstd), running_mean, running_var
+            # numbanorm updates running statistics in place: give it copies.
+            if running_mean is not None:
+                running_mean, running_var = np.array(running_mean), np.array(running_var)
+            if self.kind == "batch":
+                function = _api.batch_norm_forward if stats else _api.batch_norm
+                mode = dict(training=self.from_input)
+            else:
+                function = _api.instance_norm_forward if stats else _api.instance_norm
+                mode = dict(use_input_stats=self.from_input)
+            results = function(x, running_mean, running_var, weight, bias, **mode,
+                               momentum=self.momentum, eps=self.eps, axis=self.axis)
+        if not stats:
+            return results, None, running_mean, running_var
+        y, *statistics = results
+        return y, tuple(statistics), running_mean, running_var
 
     def backward(self, dy, x, stats, weight):
+        """``(dx, dweight, dbias)``."""
         if self.kind == "group":
-            return group_norm_backward(dy, x, self.num_groups, *stats, weight, axis=self.axis)
+            return _api.group_norm_backward(dy, x, self.num_groups, *stats, weight,
+                                            axis=self.axis)
         if self.kind == "batch":
-            return batch_norm_backward(dy, x, *stats, weight, training=self.from_input,
-                                       axis=self.axis)
-        return instance_norm_backward(dy, x, *stats, weight, use_input_stats=self.from_input,
-                                      axis=self.axis)
+            return _api.batch_norm_backward(dy, x, *stats, weight, training=self.from_input,
+                                            axis=self.axis)
+        return _api.instance_norm_backward(dy, x, *stats, weight,
+                                           use_input_stats=self.from_input, axis=self.axis)
 
 
-def _on_host(function, result_specs, core_ndim, merges_batch, *args):
-    """Run ``function`` on NumPy arrays, as ``pure_callback``'s ``expand_dims`` calls it.
+@dataclasses.dataclass(frozen=True)
+class _HostCall:
+    """A norm's host computation on NumPy arrays, as ``pure_callback`` calls it.
 
-    Under ``vmap`` every argument arrives with the same number of extra
-    leading axes, of full size where it is batched and size 1 where it is
-    not; ``core_ndim`` is the dimension of the first argument without them.
-    ``merges_batch`` says that ``function`` takes ``batch_ndim=`` and treats
-    leading axes of its first argument as independent, which it may do when
-    no other argument is batched; otherwise it runs once per batch element.
-    Results are cast to the dtypes of ``result_specs``.
+    ``direction`` is ``"apply"`` (``y`` alone, when no gradient is taken),
+    ``"forward"`` (``y`` and the statistics the backward needs) or
+    ``"backward"``.
+
+    Equal calls compare equal, so that JAX reuses what it compiled for an
+    eager call instead of compiling the callback again each time.
+
+    Under ``vmap`` (``vmap_method="expand_dims"``) every argument arrives
+    with the same number of extra leading axes, of full size where it is
+    batched and size 1 where it is not; ``core_ndim`` is the dimension of
+    the first argument without them.  A norm with ``merges_batch`` treats
+    leading axes of ``x`` as more rows (its forward takes ``batch_ndim=``)
+    when no other argument is batched; otherwise the norm runs once per
+    batch element.  Results are cast to the dtypes of ``result_specs``.
     """
-    args = jax.tree.map(np.asarray, args)
-    batch_ndim = args[0].ndim - core_ndim
-    if batch_ndim == 0:
-        return _cast_to_specs(function(*args), result_specs)
-    leaves = jax.tree.leaves(args)
-    batch_shape = np.broadcast_shapes(*(leaf.shape[:batch_ndim] for leaf in leaves))
-    if merges_batch and all(leaf.shape[:batch_ndim] == (1,) * batch_ndim for leaf in leaves[1:]):
-        first = np.broadcast_to(args[0], batch_shape + args[0].shape[batch_ndim:])
-        rest = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[batch_ndim:]), args[1:])
-        return _cast_to_specs(function(first, *rest, batch_ndim=batch_ndim), result_specs)
-    outputs = jax.tree.map(lambda spec: np.empty(batch_shape + spec.shape, spec.dtype),
-                           result_specs)
-    for index in np.ndindex(batch_shape):
-        element = jax.tree.map(
-            lambda leaf: leaf[tuple(i if n > 1 else 0 for i, n in zip(index, leaf.shape))],
-            args)
-        results = _cast_to_specs(function(*element), result_specs)
-        for out, result in zip(jax.tree.leaves(outputs), jax.tree.leaves(results)):
-            out[index] = result
-    return outputs
+
+    norm: object
+    direction: str
+    result_specs: tuple
+    core_ndim: int
+
+    def __call__(self, *args):
+        if self.direction == "backward":
+            function = self.norm.backward
+        else:
+            function = functools.partial(self.norm.forward, stats=self.direction == "forward")
+        args = jax.tree.map(np.asarray, args)
+        batch_ndim = args[0].ndim - self.core_ndim
+        if batch_ndim == 0:
+            return _cast_to_specs(function(*args), self.result_specs)
+        leaves = jax.tree.leaves(args)
+        batch_shape = np.broadcast_shapes(*(leaf.shape[:batch_ndim] for leaf in leaves))
+        unbatched = (1,) * batch_ndim
+        if (self.direction != "backward" and self.norm.merges_batch
+                and all(leaf.shape[:batch_ndim] == unbatched for leaf in leaves[1:])):
+            x = np.broadcast_to(args[0], batch_shape + args[0].shape[batch_ndim:])
+            rest = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[batch_ndim:]), args[1:])
+            return _cast_to_specs(function(x, *rest, batch_ndim=batch_ndim), self.result_specs)
+        outputs = jax.tree.map(lambda spec: np.empty(batch_shape + spec.shape, spec.dtype),
+                               self.result_specs)
+        for index in np.ndindex(batch_shape):
+            element = jax.tree.map(
+                lambda leaf: leaf[tuple(i if n > 1 else 0 for i, n in zip(index, leaf.shape))],
+                args)
+            results = _cast_to_specs(function(*element), self.result_specs)
+            for out, result in zip(jax.tree.leaves(outputs), jax.tree.leaves(results)):
+                out[index] = result
+        return outputs
 
 
 def _cast_to_specs(results, result_specs):
@@ -202,27 +221,29 @@ def _spec(array):
     return None if array is None else jax.ShapeDtypeStruct(array.shape, array.dtype)
 
 
-def _forward(norm, x, weight, bias, running_mean, running_var):
+def _forward(norm, x, weight, bias, running_mean, running_var, *, stats):
+    """``(y, statistics or None, new running mean, new running variance)``."""
     stat = jax.ShapeDtypeStruct(norm.stat_shape, _stat_dtype(x))
     updates = norm.updates_running_stats
-    result_specs = (_spec(x), (stat, stat) if norm.centered else (stat,),
+    result_specs = (_spec(x), ((stat, stat) if norm.centered else (stat,)) if stats else None,
                     _spec(running_mean) if updates else None,
                     _spec(running_var) if updates else None)
-    callback = functools.partial(_on_host, norm.forward, result_specs, x.ndim,
-                                 norm.merges_batch)
-    return jax.pure_callback(callback, result_specs, x, weight, bias, running_mean, running_var,
+    call = _HostCall(norm, "forward" if stats else "apply", result_specs, x.ndim)
+    return jax.pure_callback(call, result_specs, x, weight, bias, running_mean, running_var,
                              vmap_method="expand_dims")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _normalize(norm, x, weight, bias, running_mean, running_var):
     """``(y, new running mean, new running variance)``; the last two None unless updated."""
-    y, _, new_mean, new_var = _forward(norm, x, weight, bias, running_mean, running_var)
+    y, _, new_mean, new_var = _forward(norm, x, weight, bias, running_mean, running_var,
+                                       stats=False)
     return y, new_mean, new_var
 
 
 def _normalize_fwd(norm, x, weight, bias, running_mean, running_var):
-    y, stats, new_mean, new_var = _forward(norm, x, weight, bias, running_mean, running_var)
+    y, stats, new_mean, new_var = _forward(norm, x, weight, bias, running_mean, running_var,
+                                           stats=True)
     return (y, new_mean, new_var), (x, weight, bias, stats, running_mean, running_var)
 
 
@@ -230,9 +251,9 @@ def _normalize_bwd(norm, residuals, cotangents):
     x, weight, bias, stats, running_mean, running_var = residuals
     dy = cotangents[0]
     result_specs = (_spec(x), _spec(weight), _spec(bias))
-    callback = functools.partial(_on_host, norm.backward, result_specs, x.ndim, False)
-    dx, dweight, dbias = jax.pure_callback(callback, result_specs, dy, x, stats, weight,
-                                           vmap_method="expand_dims")
+    dx, dweight, dbias = jax.pure_callback(
+        _HostCall(norm, "backward", result_specs, x.ndim), result_specs, dy, x, stats, weight,
+        vmap_method="expand_dims")
     zeros = (None if s is None else jnp.zeros_like(s) for s in (running_mean, running_var))
     return (dx, dweight, dbias, *zeros)
 
@@ -299,12 +320,12 @@ def _channel_norm(kind, x, running_mean, running_var, weight, bias, *, from_inpu
     """Batch or instance norm with functional running statistics."""
     x, y_dtype = _host_float(x, "x")
     per_sample = kind == "instance"
-    axes = _ChannelAxes(x, axis, per_sample=per_sample, min_ndim=3 if per_sample else 2,
+    axes = _api._ChannelAxes(x, axis, per_sample=per_sample, min_ndim=3 if per_sample else 2,
                         what=what)
     weight = _param(weight, axes.weight_shape, "weight")
     bias = _param(bias, axes.weight_shape, "bias")
-    eps = _check_eps(eps)
-    momentum = _check_momentum(momentum)
+    eps = _api._check_eps(eps)
+    momentum = _api._check_momentum(momentum)
     given = running_mean, running_var
     running_mean, running_var, stat_dtypes = _running_stats(running_mean, running_var,
                                                             axes.channels)
@@ -330,12 +351,12 @@ def _channel_norm(kind, x, running_mean, running_var, weight, bias, *, from_inpu
 
 def _row_norm(x, weight, bias, axis, eps, centered):
     x, y_dtype = _host_float(x, "x")
-    axes = _NormalizedAxes(x, axis)
+    axes = _api._NormalizedAxes(x, axis)
     weight = _param(weight, axes.weight_shape, "weight")
     bias = _param(bias, axes.weight_shape, "bias")
     if eps is None:
         eps = jnp.finfo(y_dtype).eps
-    norm = _RowNorm(axes.axes, _check_eps(eps), centered, axes.stat_shape)
+    norm = _RowNorm(axes.axes, _api._check_eps(eps), centered, axes.stat_shape)
     return _normalize(norm, x, weight, bias, None, None)[0].astype(y_dtype)
 
 
@@ -413,13 +434,13 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
     y : jax.Array
     """
     x, y_dtype = _host_float(x, "x")
-    axes = _ChannelAxes(x, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
+    axes = _api._ChannelAxes(x, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
                         what="group_norm")
     weight = _param(weight, axes.weight_shape, "weight")
     bias = _param(bias, axes.weight_shape, "bias")
     if axes.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {x.shape}")
-    norm = _ChannelNorm("group", axes.axis, _check_eps(eps), 0.0, True, axes.groups,
+    norm = _ChannelNorm("group", axes.axis, _api._check_eps(eps), 0.0, True, axes.groups,
                         axes.stat_shape)
     return _normalize(norm, x, weight, bias, None, None)[0].astype(y_dtype)
 

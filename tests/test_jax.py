@@ -1,6 +1,7 @@
 """numbanorm.jax against plain jax.numpy formulas and their jax.grad, where JAX is installed."""
 
 import functools
+import logging
 import subprocess
 import sys
 
@@ -222,6 +223,14 @@ def test_eager_calls(rng, dtype):
                                 argnums=(0, 1)))
     for index, (grad, expected_grad) in enumerate(zip(grads(x, weight), expected(x, weight))):
         _assert_close(grad, expected_grad, dtype, scale=10.0 if index else 1.0)
+
+
+def test_eager_calls_reuse_their_compiled_callback(caplog):
+    x, weight = jnp.ones((4, 6)), jnp.ones(6)
+    nnj.layer_norm(x, weight)
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG, logger="jax"):
+        nnj.layer_norm(x, weight)
+    assert not [r for r in caplog.records if "pure_callback" in r.getMessage()]
 
 
 def test_without_affine_parameters_or_running_statistics(rng):
