@@ -1,24 +1,27 @@
 """numbanorm's kernels as JAX functions, differentiable with ``jax.custom_vjp``.
 
-Each function calls numbanorm through ``jax.pure_callback``, so it works
+Each function calls numbanorm from inside the JAX computation, so it works
 eagerly and under ``jax.jit``, ``jax.grad`` and ``jax.vmap``: when a gradient
 is taken, its forward pass calls numbanorm's ``*_forward`` function, which
 also returns the statistics that the backward pass hands to ``*_backward``;
 otherwise it calls the plain function (the same kernels, with no statistics
-to return).
-The arguments are those of numbanorm's functions without ``out``; batch and
-instance norm return their updated running statistics instead of updating
-them in place, with PyTorch's ``momentum`` (the weight of the new batch
-statistic: Flax's ``momentum=0.99`` is ``momentum=0.01`` here).
+to return).  The arguments are those of numbanorm's functions without
+``out``; batch and instance norm return their updated running statistics
+instead of updating them in place, with PyTorch's ``momentum`` (the weight
+of the new batch statistic: Flax's ``momentum=0.99`` is ``momentum=0.01``
+here).
 
+- On the CPU the call is ``jax.experimental.buffer_callback``, an XLA FFI
+  call into Python that hands over XLA's own buffers: numbanorm reads the
+  inputs where they are and writes ``y`` and ``dx`` into the results through
+  ``out=``, without copies.  On other platforms (and with a JAX without
+  ``buffer_callback``) it is ``jax.pure_callback``, which copies the inputs
+  to host memory and the results back.
 - Gradients flow to ``x``, ``weight`` and ``bias``.  Running statistics are
   constants (``jax.lax.stop_gradient``): their gradient is zero, also in
-  evaluation mode, where they normalize ``x``.
-- The kernels run on the host, and ``pure_callback`` copies every input and
-  result between XLA's buffers and the host arrays numbanorm works on (on a
-  GPU or TPU backend, between devices).  ``eps``, ``momentum``, ``axis``,
-  ``num_groups``, ``training`` and ``use_input_stats`` are static Python
-  values.
+  evaluation mode, where they normalize ``x``.  ``eps``, ``momentum``,
+  ``axis``, ``num_groups``, ``training`` and ``use_input_stats`` are static
+  Python values.
 - ``y`` has the dtype of ``x``, as in numbanorm.  float16, float32 and float64
   are computed as numbanorm computes them; other floating types (bfloat16)
   are computed in float32 and rounded back; integer and boolean input becomes
@@ -40,6 +43,8 @@ statistic: Flax's ``momentum=0.99`` is ``momentum=0.01`` here).
 import dataclasses
 import functools
 
+import numpy as np
+
 try:
     import jax
     import jax.numpy as jnp
@@ -48,7 +53,11 @@ except ModuleNotFoundError as error:
         raise
     raise ImportError(
         'numbanorm.jax needs JAX; install it with: pip install "numbanorm[jax]"') from error
-import numpy as np
+
+try:
+    from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
+except ImportError:  # a JAX without it: every platform copies through pure_callback
+    _buffer_callback = None
 
 from . import _api
 
@@ -62,6 +71,13 @@ _HOST_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 # The norms as the host sees them
 
 
+def _copy_into(outs, values):
+    """Copy each array of ``values`` into the array of ``outs`` (None: nothing)."""
+    for out, value in zip(outs, values):
+        if out is not None:
+            np.copyto(out, value)
+
+
 @dataclasses.dataclass(frozen=True)
 class _RowNorm:
     """Layer norm (``centered``) or RMS norm over ``axes`` (non-negative, sorted)."""
@@ -73,22 +89,33 @@ class _RowNorm:
     merges_batch = True
     updates_running_stats = False
 
-    def forward(self, x, weight, bias, running_mean, running_var, *, stats, batch_ndim=0):
-        """``(y, statistics or None, None, None)``; ``batch_ndim`` leading axes are more rows."""
+    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats,
+                batch_ndim=0):
+        """Write ``y`` (and the statistics) into ``outs``, as :func:`_forward` lays it out.
+
+        ``batch_ndim`` leading axes of ``x`` are more rows.
+        """
+        y_out, stat_outs, _, _ = outs
         options = dict(axis=tuple(a + batch_ndim for a in self.axes), eps=self.eps)
         params = (weight, bias) if self.centered else (weight,)
         if not stats:
             plain = _api.layer_norm if self.centered else _api.rms_norm
-            return plain(x, *params, **options), None, None, None
+            plain(x, *params, **options, out=y_out)
+            return
         forward = _api.layer_norm_forward if self.centered else _api.rms_norm_forward
         y, *statistics = forward(x, *params, **options)
-        return y, tuple(statistics), None, None
+        _copy_into((y_out, *stat_outs), (y, *statistics))
 
-    def backward(self, dy, x, stats, weight):
-        """``(dx, dweight, dbias)``; ``dbias`` is None for RMS norm."""
+    def backward(self, outs, dy, x, stats, weight):
+        """Write ``(dx, dweight, dbias)`` into ``outs``."""
+        dx_out, *param_outs = outs
         if self.centered:
-            return _api.layer_norm_backward(dy, x, *stats, weight, axis=self.axes)
-        return (*_api.rms_norm_backward(dy, x, *stats, weight, axis=self.axes), None)
+            _, *param_grads = _api.layer_norm_backward(dy, x, *stats, weight, axis=self.axes,
+                                                       out=dx_out)
+        else:
+            _, *param_grads = _api.rms_norm_backward(dy, x, *stats, weight, axis=self.axes,
+                                                     out=dx_out)
+        _copy_into(param_outs, param_grads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,104 +140,137 @@ class _ChannelNorm:
     def updates_running_stats(self):
         return self.from_input
 
-    def forward(self, x, weight, bias, running_mean, running_var, *, stats):
-        """``(y, (mean, rstd) or None, new running mean, new running variance)``."""
+    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats):
+        """Write ``y``, the statistics and the new running statistics into ``outs``."""
+        y_out, stat_outs, mean_out, var_out = outs
         if self.kind == "group":
             function = _api.group_norm_forward if stats else _api.group_norm
-            results = function(x, self.num_groups, weight, bias, eps=self.eps, axis=self.axis)
+            arguments = (x, self.num_groups, weight, bias)
+            options = dict(eps=self.eps, axis=self.axis)
         else:
-            # numbanorm updates running statistics in place: give it copies.
-            if running_mean is not None:
-                running_mean, running_var = np.array(running_mean), np.array(running_var)
+            if mean_out is not None:  # numbanorm updates them in place
+                _copy_into((mean_out, var_out), (running_mean, running_var))
+                running_mean, running_var = mean_out, var_out
             if self.kind == "batch":
                 function = _api.batch_norm_forward if stats else _api.batch_norm
                 mode = dict(training=self.from_input)
             else:
                 function = _api.instance_norm_forward if stats else _api.instance_norm
                 mode = dict(use_input_stats=self.from_input)
-            results = function(x, running_mean, running_var, weight, bias, **mode,
-                               momentum=self.momentum, eps=self.eps, axis=self.axis)
+            arguments = (x, running_mean, running_var, weight, bias)
+            options = dict(mode, momentum=self.momentum, eps=self.eps, axis=self.axis)
         if not stats:
-            return results, None, running_mean, running_var
-        y, *statistics = results
-        return y, tuple(statistics), running_mean, running_var
+            function(*arguments, **options, out=y_out)
+            return
+        _copy_into((y_out, *stat_outs), function(*arguments, **options))
 
-    def backward(self, dy, x, stats, weight):
-        """``(dx, dweight, dbias)``."""
+    def backward(self, outs, dy, x, stats, weight):
+        """Write ``(dx, dweight, dbias)`` into ``outs``."""
+        dx_out, *param_outs = outs
         if self.kind == "group":
-            return _api.group_norm_backward(dy, x, self.num_groups, *stats, weight,
-                                            axis=self.axis)
-        if self.kind == "batch":
-            return _api.batch_norm_backward(dy, x, *stats, weight, training=self.from_input,
-                                            axis=self.axis)
-        return _api.instance_norm_backward(dy, x, *stats, weight,
-                                           use_input_stats=self.from_input, axis=self.axis)
+            _, *param_grads = _api.group_norm_backward(dy, x, self.num_groups, *stats, weight,
+                                                       axis=self.axis, out=dx_out)
+        elif self.kind == "batch":
+            _, *param_grads = _api.batch_norm_backward(
+                dy, x, *stats, weight, training=self.from_input, axis=self.axis, out=dx_out)
+        else:
+            _, *param_grads = _api.instance_norm_backward(
+                dy, x, *stats, weight, use_input_stats=self.from_input, axis=self.axis,
+                out=dx_out)
+        _copy_into(param_outs, param_grads)
 
 
 @dataclasses.dataclass(frozen=True)
 class _HostCall:
-    """A norm's host computation on NumPy arrays, as ``pure_callback`` calls it.
+    """A norm's host computation, as a JAX callback calls it.
 
     ``direction`` is ``"apply"`` (``y`` alone, when no gradient is taken),
     ``"forward"`` (``y`` and the statistics the backward needs) or
-    ``"backward"``.
-
-    Equal calls compare equal, so that JAX reuses what it compiled for an
-    eager call instead of compiling the callback again each time.
+    ``"backward"``.  With ``in_place``, it is a ``buffer_callback``: called
+    with XLA's result buffers, which the norm writes into (``y`` and ``dx``
+    directly through numbanorm's ``out=``); otherwise a ``pure_callback``
+    that returns new arrays.  Equal calls compare equal, so that JAX reuses
+    what it compiled for an eager call instead of compiling it again.
 
     Under ``vmap`` (``vmap_method="expand_dims"``) every argument arrives
     with the same number of extra leading axes, of full size where it is
     batched and size 1 where it is not; ``core_ndim`` is the dimension of
     the first argument without them.  A norm with ``merges_batch`` treats
-    leading axes of ``x`` as more rows (its forward takes ``batch_ndim=``)
-    when no other argument is batched; otherwise the norm runs once per
-    batch element.  Results are cast to the dtypes of ``result_specs``.
+    leading axes of ``x`` as more rows when no other argument is batched;
+    otherwise it runs once per batch element.
     """
 
     norm: object
     direction: str
     result_specs: tuple
     core_ndim: int
+    in_place: bool
 
     def __call__(self, *args):
+        if self.in_place:
+            _, outs, *args = args  # the execution context is for GPU streams
+            args = jax.tree.map(np.asarray, args)
+            self._run(jax.tree.map(np.asarray, outs), args, self._batch_shape(args))
+            return None
+        args = jax.tree.map(np.asarray, args)
+        batch_shape = self._batch_shape(args)
+        outs = jax.tree.map(lambda spec: np.empty(batch_shape + spec.shape, spec.dtype),
+                            self.result_specs)
+        self._run(outs, args, batch_shape)
+        return outs
+
+    def _batch_shape(self, args):
+        batch_ndim = args[0].ndim - self.core_ndim
+        return np.broadcast_shapes(*(leaf.shape[:batch_ndim] for leaf in jax.tree.leaves(args)))
+
+    def _run(self, outs, args, batch_shape):
         if self.direction == "backward":
             function = self.norm.backward
         else:
             function = functools.partial(self.norm.forward, stats=self.direction == "forward")
-        args = jax.tree.map(np.asarray, args)
-        batch_ndim = args[0].ndim - self.core_ndim
+        batch_ndim = len(batch_shape)
         if batch_ndim == 0:
-            return _cast_to_specs(function(*args), self.result_specs)
-        leaves = jax.tree.leaves(args)
-        batch_shape = np.broadcast_shapes(*(leaf.shape[:batch_ndim] for leaf in leaves))
+            function(outs, *args)
+            return
         unbatched = (1,) * batch_ndim
         if (self.direction != "backward" and self.norm.merges_batch
-                and all(leaf.shape[:batch_ndim] == unbatched for leaf in leaves[1:])):
+                and all(leaf.shape[:batch_ndim] == unbatched
+                        for leaf in jax.tree.leaves(args[1:]))):
             x = np.broadcast_to(args[0], batch_shape + args[0].shape[batch_ndim:])
             rest = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[batch_ndim:]), args[1:])
-            return _cast_to_specs(function(x, *rest, batch_ndim=batch_ndim), self.result_specs)
-        outputs = jax.tree.map(lambda spec: np.empty(batch_shape + spec.shape, spec.dtype),
-                               self.result_specs)
+            function(outs, x, *rest, batch_ndim=batch_ndim)
+            return
         for index in np.ndindex(batch_shape):
             element = jax.tree.map(
                 lambda leaf: leaf[tuple(i if n > 1 else 0 for i, n in zip(index, leaf.shape))],
                 args)
-            results = _cast_to_specs(function(*element), self.result_specs)
-            for out, result in zip(jax.tree.leaves(outputs), jax.tree.leaves(results)):
-                out[index] = result
-        return outputs
-
-
-def _cast_to_specs(results, result_specs):
-    """``results`` with the dtypes of ``result_specs``, dropping those it has None for."""
-    def cast(spec, result):
-        return None if spec is None else np.asarray(result, spec.dtype)
-
-    return jax.tree.map(cast, result_specs, results, is_leaf=lambda node: node is None)
+            function(jax.tree.map(lambda out: out[index], outs), *element)
 
 
 # ----------------------------------------------------------------------------
 # The differentiable core shared by every norm
+
+
+def _on_host(norm, direction, result_specs, core_ndim, *args):
+    """Run ``norm``'s host computation on ``args`` in a compiled JAX computation.
+
+    On the CPU, ``buffer_callback`` hands numbanorm XLA's own buffers, with
+    no copies; on other platforms (and with a JAX that lacks it)
+    ``pure_callback`` copies the arguments to host arrays and the results
+    back.
+    """
+    def copying(*args):
+        call = _HostCall(norm, direction, result_specs, core_ndim, in_place=False)
+        return jax.pure_callback(call, result_specs, *args, vmap_method="expand_dims")
+
+    if _buffer_callback is None:
+        return copying(*args)
+
+    def in_place(*args):
+        call = _HostCall(norm, direction, result_specs, core_ndim, in_place=True)
+        return _buffer_callback(call, result_specs, vmap_method="expand_dims")(*args)
+
+    return jax.lax.platform_dependent(*args, cpu=in_place, default=copying)
 
 
 def _stat_dtype(x):
@@ -228,9 +288,8 @@ def _forward(norm, x, weight, bias, running_mean, running_var, *, stats):
     result_specs = (_spec(x), ((stat, stat) if norm.centered else (stat,)) if stats else None,
                     _spec(running_mean) if updates else None,
                     _spec(running_var) if updates else None)
-    call = _HostCall(norm, "forward" if stats else "apply", result_specs, x.ndim)
-    return jax.pure_callback(call, result_specs, x, weight, bias, running_mean, running_var,
-                             vmap_method="expand_dims")
+    return _on_host(norm, "forward" if stats else "apply", result_specs, x.ndim,
+                    x, weight, bias, running_mean, running_var)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -251,9 +310,7 @@ def _normalize_bwd(norm, residuals, cotangents):
     x, weight, bias, stats, running_mean, running_var = residuals
     dy = cotangents[0]
     result_specs = (_spec(x), _spec(weight), _spec(bias))
-    dx, dweight, dbias = jax.pure_callback(
-        _HostCall(norm, "backward", result_specs, x.ndim), result_specs, dy, x, stats, weight,
-        vmap_method="expand_dims")
+    dx, dweight, dbias = _on_host(norm, "backward", result_specs, x.ndim, dy, x, stats, weight)
     zeros = (None if s is None else jnp.zeros_like(s) for s in (running_mean, running_var))
     return (dx, dweight, dbias, *zeros)
 
@@ -320,8 +377,8 @@ def _channel_norm(kind, x, running_mean, running_var, weight, bias, *, from_inpu
     """Batch or instance norm with functional running statistics."""
     x, y_dtype = _host_float(x, "x")
     per_sample = kind == "instance"
-    axes = _api._ChannelAxes(x, axis, per_sample=per_sample, min_ndim=3 if per_sample else 2,
-                        what=what)
+    axes = _api._ChannelAxes(x, axis, per_sample=per_sample,
+                             min_ndim=3 if per_sample else 2, what=what)
     weight = _param(weight, axes.weight_shape, "weight")
     bias = _param(bias, axes.weight_shape, "bias")
     eps = _api._check_eps(eps)
@@ -435,7 +492,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
     """
     x, y_dtype = _host_float(x, "x")
     axes = _api._ChannelAxes(x, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
-                        what="group_norm")
+                             what="group_norm")
     weight = _param(weight, axes.weight_shape, "weight")
     bias = _param(bias, axes.weight_shape, "bias")
     if axes.count == 0:

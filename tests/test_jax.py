@@ -326,6 +326,35 @@ def test_vmap_of_the_other_norms(rng):
                                  argnums=(0, 1)), (0, None))
     for actual, expected_grad in zip(grad(x, weight), ref_grad(x, weight)):
         _assert_close(actual, expected_grad, np.float32, scale=10.0)
+    # An empty vmapped axis runs nothing.
+    assert jax.vmap(nnj.batch_norm)(x[:0])[0].shape == x[:0].shape
+
+
+@pytest.fixture
+def copying_callbacks(monkeypatch):
+    """Take the ``pure_callback`` path of the platforms other than the CPU."""
+    monkeypatch.setattr(nnj, "_buffer_callback", None)
+
+
+def test_copying_callback_path(rng, copying_callbacks):
+    x, weight, bias, upstream = _data(rng, (3, 4, 6), 6, np.float32)
+    _check_against_reference(nnj.layer_norm, ref_layer_norm, (x, weight, bias), upstream,
+                             np.float32)
+    running = _running(rng, 4, np.float32)
+    actual = jax.jit(lambda x: nnj.batch_norm(x, *running, weight[:4], axis=1))(x)
+    expected = ref_batch_norm(x, *running, weight[:4], axis=1)
+    for actual_value, expected_value in zip(actual, expected):
+        _assert_close(actual_value, expected_value, np.float32)
+    # vmap: one call over the whole batch, and once per element (the gradient).
+    _assert_close(jax.vmap(nnj.layer_norm, (0, None, None))(x, weight, bias),
+                  ref_layer_norm(x, weight, bias), np.float32)
+    per_example = jax.vmap(jax.grad(lambda x, w: jnp.sum(nnj.layer_norm(x, w) ** 3),
+                                    argnums=(0, 1)), (0, None))
+    expected = jax.vmap(jax.grad(lambda x, w: jnp.sum(ref_layer_norm(x, w) ** 3),
+                                 argnums=(0, 1)), (0, None))
+    for index, (grad, expected_grad) in enumerate(zip(per_example(x, weight),
+                                                      expected(x, weight))):
+        _assert_close(grad, expected_grad, np.float32, scale=10.0 if index else 1.0)
 
 
 # ----------------------------------------------------------------------------
