@@ -96,7 +96,9 @@ class _RowNorm:
         ``batch_ndim`` leading axes of ``x`` are more rows.
         """
         y_out, stat_outs, _, _ = outs
-        options = dict(axis=tuple(a + batch_ndim for a in self.axes), eps=self.eps)
+        axes = tuple(a + batch_ndim for a in self.axes)
+        # A single axis as an int: numbanorm's fast path for the last axis takes only that.
+        options = dict(axis=axes[0] if len(axes) == 1 else axes, eps=self.eps)
         params = (weight, bias) if self.centered else (weight,)
         if not stats:
             plain = _api.layer_norm if self.centered else _api.rms_norm
@@ -109,12 +111,9 @@ class _RowNorm:
     def backward(self, outs, dy, x, stats, weight):
         """Write ``(dx, dweight, dbias)`` into ``outs``."""
         dx_out, *param_outs = outs
-        if self.centered:
-            _, *param_grads = _api.layer_norm_backward(dy, x, *stats, weight, axis=self.axes,
-                                                       out=dx_out)
-        else:
-            _, *param_grads = _api.rms_norm_backward(dy, x, *stats, weight, axis=self.axes,
-                                                     out=dx_out)
+        axis = self.axes[0] if len(self.axes) == 1 else self.axes
+        backward = _api.layer_norm_backward if self.centered else _api.rms_norm_backward
+        _, *param_grads = backward(dy, x, *stats, weight, axis=axis, out=dx_out)
         _copy_into(param_outs, param_grads)
 
 
@@ -221,6 +220,8 @@ class _HostCall:
 
     def _batch_shape(self, args):
         batch_ndim = args[0].ndim - self.core_ndim
+        if batch_ndim == 0:
+            return ()
         return np.broadcast_shapes(*(leaf.shape[:batch_ndim] for leaf in jax.tree.leaves(args)))
 
     def _run(self, outs, args, batch_shape):
