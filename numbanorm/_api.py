@@ -556,6 +556,11 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1, o
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+@functools.lru_cache(maxsize=None)
+def _machine_epsilon(dtype):
+    return float(np.finfo(dtype).eps)
+
+
 @functools.lru_cache(maxsize=256)
 def _constant_row(count, dtype, value):
     """A ``(1, count)`` row of ``value``, the weight or bias of a norm without one.
@@ -589,13 +594,14 @@ def _trailing_rows_forward(x, weight, bias, axis, eps, out, centered, stats):
             and _plain_operand(out, x.dtype, x.shape)):
         return None
     if eps is None:
-        eps = float(np.finfo(x.dtype).eps)
+        eps = _machine_epsilon(x.dtype)
     elif type(eps) is not float or not eps >= 0:
         return None
-    canon = CanonicalView(x, "S" * (x.ndim - 1) + "W")
     weight2 = _constant_row(count, x.dtype, 1.0) if weight is None else weight.reshape(1, count)
     bias2 = _constant_row(count, x.dtype, 0.0) if bias is None else bias.reshape(1, count)
-    y, mean, _, rstd = _engine.normalize(canon, weight2, bias2, out, eps=eps, centered=centered)
+    y = np.empty_like(x) if out is None else out
+    mean, rstd = _engine.normalize_rows(x.reshape(-1, count), weight2, bias2,
+                                        y.reshape(-1, count), eps, centered)
     if not stats:
         return (y,)
     return (y, *(s.reshape(x.shape[:-1]).astype(x.dtype) for s in ((mean, rstd) if centered

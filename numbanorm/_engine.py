@@ -126,6 +126,21 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     return y, mean, var, rstd
 
 
+def normalize_rows(x2, weight2, bias2, out2, eps, centered):
+    """:func:`normalize` of each row of a C-contiguous ``(rows, K)`` array, into ``out2``.
+
+    Its canonical view is ``(rows, 1, 1, K)`` whatever the input's shape was,
+    so the view analysis is skipped; ``weight2``/``bias2`` are ``(1, K)`` in
+    the input's dtype.  Returns ``(mean, rstd)``, ``(rows, 1)`` float64.
+    """
+    rows, count = x2.shape
+    x4 = x2.reshape(rows, 1, 1, count)
+    mean, var, rstd = np.empty((3, rows, 1))
+    _launch(_kernels.normalize, x4, True, centered, eps, *_kernels.plan_tasks(rows, 1, 1, count),
+            mean, var, rstd, weight2, bias2, out2.reshape(x4.shape))
+    return mean, rstd
+
+
 def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, out=None):
     """Gradients of :func:`normalize` with respect to x, weight and bias.
 
