@@ -36,6 +36,7 @@ SLAB_BLOCK = 32768
 ROW_BLOCK = 1024
 SLAB_PARTIAL_ROWS = 32
 SERIAL_MAX_ELEMENTS = 1 << 14
+MIN_TASK_ELEMENTS = 4096
 
 
 @functools.lru_cache(maxsize=1024)
@@ -45,20 +46,25 @@ def plan_tasks(B, O, C, I):
     Returns ``(rows, b_block, o_chunk)``: whether the row regime is used, how
     many consecutive ``b`` each task covers and how many consecutive ``o``.
     Groups are split along ``O`` only when there are too few of them to keep
-    every core busy.
+    every core busy, and a task gets at least ``MIN_TASK_ELEMENTS`` elements
+    where the input has them: below that, starting a task costs more than
+    its work.
     """
     rows = I >= ROW_MIN_LENGTH or O == 1
     groups = B * C if rows else B
+    per_o = I if rows else C * I
     if groups >= MIN_WHOLE_GROUPS or O == 1:
         o_chunk = O
         n_b_blocks = min(B, -(-TARGET_TASKS // (C if rows else 1)))
+        b_block = max(-(-B // max(n_b_blocks, 1)), -(-MIN_TASK_ELEMENTS // max(O * per_o, 1)))
     else:
         o_chunk = -(-O // min(O, -(-TARGET_TASKS // max(groups, 1))))
         if not rows:
             slab_rows = max(1, SLAB_BLOCK // max(C * I, 1))
             o_chunk = max(min(o_chunk, slab_rows), -(-O // TARGET_TASKS))
-        n_b_blocks = B
-    return rows, max(-(-B // max(n_b_blocks, 1)), 1), max(o_chunk, 1)
+        o_chunk = max(o_chunk, -(-MIN_TASK_ELEMENTS // max(per_o, 1)))
+        b_block = 1
+    return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1)
 
 
 def n_param_blocks(B, O, rows, b_block, o_chunk):

@@ -48,7 +48,9 @@ def test_float32_data_with_a_large_offset_keeps_its_variance(rng):
     for batch in np.array_split(x, 13):
         acc.update(batch, axis=0)
     np.testing.assert_allclose(acc.mean, exact.mean(axis=0), rtol=1e-14)
-    np.testing.assert_allclose(acc.var(ddof=1), exact.var(axis=0, ddof=1), rtol=1e-10)
+    # float32 input is summed in float32 blocks around a pivot: numbanorm's
+    # 1e-6 bound for float32 statistics, far from the naive formula's error.
+    np.testing.assert_allclose(acc.var(ddof=1), exact.var(axis=0, ddof=1), rtol=1e-6)
     # E[x^2] - E[x]^2 in float32 loses the variance to cancellation.
     naive = (x * x).mean(axis=0) - x.mean(axis=0) ** 2
     assert np.abs(naive - exact.var(axis=0)).max() > 0.1
