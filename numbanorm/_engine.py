@@ -89,7 +89,7 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     canon : CanonicalView
         View of ``x``.
     weight2, bias2 : ndarray
-        ``(C, W)`` float64 affine parameters.
+        ``(C, W)`` affine parameters, used in the precision of ``x``.
     out : ndarray, optional
         Written directly when its layout allows (see ``CanonicalView.output``).
     eps : float
@@ -153,7 +153,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     mean, rstd : ndarray
         ``(B, C)`` float64 statistics the forward used.
     weight2 : ndarray
-        ``(C, W)`` float64 weight (ones when the norm has none).
+        ``(C, W)`` weight (ones when the norm has none), used in the precision of ``x``.
     stats_from_input : bool
         Whether ``mean`` and ``rstd`` were computed from ``x`` (training) or
         are constants (evaluation with running statistics).

@@ -4,8 +4,10 @@ Every kernel works on a C-contiguous *canonical view* ``x4`` of shape
 ``(B, O, C, I)``: statistics are computed for each ``(b, c)`` group over the
 ``O`` and ``I`` axes.  Affine parameters ``weight2``/``bias2`` have shape
 ``(C, W)`` with ``I == W * R``: element ``i`` of a row uses parameter
-``i // R``.  Statistics, coefficients and accumulators are float64; ``x4``
-and the outputs are float32 or float64.
+``i // R``.  ``x4``, the parameters and the outputs are float32 or float64;
+arithmetic runs in that precision over blocks of ``ROW_BLOCK`` elements (or
+``SLAB_PARTIAL_ROWS`` slabs), around each group's rounded mean, and the
+statistics and the sums across blocks are float64.
 
 Work is split into tasks by :func:`plan_tasks`.  In the *row* regime (``I``
 long enough to vectorize) a task is ``(b-block, o-chunk, c)`` and walks
@@ -15,7 +17,8 @@ of each ``(b, o)`` slab.  When a task owns whole groups (one o-chunk), the
 statistics and the elementwise pass run in the same task, so the second read
 of a group comes from cache: one pass over memory.  The partition depends
 only on the shape, never on the thread count, so results are bit-identical
-between runs.
+between runs; inputs of at most ``SERIAL_MAX_ELEMENTS`` run a serial
+compilation of the same kernels (``SERIAL``).
 """
 
 import functools
