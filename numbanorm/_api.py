@@ -51,6 +51,36 @@ def _as_input(x):
     raise TypeError(f"x must be a real floating, integer or boolean array, got dtype {x.dtype}")
 
 
+def _is_device_array(value):
+    """Whether ``value`` is a GPU array (CUDA array interface, or the CUDA simulator's)."""
+    kind = type(value)
+    if kind is np.ndarray or value is None:
+        return False
+    if getattr(kind, "__cuda_ndarray__", False):
+        return True
+    if kind.__module__.startswith("torch"):
+        return bool(getattr(value, "is_cuda", False))
+    return hasattr(value, "__cuda_array_interface__")
+
+
+def _backend(x, *arrays):
+    """The array operations for ``x``: the host's, or the GPU's for a device array.
+
+    The other (optional) array arguments must live where ``x`` does.
+    """
+    on_device = _is_device_array(x)
+    for value in arrays:
+        if value is not None and _is_device_array(value) != on_device:
+            where = ("device", "host") if on_device else ("host", "device")
+            raise TypeError(
+                f"cannot mix host and device arrays in one call: x is a {where[0]} array, "
+                f"another argument is a {where[1]} array")
+    if not on_device:
+        return _HOST
+    from . import _cuda
+    return _cuda.Device(x)
+
+
 def _axis_index(axis, ndim, name="axis"):
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
         raise TypeError(f"{name} must be an integer, got {axis!r}")
@@ -89,11 +119,11 @@ def _check_momentum(momentum):
     return float(momentum)
 
 
-def _param(value, shape, name):
+def _param(value, shape, name, backend=None):
     """An optional float parameter array of the given shape (or None)."""
     if value is None:
         return None
-    arr = _host_array(value)
+    arr = (backend or _HOST).array(value)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
@@ -101,8 +131,9 @@ def _param(value, shape, name):
     return arr
 
 
-def _running_stats(running_mean, running_var, n_channels, updating):
+def _running_stats(running_mean, running_var, n_channels, updating, backend=None):
     """Validated running statistics, or ``(None, None)``."""
+    backend = backend or _HOST
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together")
     if running_mean is None:
@@ -110,34 +141,29 @@ def _running_stats(running_mean, running_var, n_channels, updating):
     stats = []
     for value, name in ((running_mean, "running_mean"), (running_var, "running_var")):
         if updating:
-            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-                raise TypeError(
-                    f"{name} must be a floating-point numpy array to be updated in place, "
-                    f"got {type(value).__name__}")
-            if not value.flags.writeable:
-                raise ValueError(f"{name} must be writable to be updated in place")
-        stats.append(_param(value, (n_channels,), name))
+            backend.check_updatable(value, name)
+        stats.append(_param(value, (n_channels,), name, backend))
     return tuple(stats)
 
 
-def _check_out(out, shape, dtype):
+def _check_out(out, shape, dtype, backend=None):
+    """``out`` checked: an array of the backend's kind, shape and dtype, writable."""
     if out is None:
         return None
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"out must have shape {shape}, got {out.shape}")
-    if out.dtype != dtype:
-        raise TypeError(f"out must have dtype {dtype}, got {out.dtype}")
-    if not out.flags.writeable:
+    arr = (backend or _HOST).out_array(out)
+    if arr.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {arr.shape}")
+    if arr.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype}, got {arr.dtype}")
+    if not (backend or _HOST).writeable(arr):
         raise ValueError("out must be writable")
     return out
 
 
-def _check_stat(value, shape, name):
+def _check_stat(value, shape, name, backend=None):
     if value is None:
         raise ValueError(f"{name} is required")
-    return _param(value, shape, name)
+    return _param(value, shape, name, backend)
 
 
 def _run_forward(spec, xc, weight, bias, out, result_dtype, *, eps, centered=True,
@@ -149,17 +175,15 @@ def _run_forward(spec, xc, weight, bias, out, result_dtype, *, eps, centered=Tru
     var, rstd)``: ``y`` is ``out`` or a new array of the result dtype, the
     statistics are ``(B, C)`` float64 (``var`` is None with ``running``).
     """
+    backend = spec.backend
     canon = spec.view(xc)
-    stats = None
-    if running is not None:
-        mean, var = (np.broadcast_to(np.asarray(s, np.float64), canon.shape4[::2]).copy()
-                     for s in running)
-        stats = (mean, 1.0 / np.sqrt(var + eps))
-    target = None if out is None else out.reshape(canon.shape)
-    y, mean, var, rstd = _engine.normalize(canon, spec.param2(weight, 1.0),
+    stats = None if running is None else backend.running_groups(running, canon.shape4[::2], eps)
+    target = None if out is None else backend.reshaped(out, canon.shape)
+    y, mean, var, rstd = backend.normalize(canon, spec.param2(weight, 1.0),
                                            spec.param2(bias, 0.0), target, eps=eps,
-                                           centered=centered, stats=stats)
-    return _delivered(y, target, out, spec.shape, result_dtype), canon, mean, var, rstd
+                                           centered=centered, stats=stats, dtype=result_dtype)
+    return (backend.deliver(y, target, out, spec.shape, result_dtype), canon, mean, var,
+            rstd)
 
 
 def _delivered(result, target, out, shape, result_dtype):
@@ -177,7 +201,7 @@ def _delivered(result, target, out, shape, result_dtype):
 
 def _stats_out(spec, canon, stat_dtype, *stats):
     """``(B, C)`` statistics as the public arrays of the norm's statistic shape."""
-    return tuple(canon.stats_to_axes(s, spec.stat_axes).astype(stat_dtype) for s in stats)
+    return tuple(spec.backend.stats_out(canon, s, spec.stat_axes, stat_dtype) for s in stats)
 
 
 def _param2(value, shape2, fill):
@@ -199,8 +223,9 @@ class _ChannelAxes:
     are per group (batch norm) or per (sample, group) (``per_sample``).
     """
 
-    def __init__(self, x, axis, *, per_sample, min_ndim, what, num_groups=None):
+    def __init__(self, x, axis, *, per_sample, min_ndim, what, num_groups=None, backend=None):
         _check_rank(x, min_ndim, what)
+        self.backend = backend or _HOST
         self.shape = x.shape
         self.axis = _axis_index(axis, x.ndim)
         self.channels = x.shape[self.axis]
@@ -233,17 +258,18 @@ class _ChannelAxes:
         self.stat_shape = (self.n_samples,) * per_sample + (self.groups,)
 
     def view(self, xc):
-        return CanonicalView(xc.reshape(self.split_shape), self.roles)
+        return self.backend.view(xc, self.split_shape, self.roles)
 
     def param2(self, value, fill):
-        """A ``(C,)`` weight or bias as ``(groups, channels per group)`` float64."""
-        return _param2(value, (self.groups, self.per_group), fill)
+        """A ``(C,)`` weight or bias as ``(groups, channels per group)``."""
+        return self.backend.param2(value, (self.groups, self.per_group), fill)
 
 
 class _NormalizedAxes:
     """Axis roles of layer and RMS norm: ``axis`` is normalized together."""
 
-    def __init__(self, x, axis):
+    def __init__(self, x, axis, backend=None):
+        self.backend = backend or _HOST
         self.shape = x.shape
         self.axes = _axes_tuple(axis, x.ndim)
         self.roles = "".join("W" if a in self.axes else "S" for a in range(x.ndim))
@@ -257,11 +283,11 @@ class _NormalizedAxes:
         self.stat_shape = tuple(x.shape[a] for a in self.stat_axes)
 
     def view(self, xc):
-        return CanonicalView(xc, self.roles)
+        return self.backend.view(xc, self.shape, self.roles)
 
     def param2(self, value, fill):
-        """The weight or bias as a ``(1, normalized size)`` float64 array."""
-        return _param2(value, (1, self.count), fill)
+        """The weight or bias as a ``(1, normalized size)`` array."""
+        return self.backend.param2(value, (1, self.count), fill)
 
 
 def _grad_dtype(weight, stat_dtype):
@@ -277,28 +303,30 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
     given, receives ``dx``.
     """
     xc, result_dtype, stat_dtype = x_dtypes
-    weight = _param(weight, spec.weight_shape, "weight")
-    out = _check_out(out, xc.shape, result_dtype)
-    dy = _host_array(dy)
+    backend = spec.backend
+    weight = _param(weight, spec.weight_shape, "weight", backend)
+    out = _check_out(out, xc.shape, result_dtype, backend)
+    dy = backend.array(dy)
     if dy.shape != xc.shape:
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
     if dy.dtype.kind not in "fiub":
         raise TypeError(f"dy must be a real array, got dtype {dy.dtype}")
     names = ("mean", "rstd") if centered else ("rrms",)
     given = (mean, rstd) if centered else (rstd,)
-    for value, name in zip(given, names):
-        _check_stat(value, spec.stat_shape, name)
+    stats = [_check_stat(value, spec.stat_shape, name, backend)
+             for value, name in zip(given, names)]
     canon = spec.view(xc)
-    mean2 = (canon.stats_from_axes(mean, spec.stat_axes) if centered
-             else np.zeros(canon.shape4[::2]))
-    rstd2 = canon.stats_from_axes(rstd, spec.stat_axes)
-    target = None if out is None else out.reshape(canon.shape)
-    dx, dweight2, dbias2 = _engine.backward(canon, dy.reshape(canon.shape), mean2, rstd2,
-                                            spec.param2(weight, 1.0), stats_from_input, centered,
-                                            out=target)
-    dx = _delivered(dx, target, out, spec.shape, result_dtype)
+    rstd2 = canon.stats_from_axes(stats[-1], spec.stat_axes)
+    mean2 = (canon.stats_from_axes(stats[0], spec.stat_axes) if centered
+             else backend.group_zeros(canon))
+    target = None if out is None else backend.reshaped(out, canon.shape)
+    dx, dweight2, dbias2 = backend.backward(canon, backend.reshaped(dy, canon.shape), mean2,
+                                            rstd2, spec.param2(weight, 1.0), stats_from_input,
+                                            centered, out=target, dtype=result_dtype)
+    dx = backend.deliver(dx, target, out, spec.shape, result_dtype)
     grad_dtype = _grad_dtype(weight, stat_dtype)
-    return (dx, *(g.reshape(spec.weight_shape).astype(grad_dtype) for g in (dweight2, dbias2)))
+    return (dx, *(backend.gradient_out(g, spec.weight_shape, grad_dtype)
+                  for g in (dweight2, dbias2)))
 
 
 # ----------------------------------------------------------------------------
@@ -311,16 +339,17 @@ def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, 
 
     Returns ``(y, mean, rstd)``, or ``(y,)`` without ``stats``.
     """
-    xc, result_dtype, stat_dtype = _as_input(x)
+    backend = _backend(x, running_mean, running_var, weight, bias, out)
+    xc, result_dtype, stat_dtype = backend.input(x)
     spec = _ChannelAxes(xc, axis, per_sample=per_sample, min_ndim=3 if per_sample else 2,
-                        what=what)
+                        what=what, backend=backend)
     C = spec.channels
-    weight = _param(weight, (C,), "weight")
-    bias = _param(bias, (C,), "bias")
+    weight = _param(weight, (C,), "weight", backend)
+    bias = _param(bias, (C,), "bias", backend)
     eps = _check_eps(eps)
     momentum = _check_momentum(momentum)
-    running_mean, running_var = _running_stats(running_mean, running_var, C, from_input)
-    out = _check_out(out, xc.shape, result_dtype)
+    running_mean, running_var = _running_stats(running_mean, running_var, C, from_input, backend)
+    out = _check_out(out, xc.shape, result_dtype, backend)
     if from_input:
         if per_sample and spec.spatial <= 1:
             raise ValueError(
@@ -335,9 +364,8 @@ def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, 
         spec, xc, weight, bias, out, result_dtype, eps=eps,
         running=None if from_input else (running_mean, running_var))
     if from_input and running_mean is not None and spec.n_samples:
-        unbiased = var * (spec.count / (spec.count - 1))
-        for running, stat in ((running_mean, mean), (running_var, unbiased)):
-            running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
+        backend.update_running(running_mean, running_var, mean, var, momentum,
+                               spec.count / (spec.count - 1))
     return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd)) if stats else (y,)
 
 
@@ -427,9 +455,11 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1
 
 def _channel_backward(dy, x, mean, rstd, weight, from_input, axis, out, *, per_sample, what,
                       num_groups=None):
-    x_dtypes = _as_input(x)
+    backend = _backend(x, dy, mean, rstd, weight, out)
+    x_dtypes = backend.input(x)
     spec = _ChannelAxes(x_dtypes[0], axis, per_sample=per_sample, num_groups=num_groups,
-                        min_ndim=3 if per_sample and num_groups is None else 2, what=what)
+                        min_ndim=3 if per_sample and num_groups is None else 2, what=what,
+                        backend=backend)
     return _backward(spec, dy, x_dtypes, mean, rstd, weight, out, stats_from_input=from_input,
                      centered=True)
 
@@ -526,13 +556,14 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1, out=N
 
 
 def _group_forward(x, num_groups, weight, bias, eps, axis, out, stats=True):
-    xc, result_dtype, stat_dtype = _as_input(x)
+    backend = _backend(x, weight, bias, out)
+    xc, result_dtype, stat_dtype = backend.input(x)
     spec = _ChannelAxes(xc, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
-                        what="group_norm")
-    weight = _param(weight, (spec.channels,), "weight")
-    bias = _param(bias, (spec.channels,), "bias")
+                        what="group_norm", backend=backend)
+    weight = _param(weight, (spec.channels,), "weight", backend)
+    bias = _param(bias, (spec.channels,), "bias", backend)
     eps = _check_eps(eps)
-    out = _check_out(out, xc.shape, result_dtype)
+    out = _check_out(out, xc.shape, result_dtype, backend)
     if spec.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {xc.shape}")
     y, canon, mean, _, rstd = _run_forward(spec, xc, weight, bias, out, result_dtype, eps=eps)
@@ -612,14 +643,15 @@ def _normalized_forward(x, weight, bias, axis, eps, out, centered, stats=True):
     fast = _trailing_rows_forward(x, weight, bias, axis, eps, out, centered, stats)
     if fast is not None:
         return fast
-    xc, result_dtype, stat_dtype = _as_input(x)
-    spec = _NormalizedAxes(xc, axis)
-    weight = _param(weight, spec.weight_shape, "weight")
-    bias = _param(bias, spec.weight_shape, "bias")
+    backend = _backend(x, weight, bias, out)
+    xc, result_dtype, stat_dtype = backend.input(x)
+    spec = _NormalizedAxes(xc, axis, backend)
+    weight = _param(weight, spec.weight_shape, "weight", backend)
+    bias = _param(bias, spec.weight_shape, "bias", backend)
     if eps is None:
         eps = np.finfo(result_dtype).eps
     eps = _check_eps(eps)
-    out = _check_out(out, xc.shape, result_dtype)
+    out = _check_out(out, xc.shape, result_dtype, backend)
     y, canon, mean, _, rstd = _run_forward(spec, xc, weight, bias, out, result_dtype, eps=eps,
                                            centered=centered)
     if not stats:
@@ -661,8 +693,9 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
     Returns ``dx``, and ``dweight`` and ``dbias`` shaped like the weight;
     ``out`` receives ``dx`` as in :func:`batch_norm_backward`.
     """
-    x_dtypes = _as_input(x)
-    spec = _NormalizedAxes(x_dtypes[0], axis)
+    backend = _backend(x, dy, mean, rstd, weight, out)
+    x_dtypes = backend.input(x)
+    spec = _NormalizedAxes(x_dtypes[0], axis, backend)
     return _backward(spec, dy, x_dtypes, mean, rstd, weight, out, stats_from_input=True,
                      centered=True)
 
@@ -701,8 +734,9 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1, out=None):
     """Gradients of RMS normalization: ``dx`` (into ``out`` when given) and ``dweight``."""
-    x_dtypes = _as_input(x)
-    spec = _NormalizedAxes(x_dtypes[0], axis)
+    backend = _backend(x, dy, rrms, weight, out)
+    x_dtypes = backend.input(x)
+    spec = _NormalizedAxes(x_dtypes[0], axis, backend)
     dx, dweight, _ = _backward(spec, dy, x_dtypes, None, rrms, weight, out,
                                stats_from_input=True, centered=False)
     return dx, dweight
@@ -737,15 +771,22 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
         float64 otherwise.  A full reduction without ``keepdims`` gives NumPy
         scalars.
     """
-    xc, result_dtype, _ = _as_input(x)
+    backend = _backend(x)
+    xc, result_dtype, _ = backend.input(x)
     axes = (tuple(range(xc.ndim)) if axis is None
             else _axes_tuple(axis, xc.ndim, allow_empty=True))
-    count, mean, m2 = welford_state(xc, axes)
+    count = math.prod(xc.shape[a] for a in axes)
     if count == 0:
         warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
     dof = count - ddof
     if dof <= 0 and count:
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
+    return backend.moments(xc, axes, dof, keepdims, result_dtype)
+
+
+def _host_moments(xc, axes, dof, keepdims, result_dtype):
+    """The end of :func:`moments` on the host: NumPy scalars for full reductions."""
+    _, mean, m2 = welford_state(xc, axes)
     with np.errstate(divide="ignore", invalid="ignore"):
         var = m2 / max(dof, 0)
     results = []
@@ -775,3 +816,75 @@ def welford_state(x, axes):
     else:
         mean, m2 = _engine.group_moments(canon)
     return count, canon.stats_to_axes(mean, kept), canon.stats_to_axes(m2, kept)
+
+
+class _Host:
+    """The API layer's array operations on the host: NumPy arrays, ``_engine`` kernels."""
+
+    input = staticmethod(_as_input)
+    array = staticmethod(_host_array)
+    param2 = staticmethod(_param2)
+    deliver = staticmethod(_delivered)
+    moments = staticmethod(_host_moments)
+
+    @staticmethod
+    def out_array(out):
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+        return out
+
+    @staticmethod
+    def writeable(a):
+        return a.flags.writeable
+
+    @staticmethod
+    def check_updatable(value, name):
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            raise TypeError(
+                f"{name} must be a floating-point numpy array to be updated in place, "
+                f"got {type(value).__name__}")
+        if not value.flags.writeable:
+            raise ValueError(f"{name} must be writable to be updated in place")
+
+    @staticmethod
+    def reshaped(a, shape):
+        return a.reshape(shape)
+
+    @staticmethod
+    def view(xc, shape, roles):
+        return CanonicalView(xc.reshape(shape), roles)
+
+    @staticmethod
+    def running_groups(running, shape2, eps):
+        mean, var = (np.broadcast_to(np.asarray(s, np.float64), shape2).copy() for s in running)
+        return mean, 1.0 / np.sqrt(var + eps)
+
+    @staticmethod
+    def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
+        return _engine.normalize(canon, weight2, bias2, out, eps=eps, centered=centered,
+                                 stats=stats)
+
+    @staticmethod
+    def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, *, out, dtype):
+        return _engine.backward(canon, dy, mean, rstd, weight2, stats_from_input, centered,
+                                out=out)
+
+    @staticmethod
+    def stats_out(canon, stat, axes, dtype):
+        return canon.stats_to_axes(stat, axes).astype(dtype)
+
+    @staticmethod
+    def group_zeros(canon):
+        return np.zeros(canon.shape4[::2])
+
+    @staticmethod
+    def update_running(running_mean, running_var, mean, var, momentum, unbias):
+        for running, stat in ((running_mean, mean), (running_var, var * unbias)):
+            running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
+
+    @staticmethod
+    def gradient_out(g2, shape, dtype):
+        return g2.reshape(shape).astype(dtype)
+
+
+_HOST = _Host()

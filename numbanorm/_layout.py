@@ -25,12 +25,65 @@ import numpy as np
 _PHASE = {"S": 0, "C": 2, "W": 3}
 
 
-def _memory_order(x):
-    """Axis order in which ``x`` is C-contiguous, or None if it is not dense."""
-    big = [a for a in range(x.ndim) if x.shape[a] > 1]
-    big.sort(key=lambda a: -x.strides[a])
-    perm = big + [a for a in range(x.ndim) if x.shape[a] <= 1]
-    return perm if x.transpose(perm).flags.c_contiguous else None
+def _memory_order(shape, strides, itemsize):
+    """Axis order in which an array is C-contiguous, or None if it is not dense.
+
+    Works from the shape and the byte strides alone, so that device arrays,
+    which cannot be transposed freely, share the analysis.
+    """
+    big = [a for a in range(len(shape)) if shape[a] > 1]
+    big.sort(key=lambda a: -strides[a])
+    perm = big + [a for a in range(len(shape)) if shape[a] <= 1]
+    return perm if dense_in(shape, strides, itemsize, perm) else None
+
+
+def dense_in(shape, strides, itemsize, perm):
+    """Whether an array is C-contiguous once its axes are put in the order ``perm``."""
+    if 0 in shape:
+        return True
+    step = itemsize
+    for a in reversed(perm):
+        if shape[a] > 1:
+            if strides[a] != step:
+                return False
+            step *= shape[a]
+    return True
+
+
+def reshaped_strides(shape, strides, new_shape):
+    """Byte strides of ``new_shape`` over the same memory (C order), or None.
+
+    None means a reshape would need a copy.  This is NumPy's rule: each run
+    of old axes that the new shape merges or splits must be contiguous.
+    """
+    if 0 in shape:
+        return tuple(0 for _ in new_shape)
+    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    new = [n for n in new_shape if n != 1]
+    found = []
+    i = j = 0
+    while i < len(old):
+        first_old, first_new = i, j
+        old_size, new_size = old[i][0], new[j]
+        while old_size != new_size:
+            if old_size < new_size:
+                i += 1
+                old_size *= old[i][0]
+            else:
+                j += 1
+                new_size *= new[j]
+        if any(old[k][1] != old[k + 1][1] * old[k + 1][0] for k in range(first_old, i)):
+            return None
+        stride = old[i][1]
+        run = []
+        for k in range(j, first_new - 1, -1):
+            run.append(stride)
+            stride *= new[k]
+        found.extend(reversed(run))
+        i += 1
+        j += 1
+    found = iter(found)
+    return tuple(0 if n == 1 else next(found) for n in new_shape)
 
 
 def _split_blocks(roles, shape, perm):
@@ -87,25 +140,38 @@ def _kernel_input(a):
 
 
 GEOMETRY_CACHE_SIZE = 1024
-# Small calls in a training loop repeat the same shapes: their geometry is
-# worked out once.
 _GEOMETRY = {}
 
 
-def _geometry(x, roles):
-    """``(perm, inverse, shape4, n_weight, stat_axes)`` of :class:`CanonicalView`."""
-    perm = _memory_order(x)
-    blocks = None if perm is None else _split_blocks(roles, x.shape, perm)
+def geometry(shape, strides, itemsize, roles):
+    """``(perm, inverse, shape4, n_weight, stat_axes, dense)`` of an array's canonical view.
+
+    ``perm`` orders the axes as the blocks ``B, O, C, I``; ``dense`` says
+    whether the array is C-contiguous in that order, so that the view is a
+    reshape rather than a copy.  Cached: small calls in a training loop
+    repeat the same shapes.
+    """
+    key = (shape, strides, itemsize, roles)
+    found = _GEOMETRY.get(key)
+    if found is not None:
+        return found
+    ndim = len(shape)
+    perm = _memory_order(shape, strides, itemsize)
+    blocks = None if perm is None else _split_blocks(roles, shape, perm)
+    dense = blocks is not None
     if blocks is None:
-        order = [a for r in ("SK", "C", "W", "R") for a in range(x.ndim) if roles[a] in r]
-        blocks = _split_blocks(roles, x.shape, order)
+        order = [a for r in ("SK", "C", "W", "R") for a in range(ndim) if roles[a] in r]
+        blocks = _split_blocks(roles, shape, order)
     perm = tuple(a for block in blocks for a in block)
     inverse = tuple(int(i) for i in np.argsort(perm))
-    shape4 = tuple(math.prod(x.shape[a] for a in block) for block in blocks)
-    n_weight = math.prod(x.shape[a] for a in range(x.ndim) if roles[a] == "W")
+    shape4 = tuple(math.prod(shape[a] for a in block) for block in blocks)
+    n_weight = math.prod(shape[a] for a in range(ndim) if roles[a] == "W")
     kept = [a for a in perm if roles[a] in "SKC"]
     stat_axes = tuple([a for a in kept if a in blocks[0]] + [a for a in kept if a in blocks[2]])
-    return perm, inverse, shape4, n_weight, stat_axes
+    if len(_GEOMETRY) >= GEOMETRY_CACHE_SIZE:
+        _GEOMETRY.clear()
+    found = _GEOMETRY[key] = (perm, inverse, shape4, n_weight, stat_axes, dense)
+    return found
 
 
 class CanonicalView:
@@ -130,13 +196,8 @@ class CanonicalView:
         self.shape = x.shape
         self.dtype = x.dtype
         self.roles = roles
-        key = (x.shape, x.strides, roles)
-        geometry = _GEOMETRY.get(key)
-        if geometry is None:
-            if len(_GEOMETRY) >= GEOMETRY_CACHE_SIZE:
-                _GEOMETRY.clear()
-            geometry = _GEOMETRY[key] = _geometry(x, roles)
-        self.perm, self.inverse, self.shape4, self.n_weight, self.stat_axes = geometry
+        (self.perm, self.inverse, self.shape4, self.n_weight, self.stat_axes,
+         _) = geometry(x.shape, x.strides, x.itemsize, roles)
         self.x4 = self.view(x)
 
     def view(self, a):
