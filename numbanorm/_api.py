@@ -81,6 +81,20 @@ def _backend(x, *arrays):
     return _cuda.Device(x)
 
 
+def cuda_available():
+    """Whether the GPU backend can run: a CUDA GPU and driver, or the Numba CUDA simulator.
+
+    Device arrays (CuPy, PyTorch CUDA tensors, Numba device arrays) passed to
+    any public function then run on the GPU; the backend needs the
+    ``numbanorm[cuda]`` extra (``numba-cuda``) or Numba's own CUDA target.
+    """
+    try:
+        from numba import cuda
+        return bool(cuda.is_available())
+    except Exception:  # no CUDA target installed, or no usable driver
+        return False
+
+
 def _axis_index(axis, ndim, name="axis"):
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
         raise TypeError(f"{name} must be an integer, got {axis!r}")

@@ -1,0 +1,494 @@
+"""The GPU backend: the API layer's array operations and the engine on device arrays.
+
+Any object exposing ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA
+tensors, Numba device arrays) and the Numba CUDA simulator's arrays are
+accepted.  The kernels see them as Numba device arrays, without a copy;
+outputs are allocated by the input's own library (so its memory pool serves
+them) and returned as that library's arrays.  Kernels run on the default
+stream.
+
+This module is imported only when a device array reaches a public function.
+"""
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import _cuda_kernels as ck
+from ._layout import dense_in, geometry, reshaped_strides
+
+# ----------------------------------------------------------------------------
+# Arrays of the caller's library
+
+
+def _numba_view(a, shape, strides):
+    """A Numba device array over ``a``'s memory, from its first element."""
+    shape = tuple(int(n) for n in shape)
+    strides = tuple(int(s) for s in strides)
+    if ck.SIMULATED:
+        return type(a)(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    return DeviceNDArray(shape, strides, a.dtype, gpu_data=a.gpu_data)
+
+
+def _c_strides(shape, itemsize):
+    strides = []
+    step = itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+class _NumbaArrays:
+    """Numba device arrays (and the simulator's), the common currency of the kernels."""
+
+    def empty(self, shape, dtype):
+        return cuda.device_array(tuple(shape), np.dtype(dtype))
+
+    def kernel_array(self, a):
+        return a
+
+    def permuted(self, a, axes):
+        return _numba_view(a, [a.shape[i] for i in axes], [a.strides[i] for i in axes])
+
+    def reshaped(self, a, shape):
+        strides = reshaped_strides(a.shape, a.strides, tuple(shape))
+        if strides is None:
+            dense = self.empty(a.shape, a.dtype)
+            copy(a, dense)
+            a, strides = dense, _c_strides(shape, a.dtype.itemsize)
+        return _numba_view(a, shape, strides)
+
+
+class _CupyArrays(_NumbaArrays):
+    def __init__(self):
+        import cupy
+        self._cupy = cupy
+
+    def empty(self, shape, dtype):
+        return self._cupy.empty(tuple(shape), dtype)
+
+    def kernel_array(self, a):
+        return cuda.as_cuda_array(a)
+
+    def permuted(self, a, axes):
+        return a.transpose(axes)
+
+    def reshaped(self, a, shape):
+        return a.reshape(shape)
+
+
+class _TorchArrays(_NumbaArrays):
+    def __init__(self, device):
+        import torch
+        self._torch = torch
+        self._device = device
+
+    def empty(self, shape, dtype):
+        dtype = self._torch.from_numpy(np.empty(0, dtype)).dtype
+        return self._torch.empty(tuple(shape), dtype=dtype, device=self._device)
+
+    def kernel_array(self, a):
+        return cuda.as_cuda_array(a.detach())
+
+    def permuted(self, a, axes):
+        return a.permute(*axes)
+
+    def reshaped(self, a, shape):
+        return a.reshape(shape)
+
+
+def _library_of(x):
+    module = type(x).__module__
+    if module.startswith("cupy"):
+        return _CupyArrays()
+    if module.startswith("torch"):
+        return _TorchArrays(x.device)
+    return _NumbaArrays()
+
+
+def _flat(a):
+    """1-D view of ``a``'s memory from its first element, and its element strides."""
+    itemsize = a.dtype.itemsize
+    if any(s < 0 or s % itemsize for s in a.strides):
+        raise ValueError("device arrays with negative or unaligned strides are not supported; "
+                         "pass a contiguous copy")
+    strides = tuple(s // itemsize for s in a.strides)
+    extent = 1 + sum((n - 1) * s for n, s in zip(a.shape, strides))
+    return _numba_view(a, (extent,), (itemsize,)), strides
+
+
+def _new(library, shape, dtype):
+    """A new array of the caller's library, and its Numba view."""
+    obj = library.empty(shape, dtype)
+    return obj, library.kernel_array(obj)
+
+
+def _kernel_array(value):
+    """A Numba view of any device array."""
+    if getattr(type(value), "__cuda_ndarray__", False):
+        return value
+    if type(value).__module__.startswith("torch"):
+        value = value.detach()
+    return cuda.as_cuda_array(value)
+
+
+def _grid(n, threads=256):
+    return max(1, min(-(-n // threads), 4096)), threads
+
+
+def copy(src, dst, scale=1.0):
+    """``dst[...] = src * scale`` between Numba device arrays of one shape, any layouts."""
+    if not src.size:
+        return
+    if not src.ndim:
+        src, dst = (_numba_view(a, (1,), (a.dtype.itemsize,)) for a in (src, dst))
+    src_flat, src_strides = _flat(src)
+    dst_flat, dst_strides = _flat(dst)
+    blocks, threads = _grid(src.size)
+    ck.strided_copy[blocks, threads](src_flat, dst_flat, tuple(src.shape), src_strides,
+                                     dst_strides, scale)
+
+
+def fill(a, value):
+    """Set every element of a Numba device array to ``value``."""
+    if a.size:
+        flat, strides = _flat(a)
+        blocks, threads = _grid(a.size)
+        ck.fill[blocks, threads](flat, tuple(a.shape), strides, value)
+
+
+def _accumulation_dtype(dtype):
+    return np.dtype(np.float64 if dtype == np.float64 else np.float32)
+
+
+# ----------------------------------------------------------------------------
+# Canonical view and engine
+
+
+class DeviceView:
+    """The canonical ``(B, O, C, I)`` view of a device array (see ``_layout``).
+
+    Zero-copy when the array is dense in the canonical axis order, a device
+    copy otherwise; shares the geometry analysis with the CPU view.
+    """
+
+    def __init__(self, library, x, roles):
+        self.library = library
+        self.shape = x.shape
+        self.dtype = x.dtype
+        self.acc = _accumulation_dtype(x.dtype)
+        (self.perm, self.inverse, self.shape4, self.n_weight, self.stat_axes,
+         _) = geometry(x.shape, x.strides, x.dtype.itemsize, roles)
+        self.x4 = self.view(x)
+
+    def view(self, a):
+        """Canonical 4-D Numba view of a device array shaped like ``x`` (copied if needed)."""
+        dtype = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
+        if dtype == a.dtype and dense_in(a.shape, a.strides, a.dtype.itemsize, self.perm):
+            return _numba_view(a, self.shape4, _c_strides(self.shape4, a.dtype.itemsize))
+        _, dense = _new(self.library, [self.shape[i] for i in self.perm], dtype)
+        copy(_NumbaArrays().permuted(a, self.perm), dense)
+        return _numba_view(dense, self.shape4, _c_strides(self.shape4, dtype.itemsize))
+
+    def output(self, out, dtype):
+        """``(full, view4)``: ``out`` when its layout allows, else a new array in ``x``'s order."""
+        if out is not None and out.dtype == dtype:
+            kernel_out = self.library.kernel_array(out)
+            if dense_in(kernel_out.shape, kernel_out.strides, dtype.itemsize, self.perm):
+                return out, _numba_view(kernel_out, self.shape4,
+                                        _c_strides(self.shape4, dtype.itemsize))
+        obj, dense = _new(self.library, [self.shape[i] for i in self.perm], dtype)
+        return (self.library.permuted(obj, self.inverse),
+                _numba_view(dense, self.shape4, _c_strides(self.shape4, dtype.itemsize)))
+
+    def stats(self, count=3):
+        """``count`` new ``(B, C)`` statistics arrays in the accumulation dtype."""
+        return [_new(self.library, self.shape4[::2], self.acc)[1] for _ in range(count)]
+
+    def stats_to_axes(self, stat, axes, dtype, scale=1.0):
+        """``stat * scale``, ``(B, C)``, as a new array of the kept ``axes``, in that order."""
+        obj, kernel = _new(self.library, [self.shape[a] for a in axes], dtype)
+        target = _NumbaArrays().permuted(kernel, [axes.index(a) for a in self.stat_axes])
+        source = _numba_view(stat, [self.shape[a] for a in self.stat_axes],
+                             _c_strides([self.shape[a] for a in self.stat_axes],
+                                        stat.dtype.itemsize))
+        copy(source, target, scale)
+        return obj
+
+    def stats_from_axes(self, stat, axes):
+        """A statistic shaped by ``axes`` (a Numba array) as ``(B, C)``."""
+        _, group = _new(self.library, self.shape4[::2], self.acc)
+        source = _NumbaArrays().permuted(stat, [axes.index(a) for a in self.stat_axes])
+        copy(source, _numba_view(group, source.shape, _c_strides(source.shape,
+                                                                 self.acc.itemsize)))
+        return group
+
+
+def _threads(group_size):
+    """Threads per block of the rows regime: a power of two, whole warps on a GPU."""
+    if ck.SIMULATED:
+        return ck.BLOCK_THREADS
+    threads = ck.WARP_SIZE
+    while threads < ck.BLOCK_THREADS and threads * 4 < group_size:
+        threads *= 2
+    return threads
+
+
+def _rows_regime(shape4):
+    """Whether a block per group suits the view, or the column tiles do (see ``_cuda_kernels``)."""
+    B, O, C, I = shape4
+    return I >= ck.ROW_MIN_LENGTH and (B * C >= ck.MANY_GROUPS or O * I <= ck.SMALL_GROUP
+                                       or O < ck.TILE_ROWS)
+
+
+def _chunks(rows, tiles):
+    """Rows per chunk of the column tiles, and the number of chunks."""
+    wanted = max(1, min(-(-ck.TARGET_BLOCKS // max(tiles, 1)), -(-rows // ck.TILE_ROWS)))
+    chunk_rows = max(1, -(-rows // wanted))
+    return chunk_rows, -(-rows // chunk_rows)
+
+
+def _column_grid(slices, rows, K, chunks):
+    return (-(-K // ck.TILE_COLUMNS), chunks, slices), (ck.TILE_COLUMNS, ck.TILE_ROWS)
+
+
+def _column_stats(canon, centered, eps, mean, var, rstd):
+    B, O, C, I = canon.shape4
+    K = C * I
+    x3 = _view3(canon.x4)
+    chunk_rows, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
+    part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
+    kern = ck.kernels(canon.acc)
+    grid, block = _column_grid(B, O, K, chunks)
+    kern.columns_moments[grid, block](x3, centered, chunk_rows, part_mean, part_m2)
+    kern.merge_column_moments[B * C, _threads(chunks * I)](part_mean, part_m2, chunk_rows, O, I,
+                                                            eps, mean, var, rstd)
+
+
+def _view3(a4):
+    B, O, C, I = a4.shape
+    return _numba_view(a4, (B, O, C * I), _c_strides((B, O, C * I), a4.dtype.itemsize))
+
+
+def _columns_affine(canon, x3, dy3, use_dy, coef, out3):
+    B, O, K = x3.shape
+    rows_per_block, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
+    grid, block = _column_grid(B, O, K, chunks)
+    ck.kernels(canon.acc).columns_affine[grid, block](x3, dy3, use_dy, rows_per_block, coef,
+                                                      out3)
+
+
+def group_moments(canon, centered=True):
+    """``(mean, var)`` of every group, ``(B, C)`` in the accumulation dtype."""
+    mean, var, rstd = canon.stats()
+    B, O, C, I = canon.shape4
+    if not (B * C and O * I):
+        return mean, var
+    if _rows_regime(canon.shape4):
+        ck.kernels(canon.acc).rows_forward[B * C, _threads(O * I)](
+            canon.x4, centered, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4)
+    else:
+        _column_stats(canon, centered, 0.0, mean, var, rstd)
+    return mean, var
+
+
+def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
+    """Device counterpart of ``_engine.normalize``; ``y`` is written in ``dtype``."""
+    B, O, C, I = canon.shape4
+    y, out4 = canon.output(out, dtype)
+    if stats is None:
+        mean, var, rstd = canon.stats()
+    else:
+        (mean, rstd), var = stats, None
+    if not (B * C and O * I):
+        return y, mean, var, rstd
+    kern = ck.kernels(canon.acc)
+    if _rows_regime(canon.shape4):
+        kern.rows_forward[B * C, _threads(O * I)](
+            canon.x4, centered, stats is None, True, eps, mean, mean if var is None else var,
+            rstd, weight2, bias2, out4)
+        return y, mean, var, rstd
+    if stats is None:
+        _column_stats(canon, centered, eps, mean, var, rstd)
+    coef = cuda.device_array((3, B, C * I), canon.acc)
+    blocks, threads = _grid(B * C * I)
+    kern.column_coefficients[blocks, threads](mean, rstd, weight2, bias2, mean, mean, 1, False,
+                                              False, centered, I, coef)
+    x3 = _view3(canon.x4)
+    _columns_affine(canon, x3, x3, False, coef, _view3(out4))
+    return y, mean, var, rstd
+
+
+def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dtype):
+    """Device counterpart of ``_engine.backward``; ``dx`` is written in ``dtype``.
+
+    ``dweight2``/``dbias2`` are ``(C, W)`` float64, reduced in a fixed order.
+    """
+    B, O, C, I = canon.shape4
+    W = weight2.shape[1]
+    dx, dx4 = canon.output(out, dtype)
+    dweight2, dbias2 = (cuda.device_array((C, W)) for _ in range(2))
+    if not (B * C and O * I):
+        for a in (dweight2, dbias2):
+            fill(a, 0.0)
+        return dx, dweight2, dbias2
+    dy4 = canon.view(dy)
+    kern = ck.kernels(canon.acc)
+    K = C * I
+    rows = _rows_regime(canon.shape4)
+    if rows:
+        kern.rows_backward[B * C, _threads(O * I)](dy4, canon.x4, mean, rstd, weight2,
+                                                   stats_from_input, centered, dx4)
+        slices, slice_rows = 1, B * O
+    else:
+        slices, slice_rows = B, O
+    x3, dy3 = (_numba_view(a, (slices, slice_rows, K), _c_strides((slices, slice_rows, K),
+                                                                   a.dtype.itemsize))
+               for a in (canon.x4, dy4))
+    chunk_rows, chunks = _chunks(slice_rows, slices * -(-K // ck.TILE_COLUMNS))
+    part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
+    grid, block = _column_grid(slices, slice_rows, K, chunks)
+    kern.columns_gradient_sums[grid, block](dy3, x3, mean, rstd, O, I, chunk_rows, part_dy,
+                                            part_dyx)
+    if not rows:
+        group_g, group_gx = canon.stats(2)
+        kern.merge_group_sums[B * C, _threads(chunks * I)](part_dy, part_dyx, weight2, I,
+                                                           group_g, group_gx)
+        coef = cuda.device_array((3, B, K), canon.acc)
+        blocks, threads = _grid(B * K)
+        kern.column_coefficients[blocks, threads](mean, rstd, weight2, weight2, group_g,
+                                                  group_gx, O * I, True, stats_from_input,
+                                                  centered, I, coef)
+        _columns_affine(canon, _view3(canon.x4), _view3(dy4), True, coef, _view3(dx4))
+    kern.merge_parameter_sums[C * W, _threads(slices * chunks * (I // W))](
+        part_dy, part_dyx, I, dweight2, dbias2)
+    return dx, dweight2, dbias2
+
+
+
+# ----------------------------------------------------------------------------
+# The API layer's operations
+
+
+class Device:
+    """The API layer's array operations on GPU arrays (the counterpart of ``_api._Host``).
+
+    Created per call from ``x``, whose library allocates the results.
+    """
+
+    array = staticmethod(_kernel_array)
+    out_array = staticmethod(_kernel_array)
+
+    def __init__(self, x):
+        self.library = _library_of(x)
+        self.acc = None
+
+    def input(self, x):
+        """``(x as a Numba array, result dtype, statistics dtype)``; float16 stays float16."""
+        xc = _kernel_array(x)
+        kind = xc.dtype.kind
+        if kind == "f" and xc.dtype.itemsize in (2, 4, 8):
+            result = stat = xc.dtype
+            if xc.dtype.itemsize == 2:
+                stat = np.dtype(np.float32)
+        elif kind in "iub":
+            _, dense = _new(self.library, xc.shape, np.float64)
+            copy(xc, dense)
+            xc, result, stat = dense, dense.dtype, dense.dtype
+        else:
+            raise TypeError(
+                f"x must be a real floating, integer or boolean array, got dtype {xc.dtype}")
+        self.acc = _accumulation_dtype(xc.dtype)
+        return xc, result, stat
+
+    @staticmethod
+    def writeable(a):
+        return True
+
+    @staticmethod
+    def check_updatable(value, name):
+        if _kernel_array(value).dtype.kind != "f":
+            raise TypeError(
+                f"{name} must be a floating-point array to be updated in place, "
+                f"got dtype {_kernel_array(value).dtype}")
+
+    def reshaped(self, a, shape):
+        if getattr(type(a), "__cuda_ndarray__", False):
+            return _NumbaArrays().reshaped(a, shape)
+        return self.library.reshaped(a, shape)
+
+    def view(self, xc, shape, roles):
+        return DeviceView(self.library, _NumbaArrays().reshaped(xc, shape), roles)
+
+    def param2(self, value, shape2, fill_value):
+        _, param = _new(self.library, shape2, self.acc)
+        if value is None:
+            fill(param, fill_value)
+        else:
+            copy(_NumbaArrays().reshaped(value, shape2), param)
+        return param
+
+    def running_groups(self, running, shape2, eps):
+        mean, rstd = (_new(self.library, shape2, self.acc)[1] for _ in range(2))
+        blocks, threads = _grid(math.prod(shape2))
+        ck.running_as_groups[blocks, threads](running[0], running[1], eps, mean, rstd)
+        return mean, rstd
+
+    normalize = staticmethod(normalize)
+
+    @staticmethod
+    def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, *, out, dtype):
+        return backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dtype)
+
+    def deliver(self, result, target, out, shape, result_dtype):
+        if out is None:
+            return self.library.reshaped(result, shape)
+        if result is not target:
+            copy(self.library.kernel_array(result), self.library.kernel_array(target))
+        return out
+
+    @staticmethod
+    def stats_out(canon, stat, axes, dtype):
+        return canon.stats_to_axes(stat, axes, dtype)
+
+    @staticmethod
+    def group_zeros(canon):
+        (zeros,) = canon.stats(1)
+        fill(zeros, 0.0)
+        return zeros
+
+    @staticmethod
+    def update_running(running_mean, running_var, mean, var, momentum, unbias):
+        blocks, threads = _grid(mean.shape[1])
+        ck.update_running[blocks, threads](running_mean, running_var, mean, var, momentum,
+                                           unbias)
+
+    def gradient_out(self, g2, shape, dtype):
+        obj, grad = _new(self.library, shape, dtype)
+        copy(_NumbaArrays().reshaped(g2, shape), grad)
+        return obj
+
+    def moments(self, xc, axes, dof, keepdims, result_dtype):
+        """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""
+        canon = DeviceView(self.library, xc, "".join("R" if a in axes else "K"
+                                                     for a in range(xc.ndim)))
+        count = math.prod(xc.shape[a] for a in axes)
+        if count:
+            mean, var = group_moments(canon)
+        else:
+            mean, var = canon.stats(2)
+            for stat in (mean, var):
+                fill(stat, math.nan)
+        kept = tuple(a for a in range(xc.ndim) if a not in axes)
+        results = []
+        for stat, scale in ((mean, 1.0), (var, count / dof if dof > 0 else math.inf)):
+            stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
+            if keepdims:
+                stat = self.library.reshaped(stat, [1 if a in axes else n
+                                                    for a, n in enumerate(xc.shape)])
+            results.append(stat)
+        return tuple(results)

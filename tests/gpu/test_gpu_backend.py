@@ -1,0 +1,309 @@
+"""The public API on device arrays, checked against the CPU backend.
+
+Shapes are tiny: under the simulator every GPU thread is a Python thread.
+They are chosen so that both kernel regimes (a block per group, and column
+tiles merged per group) run; ``test_both_regimes_are_covered`` checks that.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from numba import cuda
+
+import numbanorm
+from numbanorm import _cuda
+
+TOLERANCE = {
+    np.dtype(np.float16): dict(rtol=2e-3, atol=2e-3),
+    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5),
+    np.dtype(np.float64): dict(rtol=1e-12, atol=1e-12),
+}
+
+
+def device(a):
+    return None if a is None else cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(a):
+    assert not isinstance(a, np.ndarray), "a device call returned a host array"
+    return a.copy_to_host()
+
+
+def assert_matches(got, expected, dtype, scale=1.0):
+    """A device result equals the CPU backend's, in shape, dtype and value."""
+    got = host(got)
+    expected = np.asarray(expected)
+    assert got.shape == expected.shape
+    assert got.dtype == expected.dtype
+    tol = TOLERANCE[np.dtype(dtype)]
+    np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64),
+                               rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)
+
+
+# (name, shape, call kwargs, function pairs)
+CHANNEL_CASES = [
+    ("batch_norm NCHW", (2, 3, 4, 5), dict(axis=1)),
+    ("batch_norm channels-last", (2, 4, 5, 3), dict(axis=-1)),
+    ("batch_norm 2-D", (6, 3), dict(axis=1)),
+    ("batch_norm long rows", (1, 2, 12), dict(axis=1)),
+]
+DTYPES = [np.float64, np.float32, np.float16]
+
+
+def _data(rng, shape, dtype, offset=0.0):
+    return (rng.standard_normal(shape) * 2 + 0.5 + offset).astype(dtype)
+
+
+def _check_forward_backward(rng, forward, backward, x, param_shape, dtype, centered=True,
+                            **kwargs):
+    weight = rng.standard_normal(param_shape).astype(dtype)
+    bias = rng.standard_normal(param_shape).astype(dtype) if centered else None
+    params = (weight, bias) if centered else (weight,)
+    expected = forward(x, *params, **kwargs)
+    got = forward(device(x), *map(device, params), **kwargs)
+    for g, e in zip(got, expected):
+        assert_matches(g, e, dtype)
+    dy = _data(rng, x.shape, dtype)
+    stats = expected[1:]
+    expected_grads = backward(dy, x, *stats, weight, **kwargs)
+    got_grads = backward(device(dy), device(x), *map(device, stats), device(weight), **kwargs)
+    for g, e in zip(got_grads, expected_grads):
+        assert_matches(g, e, dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,shape,kwargs", CHANNEL_CASES, ids=[c[0] for c in CHANNEL_CASES])
+def test_batch_norm(rng, dtype, name, shape, kwargs):
+    x = _data(rng, shape, dtype)
+    channels = shape[kwargs["axis"]]
+    _check_forward_backward(rng, numbanorm.batch_norm_forward, numbanorm.batch_norm_backward,
+                            x, (channels,), dtype, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_instance_norm(rng, dtype, axis):
+    x = _data(rng, (2, 3, 5, 4) if axis == 1 else (2, 5, 4, 3), dtype)
+    _check_forward_backward(rng, numbanorm.instance_norm_forward,
+                            numbanorm.instance_norm_backward, x, (3,), dtype, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((2, 4, 3, 2), 1), ((2, 3, 2, 4), -1), ((3, 4), 1)])
+def test_group_norm(rng, dtype, shape, axis):
+    x = _data(rng, shape, dtype)
+
+    def forward(x, weight, bias, **kw):
+        return numbanorm.group_norm_forward(x, 2, weight, bias, **kw)
+
+    def backward(dy, x, mean, rstd, weight, **kw):
+        return numbanorm.group_norm_backward(dy, x, 2, mean, rstd, weight, **kw)
+
+    _check_forward_backward(rng, forward, backward, x, (shape[axis],), dtype, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((3, 8), -1), ((2, 3, 4), (1, 2)), ((4, 3, 2), 0),
+                                        ((3, 2, 5), 1)])
+def test_layer_norm(rng, dtype, shape, axis):
+    x = _data(rng, shape, dtype)
+    axes = (axis,) if isinstance(axis, int) else axis
+    param_shape = tuple(shape[a] for a in sorted(a % len(shape) for a in axes))
+    _check_forward_backward(rng, numbanorm.layer_norm_forward, numbanorm.layer_norm_backward,
+                            x, param_shape, dtype, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((3, 8), -1), ((2, 6, 2), 1)])
+def test_rms_norm(rng, dtype, shape, axis):
+    x = _data(rng, shape, dtype)
+    _check_forward_backward(rng, numbanorm.rms_norm_forward, numbanorm.rms_norm_backward, x,
+                            (shape[axis],), dtype, centered=False, axis=axis)
+
+
+def test_both_regimes_are_covered():
+    regimes = set()
+    for shape4 in [(1, 2, 3, 20), (1, 1, 2, 12), (1, 2, 3, 1), (3, 1, 1, 8)]:
+        regimes.add(_cuda._rows_regime(shape4))
+    assert regimes == {True, False}
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_running_statistics_update_on_the_device(rng, training):
+    x = _data(rng, (4, 3, 5), np.float32)
+    running = [rng.random(3).astype(np.float32) + 0.5 for _ in range(2)]
+    expected_running = [r.copy() for r in running]
+    expected = numbanorm.batch_norm_forward(x, *expected_running, training=training,
+                                            momentum=0.3)
+    device_running = [device(r) for r in running]
+    got = numbanorm.batch_norm_forward(device(x), *device_running, training=training,
+                                       momentum=0.3)
+    for g, e in zip(got, expected):
+        assert_matches(g, e, np.float32)
+    for g, e in zip(device_running, expected_running):
+        assert_matches(g, e, np.float32)
+    dy = _data(rng, x.shape, np.float32)
+    expected_grads = numbanorm.batch_norm_backward(dy, x, *expected[1:], training=training)
+    got_grads = numbanorm.batch_norm_backward(device(dy), device(x), *map(device, expected[1:]),
+                                              training=training)
+    for g, e in zip(got_grads, expected_grads):
+        assert_matches(g, e, np.float32, scale=10)
+
+
+def test_instance_norm_running_statistics(rng):
+    x = _data(rng, (2, 3, 6), np.float64)
+    running = [np.zeros(3), np.ones(3)]
+    device_running = [device(r) for r in running]
+    numbanorm.instance_norm(x, *running)
+    numbanorm.instance_norm(device(x), *device_running)
+    for g, e in zip(device_running, running):
+        assert_matches(g, e, np.float64)
+
+
+def _out_array(shape, layout):
+    """A device result array in C order, or one whose axes run backwards in memory."""
+    if layout == "C":
+        return cuda.device_array(shape, np.float32)
+    backwards = cuda.device_array(shape[::-1], np.float32)
+    return _cuda._NumbaArrays().permuted(backwards, tuple(range(len(shape)))[::-1])
+
+
+@pytest.mark.parametrize("layout", ["C", "reversed axes"])
+def test_out_receives_the_result(rng, layout):
+    x = _data(rng, (3, 2, 6), np.float32)
+    out = _out_array(x.shape, layout)
+    result = numbanorm.layer_norm(device(x), out=out, axis=(1, 2))
+    assert result is out
+    assert_matches(out, numbanorm.layer_norm(x, axis=(1, 2)), np.float32)
+    dy = _data(rng, x.shape, np.float32)
+    _, mean, rstd = numbanorm.layer_norm_forward(x, axis=(1, 2))
+    dx_out = _out_array(x.shape, layout)
+    dx, _, _ = numbanorm.layer_norm_backward(device(dy), device(x), device(mean), device(rstd),
+                                             axis=(1, 2), out=dx_out)
+    assert dx is dx_out
+    assert_matches(dx_out, numbanorm.layer_norm_backward(dy, x, mean, rstd, axis=(1, 2))[0],
+                   np.float32)
+
+
+def test_out_in_another_layout_and_in_place(rng):
+    x = _data(rng, (4, 3), np.float64)
+    expected = numbanorm.batch_norm(x)
+    # A Fortran-ordered result array for a C-ordered input: written through a copy.
+    out = _cuda._NumbaArrays().permuted(cuda.to_device(np.zeros((3, 4))), (1, 0))
+    assert numbanorm.batch_norm(device(x), out=out) is out
+    assert_matches(out, expected, np.float64)
+    in_place = device(x)
+    numbanorm.batch_norm(in_place, out=in_place)
+    assert_matches(in_place, expected, np.float64)
+
+
+def test_strided_and_transposed_inputs_are_copied_on_the_device(rng):
+    base = _data(rng, (4, 6, 5), np.float32)
+    x = device(base)[:, ::2, 1:]
+    expected = numbanorm.layer_norm_forward(base[:, ::2, 1:], axis=0)
+    got = numbanorm.layer_norm_forward(x, axis=0)
+    for g, e in zip(got, expected):
+        assert_matches(g, e, np.float32)
+
+
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), ((0, 2), False),
+                                           (1, True), ((), False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_moments(rng, axis, keepdims, dtype):
+    x = (rng.standard_normal((3, 4, 2)) * 3 + 1).astype(dtype)
+    expected = numbanorm.moments(x, axis=axis, ddof=1, keepdims=keepdims)
+    got = numbanorm.moments(device(x), axis=axis, ddof=1, keepdims=keepdims)
+    for g, e in zip(got, expected):
+        assert_matches(g, e, np.float64 if dtype == np.int32 else dtype)
+
+
+def test_full_reduction_gives_zero_dimensional_device_arrays(rng):
+    x = _data(rng, (5, 4), np.float32)
+    mean, var = numbanorm.moments(device(x))
+    assert mean.shape == () and var.shape == ()
+    np.testing.assert_allclose(host(mean), x.mean(dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(host(var), x.var(dtype=np.float64), rtol=1e-5)
+
+
+def test_empty_reduction_warns_and_gives_nan():
+    x = cuda.to_device(np.zeros((0, 3)))
+    with pytest.warns(RuntimeWarning, match="Mean of empty slice"):
+        mean, var = numbanorm.moments(x, axis=0)
+    assert np.isnan(host(mean)).all() and np.isnan(host(var)).all()
+
+
+def test_large_offset_keeps_its_variance(rng):
+    x = (1e4 + rng.standard_normal((2, 3, 40))).astype(np.float32)
+    exact = x.astype(np.float64).var(axis=(0, 2))
+    _, var = numbanorm.moments(device(x), axis=(0, 2))
+    np.testing.assert_allclose(host(var), exact, rtol=1e-4)
+    naive = (x * x).mean(axis=(0, 2)) - x.mean(axis=(0, 2)) ** 2
+    assert np.abs(naive - exact).max() > 1e-2 * exact.max()
+
+
+def test_nan_stays_in_its_group(rng):
+    x = _data(rng, (3, 8), np.float32)
+    x[1, 3] = np.nan
+    y = host(numbanorm.layer_norm(device(x)))
+    assert np.isnan(y[1]).all()
+    assert np.isfinite(y[[0, 2]]).all()
+
+
+def test_results_are_bit_identical_between_runs(rng):
+    x = device(_data(rng, (2, 3, 4, 5), np.float32))
+    dy = device(_data(rng, (2, 3, 4, 5), np.float32))
+    runs = []
+    for _ in range(2):
+        y, mean, rstd = numbanorm.batch_norm_forward(x)
+        grads = numbanorm.batch_norm_backward(dy, x, mean, rstd)
+        runs.append([host(a) for a in (y, mean, rstd, *grads)])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float16_keeps_its_dtype_and_gives_float32_statistics(rng):
+    x = _data(rng, (3, 8), np.float16)
+    y, mean, rstd = numbanorm.layer_norm_forward(device(x))
+    assert y.dtype == np.float16
+    assert mean.dtype == rstd.dtype == np.float32
+
+
+def test_mixing_host_and_device_arrays_is_a_type_error(rng):
+    x = _data(rng, (3, 4), np.float32)
+    with pytest.raises(TypeError, match="cannot mix host and device arrays"):
+        numbanorm.layer_norm(device(x), weight=np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="cannot mix host and device arrays"):
+        numbanorm.layer_norm(x, weight=device(np.ones(4, np.float32)))
+    with pytest.raises(TypeError, match="cannot mix host and device arrays"):
+        numbanorm.batch_norm(device(x), out=np.empty_like(x))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: numbanorm.layer_norm(x, weight=x[0, :2]),
+    lambda x: numbanorm.batch_norm(x, axis=3),
+    lambda x: numbanorm.group_norm(x, 3),
+    lambda x: numbanorm.batch_norm(x, training=False),
+    lambda x: numbanorm.batch_norm(x, eps=-1.0),
+], ids=["weight shape", "axis", "groups", "no running stats", "eps"])
+def test_errors_match_the_cpu_backend(rng, call):
+    x = _data(rng, (3, 4), np.float32)
+    with pytest.raises(Exception) as on_host:
+        call(x)
+    with pytest.raises(type(on_host.value)) as on_device:
+        call(device(x))
+    assert str(on_device.value) == str(on_host.value)
+
+
+def test_cuda_available():
+    assert numbanorm.cuda_available()
+
+
+def test_block_reduction_merges_like_numpy(rng):
+    """The block merge (shuffles on a GPU, shared memory in the simulator) on a ragged group."""
+    x = _data(rng, (1, 1, 1, 3 * _cuda.ck.BLOCK_THREADS + 5), np.float64)
+    mean, var = numbanorm.moments(device(x), axis=3)
+    np.testing.assert_allclose(host(mean), x.mean(axis=3), rtol=1e-12)
+    np.testing.assert_allclose(host(var), x.var(axis=3), rtol=1e-12)
+    assert not math.isnan(float(host(var).ravel()[0]))
