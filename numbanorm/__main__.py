@@ -53,7 +53,11 @@ def main(argv=None):
     speed.add_argument("--ops", nargs="+", metavar="OP",
                        help="norms or '<norm>.<direction>' names, wildcards allowed "
                             "(directions: forward, forward_out, backward, backward_out)")
-    speed.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    speed.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16"],
+                       help="float16 only with --gpu")
+    speed.add_argument("--gpu", action="store_true",
+                       help="time numbanorm on device arrays against PyTorch CUDA and CuPy, "
+                            "and a device-to-device copy")
     speed.add_argument("--markdown", action="store_true",
                        help="also print one Markdown row per case (the README's table)")
     demo = commands.add_parser(
@@ -72,9 +76,11 @@ def main(argv=None):
     elif args.command == "bench":
         from ._bench import bench
 
+        if args.dtype == "float16" and not args.gpu:
+            parser.error("--dtype float16 needs --gpu")
         try:
             bench(args.ops, quick=args.quick, json_path=args.json, dtype=args.dtype,
-                  markdown=args.markdown)
+                  markdown=args.markdown, gpu=args.gpu)
         except ValueError as error:
             parser.error(str(error))
     elif args.command == "demo":

@@ -83,24 +83,36 @@ def _select(patterns, cases=BENCHMARK_CASES):
     return selected
 
 
-def run(patterns=None, *, quick=False, dtype=np.float32, peers=PEERS, cases=BENCHMARK_CASES,
-        progress=None):
-    """Time the selected operations of ``cases``.
+def _target(gpu):
+    """``(build, copy_call, peers)`` of the CPU benchmark or of the GPU one."""
+    if gpu:
+        from . import _gpu_peers
+
+        return _gpu_peers.build, _gpu_peers.copy_call, _gpu_peers.IMPLEMENTATIONS[1:]
+    return build, parallel_copy, PEERS
+
+
+def run(patterns=None, *, quick=False, dtype=np.float32, peers=None, cases=BENCHMARK_CASES,
+        progress=None, gpu=False):
+    """Time the selected operations of ``cases``, on the CPU or (``gpu``) on device arrays.
 
     Returns one dict per operation: ``op``, ``layout``, ``shape``, ``dtype``,
-    ``seconds`` (median), ``gb_per_s``, ``copy_gb_per_s`` (the ceiling),
+    ``seconds`` (median), ``gb_per_s``, ``copy_gb_per_s`` (the ceiling: a
+    parallel copy on the CPU, a device-to-device copy on the GPU),
     ``fraction_of_copy`` and ``peers`` (peer name -> peer time / numbanorm
     time, for the peers that have the operation).
     """
     selected = _select(patterns, cases)
+    build_call, copy_call, all_peers = _target(gpu)
+    peers = all_peers if peers is None else peers
     timing = (dict(min_time=0.05, min_repeats=3, max_repeats=20) if quick
               else dict(min_time=0.5, min_repeats=10, max_repeats=200))
     itemsize = np.dtype(dtype).itemsize
     results = []
     for case, direction in selected:
         data = case.data(dtype)
-        numbanorm = build("numbanorm", direction, case, data)
-        seconds = median_seconds({"copy": parallel_copy(data["x"]), "numbanorm": numbanorm},
+        numbanorm = build_call("numbanorm", direction, case, data)
+        seconds = median_seconds({"copy": copy_call(data["x"]), "numbanorm": numbanorm},
                                  **timing)
         ours = seconds["numbanorm"]
         copy_bandwidth = 2 * data["x"].nbytes / seconds["copy"]
@@ -113,7 +125,7 @@ def run(patterns=None, *, quick=False, dtype=np.float32, peers=PEERS, cases=BENC
         }
         for peer in peers:
             try:
-                fn = build(peer, direction, case, data)
+                fn = build_call(peer, direction, case, data)
             except PeerUnavailable:
                 continue
             # Each peer takes turns with numbanorm alone: a peer's allocations
@@ -126,11 +138,17 @@ def run(patterns=None, *, quick=False, dtype=np.float32, peers=PEERS, cases=BENC
     return results
 
 
-def machine():
+def machine(gpu=False):
     """What the numbers were measured on."""
-    return {"machine": platform.machine(), "processor": platform.processor(),
+    info = {"machine": platform.machine(), "processor": platform.processor(),
             "threads": numba.get_num_threads(), "threading_layer": _threading_layer(),
             "numba": numba.__version__, "numpy": np.__version__}
+    if gpu:
+        from numba import cuda
+
+        name = cuda.get_current_device().name
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+    return info
 
 
 def _threading_layer():
@@ -154,17 +172,25 @@ def format_header(peers=PEERS):
             + "".join(f"{'vs ' + p:>14}" for p in peers))
 
 
+PEER_NAMES = {"torch": "torch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "numpy": "NumPy",
+              "cupy": "CuPy"}
+
+
 def markdown_table(results):
     """One row per case: milliseconds, % of the copy ceiling, and ratios to the peers.
 
     A ratio above 1 means numbanorm is faster; peers are compared with the
-    allocating forward and backward, as they allocate too.
+    allocating forward and backward, as they allocate too.  Each direction
+    has a column for every peer that ran it.
     """
     rows = {}
     for r in results:
         norm, direction = r["op"].split(".")
         key = (norm, r["layout"], "x".join(map(str, r["shape"])))
         rows.setdefault(key, {})[direction] = r
+    ran = {direction: [p for p in PEER_NAMES if any(
+        p in r["peers"] for r in results if r["op"].endswith("." + direction))]
+        for direction in ("forward", "backward")}
 
     def cell(r):
         return f"{r['seconds'] * 1e3:.2f} ({r['fraction_of_copy']:.0%})" if r else ""
@@ -172,33 +198,36 @@ def markdown_table(results):
     def ratio(r, peer):
         return f"{r['peers'][peer]:.2f}x" if r and peer in r["peers"] else ""
 
-    lines = ["| op | shape | forward, out= | forward | vs torch | vs ONNX Runtime | vs JAX "
-             "| vs NumPy | backward, out= | backward | vs torch | vs JAX | vs NumPy |",
-             "|" + " --- |" * 13]
+    header = ["op", "shape", "forward, out=", "forward",
+              *(f"vs {PEER_NAMES[p]}" for p in ran["forward"]), "backward, out=", "backward",
+              *(f"vs {PEER_NAMES[p]}" for p in ran["backward"])]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (norm, layout, shape), d in rows.items():
         fwd, bwd = d.get("forward"), d.get("backward")
         lines.append(" | ".join([
             f"| {norm} {layout}", shape, cell(d.get("forward_out")), cell(fwd),
-            *(ratio(fwd, p) for p in ("torch", "onnxruntime", "jax", "numpy")),
+            *(ratio(fwd, p) for p in ran["forward"]),
             cell(d.get("backward_out")), cell(bwd),
-            *(ratio(bwd, p) for p in ("torch", "jax", "numpy"))]) + " |")
+            *(ratio(bwd, p) for p in ran["backward"])]) + " |")
     return "\n".join(lines)
 
 
-def bench(patterns=None, *, quick=False, json_path=None, dtype="float32", peers=PEERS,
-          cases=BENCHMARK_CASES, markdown=False):
+def bench(patterns=None, *, quick=False, json_path=None, dtype="float32", peers=None,
+          cases=BENCHMARK_CASES, markdown=False, gpu=False):
     """Print the benchmark table and optionally write the results as JSON or Markdown."""
     _select(patterns, cases)
-    info = machine()
-    print(f"numbanorm bench: {info['threads']} threads, {dtype}, "
+    peers = _target(gpu)[2] if peers is None else peers
+    info = machine(gpu)
+    where = f"GPU {info['gpu']}" if gpu else f"{info['threads']} threads"
+    print(f"numbanorm bench: {where}, {dtype}, "
           f"{'quick' if quick else 'full'} timing; ratios are peer time / numbanorm time")
     print(format_header(peers))
     results = run(patterns, quick=quick, dtype=np.dtype(dtype), peers=peers, cases=cases,
-                  progress=lambda r: print(format_row(r, peers), flush=True))
+                  gpu=gpu, progress=lambda r: print(format_row(r, peers), flush=True))
     if markdown:
         print()
         print(markdown_table(results))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"machine": machine(), "results": results}, f, indent=1)
+            json.dump({"machine": info, "results": results}, f, indent=1)
     return results

@@ -134,28 +134,30 @@ def build(impl, direction, case, data):
 # numbanorm
 
 
-def _numbanorm(direction, case, data):
+def _numbanorm(direction, case, data, place=None):
+    """numbanorm's call; ``place`` moves a host array to where the call runs (the GPU)."""
     import numbanorm as nn
 
-    x, dy, w, b = data["x"], data["dy"], data["weight"], data["bias"]
+    place = place or (lambda a: a)
+    x, dy, w, b = (place(data[k]) for k in ("x", "dy", "weight", "bias"))
     axis = case.channel_axis
     if case.norm == "moments":
         return lambda: nn.moments(x, axis=case.grouped_view[1])
     extra = (case.groups,) if case.norm == "group_norm" else ()
     params = dict(weight=w, bias=b) if case.has_bias else dict(weight=w)
     if case.norm == "batch_norm":
-        params.update(running_mean=np.zeros(case.channels, x.dtype),
-                      running_var=np.ones(case.channels, x.dtype))
+        params.update(running_mean=place(np.zeros(case.channels, data["x"].dtype)),
+                      running_var=place(np.ones(case.channels, data["x"].dtype)))
     plain = getattr(nn, case.norm)
     forward = getattr(nn, f"{case.norm}_forward")
     if direction == "forward_out":
-        out = np.empty_like(x)
+        out = place(np.empty_like(data["x"]))
         return lambda: plain(x, *extra, **params, axis=axis, out=out)
     if direction == "forward":
         return lambda: forward(x, *extra, **params, axis=axis)
     stats = forward(x, *extra, **params, axis=axis)[1:]
     backward = getattr(nn, f"{case.norm}_backward")
-    out = np.empty_like(x) if direction == "backward_out" else None
+    out = place(np.empty_like(data["x"])) if direction == "backward_out" else None
     return lambda: backward(dy, x, *extra, *stats, w, axis=axis, out=out)
 
 
@@ -163,19 +165,20 @@ def _numbanorm(direction, case, data):
 # naive NumPy: the formulas, one array operation at a time
 
 
-def _numpy(direction, case, data):
-    x, dy = data["x"], data["dy"]
+def _numpy(direction, case, data, xp=np):
+    """The formulas in NumPy, or in another array module ``xp`` (CuPy)."""
+    x, dy, w, b = (xp.asarray(data[k]) for k in ("x", "dy", "weight", "bias"))
     view, axes, pshape = case.grouped_view
-    w = data["weight"].reshape(pshape)
-    b = data["bias"].reshape(pshape)
+    w = w.reshape(pshape)
+    b = b.reshape(pshape)
     if case.norm == "moments":
         return lambda: (x.mean(axis=axes), x.var(axis=axes))
 
     def statistics(xv):
         if case.centered:
             mean = xv.mean(axis=axes, keepdims=True)
-            return mean, 1 / np.sqrt(xv.var(axis=axes, keepdims=True) + EPS)
-        return 0, 1 / np.sqrt(np.mean(xv * xv, axis=axes, keepdims=True) + EPS)
+            return mean, 1 / xp.sqrt(xv.var(axis=axes, keepdims=True) + EPS)
+        return 0, 1 / xp.sqrt(xp.mean(xv * xv, axis=axes, keepdims=True) + EPS)
 
     def forward():
         xv = x.reshape(view)
@@ -207,26 +210,31 @@ def _numpy(direction, case, data):
 # PyTorch: torch.nn.functional, autograd for the backward
 
 
-def _torch(direction, case, data):
+def _torch(direction, case, data, device="cpu"):
+    """``torch.nn.functional`` on the CPU (numba's thread count) or on ``device``."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError as error:
         raise PeerUnavailable("torch is not importable") from error
-    import numba
+    if device == "cpu":
+        import numba
 
-    torch.set_num_threads(numba.get_num_threads())
+        torch.set_num_threads(numba.get_num_threads())
+    elif not torch.cuda.is_available():
+        raise PeerUnavailable("torch has no CUDA device")
 
     def tensor(a):
-        t = torch.from_numpy(a)
+        t = torch.from_numpy(a).to(device)
         return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1)) if case.layout == "NHWC" else t
 
     x, dy = tensor(data["x"]), tensor(data["dy"])
-    w, b = torch.from_numpy(data["weight"]), torch.from_numpy(data["bias"])
+    w, b = (torch.from_numpy(data[k]).to(device) for k in ("weight", "bias"))
     C = case.channels
     if case.norm == "moments":
         return lambda: torch.var_mean(x, dim=case.grouped_view[1], correction=0)[::-1]
-    running = (torch.zeros(C, dtype=x.dtype), torch.ones(C, dtype=x.dtype))
+    running = (torch.zeros(C, dtype=x.dtype, device=device),
+               torch.ones(C, dtype=x.dtype, device=device))
 
     def forward(x, w, b):
         if case.norm == "layer_norm":
