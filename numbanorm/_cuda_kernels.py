@@ -141,6 +141,14 @@ def _tile_reduce(mode, p, q, r, shared):
 
 
 @cuda.jit(device=True)
+def _tile_rows(rows, chunk_rows):
+    """``(column, chunk, slice, first row, end row)`` of this thread of a column tile."""
+    j = cuda.blockIdx.y
+    return (cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x, j, cuda.blockIdx.z,
+            j * chunk_rows + cuda.threadIdx.y, min(rows, (j + 1) * chunk_rows))
+
+
+@cuda.jit(device=True)
 def _reciprocal_sqrt(v):
     # A float64 NumPy scalar numerator makes 1/0 an IEEE infinity in the
     # simulator too (a Python float would raise there).
@@ -254,22 +262,17 @@ def kernels(acc_dtype):
     @cuda.jit
     def columns_moments(x3, centered, chunk_rows, part_mean, part_m2):
         """Per column ``k`` and chunk ``j`` of rows: mean and M2 into ``part_*[b', j, k]``."""
-        rows = x3.shape[1]
-        K = x3.shape[2]
-        k = cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x
-        j = cuda.blockIdx.y
-        bp = cuda.blockIdx.z
+        k, j, bp, first, end = _tile_rows(x3.shape[1], chunk_rows)
         n = acc(0)
         m = acc(0)
         m2 = acc(0)
-        if k < K:
-            for row in range(j * chunk_rows + cuda.threadIdx.y, min(rows, (j + 1) * chunk_rows),
-                             TILE_ROWS):
+        if k < x3.shape[2]:
+            for row in range(first, end, TILE_ROWS):
                 n, m, m2 = welford_step(n, m, m2, acc(x3[bp, row, k]), centered)
         shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
         _, total_mean, total_m2 = _tile_reduce(CHAN, np.float64(n), np.float64(m),
                                                np.float64(m2), shared)
-        if cuda.threadIdx.y == 0 and k < K:
+        if cuda.threadIdx.y == 0 and k < x3.shape[2]:
             part_mean[bp, j, k] = total_mean
             part_m2[bp, j, k] = total_m2
 
@@ -280,17 +283,12 @@ def kernels(acc_dtype):
         Row ``row`` of slice ``b'`` belongs to sample ``b' + row // O`` (the
         rows are either one sample's ``O`` or all samples' ``B*O``).
         """
-        rows = x3.shape[1]
-        K = x3.shape[2]
-        k = cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x
-        j = cuda.blockIdx.y
-        bp = cuda.blockIdx.z
+        k, j, bp, first, end = _tile_rows(x3.shape[1], chunk_rows)
         s_dy = acc(0)
         s_dyx = acc(0)
-        if k < K:
+        if k < x3.shape[2]:
             c = k // I
-            for row in range(j * chunk_rows + cuda.threadIdx.y, min(rows, (j + 1) * chunk_rows),
-                             TILE_ROWS):
+            for row in range(first, end, TILE_ROWS):
                 b = bp + row // O
                 dy = acc(dy3[bp, row, k])
                 s_dy += dy
@@ -298,7 +296,7 @@ def kernels(acc_dtype):
         shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
         total_dy, total_dyx, _ = _tile_reduce(SUM, np.float64(s_dy), np.float64(s_dyx), 0.0,
                                               shared)
-        if cuda.threadIdx.y == 0 and k < K:
+        if cuda.threadIdx.y == 0 and k < x3.shape[2]:
             part_dy[bp, j, k] = total_dy
             part_dyx[bp, j, k] = total_dyx
 
@@ -411,16 +409,12 @@ def kernels(acc_dtype):
     @cuda.jit
     def columns_affine(x3, dy3, use_dy, rows_per_block, coef, out3):
         """``out = x*coef[0] + coef[1] (+ dy*coef[2])`` with coefficients per ``(b', k)``."""
-        rows = x3.shape[1]
-        K = x3.shape[2]
-        k = cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x
-        bp = cuda.blockIdx.z
-        if k < K:
+        k, _, bp, first, end = _tile_rows(x3.shape[1], rows_per_block)
+        if k < x3.shape[2]:
             scale = coef[0, bp, k]
             shift = coef[1, bp, k]
             dy_scale = coef[2, bp, k]
-            r0 = cuda.blockIdx.y * rows_per_block
-            for row in range(r0 + cuda.threadIdx.y, min(rows, r0 + rows_per_block), TILE_ROWS):
+            for row in range(first, end, TILE_ROWS):
                 value = acc(x3[bp, row, k]) * scale + shift
                 if use_dy:
                     value += acc(dy3[bp, row, k]) * dy_scale

@@ -49,12 +49,7 @@ def copy_call(x):
 
 def build(impl, direction, case, data):
     """A zero-argument callable running ``direction`` of ``case`` on the GPU with ``impl``."""
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown implementation {impl!r}")
-    if case.norm == "moments" and direction != "forward":
-        raise PeerUnavailable("moments has only a forward")
-    if direction.endswith("_out") and impl != "numbanorm":
-        raise PeerUnavailable(f"{impl} has no out= {direction[:-4]}")
+    _peers.check_operation(impl, IMPLEMENTATIONS, direction, case)
     if impl == "numbanorm":
         return _synchronized(_peers._numbanorm(direction, case, data, place=to_device))
     if impl == "torch":

@@ -119,14 +119,19 @@ BENCHMARK_CASES = (
 )
 
 
-def build(impl, direction, case, data):
-    """A zero-argument callable running ``direction`` of ``case`` with ``impl``."""
-    if impl not in IMPLEMENTATIONS:
+def check_operation(impl, implementations, direction, case):
+    """Raise unless ``impl`` is known and can run ``direction`` of ``case``."""
+    if impl not in implementations:
         raise ValueError(f"unknown implementation {impl!r}")
     if case.norm == "moments" and direction != "forward":
         raise PeerUnavailable("moments has only a forward")
     if direction.endswith("_out") and impl != "numbanorm":
         raise PeerUnavailable(f"{impl} has no out= {direction[:-4]}")
+
+
+def build(impl, direction, case, data):
+    """A zero-argument callable running ``direction`` of ``case`` with ``impl``."""
+    check_operation(impl, IMPLEMENTATIONS, direction, case)
     return globals()[f"_{impl}"](direction, case, data)
 
 
