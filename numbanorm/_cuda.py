@@ -33,6 +33,11 @@ def _numba_view(a, shape, strides):
     return DeviceNDArray(shape, strides, a.dtype, gpu_data=a.gpu_data)
 
 
+def _dense(a, shape):
+    """A C-ordered view of ``shape`` over a contiguous Numba array ``a``."""
+    return _numba_view(a, shape, _c_strides(shape, a.dtype.itemsize))
+
+
 def _c_strides(shape, itemsize):
     strides = []
     step = itemsize
@@ -189,21 +194,19 @@ class DeviceView:
         """Canonical 4-D Numba view of a device array shaped like ``x`` (copied if needed)."""
         dtype = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
         if dtype == a.dtype and dense_in(a.shape, a.strides, a.dtype.itemsize, self.perm):
-            return _numba_view(a, self.shape4, _c_strides(self.shape4, a.dtype.itemsize))
+            return _dense(a, self.shape4)
         _, dense = _new(self.library, [self.shape[i] for i in self.perm], dtype)
         copy(_NumbaArrays().permuted(a, self.perm), dense)
-        return _numba_view(dense, self.shape4, _c_strides(self.shape4, dtype.itemsize))
+        return _dense(dense, self.shape4)
 
     def output(self, out, dtype):
         """``(full, view4)``: ``out`` when its layout allows, else a new array in ``x``'s order."""
         if out is not None and out.dtype == dtype:
             kernel_out = self.library.kernel_array(out)
             if dense_in(kernel_out.shape, kernel_out.strides, dtype.itemsize, self.perm):
-                return out, _numba_view(kernel_out, self.shape4,
-                                        _c_strides(self.shape4, dtype.itemsize))
+                return out, _dense(kernel_out, self.shape4)
         obj, dense = _new(self.library, [self.shape[i] for i in self.perm], dtype)
-        return (self.library.permuted(obj, self.inverse),
-                _numba_view(dense, self.shape4, _c_strides(self.shape4, dtype.itemsize)))
+        return self.library.permuted(obj, self.inverse), _dense(dense, self.shape4)
 
     def stats(self, count=3):
         """``count`` new ``(B, C)`` statistics arrays in the accumulation dtype."""
@@ -213,18 +216,14 @@ class DeviceView:
         """``stat * scale``, ``(B, C)``, as a new array of the kept ``axes``, in that order."""
         obj, kernel = _new(self.library, [self.shape[a] for a in axes], dtype)
         target = _NumbaArrays().permuted(kernel, [axes.index(a) for a in self.stat_axes])
-        source = _numba_view(stat, [self.shape[a] for a in self.stat_axes],
-                             _c_strides([self.shape[a] for a in self.stat_axes],
-                                        stat.dtype.itemsize))
-        copy(source, target, scale)
+        copy(_dense(stat, [self.shape[a] for a in self.stat_axes]), target, scale)
         return obj
 
     def stats_from_axes(self, stat, axes):
         """A statistic shaped by ``axes`` (a Numba array) as ``(B, C)``."""
         _, group = _new(self.library, self.shape4[::2], self.acc)
         source = _NumbaArrays().permuted(stat, [axes.index(a) for a in self.stat_axes])
-        copy(source, _numba_view(group, source.shape, _c_strides(source.shape,
-                                                                 self.acc.itemsize)))
+        copy(source, _dense(group, source.shape))
         return group
 
 
@@ -252,7 +251,7 @@ def _chunks(rows, tiles):
     return chunk_rows, -(-rows // chunk_rows)
 
 
-def _column_grid(slices, rows, K, chunks):
+def _column_grid(slices, K, chunks):
     return (-(-K // ck.TILE_COLUMNS), chunks, slices), (ck.TILE_COLUMNS, ck.TILE_ROWS)
 
 
@@ -263,21 +262,22 @@ def _column_stats(canon, centered, eps, mean, var, rstd):
     chunk_rows, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
     part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
     kern = ck.kernels(canon.acc)
-    grid, block = _column_grid(B, O, K, chunks)
+    grid, block = _column_grid(B, K, chunks)
     kern.columns_moments[grid, block](x3, centered, chunk_rows, part_mean, part_m2)
     kern.merge_column_moments[B * C, _threads(chunks * I)](part_mean, part_m2, chunk_rows, O, I,
                                                             eps, mean, var, rstd)
 
 
 def _view3(a4):
+    """``(B, O, C*I)``: the columns regime's view of a canonical view."""
     B, O, C, I = a4.shape
-    return _numba_view(a4, (B, O, C * I), _c_strides((B, O, C * I), a4.dtype.itemsize))
+    return _dense(a4, (B, O, C * I))
 
 
 def _columns_affine(canon, x3, dy3, use_dy, coef, out3):
     B, O, K = x3.shape
     rows_per_block, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
-    grid, block = _column_grid(B, O, K, chunks)
+    grid, block = _column_grid(B, K, chunks)
     ck.kernels(canon.acc).columns_affine[grid, block](x3, dy3, use_dy, rows_per_block, coef,
                                                       out3)
 
@@ -346,12 +346,10 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dt
         slices, slice_rows = 1, B * O
     else:
         slices, slice_rows = B, O
-    x3, dy3 = (_numba_view(a, (slices, slice_rows, K), _c_strides((slices, slice_rows, K),
-                                                                   a.dtype.itemsize))
-               for a in (canon.x4, dy4))
+    x3, dy3 = (_dense(a, (slices, slice_rows, K)) for a in (canon.x4, dy4))
     chunk_rows, chunks = _chunks(slice_rows, slices * -(-K // ck.TILE_COLUMNS))
     part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
-    grid, block = _column_grid(slices, slice_rows, K, chunks)
+    grid, block = _column_grid(slices, K, chunks)
     kern.columns_gradient_sums[grid, block](dy3, x3, mean, rstd, O, I, chunk_rows, part_dy,
                                             part_dyx)
     if not rows:
