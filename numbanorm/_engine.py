@@ -170,21 +170,71 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     dweight2, dbias2 : ndarray
         ``(C, W)`` float64.
     """
-    B, O, C, I = canon.shape4
-    W = weight2.shape[1]
+    _, O, _, I = canon.shape4
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     plan, whole_groups = _plan(canon)
     dy4 = canon.view(dy)
+    sums = _gradient_buffers(canon, plan, weight2.shape[1])
+    if not whole_groups:
+        _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums)
+    dx = _input_gradient(canon, dy4, mean, rstd, weight2, stats_from_input, centered,
+                         whole_groups, O * I, plan, sums, out)
+    param_dy, param_dyx = sums[2:]
+    return dx, param_dyx.sum(axis=0), param_dy.sum(axis=0)
+
+
+def gradient_sums(canon, dy, mean, rstd, weight2):
+    """The reductions of :func:`backward` alone, for sums to be combined before ``dx``.
+
+    Parameters are those of :func:`backward` (statistics from the input,
+    centered).
+
+    Returns
+    -------
+    group_g, group_gx : ndarray
+        ``(B, C)`` float64 ``sum(dy*w)`` and ``sum(dy*w*(x - mean))`` of each group.
+    dweight2, dbias2 : ndarray
+        ``(C, W)`` float64 parameter gradients.
+    """
+    weight2 = weight2.astype(canon.x4.dtype, copy=False)
+    plan = _plan(canon)[0]
+    sums = _gradient_buffers(canon, plan, weight2.shape[1])
+    _gradient_sums(canon, canon.view(dy), mean, rstd, weight2, plan, sums)
+    group_g, group_gx, param_dy, param_dyx = sums
+    return group_g, group_gx, param_dyx.sum(axis=0), param_dy.sum(axis=0)
+
+
+def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out=None):
+    """``dx`` of a centered norm from given group sums over ``count`` elements per group.
+
+    The second half of :func:`backward` with the statistics taken from the
+    input, when the groups extend beyond ``x``: ``group_g`` and ``group_gx``
+    are :func:`gradient_sums`' sums over every part of the groups, and
+    ``count`` the number of elements the statistics came from.
+    """
+    weight2 = weight2.astype(canon.x4.dtype, copy=False)
+    plan = _plan(canon)[0]
+    param_sums = _gradient_buffers(canon, plan, weight2.shape[1])[2:]
+    return _input_gradient(canon, canon.view(dy), mean, rstd, weight2, True, True, False, count,
+                           plan, (group_g, group_gx, *param_sums), out)
+
+
+def _gradient_buffers(canon, plan, W):
+    """Zeroed ``(group_g, group_gx, param_dy, param_dyx)`` for the backward kernels."""
+    B, O, C, _ = canon.shape4
     n_blocks = _kernels.n_param_blocks(B, O, *plan)
-    group_g = np.zeros((B, C))
-    group_gx = np.zeros((B, C))
-    param_dy = np.zeros((n_blocks, C, W))
-    param_dyx = np.zeros((n_blocks, C, W))
+    return np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)), np.zeros((n_blocks, C, W))
+
+
+def _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums):
+    if canon.x4.size:
+        _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan, *sums)
+
+
+def _input_gradient(canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums, count,
+                    plan, sums, out):
     dx, dx4 = canon.output(out)
     if dx4.size:
-        if not whole_groups:
-            _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan,
-                    group_g, group_gx, param_dy, param_dyx)
-        _launch(_kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, stats_from_input,
-                centered, whole_groups, *plan, group_g, group_gx, param_dy, param_dyx, dx4)
-    return dx, param_dyx.sum(axis=0), param_dy.sum(axis=0)
+        _launch(_kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
+                compute_sums, count, *plan, *sums, dx4)
+    return dx

@@ -588,19 +588,20 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums,
+def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, count,
                    rows, b_block, o_chunk, group_g, group_gx, param_dy, param_dyx, dx4):
     """``dx``, and with ``compute_sums`` the reductions of :func:`gradient_sums` too.
 
     With ``compute_sums`` (tasks must own whole groups) each task reduces its
     groups and writes their ``dx`` while they are still in cache; otherwise
-    ``group_g`` and ``group_gx`` are given.
+    ``group_g`` and ``group_gx`` are given.  ``count`` is the number of
+    elements each group's statistics came from: ``O * I``, or more when the
+    groups span other processes and the given sums are theirs too.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
     dx3 = dx4.reshape((B, O, C * I))
-    count = O * I
     if compute_sums:
         param_dy[:] = 0.0
         param_dyx[:] = 0.0
