@@ -30,6 +30,31 @@ class Moments:
         self._mean = None
         self._m2 = None
 
+    @classmethod
+    def from_state(cls, count, mean, m2):
+        """A ``Moments`` holding a state computed elsewhere (another process, a chunk).
+
+        Parameters
+        ----------
+        count : int
+            Number of elements reduced into each entry of ``mean``; 0 gives
+            an empty ``Moments`` (``mean`` and ``m2`` are then ignored).
+        mean, m2 : array_like
+            Mean and sum of squared deviations from it, of one shape.
+
+        Returns
+        -------
+        Moments
+        """
+        mean = np.asarray(mean, np.float64)
+        m2 = np.asarray(m2, np.float64)
+        if mean.shape != m2.shape:
+            raise ValueError(f"mean and m2 must have one shape, got {mean.shape} and {m2.shape}")
+        moments = cls()
+        if count:
+            moments._merge_state(int(count), mean, m2)
+        return moments
+
     @property
     def count(self):
         """Number of elements reduced into each entry of :attr:`mean` so far."""
@@ -40,6 +65,12 @@ class Moments:
         """Mean of everything seen so far, float64 (a scalar for full reductions)."""
         self._require_data()
         return self._mean[()] if self._mean.ndim == 0 else self._mean.copy()
+
+    @property
+    def state(self):
+        """``(count, mean, M2)``, float64 arrays: what :meth:`from_state` takes."""
+        self._require_data()
+        return self._count, self._mean.copy(), self._m2.copy()
 
     def var(self, ddof=0):
         """Variance with divisor ``count - ddof``, float64, as ``np.var``."""

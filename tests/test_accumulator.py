@@ -110,6 +110,21 @@ def test_mean_is_a_copy(rng):
     assert acc.mean.any()
 
 
+def test_states_travel_between_accumulators(rng):
+    """``state`` out of one accumulator and ``from_state`` into another, as between processes."""
+    x = 1e3 + rng.standard_normal((40, 3))
+    here = nbn.Moments().update(x[:25], axis=0)
+    count, mean, m2 = nbn.Moments().update(x[25:], axis=0).state
+    assert count == 15
+    assert_close(m2, 15 * x[25:].var(axis=0), np.float64)
+    here.merge(nbn.Moments.from_state(count, mean, m2))
+    assert_close(here.var(ddof=1), x.var(axis=0, ddof=1), np.float64)
+    empty = nbn.Moments.from_state(0, np.full(3, np.nan), np.full(3, np.nan))
+    assert empty.count == 0 and here.merge(empty).count == 40
+    with pytest.raises(ValueError, match="one shape"):
+        nbn.Moments.from_state(2, np.zeros(3), np.zeros(2))
+
+
 def test_moments_errors(rng):
     acc = nbn.Moments()
     with pytest.raises(ValueError, match="no data yet"):
