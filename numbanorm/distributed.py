@@ -1,0 +1,242 @@
+"""Synchronized batch normalization: one batch split across MPI processes.
+
+In data-parallel training each process (rank) holds part of the batch.
+These functions normalize every part with the statistics of the whole batch,
+as if it had been concatenated in one process, and compute the gradients of
+that normalization.  ``comm`` is an mpi4py communicator (``pip install
+"numbanorm[mpi]"``); every rank of it must make the same calls, with the same
+number of channels, in the same order, as with any MPI collective.
+
+The forward gathers each rank's Welford state ``(count, mean, M2)`` per
+channel from every rank (``Allgather``, ``2 C + 1`` values per rank) and
+merges the states in rank order with Chan's formula in float64.  The merge is
+exact for any split of the batch, including ranks with no samples, keeps the
+variance of data with a large offset, and gives bit-identical statistics on
+every rank, whatever algorithm the MPI library uses.  The backward sums
+``sum(dy)`` and ``sum(dy * x_hat)`` over the ranks (``Allreduce``, ``2 C + 1``
+values with the count).  See ``docs/distributed.md``.
+"""
+
+import numpy as np
+
+from . import _engine
+from ._accumulator import Moments
+from ._api import (
+    _ChannelAxes,
+    _as_input,
+    _check_eps,
+    _check_momentum,
+    _check_stat,
+    _delivered,
+    _grad_dtype,
+    _is_device_array,
+    _param,
+    _run_forward,
+    _running_stats,
+    _stats_out,
+    batch_norm_forward,
+    welford_state,
+)
+from ._layers import BatchNorm
+
+__all__ = ["SyncBatchNorm", "sync_batch_norm_backward", "sync_batch_norm_forward"]
+
+
+def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
+                            comm, training=True, momentum=0.1, eps=1e-5, axis=1):
+    """Batch normalization of a batch split across the ranks of ``comm``.
+
+    Each rank passes its own part of the batch; the parts may have different
+    sizes, including none at all.  Arguments and results are those of
+    :func:`numbanorm.batch_norm_forward`; in training mode the statistics are
+    those of the whole batch, identical on every rank, and so are the
+    updated running statistics.  In evaluation mode (``training=False``)
+    nothing is communicated: each rank normalizes with the running
+    statistics.
+
+    Parameters
+    ----------
+    x : array_like
+        This rank's part of the batch, at least two dimensions.  The sample
+        axes may differ in size between ranks; the channel axis may not.
+    running_mean, running_var : ndarray, optional
+        ``(C,)`` running statistics, updated in place in training mode with
+        the whole batch's mean and unbiased variance.
+    weight, bias : array_like, optional
+        ``(C,)`` affine parameters, the same on every rank.
+    comm : mpi4py.MPI.Comm
+        The ranks sharing the batch.
+    training : bool, optional
+        Normalize with the whole batch's statistics (True) or the running ones.
+    momentum, eps : float, optional
+        As in :func:`numbanorm.batch_norm_forward`.
+    axis : int, optional
+        Channel axis: 1 for NCHW-style data, -1 for channels-last.
+
+    Returns
+    -------
+    y : ndarray
+        This rank's part of the normalized batch.
+    mean, rstd : ndarray
+        ``(C,)`` statistics of the whole batch (the running ones in
+        evaluation mode), as :func:`sync_batch_norm_backward` takes them.
+    """
+    if not training:
+        return batch_norm_forward(x, running_mean, running_var, weight, bias, training=False,
+                                  momentum=momentum, eps=eps, axis=axis)
+    _check_host(x, running_mean, running_var, weight, bias)
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2, what="sync_batch_norm")
+    C = spec.channels
+    weight = _param(weight, (C,), "weight")
+    bias = _param(bias, (C,), "bias")
+    eps = _check_eps(eps)
+    momentum = _check_momentum(momentum)
+    running_mean, running_var = _running_stats(running_mean, running_var, C, True)
+    batch = _batch_moments(comm, xc, spec.axis)
+    if batch.count <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got "
+                         f"{batch.count} over all ranks")
+    mean = batch.mean
+    y, canon, _, _, rstd = _run_forward(spec, xc, weight, bias, None, result_dtype, eps=eps,
+                                        running=(mean, batch.var()))
+    if running_mean is not None:
+        for running, stat in ((running_mean, mean), (running_var, batch.var(ddof=1))):
+            running[...] = (1 - momentum) * running + momentum * stat
+    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
+
+
+def _check_host(*arrays):
+    if any(_is_device_array(a) for a in arrays):
+        raise TypeError("numbanorm.distributed works on host (CPU) arrays; move device "
+                        "arrays to the host first")
+
+
+def _batch_moments(comm, xc, channel_axis):
+    """Per-channel :class:`Moments` of the parts of the batch on every rank of ``comm``.
+
+    Every rank merges the same states in the same (rank) order, so every
+    rank gets the same bits.
+    """
+    reduced = tuple(a for a in range(xc.ndim) if a != channel_axis)
+    count, mean, m2 = welford_state(xc, reduced)
+    C = mean.size
+    gathered = np.empty((comm.Get_size(), 2 * C + 1))
+    comm.Allgather(np.concatenate(([count], mean, m2)), gathered)
+    batch = Moments()
+    for state in gathered:
+        batch.merge(Moments.from_state(state[0], state[1:C + 1], state[C + 1:]))
+    return batch
+
+
+def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
+    """Gradients of :func:`sync_batch_norm_forward` in training mode.
+
+    Parameters
+    ----------
+    dy, x : array_like
+        This rank's upstream gradient and its part of the forward's input.
+    mean, rstd : array_like
+        ``(C,)`` statistics returned by :func:`sync_batch_norm_forward`.
+    weight : array_like, optional
+        ``(C,)`` weight used in the forward.
+    comm : mpi4py.MPI.Comm
+        The communicator of the forward.
+    axis : int, optional
+        Channel axis.
+
+    Returns
+    -------
+    dx : ndarray
+        Gradient with respect to this rank's ``x``.
+    dweight, dbias : ndarray
+        ``(C,)`` gradients summed over every rank's part of the batch,
+        identical on every rank: the gradients of the sum of the ranks'
+        losses.  An optimizer that averages the other gradients over the
+        ranks applies the gradient of their mean: divide these by the number
+        of ranks to match.
+
+    Notes
+    -----
+    For evaluation mode, where the statistics are constants and nothing is
+    communicated, use :func:`numbanorm.batch_norm_backward` with
+    ``training=False``.
+    """
+    _check_host(dy, x, mean, rstd, weight)
+    xc, result_dtype, stat_dtype = _as_input(x)
+    spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2,
+                        what="sync_batch_norm_backward")
+    weight = _param(weight, spec.weight_shape, "weight")
+    dy = _param(dy, xc.shape, "dy")
+    canon = spec.view(xc)
+    mean2, rstd2 = (canon.stats_from_axes(_check_stat(value, spec.stat_shape, name),
+                                          spec.stat_axes)
+                    for value, name in ((mean, "mean"), (rstd, "rstd")))
+    weight2 = spec.param2(weight, 1.0)
+    dy = dy.reshape(canon.shape)
+    _, _, dweight2, dbias2 = _engine.gradient_sums(canon, dy, mean2, rstd2, weight2)
+    local = np.concatenate(([spec.count], dbias2[:, 0], dweight2[:, 0]))
+    total = np.empty_like(local)
+    comm.Allreduce(local, total)  # mpi4py's default operation is the sum
+    count = int(total[0])
+    dbias, dweight = np.split(total[1:], 2)
+    # With one weight per channel the group sums of the input gradient follow
+    # from the parameter gradients: sum(dy*w) = w*dbias and
+    # sum(dy*w*(x - mean)) = w*dweight/rstd.
+    w = weight2[:, 0]
+    dx = _engine.input_gradient(canon, dy, mean2, rstd2, weight2, (w * dbias)[None],
+                                (w * dweight / rstd2[0])[None], count)
+    dx = _delivered(dx, None, None, spec.shape, result_dtype)
+    grad_dtype = _grad_dtype(weight, stat_dtype)
+    return dx, dweight.astype(grad_dtype), dbias.astype(grad_dtype)
+
+
+class SyncBatchNorm(BatchNorm):
+    """:class:`numbanorm.BatchNorm` whose training statistics span every rank of ``comm``.
+
+    In training mode the forward and backward are
+    :func:`sync_batch_norm_forward` and :func:`sync_batch_norm_backward`:
+    every rank must call the layer, and its backward, together.  The running
+    statistics, ``num_batches_tracked`` and the gradients of ``weight`` and
+    ``bias`` (the sums over every rank's part of the batch, see
+    :func:`sync_batch_norm_backward`) come out identical on every rank.  In
+    evaluation mode each rank normalizes its own data alone, as with
+    :class:`~numbanorm.BatchNorm` (also without running statistics, where
+    that means its own batch's statistics), as PyTorch's and Horovod's
+    ``SyncBatchNorm`` do.
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels ``C``.
+    comm : mpi4py.MPI.Comm
+        The ranks sharing each batch.
+    eps, momentum, affine, track_running_stats, axis, dtype
+        As in :class:`numbanorm.BatchNorm`.
+    """
+
+    def __init__(self, num_features, *, comm, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, axis=1, dtype=np.float32):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats, axis=axis, dtype=dtype)
+        self.comm = comm
+        self._synchronized = False
+
+    def _forward(self, x):
+        # The backward follows the mode of its forward, even if the mode is
+        # switched between the two.
+        self._synchronized = self.training
+        return super()._forward(x)
+
+    def _normalize(self, x, running_mean, running_var, from_input, momentum):
+        if not self._synchronized:
+            return super()._normalize(x, running_mean, running_var, from_input, momentum)
+        return sync_batch_norm_forward(x, running_mean, running_var, self.weight, self.bias,
+                                       comm=self.comm, momentum=momentum, eps=self.eps,
+                                       axis=self.axis)
+
+    def _backward(self, dy, x, mean, rstd, from_input):
+        if not self._synchronized:
+            return super()._backward(dy, x, mean, rstd, from_input)
+        return sync_batch_norm_backward(dy, x, mean, rstd, self.weight, comm=self.comm,
+                                        axis=self.axis)

@@ -1,0 +1,127 @@
+"""One rank of the synchronized batch norm runs of ``test_distributed.py`` (not a test module).
+
+``mpiexec -n P python mpi_worker.py OUT_DIR``: every rank builds the same
+whole batches from fixed seeds, runs numbanorm.distributed on its own part of
+each and saves what it got to ``OUT_DIR/rank<R>.npz``, where the test compares
+it with the whole batch normalized in one process.  The batch data and the
+split of each batch between the ranks are defined here for both sides.
+"""
+
+import pathlib
+import sys
+import traceback
+import zlib
+
+import numpy as np
+
+# Functional cases: per-sample shape, channel axis of the batch, dtype, mean
+# of the data, whether there are affine parameters and running statistics,
+# and the samples on each rank for 2 and 3 ranks (unequal, some ranks empty or
+# with one sample, which batch norm in one process would refuse).
+CASES = {
+    "nchw_float64": dict(sample_shape=(3, 4, 8), axis=1, dtype=np.float64, loc=0.5, affine=True,
+                         running=True, sizes={2: (5, 2), 3: (4, 0, 3)}),
+    "nhwc_float32_offset": dict(sample_shape=(3, 5, 4), axis=-1, dtype=np.float32, loc=100.0,
+                                affine=True, running=True, sizes={2: (1, 4), 3: (0, 3, 2)}),
+    "rows_float64": dict(sample_shape=(6,), axis=1, dtype=np.float64, loc=-2.0, affine=False,
+                         running=False, sizes={2: (1, 6), 3: (2, 1, 4)}),
+}
+MOMENTUM = 0.2
+
+# SyncBatchNorm: NCHW float32 batches for two training steps and one evaluation.
+LAYER_CHANNELS = 3
+LAYER_SAMPLE_SHAPE = (LAYER_CHANNELS, 2, 5)
+LAYER_SIZES = {2: ((3, 2), (1, 4), (2, 2)), 3: ((2, 0, 3), (1, 2, 2), (1, 1, 1))}
+
+
+def case_arrays(name, n_ranks):
+    """The whole batch of a functional case: ``x``, ``dy``, and the optional arrays."""
+    case = CASES[name]
+    rng = np.random.default_rng(zlib.crc32(f"{name}-{n_ranks}".encode()))
+    shape = (sum(case["sizes"][n_ranks]),) + case["sample_shape"]
+    channels = shape[case["axis"]]
+    dtype = case["dtype"]
+    arrays = {"x": (case["loc"] + 2.0 * rng.standard_normal(shape)).astype(dtype),
+              "dy": rng.standard_normal(shape).astype(dtype)}
+    if case["affine"]:
+        arrays["weight"] = (1.0 + 0.5 * rng.standard_normal(channels)).astype(dtype)
+        arrays["bias"] = rng.standard_normal(channels).astype(dtype)
+    if case["running"]:
+        arrays["running_mean"] = rng.standard_normal(channels).astype(dtype)
+        arrays["running_var"] = rng.uniform(0.5, 2.0, channels).astype(dtype)
+    return arrays
+
+
+def layer_batches(n_ranks):
+    """``[(x, dy), ...]``: the whole batches of the layer's steps (float32)."""
+    rng = np.random.default_rng(zlib.crc32(f"layer-{n_ranks}".encode()))
+    return [tuple((1.5 + rng.standard_normal((sum(sizes),) + LAYER_SAMPLE_SHAPE))
+                  .astype(np.float32) for _ in range(2))
+            for sizes in LAYER_SIZES[n_ranks]]
+
+
+def rank_part(whole, sizes, rank):
+    """The samples of ``whole`` (along axis 0) that belong to ``rank``."""
+    start = sum(sizes[:rank])
+    return whole[start:start + sizes[rank]]
+
+
+def run_case(comm, name):
+    """This rank's forward and backward of a functional case."""
+    from numbanorm.distributed import sync_batch_norm_backward, sync_batch_norm_forward
+
+    case = CASES[name]
+    arrays = case_arrays(name, comm.size)
+    sizes = case["sizes"][comm.size]
+    x = rank_part(arrays["x"], sizes, comm.rank)
+    dy = rank_part(arrays["dy"], sizes, comm.rank)
+    weight, bias = arrays.get("weight"), arrays.get("bias")
+    running_mean, running_var = arrays.get("running_mean"), arrays.get("running_var")
+    y, mean, rstd = sync_batch_norm_forward(x, running_mean, running_var, weight, bias,
+                                            comm=comm, momentum=MOMENTUM, axis=case["axis"])
+    dx, dweight, dbias = sync_batch_norm_backward(dy, x, mean, rstd, weight, comm=comm,
+                                                  axis=case["axis"])
+    results = dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dweight, dbias=dbias)
+    if running_mean is not None:
+        results.update(running_mean=running_mean, running_var=running_var)
+    return results
+
+
+def run_layer(comm):
+    """This rank's two training steps and one evaluation of a SyncBatchNorm layer."""
+    from numbanorm.distributed import SyncBatchNorm
+
+    layer = SyncBatchNorm(LAYER_CHANNELS, comm=comm, momentum=None)
+    layer.weight[...] = [0.5, 1.0, 2.0]
+    layer.bias[...] = [0.1, -0.2, 0.3]
+    results = {}
+    batches = layer_batches(comm.size)
+    for step, ((x, dy), sizes) in enumerate(zip(batches, LAYER_SIZES[comm.size])):
+        if step == len(batches) - 1:
+            # The gradients of the training steps; evaluation adds local ones.
+            results.update({f"grad_{name}": grad.copy() for name, grad in layer.grads.items()})
+            layer.eval()
+        results[f"y{step}"] = layer(rank_part(x, sizes, comm.rank))
+        results[f"dx{step}"] = layer.backward(rank_part(dy, sizes, comm.rank))
+    results.update(layer.state_dict())
+    return results
+
+
+def main(out_dir):
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    try:
+        results = {f"{name}.{key}": value for name in CASES
+                   for key, value in run_case(comm, name).items()}
+        results.update({f"layer.{key}": value for key, value in run_layer(comm).items()})
+        np.savez(pathlib.Path(out_dir) / f"rank{comm.rank}.npz", **results)
+    except BaseException:
+        # The other ranks would wait for this one in their next collective.
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,267 @@
+"""Synchronized batch norm over MPI against batch norm of the whole batch in one process.
+
+``mpi_worker.py`` runs under ``mpiexec`` with 2 and 3 ranks, each holding an
+unequal part of every batch (some none, some one sample); the whole batches
+are rebuilt here and normalized in this process by the NumPy reference and
+by numbanorm.  Skipped without mpi4py; the multi-rank tests also without an
+``mpiexec`` beside the interpreter or on the PATH.
+"""
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+from mpi4py import MPI  # noqa: E402
+
+import mpi_worker  # noqa: E402
+import numbanorm as nbn  # noqa: E402
+import reference as ref  # noqa: E402
+from helpers import assert_close  # noqa: E402
+from numbanorm.distributed import (  # noqa: E402
+    SyncBatchNorm,
+    sync_batch_norm_backward,
+    sync_batch_norm_forward,
+)
+
+WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
+LAUNCH_TIMEOUT = 300
+REDUCED_SCALE = 10.0
+# Lets Open MPI run as root and start more ranks than cores; MPICH ignores them.
+OPEN_MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+}
+
+
+# ----------------------------------------------------------------------------
+# One process: a communicator of one rank, and what needs no communication.
+# These run first and so also compile the kernels the ranks then load.
+
+
+class CountingComm:
+    """``MPI.COMM_SELF`` that counts the collectives called on it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def Get_size(self):
+        return 1
+
+    def Allgather(self, send, receive):
+        self.calls.append("Allgather")
+        MPI.COMM_SELF.Allgather(send, receive)
+
+    def Allreduce(self, send, receive):
+        self.calls.append("Allreduce")
+        MPI.COMM_SELF.Allreduce(send, receive)
+
+
+@pytest.mark.parametrize("shape, axis, dtype", [((4, 3, 5, 8), 1, np.float32),
+                                                ((4, 5, 3), -1, np.float64)])
+def test_one_rank_is_plain_batch_norm(rng, shape, axis, dtype):
+    x = (3.0 + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    channels = shape[axis]
+    weight, bias = rng.standard_normal(channels), rng.standard_normal(channels)
+    running = [np.zeros(channels), np.ones(channels)]
+    expected_running = [np.zeros(channels), np.ones(channels)]
+    y, mean, rstd = sync_batch_norm_forward(x, *running, weight, bias, comm=MPI.COMM_SELF,
+                                            axis=axis)
+    expected = nbn.batch_norm_forward(x, *expected_running, weight, bias, axis=axis)
+    for actual, truth in zip((y, mean, rstd, *running), (*expected, *expected_running)):
+        assert actual.dtype == truth.dtype
+        assert_close(actual, truth, dtype)
+    grads = sync_batch_norm_backward(dy, x, mean, rstd, weight, comm=MPI.COMM_SELF, axis=axis)
+    expected_grads = nbn.batch_norm_backward(dy, x, *expected[1:], weight, axis=axis)
+    for actual, truth in zip(grads, expected_grads):
+        assert actual.dtype == truth.dtype
+        assert_close(actual, truth, dtype, scale=REDUCED_SCALE)
+
+
+def test_evaluation_communicates_nothing(rng):
+    x = rng.standard_normal((4, 3, 5))
+    running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    comm = CountingComm()
+    y, mean, rstd = sync_batch_norm_forward(x, running_mean, running_var, comm=comm,
+                                            training=False)
+    assert comm.calls == []
+    expected = nbn.batch_norm_forward(x, running_mean, running_var, training=False)
+    for actual, truth in zip((y, mean, rstd), expected):
+        np.testing.assert_array_equal(actual, truth)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (0, 3), (0, 3, 4)])
+def test_training_needs_more_than_one_value_per_channel_over_all_ranks(shape):
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        sync_batch_norm_forward(np.ones(shape), comm=MPI.COMM_SELF)
+
+
+def test_arguments_are_checked_as_in_batch_norm(rng):
+    x = rng.standard_normal((4, 3))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        sync_batch_norm_forward(x, weight=np.ones(4), comm=MPI.COMM_SELF)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        sync_batch_norm_forward(x, np.zeros(3), comm=MPI.COMM_SELF)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        sync_batch_norm_backward(np.ones((4, 4)), x, np.zeros(3), np.ones(3), comm=MPI.COMM_SELF)
+    with pytest.raises(ValueError, match="rstd must have shape"):
+        sync_batch_norm_backward(x, x, np.zeros(3), np.ones(2), comm=MPI.COMM_SELF)
+
+
+class DeviceArray:
+    """Stands for a GPU array: what numbanorm recognizes one by."""
+
+    __cuda_array_interface__ = {}
+
+
+def test_device_arrays_are_refused():
+    x = np.ones((4, 3))
+    with pytest.raises(TypeError, match="host"):
+        sync_batch_norm_forward(DeviceArray(), comm=MPI.COMM_SELF)
+    with pytest.raises(TypeError, match="host"):
+        sync_batch_norm_backward(x, x, np.zeros(3), np.ones(3), DeviceArray(), comm=MPI.COMM_SELF)
+
+
+def test_layer_synchronizes_in_training_mode_only(rng):
+    comm = CountingComm()
+    layer = SyncBatchNorm(3, comm=comm, dtype=np.float64)
+    x = rng.standard_normal((4, 3, 5))
+    layer(x)
+    layer.eval()
+    layer.backward(np.ones_like(x))  # the backward of a training forward
+    assert comm.calls == ["Allgather", "Allreduce"]
+    layer(x)
+    layer.backward(np.ones_like(x))
+    assert comm.calls == ["Allgather", "Allreduce"]
+
+
+def test_importing_numbanorm_imports_no_optional_dependency():
+    code = ("import sys, numbanorm, numbanorm.distributed; "
+            "print(sorted({'mpi4py', 'dask', 'distributed'} & set(sys.modules)))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------
+# Several ranks under mpiexec
+
+
+def _mpiexec():
+    beside = pathlib.Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda n: f"{n}ranks")
+def ranks(request, tmp_path_factory):
+    """``(number of ranks, [each rank's saved results])`` of one mpiexec launch."""
+    mpiexec = _mpiexec()
+    if mpiexec is None:
+        pytest.skip("no mpiexec beside the Python interpreter or on the PATH")
+    n_ranks = request.param
+    out_dir = tmp_path_factory.mktemp(f"ranks{n_ranks}")
+    # A session of its own, so that a hung launch is killed with all its ranks.
+    launch = subprocess.Popen([mpiexec, "-n", str(n_ranks), sys.executable, str(WORKER),
+                               str(out_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ, **OPEN_MPI_ENV},
+                              start_new_session=True)
+    try:
+        output, _ = launch.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)
+        output, _ = launch.communicate()
+        pytest.fail(f"mpiexec with {n_ranks} ranks did not finish in {LAUNCH_TIMEOUT} s:\n{output}")
+    assert launch.returncode == 0, f"mpiexec with {n_ranks} ranks failed:\n{output}"
+    results = []
+    for rank in range(n_ranks):
+        with np.load(out_dir / f"rank{rank}.npz") as saved:
+            results.append(dict(saved))
+    return n_ranks, results
+
+
+def _whole_batch_reference(name, n_ranks):
+    """The case's arrays and its forward and backward on the whole batch, float64 NumPy."""
+    case = mpi_worker.CASES[name]
+    arrays = mpi_worker.case_arrays(name, n_ranks)
+    x, weight, bias = arrays["x"], arrays.get("weight"), arrays.get("bias")
+    y, mean, rstd = ref.batch_norm_forward(x, None, None, weight, bias, axis=case["axis"])
+    dx, dweight, dbias = ref.batch_norm_backward(arrays["dy"], x, mean, rstd, weight,
+                                                 axis=case["axis"])
+    expected = dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dweight, dbias=dbias)
+    if case["running"]:
+        expected["running_mean"], expected["running_var"] = ref.batch_norm_running_stats(
+            x, arrays["running_mean"], arrays["running_var"], momentum=mpi_worker.MOMENTUM,
+            axis=case["axis"])
+    return expected
+
+
+def _assert_identical_on_every_rank(results, key):
+    for rank, result in enumerate(results[1:], 1):
+        np.testing.assert_array_equal(result[key], results[0][key],
+                                      err_msg=f"{key} of rank {rank} differs from rank 0's")
+
+
+def _check_case(ranks, name, part, shared, scale=1.0):
+    """Each rank's part of ``part`` and the ``shared`` results, identical on every rank,
+    against the float64 NumPy reference on the whole batch."""
+    n_ranks, results = ranks
+    case = mpi_worker.CASES[name]
+    expected = _whole_batch_reference(name, n_ranks)
+    for rank, result in enumerate(results):
+        assert_close(result[f"{name}.{part}"],
+                     mpi_worker.rank_part(expected[part], case["sizes"][n_ranks], rank),
+                     case["dtype"], err_msg=f"{part} of rank {rank}")
+    for key in shared:
+        _assert_identical_on_every_rank(results, f"{name}.{key}")
+        assert_close(results[0][f"{name}.{key}"], expected[key], case["dtype"], scale=scale,
+                     err_msg=key)
+
+
+@pytest.mark.parametrize("name", list(mpi_worker.CASES))
+def test_forward_equals_batch_norm_of_the_whole_batch(ranks, name):
+    _check_case(ranks, name, "y", ("mean", "rstd"))
+
+
+@pytest.mark.parametrize("name", [n for n, case in mpi_worker.CASES.items() if case["running"]])
+def test_running_statistics_are_the_whole_batch_ones_on_every_rank(ranks, name):
+    _check_case(ranks, name, "y", ("running_mean", "running_var"))
+
+
+@pytest.mark.parametrize("name", list(mpi_worker.CASES))
+def test_backward_equals_batch_norm_backward_of_the_whole_batch(ranks, name):
+    _check_case(ranks, name, "dx", ("dweight", "dbias"), scale=REDUCED_SCALE)
+
+
+def test_layer_equals_batch_norm_layer_on_the_whole_batch(ranks):
+    n_ranks, results = ranks
+    single = nbn.BatchNorm(mpi_worker.LAYER_CHANNELS, momentum=None)
+    single.weight[...] = [0.5, 1.0, 2.0]
+    single.bias[...] = [0.1, -0.2, 0.3]
+    batches = mpi_worker.layer_batches(n_ranks)
+    expected = {}
+    for step, ((x, dy), sizes) in enumerate(zip(batches, mpi_worker.LAYER_SIZES[n_ranks])):
+        if step == len(batches) - 1:
+            expected.update({f"grad_{name}": grad.copy() for name, grad in single.grads.items()})
+            single.eval()
+        y = single(x)
+        dx = single.backward(dy)
+        for rank, result in enumerate(results):
+            assert_close(result[f"layer.y{step}"], mpi_worker.rank_part(y, sizes, rank),
+                         np.float32, err_msg=f"y of step {step}, rank {rank}")
+            assert_close(result[f"layer.dx{step}"], mpi_worker.rank_part(dx, sizes, rank),
+                         np.float32, err_msg=f"dx of step {step}, rank {rank}")
+    expected.update(single.state_dict())
+    for key, value in expected.items():
+        _assert_identical_on_every_rank(results, f"layer.{key}")
+        assert_close(results[0][f"layer.{key}"], value, np.float32, scale=REDUCED_SCALE,
+                     err_msg=key)
+    assert int(results[0]["layer.num_batches_tracked"]) == 2
