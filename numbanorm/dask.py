@@ -1,0 +1,145 @@
+"""Mean and variance of chunked ``dask.array`` data with numbanorm's kernels.
+
+``pip install "numbanorm[dask]"``.  Each chunk is reduced to its Welford
+state ``(count, mean, M2)`` in float64 by the same kernels as
+:func:`numbanorm.moments`, and the states are merged with Chan's formula in
+a tree (``dask.array.reduction``), so a data set larger than memory, on any
+Dask scheduler, gets the statistics :func:`numbanorm.moments` would give for
+it in one piece, large offsets included.
+"""
+
+import math
+import warnings
+
+import numpy as np
+
+try:
+    import dask.array as da
+    from dask.core import flatten
+except ModuleNotFoundError as error:
+    if error.name is None or error.name.partition(".")[0] != "dask":
+        raise
+    raise ImportError(
+        'numbanorm.dask needs dask; install it with: pip install "numbanorm[dask]"') from error
+
+from ._accumulator import Moments
+from ._api import _as_input, _axes_tuple, welford_state
+
+__all__ = ["moments"]
+
+# The merged statistics of each output element, before rounding.
+_STATE_DTYPE = np.dtype([("count", np.int64), ("mean", np.float64), ("m2", np.float64)])
+
+
+def moments(darr, axis=None, *, ddof=0, keepdims=False, split_every=None):
+    """Lazy mean and variance of a dask array, as :func:`numbanorm.moments`.
+
+    Parameters
+    ----------
+    darr : dask.array.Array or array_like
+        Real data; other array-likes are wrapped with ``dask.array.asarray``.
+    axis : None or int or tuple of ints, optional
+        Axes to reduce; None reduces all of them.
+    ddof : int, optional
+        Delta degrees of freedom of the variance (divisor ``n - ddof``).
+    keepdims : bool, optional
+        Keep the reduced axes with size one.
+    split_every : int or dict, optional
+        Fan-in of the tree reduction, as in dask's own reductions.
+
+    Returns
+    -------
+    mean, var : dask.array.Array
+        Lazy results of :func:`numbanorm.moments`' dtype and shape (0-d for
+        a full reduction without ``keepdims``), sharing one reduction:
+        compute them together (``dask.compute(mean, var)``).
+
+    Examples
+    --------
+    The population statistics of a BatchNorm layer's input (channel axis 1)
+    over a whole data set, as its ``running_mean`` and ``running_var``:
+
+    >>> layer = numbanorm.BatchNorm(16)
+    >>> images = dask.array.random.random((100_000, 16, 8, 8), chunks=(1_000, 16, 8, 8))
+    >>> mean, var = moments(images, axis=(0, 2, 3), ddof=1)
+    >>> layer.running_mean[...], layer.running_var[...] = dask.compute(mean, var)
+    """
+    darr = da.asarray(darr)
+    result_dtype = _as_input(np.empty(0, darr.dtype))[1]
+    axes = (tuple(range(darr.ndim)) if axis is None
+            else _axes_tuple(axis, darr.ndim, allow_empty=True))
+    count = math.prod(darr.shape[a] for a in axes)
+    # With chunks of unknown size the count is NaN and known only when computed.
+    if count == 0:
+        warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
+    elif count - ddof <= 0:
+        warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
+    out_ndim = darr.ndim if keepdims else darr.ndim - len(axes)
+    state = da.reduction(darr, _chunk_state, _state_array, combine=_merged_state, axis=axes,
+                         keepdims=keepdims, dtype=_STATE_DTYPE, split_every=split_every,
+                         concatenate=False, meta=np.empty((0,) * out_ndim, _STATE_DTYPE),
+                         name="numbanorm-moments")
+    meta = np.empty((0,) * out_ndim, result_dtype)
+    mean = state.map_blocks(_mean, result_dtype, dtype=result_dtype, meta=meta)
+    var = state.map_blocks(_variance, ddof, result_dtype, dtype=result_dtype, meta=meta)
+    return mean, var
+
+
+# Each step takes ``computing_meta``: dask then passes an empty array standing
+# for an input and asks for one standing for the step's output.  moments()
+# gives dask the output's up front; the intermediate states are not arrays,
+# and an empty state array stands for them.
+
+
+def _chunk_state(chunk, axis, keepdims, computing_meta=False):
+    """``(count, mean, M2)`` of one chunk over ``axis``, the kept axes in order.
+
+    The state keeps no reduced axes, whatever ``keepdims``; the last step
+    restores them.
+    """
+    if computing_meta:
+        return chunk
+    return welford_state(_as_input(chunk)[0], axis)
+
+
+def _merged_state(states, axis=None, keepdims=None, computing_meta=False):
+    """One state of the states in a (nested) list, merged in order with Chan's formula.
+
+    ``axis`` and ``keepdims``, which dask passes to a combine step, are implied
+    by the states.
+    """
+    if computing_meta:
+        return np.empty((0,), _STATE_DTYPE)
+    states = [states] if isinstance(states, tuple) else list(flatten(states))
+    merged = Moments()
+    for state in states:
+        merged.merge(Moments.from_state(*state))
+    # Without data the state of any input is the right shape, with NaN statistics.
+    return merged.state if merged.count else states[0]
+
+
+def _state_array(states, axis, keepdims, computing_meta=False):
+    """The merged state as an array of :data:`_STATE_DTYPE`, shaped as the output block."""
+    if computing_meta:
+        return states
+    count, mean, m2 = _merged_state(states)
+    merged = np.empty(np.shape(mean), _STATE_DTYPE)
+    merged["count"] = count
+    merged["mean"] = mean
+    merged["m2"] = m2
+    return np.expand_dims(merged, axis) if keepdims else merged
+
+
+def _mean(state, dtype):
+    return _result(state["mean"], dtype)
+
+
+def _variance(state, ddof, dtype):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _result(state["m2"] / np.maximum(state["count"] - ddof, 0), dtype)
+
+
+def _result(stat, dtype):
+    """``stat`` in the result dtype; a NumPy scalar when 0-d, as numbanorm.moments gives."""
+    stat = np.asarray(stat, dtype)
+    return stat[()] if stat.ndim == 0 else stat
