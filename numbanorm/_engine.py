@@ -223,7 +223,8 @@ def _gradient_buffers(canon, plan, W):
     """Zeroed ``(group_g, group_gx, param_dy, param_dyx)`` for the backward kernels."""
     B, O, C, _ = canon.shape4
     n_blocks = _kernels.n_param_blocks(B, O, *plan)
-    return np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)), np.zeros((n_blocks, C, W))
+    return (np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)),
+            np.zeros((n_blocks, C, W)))
 
 
 def _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums):
