@@ -307,3 +307,38 @@ def test_block_reduction_merges_like_numpy(rng):
     np.testing.assert_allclose(host(mean), x.mean(axis=3), rtol=1e-12)
     np.testing.assert_allclose(host(var), x.var(axis=3), rtol=1e-12)
     assert not math.isnan(float(host(var).ravel()[0]))
+
+
+def _gpu_library(name):
+    """CuPy or PyTorch with a usable GPU, else skip (always under the simulator)."""
+    if _cuda.ck.SIMULATED:
+        pytest.skip("the CUDA simulator has no CuPy or PyTorch device arrays")
+    module = pytest.importorskip(name)
+    if name == "torch" and not module.cuda.is_available():
+        pytest.skip("torch has no CUDA device")
+    return module
+
+
+def test_cupy_arrays_in_cupy_arrays_out(rng):
+    cupy = _gpu_library("cupy")
+    x = _data(rng, (4, 3, 5), np.float32)
+    running = cupy.zeros(3, cupy.float32), cupy.ones(3, cupy.float32)
+    y, mean, rstd = numbanorm.batch_norm_forward(cupy.asarray(x), *running)
+    assert all(isinstance(a, cupy.ndarray) for a in (y, mean, rstd))
+    expected_running = np.zeros(3, np.float32), np.ones(3, np.float32)
+    expected = numbanorm.batch_norm_forward(x, *expected_running)
+    for got, want in zip((y, mean, rstd, *running), (*expected, *expected_running)):
+        np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=1e-5, atol=1e-5)
+    out = cupy.empty_like(y)
+    assert numbanorm.batch_norm(cupy.asarray(x), out=out) is out
+
+
+def test_torch_cuda_tensors_in_torch_tensors_out(rng):
+    torch = _gpu_library("torch")
+    x = _data(rng, (4, 8), np.float32)
+    weight = torch.ones(8, device="cuda", requires_grad=True)
+    y, mean, rstd = numbanorm.layer_norm_forward(torch.from_numpy(x).cuda(), weight)
+    assert all(isinstance(a, torch.Tensor) and a.is_cuda for a in (y, mean, rstd))
+    expected = numbanorm.layer_norm_forward(x, np.ones(8, np.float32))
+    for got, want in zip((y, mean, rstd), expected):
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
