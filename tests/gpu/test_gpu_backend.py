@@ -342,3 +342,37 @@ def test_torch_cuda_tensors_in_torch_tensors_out(rng):
     expected = numbanorm.layer_norm_forward(x, np.ones(8, np.float32))
     for got, want in zip((y, mean, rstd), expected):
         np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_layouts_match_the_cpu_backend(seed):
+    """Random shapes, axes and memory orders (permuted, sliced) through every norm."""
+    rng = np.random.default_rng(seed)
+    ndim = int(rng.integers(2, 5))
+    shape = tuple(int(n) for n in rng.integers(1, 5, ndim))
+    order = tuple(int(a) for a in rng.permutation(ndim))
+    base = _data(rng, tuple(shape[a] for a in order), np.float64)
+    x = np.transpose(base, np.argsort(order))
+    device_x = _cuda._NumbaArrays().permuted(device(base), tuple(int(a) for a in np.argsort(order)))
+    axis = int(rng.integers(-ndim, ndim))
+    dy = _data(rng, shape, np.float64)
+    calls = [
+        (numbanorm.layer_norm_forward, numbanorm.layer_norm_backward, dict(axis=axis)),
+        (numbanorm.rms_norm_forward, numbanorm.rms_norm_backward, dict(axis=axis)),
+    ]
+    if x.size // shape[axis] > 1:
+        calls.append((numbanorm.batch_norm_forward, numbanorm.batch_norm_backward,
+                      dict(axis=axis)))
+    for forward, backward, kwargs in calls:
+        expected = forward(x, **kwargs)
+        got = forward(device_x, **kwargs)
+        for g, e in zip(got, expected):
+            assert_matches(g, e, np.float64)
+        expected_grads = backward(dy, x, *expected[1:], **kwargs)
+        got_grads = backward(device(dy), device_x, *got[1:], **kwargs)
+        for g, e in zip(got_grads, expected_grads):
+            assert_matches(g, e, np.float64, scale=10)
+    mean, var = numbanorm.moments(device_x, axis=axis, keepdims=True)
+    np.testing.assert_allclose(host(mean), x.mean(axis=axis, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(host(var), x.var(axis=axis, keepdims=True), rtol=1e-12,
+                               atol=1e-12)
