@@ -900,5 +900,24 @@ class _Host:
     def gradient_out(g2, shape, dtype):
         return g2.reshape(shape).astype(dtype)
 
+    welford_state = staticmethod(welford_state)
+
+    @staticmethod
+    def to_host(a):
+        return a
+
+    @staticmethod
+    def from_host(a):
+        return a
+
+    @staticmethod
+    def parameter_sums(canon, dy, mean, rstd, weight2):
+        return _engine.gradient_sums(canon, dy, mean, rstd, weight2)[2:]
+
+    @staticmethod
+    def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, dtype):
+        return _engine.input_gradient(canon, dy, mean, rstd, weight2, group_g,
+                                      group_gxhat / rstd, count)
+
 
 _HOST = _Host()

@@ -329,43 +329,90 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dt
     ``dweight2``/``dbias2`` are ``(C, W)`` float64, reduced in a fixed order.
     """
     B, O, C, I = canon.shape4
-    W = weight2.shape[1]
     dx, dx4 = canon.output(out, dtype)
-    dweight2, dbias2 = (cuda.device_array((C, W)) for _ in range(2))
     if not (B * C and O * I):
-        for a in (dweight2, dbias2):
-            fill(a, 0.0)
-        return dx, dweight2, dbias2
+        return (dx, *_parameter_sums(canon, None, weight2.shape[1]))
     dy4 = canon.view(dy)
     kern = ck.kernels(canon.acc)
-    K = C * I
     rows = _rows_regime(canon.shape4)
     if rows:
         kern.rows_backward[B * C, _threads(O * I)](dy4, canon.x4, mean, rstd, weight2,
                                                    stats_from_input, centered, dx4)
-        slices, slice_rows = 1, B * O
-    else:
-        slices, slice_rows = B, O
+    partials = _column_gradient_sums(canon, dy4, mean, rstd, per_sample=not rows)
+    if not rows:
+        group_g, group_gx = canon.stats(2)
+        part_dy, part_dyx, _ = partials
+        kern.merge_group_sums[B * C, _threads(part_dy.shape[1] * I)](
+            part_dy, part_dyx, weight2, I, group_g, group_gx)
+        _columns_input_gradient(canon, dy4, mean, rstd, weight2, group_g, group_gx, O * I,
+                                stats_from_input, centered, dx4)
+    return (dx, *_parameter_sums(canon, partials, weight2.shape[1]))
+
+
+def _column_gradient_sums(canon, dy4, mean, rstd, per_sample):
+    """``(part_dy, part_dyx, slices)``: per-column partial ``sum(dy)`` and ``sum(dy*x̂)``.
+
+    The partials are per sample (``B`` slices, for the groups' sums) or over
+    all samples at once (one slice, for the parameters' sums alone).
+    """
+    B, O, C, I = canon.shape4
+    K = C * I
+    slices, slice_rows = (B, O) if per_sample else (1, B * O)
     x3, dy3 = (_dense(a, (slices, slice_rows, K)) for a in (canon.x4, dy4))
     chunk_rows, chunks = _chunks(slice_rows, slices * -(-K // ck.TILE_COLUMNS))
     part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
-    kern.columns_gradient_sums[grid, block](dy3, x3, mean, rstd, O, I, chunk_rows, part_dy,
-                                            part_dyx)
-    if not rows:
-        group_g, group_gx = canon.stats(2)
-        kern.merge_group_sums[B * C, _threads(chunks * I)](part_dy, part_dyx, weight2, I,
-                                                           group_g, group_gx)
-        coef = cuda.device_array((3, B, K), canon.acc)
-        blocks, threads = _grid(B * K)
-        kern.column_coefficients[blocks, threads](mean, rstd, weight2, weight2, group_g,
-                                                  group_gx, O * I, True, stats_from_input,
-                                                  centered, I, coef)
-        _columns_affine(canon, _view3(canon.x4), _view3(dy4), True, coef, _view3(dx4))
-    kern.merge_parameter_sums[C * W, _threads(slices * chunks * (I // W))](
-        part_dy, part_dyx, I, dweight2, dbias2)
-    return dx, dweight2, dbias2
+    ck.kernels(canon.acc).columns_gradient_sums[grid, block](dy3, x3, mean, rstd, O, I,
+                                                             chunk_rows, part_dy, part_dyx)
+    return part_dy, part_dyx, slices
 
+
+def _parameter_sums(canon, partials, W):
+    """``(dweight2, dbias2)``, ``(C, W)`` float64, from column partials (None: no elements)."""
+    C, I = canon.shape4[2:]
+    dweight2, dbias2 = (cuda.device_array((C, W)) for _ in range(2))
+    if partials is None:
+        for a in (dweight2, dbias2):
+            fill(a, 0.0)
+    elif C * W:
+        part_dy, part_dyx, _ = partials
+        ck.kernels(canon.acc).merge_parameter_sums[C * W, _threads(part_dy.size // C // W)](
+            part_dy, part_dyx, I, dweight2, dbias2)
+    return dweight2, dbias2
+
+
+def _columns_input_gradient(canon, dy4, mean, rstd, weight2, group_g, group_gx, count,
+                            from_input, centered, dx4):
+    """``dx`` from the groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count`` elements."""
+    B, O, C, I = canon.shape4
+    coef = cuda.device_array((3, B, C * I), canon.acc)
+    blocks, threads = _grid(B * C * I)
+    ck.kernels(canon.acc).column_coefficients[blocks, threads](
+        mean, rstd, weight2, weight2, group_g, group_gx, count, True, from_input, centered, I,
+        coef)
+    _columns_affine(canon, _view3(canon.x4), _view3(dy4), True, coef, _view3(dx4))
+
+
+def parameter_sums(canon, dy, mean, rstd, weight2):
+    """``(dweight2, dbias2)`` of a backward whose ``dx`` comes later (see ``input_gradient``)."""
+    B, O, C, I = canon.shape4
+    if not (B * C and O * I):
+        return _parameter_sums(canon, None, weight2.shape[1])
+    partials = _column_gradient_sums(canon, canon.view(dy), mean, rstd, per_sample=False)
+    return _parameter_sums(canon, partials, weight2.shape[1])
+
+
+def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, dtype):
+    """``dx`` of a centered norm from ``(B, C)`` group sums ``sum(dy*w)``, ``sum(dy*w*x̂)``.
+
+    For groups that extend beyond ``x`` (synchronized batch norm): the sums
+    and ``count`` cover every part of the groups.
+    """
+    dx, dx4 = canon.output(None, dtype)
+    if dx4.size:
+        _columns_input_gradient(canon, canon.view(dy), mean, rstd, weight2, group_g,
+                                group_gxhat, count, True, True, dx4)
+    return dx
 
 
 # ----------------------------------------------------------------------------
@@ -469,6 +516,40 @@ class Device:
         obj, grad = _new(self.library, shape, dtype)
         copy(_NumbaArrays().reshaped(g2, shape), grad)
         return obj
+
+    def welford_state(self, xc, axes):
+        """``(count, mean, M2)`` over ``axes`` as host float64 arrays (for MPI)."""
+        canon = DeviceView(self.library, xc, "".join("R" if a in axes else "K"
+                                                     for a in range(xc.ndim)))
+        count = math.prod(xc.shape[a] for a in axes)
+        kept = tuple(a for a in range(xc.ndim) if a not in axes)
+        mean, var = group_moments(canon)
+        if not count:
+            for stat in (mean, var):
+                fill(stat, math.nan)
+        mean, var = (self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, var))
+        return count, mean, var * count
+
+    def to_host(self, a):
+        return _kernel_array(a).copy_to_host()
+
+    def from_host(self, a):
+        """A host array as a new Numba device array (statistics, parameters)."""
+        # A fresh copy: views with zero strides on unit axes confuse the transfer.
+        a = np.array(a, order="C")
+        _, device = _new(self.library, a.shape, a.dtype)
+        device.copy_to_device(a)
+        return device
+
+    @staticmethod
+    def parameter_sums(canon, dy, mean, rstd, weight2):
+        return tuple(g.copy_to_host() for g in parameter_sums(canon, dy, mean, rstd, weight2))
+
+    def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count,
+                       dtype):
+        return input_gradient(canon, dy, mean, rstd, weight2,
+                              *(self.from_host(np.asarray(g, canon.acc))
+                                for g in (group_g, group_gxhat)), count, dtype)
 
     def moments(self, xc, axes, dof, keepdims, result_dtype):
         """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""

@@ -19,23 +19,19 @@ values with the count).  See ``docs/distributed.md``.
 
 import numpy as np
 
-from . import _engine
 from ._accumulator import Moments
 from ._api import (
+    _backend,
     _ChannelAxes,
-    _as_input,
     _check_eps,
     _check_momentum,
     _check_stat,
-    _delivered,
     _grad_dtype,
-    _is_device_array,
     _param,
     _run_forward,
     _running_stats,
     _stats_out,
     batch_norm_forward,
-    welford_state,
 )
 from ._layers import BatchNorm
 
@@ -84,42 +80,39 @@ def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None,
     if not training:
         return batch_norm_forward(x, running_mean, running_var, weight, bias, training=False,
                                   momentum=momentum, eps=eps, axis=axis)
-    _check_host(x, running_mean, running_var, weight, bias)
-    xc, result_dtype, stat_dtype = _as_input(x)
-    spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2, what="sync_batch_norm")
+    backend = _backend(x, running_mean, running_var, weight, bias)
+    xc, result_dtype, stat_dtype = backend.input(x)
+    spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2, what="sync_batch_norm",
+                        backend=backend)
     C = spec.channels
-    weight = _param(weight, (C,), "weight")
-    bias = _param(bias, (C,), "bias")
+    weight = _param(weight, (C,), "weight", backend)
+    bias = _param(bias, (C,), "bias", backend)
     eps = _check_eps(eps)
     momentum = _check_momentum(momentum)
-    running_mean, running_var = _running_stats(running_mean, running_var, C, True)
-    batch = _batch_moments(comm, xc, spec.axis)
+    running_mean, running_var = _running_stats(running_mean, running_var, C, True, backend)
+    batch = _batch_moments(comm, backend, xc, spec.axis)
     if batch.count <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got "
                          f"{batch.count} over all ranks")
     mean = batch.mean
-    y, canon, _, _, rstd = _run_forward(spec, xc, weight, bias, None, result_dtype, eps=eps,
-                                        running=(mean, batch.var()))
+    y, canon, _, _, rstd = _run_forward(
+        spec, xc, weight, bias, None, result_dtype, eps=eps,
+        running=tuple(backend.from_host(s) for s in (mean, batch.var())))
     if running_mean is not None:
-        for running, stat in ((running_mean, mean), (running_var, batch.var(ddof=1))):
-            running[...] = (1 - momentum) * running + momentum * stat
-    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
+        backend.update_running(running_mean, running_var, backend.from_host(mean[None]),
+                               backend.from_host(batch.var(ddof=1)[None]), momentum, 1.0)
+    return (y, *_stats_out(spec, canon, stat_dtype, backend.from_host(mean[None]), rstd))
 
 
-def _check_host(*arrays):
-    if any(_is_device_array(a) for a in arrays):
-        raise TypeError("numbanorm.distributed works on host (CPU) arrays; move device "
-                        "arrays to the host first")
-
-
-def _batch_moments(comm, xc, channel_axis):
+def _batch_moments(comm, backend, xc, channel_axis):
     """Per-channel :class:`Moments` of the parts of the batch on every rank of ``comm``.
 
     Every rank merges the same states in the same (rank) order, so every
-    rank gets the same bits.
+    rank gets the same bits.  The states travel through host memory (``2 C
+    + 1`` values), also for device arrays.
     """
     reduced = tuple(a for a in range(xc.ndim) if a != channel_axis)
-    count, mean, m2 = welford_state(xc, reduced)
+    count, mean, m2 = backend.welford_state(xc, reduced)
     C = mean.size
     gathered = np.empty((comm.Get_size(), 2 * C + 1))
     comm.Allgather(np.concatenate(([count], mean, m2)), gathered)
@@ -162,33 +155,33 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
     communicated, use :func:`numbanorm.batch_norm_backward` with
     ``training=False``.
     """
-    _check_host(dy, x, mean, rstd, weight)
-    xc, result_dtype, stat_dtype = _as_input(x)
+    backend = _backend(x, dy, mean, rstd, weight)
+    xc, result_dtype, stat_dtype = backend.input(x)
     spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2,
-                        what="sync_batch_norm_backward")
-    weight = _param(weight, spec.weight_shape, "weight")
-    dy = _param(dy, xc.shape, "dy")
+                        what="sync_batch_norm_backward", backend=backend)
+    weight = _param(weight, spec.weight_shape, "weight", backend)
+    dy = _param(dy, xc.shape, "dy", backend)
     canon = spec.view(xc)
-    mean2, rstd2 = (canon.stats_from_axes(_check_stat(value, spec.stat_shape, name),
+    mean2, rstd2 = (canon.stats_from_axes(_check_stat(value, spec.stat_shape, name, backend),
                                           spec.stat_axes)
                     for value, name in ((mean, "mean"), (rstd, "rstd")))
     weight2 = spec.param2(weight, 1.0)
-    dy = dy.reshape(canon.shape)
-    _, _, dweight2, dbias2 = _engine.gradient_sums(canon, dy, mean2, rstd2, weight2)
+    dy = backend.reshaped(dy, canon.shape)
+    dweight2, dbias2 = backend.parameter_sums(canon, dy, mean2, rstd2, weight2)
     local = np.concatenate(([spec.count], dbias2[:, 0], dweight2[:, 0]))
     total = np.empty_like(local)
     comm.Allreduce(local, total)  # mpi4py's default operation is the sum
     count = int(total[0])
     dbias, dweight = np.split(total[1:], 2)
     # With one weight per channel the group sums of the input gradient follow
-    # from the parameter gradients: sum(dy*w) = w*dbias and
-    # sum(dy*w*(x - mean)) = w*dweight/rstd.
-    w = weight2[:, 0]
-    dx = _engine.input_gradient(canon, dy, mean2, rstd2, weight2, (w * dbias)[None],
-                                (w * dweight / rstd2[0])[None], count)
-    dx = _delivered(dx, None, None, spec.shape, result_dtype)
+    # from the parameter gradients: sum(dy*w) = w*dbias, sum(dy*w*x̂) = w*dweight.
+    w = 1.0 if weight is None else backend.to_host(weight).astype(np.float64)
+    dx = backend.input_gradient(canon, dy, mean2, rstd2, weight2, (w * dbias)[None],
+                                (w * dweight)[None], count, result_dtype)
+    dx = backend.deliver(dx, None, None, spec.shape, result_dtype)
     grad_dtype = _grad_dtype(weight, stat_dtype)
-    return dx, dweight.astype(grad_dtype), dbias.astype(grad_dtype)
+    return (dx, *(backend.gradient_out(backend.from_host(g[:, None]), (g.size,), grad_dtype)
+                  for g in (dweight, dbias)))
 
 
 class SyncBatchNorm(BatchNorm):

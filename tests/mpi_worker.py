@@ -1,10 +1,13 @@
 """One rank of the synchronized batch norm runs of ``test_distributed.py`` (not a test module).
 
-``mpiexec -n P python mpi_worker.py OUT_DIR``: every rank builds the same
-whole batches from fixed seeds, runs numbanorm.distributed on its own part of
-each and saves what it got to ``OUT_DIR/rank<R>.npz``, where the test compares
-it with the whole batch normalized in one process.  The batch data and the
-split of each batch between the ranks are defined here for both sides.
+``mpiexec -n P python mpi_worker.py OUT_DIR [device]``: every rank builds the
+same whole batches from fixed seeds, runs numbanorm.distributed on its own part
+of each and saves what it got to ``OUT_DIR/rank<R>.npz``, where the test
+compares it with the whole batch normalized in one process.  The batch data
+and the split of each batch between the ranks are defined here for both sides.
+With ``device`` the functional cases run on device arrays (under the CUDA
+simulator when ``NUMBA_ENABLE_CUDASIM=1``), and the layer, a host object, does
+not run.
 """
 
 import pathlib
@@ -66,15 +69,23 @@ def rank_part(whole, sizes, rank):
     return whole[start:start + sizes[rank]]
 
 
-def run_case(comm, name):
-    """This rank's forward and backward of a functional case."""
+def run_case(comm, name, device=False):
+    """This rank's forward and backward of a functional case, on host or device arrays."""
     from numbanorm.distributed import sync_batch_norm_backward, sync_batch_norm_forward
 
+    if device:
+        from numba import cuda
+
+        place, fetch = cuda.to_device, lambda a: a.copy_to_host()
+    else:
+        place = fetch = lambda a: a
     case = CASES[name]
     arrays = case_arrays(name, comm.size)
-    sizes = case["sizes"][comm.size]
-    x = rank_part(arrays["x"], sizes, comm.rank)
-    dy = rank_part(arrays["dy"], sizes, comm.rank)
+    for key in ("x", "dy"):
+        arrays[key] = np.ascontiguousarray(rank_part(arrays[key], case["sizes"][comm.size],
+                                                     comm.rank))
+    arrays = {key: place(value) for key, value in arrays.items()}
+    x, dy = arrays["x"], arrays["dy"]
     weight, bias = arrays.get("weight"), arrays.get("bias")
     running_mean, running_var = arrays.get("running_mean"), arrays.get("running_var")
     y, mean, rstd = sync_batch_norm_forward(x, running_mean, running_var, weight, bias,
@@ -84,7 +95,7 @@ def run_case(comm, name):
     results = dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dweight, dbias=dbias)
     if running_mean is not None:
         results.update(running_mean=running_mean, running_var=running_var)
-    return results
+    return {key: fetch(value) for key, value in results.items()}
 
 
 def run_layer(comm):
@@ -107,14 +118,15 @@ def run_layer(comm):
     return results
 
 
-def main(out_dir):
+def main(out_dir, device=False):
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     try:
         results = {f"{name}.{key}": value for name in CASES
-                   for key, value in run_case(comm, name).items()}
-        results.update({f"layer.{key}": value for key, value in run_layer(comm).items()})
+                   for key, value in run_case(comm, name, device).items()}
+        if not device:
+            results.update({f"layer.{key}": value for key, value in run_layer(comm).items()})
         np.savez(pathlib.Path(out_dir) / f"rank{comm.rank}.npz", **results)
     except BaseException:
         # The other ranks would wait for this one in their next collective.
@@ -124,4 +136,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], device=sys.argv[2:] == ["device"])
