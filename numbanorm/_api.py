@@ -347,11 +347,13 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
 # batch norm and instance norm
 
 
-def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, momentum,
-                     eps, axis, out, per_sample, what, stats=True):
-    """Forward of batch norm (``per_sample=False``) and instance norm.
+def _channel_arguments(x, running_mean, running_var, weight, bias, out=None, *, axis,
+                       per_sample, what, eps, momentum, updating):
+    """The checked arguments of a batch or instance norm forward.
 
-    Returns ``(y, mean, rstd)``, or ``(y,)`` without ``stats``.
+    Returns ``(spec, xc, result dtype, statistics dtype, weight, bias,
+    running_mean, running_var, eps, momentum)``; ``out`` only takes part in
+    choosing the backend.
     """
     backend = _backend(x, running_mean, running_var, weight, bias, out)
     xc, result_dtype, stat_dtype = backend.input(x)
@@ -362,7 +364,22 @@ def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, 
     bias = _param(bias, (C,), "bias", backend)
     eps = _check_eps(eps)
     momentum = _check_momentum(momentum)
-    running_mean, running_var = _running_stats(running_mean, running_var, C, from_input, backend)
+    running_mean, running_var = _running_stats(running_mean, running_var, C, updating, backend)
+    return (spec, xc, result_dtype, stat_dtype, weight, bias, running_mean, running_var, eps,
+            momentum)
+
+
+def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, momentum,
+                     eps, axis, out, per_sample, what, stats=True):
+    """Forward of batch norm (``per_sample=False``) and instance norm.
+
+    Returns ``(y, mean, rstd)``, or ``(y,)`` without ``stats``.
+    """
+    (spec, xc, result_dtype, stat_dtype, weight, bias, running_mean, running_var, eps,
+     momentum) = _channel_arguments(x, running_mean, running_var, weight, bias, out,
+                                    axis=axis, per_sample=per_sample, what=what, eps=eps,
+                                    momentum=momentum, updating=from_input)
+    backend = spec.backend
     out = _check_out(out, xc.shape, result_dtype, backend)
     if from_input:
         if per_sample and spec.spatial <= 1:

@@ -22,14 +22,12 @@ import numpy as np
 from ._accumulator import Moments
 from ._api import (
     _backend,
+    _channel_arguments,
     _ChannelAxes,
-    _check_eps,
-    _check_momentum,
     _check_stat,
     _grad_dtype,
     _param,
     _run_forward,
-    _running_stats,
     _stats_out,
     batch_norm_forward,
 )
@@ -80,16 +78,11 @@ def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None,
     if not training:
         return batch_norm_forward(x, running_mean, running_var, weight, bias, training=False,
                                   momentum=momentum, eps=eps, axis=axis)
-    backend = _backend(x, running_mean, running_var, weight, bias)
-    xc, result_dtype, stat_dtype = backend.input(x)
-    spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2, what="sync_batch_norm",
-                        backend=backend)
-    C = spec.channels
-    weight = _param(weight, (C,), "weight", backend)
-    bias = _param(bias, (C,), "bias", backend)
-    eps = _check_eps(eps)
-    momentum = _check_momentum(momentum)
-    running_mean, running_var = _running_stats(running_mean, running_var, C, True, backend)
+    (spec, xc, result_dtype, stat_dtype, weight, bias, running_mean, running_var, eps,
+     momentum) = _channel_arguments(x, running_mean, running_var, weight, bias, axis=axis,
+                                    per_sample=False, what="sync_batch_norm", eps=eps,
+                                    momentum=momentum, updating=True)
+    backend = spec.backend
     batch = _batch_moments(comm, backend, xc, spec.axis)
     if batch.count <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got "
