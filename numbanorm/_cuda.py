@@ -10,7 +10,6 @@ stream.
 This module is imported only when a device array reaches a public function.
 """
 
-import functools
 import math
 
 import numpy as np

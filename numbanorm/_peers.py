@@ -292,7 +292,6 @@ def _onnxruntime(direction, case, data):
 
     op, attributes = _ONNX_OPS[case.norm]
     x = data["x"]
-    C = case.channels
     if case.norm == "group_norm":
         attributes = {**attributes, "num_groups": case.groups}
     constants = {"weight": data["weight"], "bias": data["bias"]}

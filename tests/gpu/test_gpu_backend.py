@@ -6,7 +6,6 @@ tiles merged per group) run; ``test_both_regimes_are_covered`` checks that.
 """
 
 import math
-import warnings
 
 import numpy as np
 import pytest
