@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ._api import _as_input, _axes_tuple, welford_state
+from ._api import _as_input, _axes_tuple, _backend, welford_state
 from ._layers import InstanceNorm
 
 
@@ -88,8 +88,9 @@ class Moments:
         Parameters
         ----------
         x : array_like
-            Real data.  Every update must leave the same shape once ``axis``
-            is removed.
+            Real data, on the host or a device array (the reduction then runs
+            on the GPU; the state stays in host memory).  Every update must
+            leave the same shape once ``axis`` is removed.
         axis : None or int or tuple of ints, optional
             Axes reduced; None reduces all of them.
 
@@ -98,14 +99,15 @@ class Moments:
         Moments
             ``self``.
         """
-        x = _as_input(x)[0]
+        backend = _backend(x)
+        x = backend.input(x)[0]
         axes = tuple(range(x.ndim)) if axis is None else _axes_tuple(axis, x.ndim,
                                                                       allow_empty=True)
         kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in axes)
         self._check_shape(kept_shape)
         if math.prod(x.shape[a] for a in axes) == 0:
             return self
-        count, mean, m2 = welford_state(x, axes)
+        count, mean, m2 = backend.welford_state(x, axes)
         return self._merge_state(count, np.array(mean), np.array(m2))
 
     def merge(self, other):

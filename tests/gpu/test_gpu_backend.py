@@ -375,3 +375,15 @@ def test_random_layouts_match_the_cpu_backend(seed):
     np.testing.assert_allclose(host(mean), x.mean(axis=axis, keepdims=True), rtol=1e-12)
     np.testing.assert_allclose(host(var), x.var(axis=axis, keepdims=True), rtol=1e-12,
                                atol=1e-12)
+
+
+def test_moments_accumulator_updates_from_device_batches(rng):
+    data = _data(rng, (6, 3, 4), np.float32, offset=1e3)
+    accumulator = numbanorm.Moments()
+    for batch in np.split(data, 3):
+        accumulator.update(device(batch), axis=(0, 2))
+    np.testing.assert_allclose(accumulator.mean, data.astype(np.float64).mean(axis=(0, 2)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(accumulator.var(ddof=1),
+                               data.astype(np.float64).var(axis=(0, 2), ddof=1), rtol=1e-5)
+    assert accumulator.count == 6 * 4
