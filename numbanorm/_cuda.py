@@ -46,8 +46,30 @@ def _c_strides(shape, itemsize):
     return tuple(reversed(strides))
 
 
+def _permuted(a, axes):
+    """A Numba array's axes in another order, without a copy."""
+    return _numba_view(a, [a.shape[i] for i in axes], [a.strides[i] for i in axes])
+
+
+def _reshaped(a, shape, stream):
+    """A Numba array in another shape: a view where its strides allow, else a copy."""
+    strides = reshaped_strides(a.shape, a.strides, tuple(shape))
+    if strides is None:
+        dense = cuda.device_array(a.shape, a.dtype)
+        copy(a, dense, stream=stream)
+        a, strides = dense, _c_strides(shape, a.dtype.itemsize)
+    return _numba_view(a, shape, strides)
+
+
 class _NumbaArrays:
-    """Numba device arrays (and the simulator's), the common currency of the kernels."""
+    """Numba device arrays (and the simulator's), the common currency of the kernels.
+
+    ``stream`` is where the kernels of a call run: the default stream here,
+    the caller's current stream for CuPy and PyTorch, so that the work is
+    ordered with theirs and with their allocators' reuse of memory.
+    """
+
+    stream = 0
 
     def empty(self, shape, dtype):
         return cuda.device_array(tuple(shape), np.dtype(dtype))
@@ -56,21 +78,21 @@ class _NumbaArrays:
         return a
 
     def permuted(self, a, axes):
-        return _numba_view(a, [a.shape[i] for i in axes], [a.strides[i] for i in axes])
+        return _permuted(a, axes)
 
     def reshaped(self, a, shape):
-        strides = reshaped_strides(a.shape, a.strides, tuple(shape))
-        if strides is None:
-            dense = self.empty(a.shape, a.dtype)
-            copy(a, dense)
-            a, strides = dense, _c_strides(shape, a.dtype.itemsize)
-        return _numba_view(a, shape, strides)
+        return _reshaped(a, shape, self.stream)
+
+
+def _external_stream(pointer):
+    return cuda.external_stream(pointer) if pointer else 0
 
 
 class _CupyArrays(_NumbaArrays):
     def __init__(self):
         import cupy
         self._cupy = cupy
+        self.stream = _external_stream(cupy.cuda.get_current_stream().ptr)
 
     def empty(self, shape, dtype):
         return self._cupy.empty(tuple(shape), dtype)
@@ -90,6 +112,7 @@ class _TorchArrays(_NumbaArrays):
         import torch
         self._torch = torch
         self._device = device
+        self.stream = _external_stream(torch.cuda.current_stream(device).cuda_stream)
 
     def empty(self, shape, dtype):
         dtype = self._torch.from_numpy(np.empty(0, dtype)).dtype
@@ -144,7 +167,7 @@ def _grid(n, threads=256):
     return max(1, min(-(-n // threads), 4096)), threads
 
 
-def copy(src, dst, scale=1.0):
+def copy(src, dst, scale=1.0, stream=0):
     """``dst[...] = src * scale`` between Numba device arrays of one shape, any layouts."""
     if not src.size:
         return
@@ -153,16 +176,16 @@ def copy(src, dst, scale=1.0):
     src_flat, src_strides = _flat(src)
     dst_flat, dst_strides = _flat(dst)
     blocks, threads = _grid(src.size)
-    ck.strided_copy[blocks, threads](src_flat, dst_flat, tuple(src.shape), src_strides,
+    ck.strided_copy[blocks, threads, stream](src_flat, dst_flat, tuple(src.shape), src_strides,
                                      dst_strides, scale)
 
 
-def fill(a, value):
+def fill(a, value, stream=0):
     """Set every element of a Numba device array to ``value``."""
     if a.size:
         flat, strides = _flat(a)
         blocks, threads = _grid(a.size)
-        ck.fill[blocks, threads](flat, tuple(a.shape), strides, value)
+        ck.fill[blocks, threads, stream](flat, tuple(a.shape), strides, value)
 
 
 def _accumulation_dtype(dtype):
@@ -182,6 +205,7 @@ class DeviceView:
 
     def __init__(self, library, x, roles):
         self.library = library
+        self.stream = library.stream
         self.shape = x.shape
         self.dtype = x.dtype
         self.acc = _accumulation_dtype(x.dtype)
@@ -195,7 +219,7 @@ class DeviceView:
         if dtype == a.dtype and dense_in(a.shape, a.strides, a.dtype.itemsize, self.perm):
             return _dense(a, self.shape4)
         _, dense = _new(self.library, [self.shape[i] for i in self.perm], dtype)
-        copy(_NumbaArrays().permuted(a, self.perm), dense)
+        copy(_permuted(a, self.perm), dense, stream=self.stream)
         return _dense(dense, self.shape4)
 
     def output(self, out, dtype):
@@ -214,15 +238,15 @@ class DeviceView:
     def stats_to_axes(self, stat, axes, dtype, scale=1.0):
         """``stat * scale``, ``(B, C)``, as a new array of the kept ``axes``, in that order."""
         obj, kernel = _new(self.library, [self.shape[a] for a in axes], dtype)
-        target = _NumbaArrays().permuted(kernel, [axes.index(a) for a in self.stat_axes])
-        copy(_dense(stat, [self.shape[a] for a in self.stat_axes]), target, scale)
+        target = _permuted(kernel, [axes.index(a) for a in self.stat_axes])
+        copy(_dense(stat, [self.shape[a] for a in self.stat_axes]), target, scale, self.stream)
         return obj
 
     def stats_from_axes(self, stat, axes):
         """A statistic shaped by ``axes`` (a Numba array) as ``(B, C)``."""
         _, group = _new(self.library, self.shape4[::2], self.acc)
-        source = _NumbaArrays().permuted(stat, [axes.index(a) for a in self.stat_axes])
-        copy(source, _dense(group, source.shape))
+        source = _permuted(stat, [axes.index(a) for a in self.stat_axes])
+        copy(source, _dense(group, source.shape), stream=self.stream)
         return group
 
 
@@ -262,9 +286,9 @@ def _column_stats(canon, centered, eps, mean, var, rstd):
     part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
     kern = ck.kernels(canon.acc)
     grid, block = _column_grid(B, K, chunks)
-    kern.columns_moments[grid, block](x3, centered, chunk_rows, part_mean, part_m2)
-    kern.merge_column_moments[B * C, _threads(chunks * I)](part_mean, part_m2, chunk_rows, O, I,
-                                                            eps, mean, var, rstd)
+    kern.columns_moments[grid, block, canon.stream](x3, centered, chunk_rows, part_mean, part_m2)
+    kern.merge_column_moments[B * C, _threads(chunks * I), canon.stream](
+        part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd)
 
 
 def _view3(a4):
@@ -277,18 +301,20 @@ def _columns_affine(canon, x3, dy3, use_dy, coef, out3):
     B, O, K = x3.shape
     rows_per_block, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
     grid, block = _column_grid(B, K, chunks)
-    ck.kernels(canon.acc).columns_affine[grid, block](x3, dy3, use_dy, rows_per_block, coef,
+    ck.kernels(canon.acc).columns_affine[grid, block, canon.stream](x3, dy3, use_dy, rows_per_block, coef,
                                                       out3)
 
 
 def group_moments(canon, centered=True):
-    """``(mean, var)`` of every group, ``(B, C)`` in the accumulation dtype."""
+    """``(mean, var)`` of every group, ``(B, C)`` in the accumulation dtype (NaN if empty)."""
     mean, var, rstd = canon.stats()
     B, O, C, I = canon.shape4
     if not (B * C and O * I):
+        for stat in (mean, var):
+            fill(stat, math.nan, canon.stream)
         return mean, var
     if _rows_regime(canon.shape4):
-        ck.kernels(canon.acc).rows_forward[B * C, _threads(O * I)](
+        ck.kernels(canon.acc).rows_forward[B * C, _threads(O * I), canon.stream](
             canon.x4, centered, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4)
     else:
         _column_stats(canon, centered, 0.0, mean, var, rstd)
@@ -307,7 +333,7 @@ def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
         return y, mean, var, rstd
     kern = ck.kernels(canon.acc)
     if _rows_regime(canon.shape4):
-        kern.rows_forward[B * C, _threads(O * I)](
+        kern.rows_forward[B * C, _threads(O * I), canon.stream](
             canon.x4, centered, stats is None, True, eps, mean, mean if var is None else var,
             rstd, weight2, bias2, out4)
         return y, mean, var, rstd
@@ -315,7 +341,7 @@ def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
         _column_stats(canon, centered, eps, mean, var, rstd)
     coef = cuda.device_array((3, B, C * I), canon.acc)
     blocks, threads = _grid(B * C * I)
-    kern.column_coefficients[blocks, threads](mean, rstd, weight2, bias2, mean, mean, 1, False,
+    kern.column_coefficients[blocks, threads, canon.stream](mean, rstd, weight2, bias2, mean, mean, 1, False,
                                               False, centered, I, coef)
     x3 = _view3(canon.x4)
     _columns_affine(canon, x3, x3, False, coef, _view3(out4))
@@ -335,13 +361,13 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dt
     kern = ck.kernels(canon.acc)
     rows = _rows_regime(canon.shape4)
     if rows:
-        kern.rows_backward[B * C, _threads(O * I)](dy4, canon.x4, mean, rstd, weight2,
+        kern.rows_backward[B * C, _threads(O * I), canon.stream](dy4, canon.x4, mean, rstd, weight2,
                                                    stats_from_input, centered, dx4)
     partials = _column_gradient_sums(canon, dy4, mean, rstd, per_sample=not rows)
     if not rows:
         group_g, group_gx = canon.stats(2)
         part_dy, part_dyx, _ = partials
-        kern.merge_group_sums[B * C, _threads(part_dy.shape[1] * I)](
+        kern.merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
             part_dy, part_dyx, weight2, I, group_g, group_gx)
         _columns_input_gradient(canon, dy4, mean, rstd, weight2, group_g, group_gx, O * I,
                                 stats_from_input, centered, dx4)
@@ -361,7 +387,7 @@ def _column_gradient_sums(canon, dy4, mean, rstd, per_sample):
     chunk_rows, chunks = _chunks(slice_rows, slices * -(-K // ck.TILE_COLUMNS))
     part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
-    ck.kernels(canon.acc).columns_gradient_sums[grid, block](dy3, x3, mean, rstd, O, I,
+    ck.kernels(canon.acc).columns_gradient_sums[grid, block, canon.stream](dy3, x3, mean, rstd, O, I,
                                                              chunk_rows, part_dy, part_dyx)
     return part_dy, part_dyx, slices
 
@@ -372,10 +398,10 @@ def _parameter_sums(canon, partials, W):
     dweight2, dbias2 = (cuda.device_array((C, W)) for _ in range(2))
     if partials is None:
         for a in (dweight2, dbias2):
-            fill(a, 0.0)
+            fill(a, 0.0, canon.stream)
     elif C * W:
         part_dy, part_dyx, _ = partials
-        ck.kernels(canon.acc).merge_parameter_sums[C * W, _threads(part_dy.size // C // W)](
+        ck.kernels(canon.acc).merge_parameter_sums[C * W, _threads(part_dy.size // C // W), canon.stream](
             part_dy, part_dyx, I, dweight2, dbias2)
     return dweight2, dbias2
 
@@ -386,7 +412,7 @@ def _columns_input_gradient(canon, dy4, mean, rstd, weight2, group_g, group_gx, 
     B, O, C, I = canon.shape4
     coef = cuda.device_array((3, B, C * I), canon.acc)
     blocks, threads = _grid(B * C * I)
-    ck.kernels(canon.acc).column_coefficients[blocks, threads](
+    ck.kernels(canon.acc).column_coefficients[blocks, threads, canon.stream](
         mean, rstd, weight2, weight2, group_g, group_gx, count, True, from_input, centered, I,
         coef)
     _columns_affine(canon, _view3(canon.x4), _view3(dy4), True, coef, _view3(dx4))
@@ -429,6 +455,7 @@ class Device:
 
     def __init__(self, x):
         self.library = _library_of(x)
+        self.stream = self.library.stream
         self.acc = None
 
     def input(self, x):
@@ -441,7 +468,7 @@ class Device:
                 stat = np.dtype(np.float32)
         elif kind in "iub":
             _, dense = _new(self.library, xc.shape, np.float64)
-            copy(xc, dense)
+            copy(xc, dense, stream=self.stream)
             xc, result, stat = dense, dense.dtype, dense.dtype
         else:
             raise TypeError(
@@ -462,24 +489,25 @@ class Device:
 
     def reshaped(self, a, shape):
         if getattr(type(a), "__cuda_ndarray__", False):
-            return _NumbaArrays().reshaped(a, shape)
+            return _reshaped(a, shape, self.stream)
         return self.library.reshaped(a, shape)
 
     def view(self, xc, shape, roles):
-        return DeviceView(self.library, _NumbaArrays().reshaped(xc, shape), roles)
+        return DeviceView(self.library, _reshaped(xc, shape, self.stream), roles)
 
     def param2(self, value, shape2, fill_value):
         _, param = _new(self.library, shape2, self.acc)
         if value is None:
-            fill(param, fill_value)
+            fill(param, fill_value, self.stream)
         else:
-            copy(_NumbaArrays().reshaped(value, shape2), param)
+            copy(_reshaped(value, shape2, self.stream), param, stream=self.stream)
         return param
 
     def running_groups(self, running, shape2, eps):
         mean, rstd = (_new(self.library, shape2, self.acc)[1] for _ in range(2))
         blocks, threads = _grid(math.prod(shape2))
-        ck.running_as_groups[blocks, threads](running[0], running[1], eps, mean, rstd)
+        ck.running_as_groups[blocks, threads, self.stream](running[0], running[1], eps, mean,
+                                                           rstd)
         return mean, rstd
 
     normalize = staticmethod(normalize)
@@ -492,7 +520,8 @@ class Device:
         if out is None:
             return self.library.reshaped(result, shape)
         if result is not target:
-            copy(self.library.kernel_array(result), self.library.kernel_array(target))
+            copy(self.library.kernel_array(result), self.library.kernel_array(target),
+                 stream=self.stream)
         return out
 
     @staticmethod
@@ -502,18 +531,17 @@ class Device:
     @staticmethod
     def group_zeros(canon):
         (zeros,) = canon.stats(1)
-        fill(zeros, 0.0)
+        fill(zeros, 0.0, canon.stream)
         return zeros
 
-    @staticmethod
-    def update_running(running_mean, running_var, mean, var, momentum, unbias):
+    def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
         blocks, threads = _grid(mean.shape[1])
-        ck.update_running[blocks, threads](running_mean, running_var, mean, var, momentum,
-                                           unbias)
+        ck.update_running[blocks, threads, self.stream](running_mean, running_var, mean, var,
+                                                        momentum, unbias)
 
     def gradient_out(self, g2, shape, dtype):
         obj, grad = _new(self.library, shape, dtype)
-        copy(_NumbaArrays().reshaped(g2, shape), grad)
+        copy(_reshaped(g2, shape, self.stream), grad, stream=self.stream)
         return obj
 
     def welford_state(self, xc, axes):
@@ -523,26 +551,25 @@ class Device:
         count = math.prod(xc.shape[a] for a in axes)
         kept = tuple(a for a in range(xc.ndim) if a not in axes)
         mean, var = group_moments(canon)
-        if not count:
-            for stat in (mean, var):
-                fill(stat, math.nan)
         mean, var = (self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, var))
         return count, mean, var * count
 
     def to_host(self, a):
-        return _kernel_array(a).copy_to_host()
+        host = _kernel_array(a).copy_to_host(stream=self.stream)
+        if self.stream:
+            self.stream.synchronize()
+        return host
 
     def from_host(self, a):
         """A host array as a new Numba device array (statistics, parameters)."""
         # A fresh copy: views with zero strides on unit axes confuse the transfer.
         a = np.array(a, order="C")
         _, device = _new(self.library, a.shape, a.dtype)
-        device.copy_to_device(a)
+        device.copy_to_device(a, stream=self.stream)
         return device
 
-    @staticmethod
-    def parameter_sums(canon, dy, mean, rstd, weight2):
-        return tuple(g.copy_to_host() for g in parameter_sums(canon, dy, mean, rstd, weight2))
+    def parameter_sums(self, canon, dy, mean, rstd, weight2):
+        return tuple(self.to_host(g) for g in parameter_sums(canon, dy, mean, rstd, weight2))
 
     def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count,
                        dtype):
@@ -555,12 +582,7 @@ class Device:
         canon = DeviceView(self.library, xc, "".join("R" if a in axes else "K"
                                                      for a in range(xc.ndim)))
         count = math.prod(xc.shape[a] for a in axes)
-        if count:
-            mean, var = group_moments(canon)
-        else:
-            mean, var = canon.stats(2)
-            for stat in (mean, var):
-                fill(stat, math.nan)
+        mean, var = group_moments(canon)
         kept = tuple(a for a in range(xc.ndim) if a not in axes)
         results = []
         for stat, scale in ((mean, 1.0), (var, count / dof if dof > 0 else math.inf)):

@@ -166,7 +166,7 @@ def _out_array(shape, layout):
     if layout == "C":
         return cuda.device_array(shape, np.float32)
     backwards = cuda.device_array(shape[::-1], np.float32)
-    return _cuda._NumbaArrays().permuted(backwards, tuple(range(len(shape)))[::-1])
+    return _cuda._permuted(backwards, tuple(range(len(shape)))[::-1])
 
 
 @pytest.mark.parametrize("layout", ["C", "reversed axes"])
@@ -190,7 +190,7 @@ def test_out_in_another_layout_and_in_place(rng):
     x = _data(rng, (4, 3), np.float64)
     expected = numbanorm.batch_norm(x)
     # A Fortran-ordered result array for a C-ordered input: written through a copy.
-    out = _cuda._NumbaArrays().permuted(cuda.to_device(np.zeros((3, 4))), (1, 0))
+    out = _cuda._permuted(cuda.to_device(np.zeros((3, 4))), (1, 0))
     assert numbanorm.batch_norm(device(x), out=out) is out
     assert_matches(out, expected, np.float64)
     in_place = device(x)
@@ -352,7 +352,7 @@ def test_random_layouts_match_the_cpu_backend(seed):
     order = tuple(int(a) for a in rng.permutation(ndim))
     base = _data(rng, tuple(shape[a] for a in order), np.float64)
     x = np.transpose(base, np.argsort(order))
-    device_x = _cuda._NumbaArrays().permuted(device(base), tuple(int(a) for a in np.argsort(order)))
+    device_x = _cuda._permuted(device(base), tuple(int(a) for a in np.argsort(order)))
     axis = int(rng.integers(-ndim, ndim))
     dy = _data(rng, shape, np.float64)
     calls = [
