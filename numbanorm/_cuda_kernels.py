@@ -156,6 +156,29 @@ def _reciprocal_sqrt(v):
 
 
 @cuda.jit(device=True)
+def _row_split(W, R):
+    """``(w_first, w_step, r_first, r_step)``: a block's threads over a row seen as ``(W, R)``.
+
+    Element ``i = w*R + r`` uses parameter ``w``.  The threads stride over
+    ``w`` when ``R`` is 1 (layer norm) and over ``r`` otherwise, so that loads
+    stay coalesced and no element needs a division to find its parameter.
+    """
+    if R == 1:
+        return cuda.threadIdx.x, cuda.blockDim.x, 0, 1
+    return 0, 1, cuda.threadIdx.x, cuda.blockDim.x
+
+
+@cuda.jit(device=True)
+def _sample_of(bp, row, rows, O):
+    """Sample of row ``row`` of slice ``bp`` of a ``(B', rows, K)`` view with ``O`` rows per sample."""
+    if rows == O:
+        return bp
+    if O == 1:
+        return row
+    return row // O
+
+
+@cuda.jit(device=True)
 def _param_index(i, W, R):
     """Parameter column of element ``i`` of a row: ``i // R``, without dividing where it can."""
     if R == 1:
@@ -185,17 +208,21 @@ def kernels(acc_dtype):
     def affine_row(x4, dy4, use_dy, b, c, mean, a, s, p, q, z, weight2, bias2, out4):
         """``out = (x - mean)*(a*w + s) + q*bias + z`` (+ ``dy*p*w``) over group ``(b, c)``."""
         O = x4.shape[1]
-        I = x4.shape[3]
         W = weight2.shape[1]
-        R = I // W
+        R = x4.shape[3] // W
+        w_first, w_step, r_first, r_step = _row_split(W, R)
         for o in range(O):
-            for i in range(cuda.threadIdx.x, I, cuda.blockDim.x):
-                k = _param_index(i, W, R)
+            for k in range(w_first, W, w_step):
                 w = weight2[c, k]
-                value = (acc(x4[b, o, c, i]) - mean) * (a * w + s) + q * bias2[c, k] + z
-                if use_dy:
-                    value += acc(dy4[b, o, c, i]) * (p * w)
-                out4[b, o, c, i] = value
+                scale = a * w + s
+                shift = q * bias2[c, k] + z
+                dy_scale = p * w
+                for r in range(r_first, R, r_step):
+                    i = k * R + r
+                    value = (acc(x4[b, o, c, i]) - mean) * scale + shift
+                    if use_dy:
+                        value += acc(dy4[b, o, c, i]) * dy_scale
+                    out4[b, o, c, i] = value
 
     @cuda.jit
     def rows_forward(x4, centered, compute_stats, write_output, eps, mean, var, rstd, weight2,
@@ -245,11 +272,14 @@ def kernels(acc_dtype):
             shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
             sum_g = acc(0)
             sum_gx = acc(0)
+            w_first, w_step, r_first, r_step = _row_split(W, R)
             for o in range(O):
-                for i in range(cuda.threadIdx.x, I, cuda.blockDim.x):
-                    g = acc(dy4[b, o, c, i]) * weight2[c, _param_index(i, W, R)]
-                    sum_g += g
-                    sum_gx += g * (acc(x4[b, o, c, i]) - m)
+                for k in range(w_first, W, w_step):
+                    w = weight2[c, k]
+                    for i in range(k * R + r_first, (k + 1) * R, r_step):
+                        g = acc(dy4[b, o, c, i]) * w
+                        sum_g += g
+                        sum_gx += g * (acc(x4[b, o, c, i]) - m)
             total_g, total_gx, _ = _block_reduce(SUM, np.float64(sum_g), np.float64(sum_gx), 0.0,
                                                  shared)
             count = O * I
@@ -280,8 +310,8 @@ def kernels(acc_dtype):
     def columns_gradient_sums(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx):
         """Per column and chunk of rows: ``sum(dy)`` and ``sum(dy*x̂)``.
 
-        Row ``row`` of slice ``b'`` belongs to sample ``b' + row // O`` (the
-        rows are either one sample's ``O`` or all samples' ``B*O``).
+        The rows of slice ``b'`` are either sample ``b'``'s ``O`` rows or, with
+        one slice, all samples' ``B*O`` (see :func:`_sample_of`).
         """
         k, j, bp, first, end = _tile_rows(x3.shape[1], chunk_rows)
         s_dy = acc(0)
@@ -289,7 +319,7 @@ def kernels(acc_dtype):
         if k < x3.shape[2]:
             c = k // I
             for row in range(first, end, TILE_ROWS):
-                b = bp + row // O
+                b = _sample_of(bp, row, x3.shape[1], O)
                 dy = acc(dy3[bp, row, k])
                 s_dy += dy
                 s_dyx += dy * (acc(x3[bp, row, k]) - mean[b, c]) * rstd[b, c]
