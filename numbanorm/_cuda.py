@@ -4,8 +4,8 @@ Any object exposing ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA
 tensors, Numba device arrays) and the Numba CUDA simulator's arrays are
 accepted.  The kernels see them as Numba device arrays, without a copy;
 outputs are allocated by the input's own library (so its memory pool serves
-them) and returned as that library's arrays.  Kernels run on the default
-stream.
+them) and returned as that library's arrays.  Kernels run on the library's
+current stream (the default stream for Numba arrays).
 
 This module is imported only when a device array reaches a public function.
 """
@@ -177,7 +177,7 @@ def copy(src, dst, scale=1.0, stream=0):
     dst_flat, dst_strides = _flat(dst)
     blocks, threads = _grid(src.size)
     ck.strided_copy[blocks, threads, stream](src_flat, dst_flat, tuple(src.shape), src_strides,
-                                     dst_strides, scale)
+                                             dst_strides, scale)
 
 
 def fill(a, value, stream=0):
@@ -267,8 +267,9 @@ def _rows_regime(shape4):
                                        or O < ck.TILE_ROWS)
 
 
-def _chunks(rows, tiles):
-    """Rows per chunk of the column tiles, and the number of chunks."""
+def _chunks(slices, rows, K):
+    """Rows per chunk of the column tiles of a ``(slices, rows, K)`` view, and the chunks."""
+    tiles = slices * -(-K // ck.TILE_COLUMNS)
     wanted = max(1, min(-(-ck.TARGET_BLOCKS // max(tiles, 1)), -(-rows // ck.TILE_ROWS)))
     chunk_rows = max(1, -(-rows // wanted))
     return chunk_rows, -(-rows // chunk_rows)
@@ -282,11 +283,12 @@ def _column_stats(canon, centered, eps, mean, var, rstd):
     B, O, C, I = canon.shape4
     K = C * I
     x3 = _view3(canon.x4)
-    chunk_rows, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
+    chunk_rows, chunks = _chunks(B, O, K)
     part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
     kern = ck.kernels(canon.acc)
     grid, block = _column_grid(B, K, chunks)
-    kern.columns_moments[grid, block, canon.stream](x3, centered, chunk_rows, part_mean, part_m2)
+    kern.columns_moments[grid, block, canon.stream](x3, centered, chunk_rows, part_mean,
+                                                    part_m2)
     kern.merge_column_moments[B * C, _threads(chunks * I), canon.stream](
         part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd)
 
@@ -297,12 +299,25 @@ def _view3(a4):
     return _dense(a4, (B, O, C * I))
 
 
-def _columns_affine(canon, x3, dy3, use_dy, coef, out3):
-    B, O, K = x3.shape
-    rows_per_block, chunks = _chunks(O, B * -(-K // ck.TILE_COLUMNS))
-    grid, block = _column_grid(B, K, chunks)
-    ck.kernels(canon.acc).columns_affine[grid, block, canon.stream](x3, dy3, use_dy, rows_per_block, coef,
-                                                      out3)
+def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, group_g, group_gx, count,
+                  backward, from_input, centered, out4):
+    """The columns regime's elementwise pass: ``y`` of the forward, or ``dx`` of the backward.
+
+    Per-column coefficients first (see ``column_coefficients``: the backward
+    uses the groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count``
+    elements, the forward ``bias2``), then one pass over ``x`` (and ``dy``).
+    """
+    B, O, C, I = canon.shape4
+    kern = ck.kernels(canon.acc)
+    coef = cuda.device_array((3, B, C * I), canon.acc)
+    blocks, threads = _grid(B * C * I)
+    kern.column_coefficients[blocks, threads, canon.stream](
+        mean, rstd, weight2, bias2, group_g, group_gx, count, backward, from_input, centered, I,
+        coef)
+    rows_per_block, chunks = _chunks(B, O, C * I)
+    grid, block = _column_grid(B, C * I, chunks)
+    kern.columns_affine[grid, block, canon.stream](_view3(canon.x4), _view3(dy4), backward,
+                                                   rows_per_block, coef, _view3(out4))
 
 
 def group_moments(canon, centered=True):
@@ -339,12 +354,8 @@ def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
         return y, mean, var, rstd
     if stats is None:
         _column_stats(canon, centered, eps, mean, var, rstd)
-    coef = cuda.device_array((3, B, C * I), canon.acc)
-    blocks, threads = _grid(B * C * I)
-    kern.column_coefficients[blocks, threads, canon.stream](mean, rstd, weight2, bias2, mean, mean, 1, False,
-                                              False, centered, I, coef)
-    x3 = _view3(canon.x4)
-    _columns_affine(canon, x3, x3, False, coef, _view3(out4))
+    _columns_pass(canon, canon.x4, mean, rstd, weight2, bias2, mean, mean, 1, False, False,
+                  centered, out4)
     return y, mean, var, rstd
 
 
@@ -361,16 +372,16 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dt
     kern = ck.kernels(canon.acc)
     rows = _rows_regime(canon.shape4)
     if rows:
-        kern.rows_backward[B * C, _threads(O * I), canon.stream](dy4, canon.x4, mean, rstd, weight2,
-                                                   stats_from_input, centered, dx4)
+        kern.rows_backward[B * C, _threads(O * I), canon.stream](
+            dy4, canon.x4, mean, rstd, weight2, stats_from_input, centered, dx4)
     partials = _column_gradient_sums(canon, dy4, mean, rstd, per_sample=not rows)
     if not rows:
         group_g, group_gx = canon.stats(2)
         part_dy, part_dyx, _ = partials
         kern.merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
             part_dy, part_dyx, weight2, I, group_g, group_gx)
-        _columns_input_gradient(canon, dy4, mean, rstd, weight2, group_g, group_gx, O * I,
-                                stats_from_input, centered, dx4)
+        _columns_pass(canon, dy4, mean, rstd, weight2, weight2, group_g, group_gx, O * I, True,
+                      stats_from_input, centered, dx4)
     return (dx, *_parameter_sums(canon, partials, weight2.shape[1]))
 
 
@@ -384,11 +395,11 @@ def _column_gradient_sums(canon, dy4, mean, rstd, per_sample):
     K = C * I
     slices, slice_rows = (B, O) if per_sample else (1, B * O)
     x3, dy3 = (_dense(a, (slices, slice_rows, K)) for a in (canon.x4, dy4))
-    chunk_rows, chunks = _chunks(slice_rows, slices * -(-K // ck.TILE_COLUMNS))
+    chunk_rows, chunks = _chunks(slices, slice_rows, K)
     part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
-    ck.kernels(canon.acc).columns_gradient_sums[grid, block, canon.stream](dy3, x3, mean, rstd, O, I,
-                                                             chunk_rows, part_dy, part_dyx)
+    ck.kernels(canon.acc).columns_gradient_sums[grid, block, canon.stream](
+        dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx)
     return part_dy, part_dyx, slices
 
 
@@ -401,21 +412,10 @@ def _parameter_sums(canon, partials, W):
             fill(a, 0.0, canon.stream)
     elif C * W:
         part_dy, part_dyx, _ = partials
-        ck.kernels(canon.acc).merge_parameter_sums[C * W, _threads(part_dy.size // C // W), canon.stream](
+        threads = _threads(part_dy.size // C // W)
+        ck.kernels(canon.acc).merge_parameter_sums[C * W, threads, canon.stream](
             part_dy, part_dyx, I, dweight2, dbias2)
     return dweight2, dbias2
-
-
-def _columns_input_gradient(canon, dy4, mean, rstd, weight2, group_g, group_gx, count,
-                            from_input, centered, dx4):
-    """``dx`` from the groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count`` elements."""
-    B, O, C, I = canon.shape4
-    coef = cuda.device_array((3, B, C * I), canon.acc)
-    blocks, threads = _grid(B * C * I)
-    ck.kernels(canon.acc).column_coefficients[blocks, threads, canon.stream](
-        mean, rstd, weight2, weight2, group_g, group_gx, count, True, from_input, centered, I,
-        coef)
-    _columns_affine(canon, _view3(canon.x4), _view3(dy4), True, coef, _view3(dx4))
 
 
 def parameter_sums(canon, dy, mean, rstd, weight2):
@@ -435,8 +435,8 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, 
     """
     dx, dx4 = canon.output(None, dtype)
     if dx4.size:
-        _columns_input_gradient(canon, canon.view(dy), mean, rstd, weight2, group_g,
-                                group_gxhat, count, True, True, dx4)
+        _columns_pass(canon, canon.view(dy), mean, rstd, weight2, weight2, group_g, group_gxhat,
+                      count, True, True, True, dx4)
     return dx
 
 
