@@ -87,14 +87,14 @@ def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None,
     if batch.count <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got "
                          f"{batch.count} over all ranks")
-    mean = batch.mean
+    mean = backend.from_host(batch.mean[None])
     y, canon, _, _, rstd = _run_forward(
         spec, xc, weight, bias, None, result_dtype, eps=eps,
-        running=tuple(backend.from_host(s) for s in (mean, batch.var())))
+        running=(backend.reshaped(mean, (spec.channels,)), backend.from_host(batch.var())))
     if running_mean is not None:
-        backend.update_running(running_mean, running_var, backend.from_host(mean[None]),
+        backend.update_running(running_mean, running_var, mean,
                                backend.from_host(batch.var(ddof=1)[None]), momentum, 1.0)
-    return (y, *_stats_out(spec, canon, stat_dtype, backend.from_host(mean[None]), rstd))
+    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
 
 
 def _batch_moments(comm, backend, xc, channel_axis):
