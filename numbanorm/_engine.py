@@ -13,7 +13,7 @@ import threading
 import numba
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _threading
 
 
 class _LaunchGuard:
@@ -43,7 +43,7 @@ _guard = _LaunchGuard()
 
 def _launch(kernel, *args):
     """Run ``kernel`` on ``args``, whose first is the input; small inputs run serially."""
-    if args[0].size <= _kernels.SERIAL_MAX_ELEMENTS:
+    if args[0].size <= _kernels.SERIAL_MAX_ELEMENTS or _threading.parallel_unsafe():
         _kernels.SERIAL[kernel](*args)
     else:
         _guard.launch(kernel, args)
@@ -117,7 +117,7 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
         if not whole_groups:
             _launch(_kernels.group_moments, canon.x4, centered, *plan, mean, var)
             var /= O * I
-            rstd[...] = 1.0 / np.sqrt(var + eps)
+            rstd[...] = np.where(var == np.inf, np.nan, 1.0 / np.sqrt(var + eps))
     else:
         mean, rstd = stats
     if out4.size:
@@ -177,10 +177,31 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     sums = _gradient_buffers(canon, plan, weight2.shape[1])
     if not whole_groups:
         _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums)
+        if stats_from_input and centered and canon.x4.itemsize < 8:
+            mean = _refine_mean(canon, mean, rstd, plan, sums)
     dx = _input_gradient(canon, dy4, mean, rstd, weight2, stats_from_input, centered,
                          whole_groups, O * I, plan, sums, out)
-    param_dy, param_dyx = sums[2:]
-    return dx, param_dyx.sum(axis=0), param_dy.sum(axis=0)
+    param_dy, param_dyx = sums[3:]
+    return dx, _block_total(param_dyx), _block_total(param_dy)
+
+
+def _refine_mean(canon, mean, rstd, plan, sums):
+    """The group means refined from ``sums``, which are updated to be around them.
+
+    float32 statistics round the mean by up to half an ulp of the data's
+    offset; ``group_d = sum(x - mean)`` measures that rounding, so the sums
+    around the given mean are moved to the mean of ``x``.  Groups split
+    into o-chunks have one ``b`` per task block, so each block's parameter
+    sums belong to one group.
+    """
+    _, O, _, I = canon.shape4
+    group_g, group_gx, group_d, param_dy, param_dyx = sums
+    n_o = -(-O // plan[2])
+    delta = group_d / (O * I)
+    group_gx -= delta * group_g
+    block_group = np.arange(param_dy.shape[0]) // n_o
+    param_dyx -= (delta * rstd)[block_group][:, :, None] * param_dy
+    return mean + delta
 
 
 def gradient_sums(canon, dy, mean, rstd, weight2):
@@ -200,8 +221,8 @@ def gradient_sums(canon, dy, mean, rstd, weight2):
     plan = _plan(canon)[0]
     sums = _gradient_buffers(canon, plan, weight2.shape[1])
     _gradient_sums(canon, canon.view(dy), mean, rstd, weight2, plan, sums)
-    group_g, group_gx, param_dy, param_dyx = sums
-    return group_g, group_gx, param_dyx.sum(axis=0), param_dy.sum(axis=0)
+    group_g, group_gx, _, param_dy, param_dyx = sums
+    return group_g, group_gx, _block_total(param_dyx), _block_total(param_dy)
 
 
 def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out=None):
@@ -219,11 +240,16 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
                            plan, (group_g, group_gx, *param_sums), out)
 
 
+def _block_total(partial_sums):
+    """The sum of per-block parameter sums, in a fixed order (no copy for one block)."""
+    return partial_sums[0] if partial_sums.shape[0] == 1 else partial_sums.sum(axis=0)
+
+
 def _gradient_buffers(canon, plan, W):
-    """Zeroed ``(group_g, group_gx, param_dy, param_dyx)`` for the backward kernels."""
+    """Zeroed ``(group_g, group_gx, group_d, param_dy, param_dyx)`` for the backward kernels."""
     B, O, C, _ = canon.shape4
     n_blocks = _kernels.n_param_blocks(B, O, *plan)
-    return (np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)),
+    return (np.zeros((B, C)), np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)),
             np.zeros((n_blocks, C, W)))
 
 
@@ -237,5 +263,5 @@ def _input_gradient(canon, dy4, mean, rstd, weight2, from_input, centered, compu
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(_kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
-                compute_sums, count, *plan, *sums, dx4)
+                compute_sums, count, *plan, *sums[:2], *sums[3:], dx4)
     return dx

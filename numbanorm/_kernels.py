@@ -12,13 +12,14 @@ statistics and the sums across blocks are float64.
 Work is split into tasks by :func:`plan_tasks`.  In the *row* regime (``I``
 long enough to vectorize) a task is ``(b-block, o-chunk, c)`` and walks
 contiguous rows of length ``I``; in the *slab* regime (short ``I``) a task is
-``(b-block, o-chunk)`` and vectorizes over the ``C * I`` contiguous elements
-of each ``(b, o)`` slab.  When a task owns whole groups (one o-chunk), the
-statistics and the elementwise pass run in the same task, so the second read
-of a group comes from cache: one pass over memory.  The partition depends
-only on the shape, never on the thread count, so results are bit-identical
-between runs; inputs of at most ``SERIAL_MAX_ELEMENTS`` run a serial
-compilation of the same kernels (``SERIAL``).
+``(b-block, o-chunk, c-block)`` and vectorizes over the contiguous elements
+of its channels in each ``(b, o)`` slab, at most ``SLAB_BLOCK`` of them.
+When a task owns whole groups (one o-chunk), the statistics and the
+elementwise pass run in the same task, so the second read of a group comes
+from cache: one pass over memory.  The partition depends only on the shape,
+never on the thread count, so results are bit-identical between runs;
+inputs of at most ``SERIAL_MAX_ELEMENTS`` run a serial compilation of the
+same kernels (``SERIAL``).
 """
 
 import functools
@@ -26,11 +27,9 @@ import math
 import types
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-# Reassociation lets LLVM vectorize the reductions; 'nnan' and 'ninf' are left
-# out on purpose so that NaN and Inf propagate into their own groups.
-FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+from ._jit import jit
 
 ROW_MIN_LENGTH = 32
 TARGET_TASKS = 64
@@ -40,45 +39,53 @@ ROW_BLOCK = 1024
 SLAB_PARTIAL_ROWS = 32
 SERIAL_MAX_ELEMENTS = 1 << 14
 MIN_TASK_ELEMENTS = 4096
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT64_TINY = float(np.finfo(np.float64).tiny)
 
 
 @functools.lru_cache(maxsize=1024)
 def plan_tasks(B, O, C, I):
     """Split a ``(B, O, C, I)`` view into parallel tasks.
 
-    Returns ``(rows, b_block, o_chunk)``: whether the row regime is used, how
-    many consecutive ``b`` each task covers and how many consecutive ``o``.
-    Groups are split along ``O`` only when there are too few of them to keep
-    every core busy, and a task gets at least ``MIN_TASK_ELEMENTS`` elements
-    where the input has them: below that, starting a task costs more than
-    its work.
+    Returns ``(rows, b_block, o_chunk, c_block)``: whether the row regime is
+    used, how many consecutive ``b`` each task covers, how many consecutive
+    ``o``, and in the slab regime how many consecutive ``c``.  A slab task
+    spans at most ``SLAB_BLOCK`` elements of a slab, so that its scratch
+    stays small however wide the slabs are.  Groups are split along ``O``
+    only when there are too few of them to keep every core busy, and a task
+    gets at least ``MIN_TASK_ELEMENTS`` elements where the input has them:
+    below that, starting a task costs more than its work.
     """
     rows = I >= ROW_MIN_LENGTH or O == 1
-    groups = B * C if rows else B
-    per_o = I if rows else C * I
+    c_block = C if rows else max(1, min(C, SLAB_BLOCK // max(I, 1)))
+    n_c = C if rows else -(-C // c_block)
+    groups = B * n_c
+    per_o = I if rows else c_block * I
     if groups >= MIN_WHOLE_GROUPS or O == 1:
         o_chunk = O
-        n_b_blocks = min(B, -(-TARGET_TASKS // (C if rows else 1)))
+        n_b_blocks = min(B, -(-TARGET_TASKS // n_c))
         b_block = max(-(-B // max(n_b_blocks, 1)), -(-MIN_TASK_ELEMENTS // max(O * per_o, 1)))
     else:
         o_chunk = -(-O // min(O, -(-TARGET_TASKS // max(groups, 1))))
         if not rows:
-            slab_rows = max(1, SLAB_BLOCK // max(C * I, 1))
+            slab_rows = max(1, SLAB_BLOCK // max(per_o, 1))
             o_chunk = max(min(o_chunk, slab_rows), -(-O // TARGET_TASKS))
         o_chunk = max(o_chunk, -(-MIN_TASK_ELEMENTS // max(per_o, 1)))
         b_block = 1
-    return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1)
+    return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1), max(c_block, 1)
 
 
-def n_param_blocks(B, O, rows, b_block, o_chunk):
+def n_param_blocks(B, O, rows, b_block, o_chunk, c_block):
     """Number of partial sums of the parameter gradients (see :func:`gradient_sums`)."""
     return -(-B // b_block) * -(-O // o_chunk)
 
 
-@njit(cache=True, inline="always")
-def _task_bounds(t, B, O, C, rows, b_block, o_chunk):
+@jit(inline=True, fastmath=False)
+def _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block):
+    """``(b0, b1, o0, o1, c, q)`` of task ``t``: ``c`` is a channel, or a block of
+    ``c_block`` channels in the slab regime; ``q`` indexes the parameter sums."""
     n_o = -(-O // o_chunk)
-    n_c = C if rows else 1
+    n_c = C if rows else -(-C // c_block)
     c = t % n_c
     j = (t // n_c) % n_o
     bb = t // (n_c * n_o)
@@ -86,12 +93,12 @@ def _task_bounds(t, B, O, C, rows, b_block, o_chunk):
             min(O, (j + 1) * o_chunk), c, bb * n_o + j)
 
 
-@njit(cache=True, inline="always")
-def _n_tasks(B, O, C, rows, b_block, o_chunk):
-    return -(-B // b_block) * -(-O // o_chunk) * (C if rows else 1)
+@jit(inline=True, fastmath=False)
+def _n_tasks(B, O, C, rows, b_block, o_chunk, c_block):
+    return -(-B // b_block) * -(-O // o_chunk) * (C if rows else -(-C // c_block))
 
 
-@njit(cache=True, inline="always")
+@jit(inline=True, fastmath=False)
 def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     if n_b == 0:
         return n_a, mean_a, m2_a
@@ -101,33 +108,44 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
 
 
-@njit(cache=True, inline="always")
-def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered):
+@jit(inline=True, fastmath=False)
+def reciprocal_std(var, eps):
+    """``1 / sqrt(var + eps)``, or NaN where the variance overflowed to inf.
+
+    An infinite variance of finite data (float64 values beyond about 1e154)
+    would give ``rstd = 0`` and a finite, wrong output; NaN makes it loud.
+    """
+    if var == math.inf:
+        return math.nan
+    return 1.0 / math.sqrt(var + eps)
+
+
+@jit(inline=True, fastmath=False)
+def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered, tiny):
     """``(shift, offset)`` of ``dx = dy*w*rstd + (x - mean)*shift + offset``.
 
     ``sum_g = sum(dy*w)`` and ``sum_gx = sum(dy*w*(x - mean))`` over the group;
-    with statistics that do not depend on ``x`` both terms vanish.
+    with statistics that do not depend on ``x`` both terms vanish.  ``shift``
+    scales like ``1 / var``: below ``tiny``, the smallest normal number of
+    the precision of ``x`` (float32 data of standard deviation beyond about
+    1e18), it would lose its digits in that precision, and is NaN instead.
     """
     if not from_input:
         return 0.0, 0.0
     mean_g = sum_g / count if centered else 0.0
-    return -rstd * rstd * rstd * sum_gx / count, -rstd * mean_g
+    shift = -rstd * rstd * rstd * sum_gx / count
+    if shift != 0.0 and abs(shift) < tiny:
+        shift = math.nan
+    return shift, -rstd * mean_g
 
 
 # ----------------------------------------------------------------------------
 # Row regime: one (b, c) group, rows x4[b, o, c, :] for o in [o0, o1)
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _block_moments(block, centered):
-    """``(mean, M2)`` of a short contiguous block, as float64.
-
-    Summed in the block's own precision, which vectorizes float32 twice as
-    wide as float64, around a pivot: the block's mean rounded to that
-    precision.  The pivot removes any offset before squaring, and the sum of
-    the deviations corrects for its rounding, so the result keeps float64
-    accuracy for blocks of ``ROW_BLOCK`` elements.
-    """
+@jit(inline=True)
+def _deviation_sums(block, centered):
+    """``(pivot, sum(x - pivot), sum((x - pivot)**2))`` of a block, in its own precision."""
     n = block.size
     pivot = block.dtype.type(0)
     if centered:
@@ -141,13 +159,31 @@ def _block_moments(block, centered):
         d = block[i] - pivot
         s1 += d
         s2 += d * d
+    return pivot, s1, s2
+
+
+@jit(inline=True)
+def _block_moments(block, centered):
+    """``(mean, M2)`` of a short contiguous block, as float64.
+
+    Summed in the block's own precision, which vectorizes float32 twice as
+    wide as float64, around a pivot: the block's mean rounded to that
+    precision.  The pivot removes any offset before squaring, and the sum of
+    the deviations corrects for its rounding, so the result keeps float64
+    accuracy for blocks of ``ROW_BLOCK`` elements.  A float32 block whose
+    sums overflow (values beyond about 1e17) is summed again in float64,
+    where squares of float32 values cannot overflow.
+    """
+    pivot, s1, s2 = _deviation_sums(block, centered)
+    if block.itemsize < 8 and not math.isfinite(s2):
+        pivot, s1, s2 = _deviation_sums(block.astype(np.float64), centered)
     if not centered:
         return 0.0, np.float64(s2)
-    shift = np.float64(s1) / n
+    shift = np.float64(s1) / block.size
     return np.float64(pivot) + shift, np.float64(s2) - np.float64(s1) * shift
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@jit(inline=True)
 def _row_moments(row, centered):
     """(count, mean, M2) of a contiguous row: blockwise, Chan-merged in float64."""
     if row.size <= ROW_BLOCK:
@@ -163,7 +199,7 @@ def _row_moments(row, centered):
     return n_total, mean, m2
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@jit(inline=True)
 def _rows_moments(x4, b, o0, o1, c, centered):
     n = 0
     mean = 0.0
@@ -174,7 +210,7 @@ def _rows_moments(x4, b, o0, o1, c, centered):
     return mean, m2
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@jit(inline=True)
 def _rows_normalize(x4, b, o0, o1, c, mean, rstd, w_row, bias_row, out4):
     """``out = (x - mean) * rstd * w + bias`` over the rows ``x4[b, o0:o1, c]``.
 
@@ -207,7 +243,7 @@ def _rows_normalize(x4, b, o0, o1, c, mean, rstd, w_row, bias_row, out4):
                     ys[k] = (xs[k] - pivot) * a + t
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@jit(inline=True)
 def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row, dx4):
     """``dx = dy * rstd * w + (x - mean) * shift + offset`` over the rows of one group.
 
@@ -238,7 +274,7 @@ def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row
                     dxs[k] = gs[k] * u + ((xs[k] - pivot) * h + t)
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@jit(inline=True)
 def _flush_partials(part, param_dy, param_dyx):
     """Add the partial parameter sums ``part`` into the float64 ones and clear them."""
     for i in range(part.shape[1]):
@@ -247,9 +283,11 @@ def _flush_partials(part, param_dy, param_dyx):
     part[:] = 0
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@jit(inline=True)
 def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy, param_dyx):
-    """``(sum(dy*w), sum(dy*w*(x - m)), n_partial)`` of one group; parameter sums accumulate.
+    """``(sum(dy*w), sum(dy*w*(x - m)), sum(x - m), n_partial)`` of one group.
+
+    The parameter sums accumulate.
 
     Products are formed in the precision of ``x`` around the rounded mean
     and the group sums are summed in float64.  With a weight per element
@@ -264,6 +302,8 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy
     R = x4.shape[3] // W
     s_g = 0.0
     s_gd = 0.0
+    s_x = 0.0
+    count = (o1 - o0) * x4.shape[3]
     if R == 1:
         delta_t = x4.dtype.type(delta)
         r_t = x4.dtype.type(r)
@@ -280,20 +320,24 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy
                 pxs = part_dyx[start:start + ROW_BLOCK]
                 block_g = x4.dtype.type(0)
                 block_gd = x4.dtype.type(0)
+                block_x = x4.dtype.type(0)
                 for i in range(xs.size):
                     d = gs[i]
-                    dd = d * (xs[i] - pivot)
+                    xd = xs[i] - pivot
+                    dd = d * xd
+                    block_x += xd
                     block_g += d * ws[i]
                     block_gd += dd * ws[i]
                     ps[i] += d
                     pxs[i] += (dd - delta_t * d) * r_t
                 s_g += block_g
                 s_gd += block_gd
+                s_x += block_x
             n_partial += 1
             if n_partial == SLAB_PARTIAL_ROWS:
                 _flush_partials(part, param_dy, param_dyx)
                 n_partial = 0
-        return s_g, s_gd - delta * s_g, n_partial
+        return s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
     for o in range(o0, o1):
         xr = x4[b, o, c]
         gr = dy4[b, o, c]
@@ -305,45 +349,73 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy
                 gs = gr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
                 block_h = x4.dtype.type(0)
                 block_hd = x4.dtype.type(0)
+                block_x = x4.dtype.type(0)
                 for k in range(xs.size):
+                    xd = xs[k] - pivot
                     block_h += gs[k]
-                    block_hd += gs[k] * (xs[k] - pivot)
+                    block_hd += gs[k] * xd
+                    block_x += xd
                 h += block_h
                 hd += block_hd
+                s_x += block_x
             s_g += h * w_row[wi]
             s_gd += hd * w_row[wi]
             param_dy[wi] += h
             param_dyx[wi] += (hd - delta * h) * r
-    return s_g, s_gd - delta * s_g, n_partial
+    return s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
+
+
+@jit(inline=True)
+def _rows_mean(x4, b, o0, o1, c, m):
+    """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
+
+    ``m`` rounded to the precision of ``x`` is a pivot; the deviations from
+    it are exact for ``x`` near the mean, so their sum gives the mean to
+    float64 accuracy, whatever rounding ``m`` went through.
+    """
+    pivot = x4.dtype.type(m)
+    s_x = 0.0
+    for o in range(o0, o1):
+        xr = x4[b, o, c]
+        for start in range(0, xr.size, ROW_BLOCK):
+            xs = xr[start:start + ROW_BLOCK]
+            block_x = x4.dtype.type(0)
+            for i in range(xs.size):
+                block_x += xs[i] - pivot
+            s_x += block_x
+    return np.float64(pivot) + s_x / ((o1 - o0) * x4.shape[3])
 
 
 # ----------------------------------------------------------------------------
 # Slab regime: every c of one b, slabs x3[b, o, :] for o in [o0, o1)
 
 
-@njit(cache=True)
-def _slab_scratch(x3):
-    """Per-task scratch of the slab helpers: partial sums, float64 totals, pivots."""
-    CI = x3.shape[2]
-    return np.empty((2, CI), x3.dtype), np.empty((2, CI)), np.empty(CI, x3.dtype)
+@jit(fastmath=False)
+def _slab_scratch(x3, width):
+    """Per-task scratch of the slab helpers for slabs ``width`` elements wide.
+
+    Partial sums, float64 totals and pivots.
+    """
+    return np.empty((3, width), x3.dtype), np.empty((3, width)), np.empty(width, x3.dtype)
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _slab_sums(x3, dy3, b, o0, o1, pivot_k, what, part, total):
-    """Per-element sums over the slabs ``x3[b, o0:o1]`` into ``total`` (float64).
+@jit(inline=True)
+def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
+    """Per-element sums over the slabs ``x3[b, o0:o1, k0:k1]`` into ``total`` (float64).
 
     ``what`` 0: ``total[0] = sum(x)``; 1: ``sum(x - p)`` and ``sum((x - p)**2)``;
-    2: ``sum(dy)`` and ``sum(dy * (x - p))``, with the pivots ``p = pivot_k``.
+    2: ``sum(dy)``, ``sum(dy * (x - p))`` and ``sum(x - p)``, with the pivots ``p = pivot_k``.
     Summed in the input's precision over ``SLAB_PARTIAL_ROWS`` slabs at a
     time (``part``: scratch), then in float64.
     """
     total[:] = 0.0
     part0 = part[0]
     part1 = part[1]
+    part2 = part[2]
     for start in range(o0, o1, SLAB_PARTIAL_ROWS):
         part[:] = 0
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
-            xs = x3[b, o]
+            xs = x3[b, o, k0:k1]
             if what == 0:
                 for k in range(xs.size):
                     part0[k] += xs[k]
@@ -353,32 +425,36 @@ def _slab_sums(x3, dy3, b, o0, o1, pivot_k, what, part, total):
                     part0[k] += d
                     part1[k] += d * d
             else:
-                gs = dy3[b, o]
+                gs = dy3[b, o, k0:k1]
                 for k in range(xs.size):
+                    d = xs[k] - pivot_k[k]
                     part0[k] += gs[k]
-                    part1[k] += gs[k] * (xs[k] - pivot_k[k])
+                    part1[k] += gs[k] * d
+                    part2[k] += d
         for k in range(part0.size):
             total[0, k] += part0[k]
             total[1, k] += part1[k]
+            total[2, k] += part2[k]
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean_c, m2_c):
-    """Mean and M2 of every c over the slabs, in two passes around rounded means.
+@jit(inline=True)
+def _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c,
+                       m2_c):
+    """Mean and M2 of the ``C`` channels of ``x3[b, o0:o1, k0:k1]``, in two passes.
 
-    The first pass finds each c's mean, rounded to the input's precision as a
-    pivot; the second sums deviations from it, as in :func:`_block_moments`.
-    ``part``, ``total`` and ``pivot_k`` are scratch.
+    The first pass finds each c's mean, rounded to the precision of
+    ``pivot_k`` as a pivot; the second sums deviations from it, as in
+    :func:`_block_moments`, in the precision of ``part``.  ``part``,
+    ``total`` and ``pivot_k`` are scratch.
     """
-    CI = x3.shape[2]
-    I = CI // C
+    I = (k1 - k0) // C
     count = (o1 - o0) * I
     pivot_k[:] = 0
     if centered:
-        _slab_sums(x3, x3, b, o0, o1, pivot_k, 0, part, total)
+        _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, 0, part, total)
         for c in range(C):
             pivot_k[c * I:(c + 1) * I] = total[0, c * I:(c + 1) * I].sum() / count
-    _slab_sums(x3, x3, b, o0, o1, pivot_k, 1, part, total)
+    _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, 1, part, total)
     for c in range(C):
         s1 = total[0, c * I:(c + 1) * I].sum()
         s2 = total[1, c * I:(c + 1) * I].sum()
@@ -391,9 +467,25 @@ def _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean_c, m2_c
             m2_c[c] = s2
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c, dy_scale_c,
-                 weight2, bias2, coef, out3):
+@jit(inline=True)
+def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c, m2_c):
+    """:func:`_slab_moments_with` in the input's precision (scratch of that precision).
+
+    Float32 sums that overflow are summed again in float64, as in
+    :func:`_block_moments`.
+    """
+    _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c, m2_c)
+    if x3.itemsize < 8:
+        for c in range(C):
+            if not math.isfinite(m2_c[c]):
+                _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part.astype(np.float64),
+                                   total, pivot_k.astype(np.float64), mean_c, m2_c)
+                break
+
+
+@jit(inline=True)
+def _slab_affine(x3, dy3, use_dy, b, o0, o1, k0, k1, mean_c, scale_c, shift_c, offset_c,
+                 dy_scale_c, weight2, bias2, coef, out3):
     """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]`` for every c at once.
 
     The slab-regime counterpart of :func:`_rows_normalize` and
@@ -401,7 +493,7 @@ def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c,
     scratch) in the input's precision, around the rounded means.
     """
     C, W = weight2.shape
-    CI = x3.shape[2]
+    CI = k1 - k0
     I = CI // C
     R = I // W
     p_k = coef[0]
@@ -420,9 +512,9 @@ def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c,
             t_k[k] = bias2[c, i // R] + offset_c[c] - delta * a
             u_k[k] = dy_scale_c[c] * w
     for o in range(o0, o1):
-        xs = x3[b, o]
-        ys = out3[b, o]
-        gs = dy3[b, o]
+        xs = x3[b, o, k0:k1]
+        ys = out3[b, o, k0:k1]
+        gs = dy3[b, o, k0:k1]
         if use_dy:
             for k in range(CI):
                 ys[k] = gs[k] * u_k[k] + ((xs[k] - p_k[k]) * a_k[k] + t_k[k])
@@ -431,20 +523,30 @@ def _slab_affine(x3, dy3, use_dy, b, o0, o1, mean_c, scale_c, shift_c, offset_c,
                 ys[k] = (xs[k] - p_k[k]) * a_k[k] + t_k[k]
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _slab_gradient(dy3, x3, b, o0, o1, mean_c, rstd_c, weight2, part, total, pivot_k, g_c, gx_c,
-                   param_dy, param_dyx):
+@jit(inline=True)
+def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, total, pivot_k,
+                   refine, used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
     """Row-regime :func:`_rows_gradient` for every c at once (``part``, ``total``,
-    ``pivot_k``: scratch)."""
+    ``pivot_k``: scratch).
+
+    The sums are taken around ``used_mean_c``: ``mean_c``, or with
+    ``refine`` the mean of ``x`` refined from it as in :func:`_rows_mean`
+    (the slabs must then hold whole groups).  ``d_c`` receives
+    ``sum(x - used mean)``.
+    """
     C, W = weight2.shape
-    CI = x3.shape[2]
-    I = CI // C
+    I = (k1 - k0) // C
     R = I // W
+    count = (o1 - o0) * I
     for c in range(C):
         pivot_k[c * I:(c + 1) * I] = mean_c[c]
-    _slab_sums(x3, dy3, b, o0, o1, pivot_k, 2, part, total)
+    _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, 2, part, total)
     for c in range(C):
-        delta = mean_c[c] - np.float64(pivot_k[c * I])
+        pivot = np.float64(pivot_k[c * I])
+        s_x = total[2, c * I:(c + 1) * I].sum()
+        delta = s_x / count if refine else mean_c[c] - pivot
+        used_mean_c[c] = pivot + delta
+        d_c[c] = s_x - count * delta
         s_g = 0.0
         s_gx = 0.0
         for i in range(I):
@@ -464,8 +566,8 @@ def _slab_gradient(dy3, x3, b, o0, o1, mean_c, rstd_c, weight2, part, total, piv
 # Kernels
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
+@jit(parallel=True)
+def group_moments(x4, centered, rows, b_block, o_chunk, c_block, mean_out, m2_out):
     """Mean and M2 of every ``(b, c)`` group of ``x4`` into ``(B, C)`` arrays.
 
     For groups split into several o-chunks: per-chunk results are merged with
@@ -475,19 +577,27 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     n_o = -(-O // o_chunk)
-    part_mean = np.empty((B, n_o, C))
-    part_m2 = np.empty((B, n_o, C))
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+    if n_o == 1:  # whole groups: no partial statistics to merge
+        part_mean = mean_out.reshape((B, 1, C))
+        part_m2 = m2_out.reshape((B, 1, C))
+    else:
+        part_mean = np.empty((B, n_o, C))
+        part_m2 = np.empty((B, n_o, C))
+    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
+        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
+        c0 = c * c_block
+        c1 = min(C, c0 + c_block)
         j = o0 // o_chunk
         if rows:
             for b in range(b0, b1):
                 part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
         else:
-            part, total, pivot_k = _slab_scratch(x3)
+            part, total, pivot_k = _slab_scratch(x3, (c1 - c0) * I)
             for b in range(b0, b1):
-                _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k,
-                              part_mean[b, j], part_m2[b, j])
+                _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
+                              pivot_k, part_mean[b, j, c0:c1], part_m2[b, j, c0:c1])
+    if n_o == 1:
+        return
     for g in prange(B * C):
         b = g // C
         c = g % C
@@ -501,8 +611,8 @@ def group_moments(x4, centered, rows, b_block, o_chunk, mean_out, m2_out):
         m2_out[b, c] = m2
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, mean, var, rstd,
+@jit(parallel=True)
+def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block, mean, var, rstd,
               weight2, bias2, out4):
     """``out = (x - mean) * rstd * w + bias``.
 
@@ -515,39 +625,44 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, mean, va
     x3 = x4.reshape((B, O, C * I))
     out3 = out4.reshape((B, O, C * I))
     count = O * I
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
+        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
+        c0 = c * c_block
+        c1 = min(C, c0 + c_block)
         if rows:
             for b in range(b0, b1):
                 if compute_stats:
                     m, m2 = _rows_moments(x4, b, o0, o1, c, centered)
                     mean[b, c] = m
                     var[b, c] = m2 / count
-                    rstd[b, c] = 1.0 / math.sqrt(m2 / count + eps)
+                    rstd[b, c] = reciprocal_std(m2 / count, eps)
                 _rows_normalize(x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], bias2[c],
                                 out4)
         else:
-            part, total, pivot_k = _slab_scratch(x3)
-            coef = np.empty((4, C * I), x3.dtype)
-            zeros = np.zeros(C)
+            k0 = c0 * I
+            k1 = c1 * I
+            part, total, pivot_k = _slab_scratch(x3, k1 - k0)
+            coef = np.empty((4, k1 - k0), x3.dtype)
+            zeros = np.zeros(c1 - c0)
             for b in range(b0, b1):
                 if compute_stats:
-                    _slab_moments(x3, b, o0, o1, C, centered, part, total, pivot_k, mean[b],
-                                  var[b])
-                    for cc in range(C):
+                    _slab_moments(x3, b, o0, o1, k0, k1, c1 - c0, centered, part, total, pivot_k,
+                                  mean[b, c0:c1], var[b, c0:c1])
+                    for cc in range(c0, c1):
                         var[b, cc] /= count
-                        rstd[b, cc] = 1.0 / math.sqrt(var[b, cc] + eps)
-                _slab_affine(x3, x3, False, b, o0, o1, mean[b], rstd[b], zeros, zeros, zeros,
-                             weight2, bias2, coef, out3)
+                        rstd[b, cc] = reciprocal_std(var[b, cc], eps)
+                _slab_affine(x3, x3, False, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
+                             zeros, zeros, zeros, weight2[c0:c1], bias2[c0:c1], coef, out3)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
-                  group_g, group_gx, param_dy, param_dyx):
+@jit(parallel=True)
+def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk, c_block,
+                  group_g, group_gx, group_d, param_dy, param_dyx):
     """Reductions of the backward pass for groups split into o-chunks.
 
     Per ``(b, c)`` group: ``group_g = sum(dy*w)``, ``group_gx =
-    sum(dy*w*(x - mean))``.  Per task block ``q`` and parameter ``(c, wi)``:
+    sum(dy*w*(x - mean))``, ``group_d = sum(x - mean)``.  Per task block ``q`` and
+    parameter ``(c, wi)``:
     ``param_dy[q] = sum(dy)``, ``param_dyx[q] = sum(dy*(x - mean)*rstd)``;
     the caller sums over ``q`` in a fixed order.
     """
@@ -557,39 +672,49 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk,
     n_o = -(-O // o_chunk)
     part_g = np.empty((B, n_o, C))
     part_gx = np.empty((B, n_o, C))
+    part_d = np.empty((B, n_o, C))
     param_dy[:] = 0.0
     param_dyx[:] = 0.0
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
+        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
+        c0 = c * c_block
+        c1 = min(C, c0 + c_block)
         j = o0 // o_chunk
         if rows:
             part = np.zeros((2, weight2.shape[1]), x4.dtype)
             n_partial = 0
             for b in range(b0, b1):
-                part_g[b, j, c], part_gx[b, j, c], n_partial = _rows_gradient(
+                part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c], n_partial = _rows_gradient(
                     dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], part, n_partial,
                     param_dy[q, c], param_dyx[q, c])
             _flush_partials(part, param_dy[q, c], param_dyx[q, c])
         else:
-            part, total, pivot_k = _slab_scratch(x3)
+            part, total, pivot_k = _slab_scratch(x3, (c1 - c0) * I)
+            used_mean = np.empty(c1 - c0)
             for b in range(b0, b1):
-                _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, part, total,
-                               pivot_k, part_g[b, j], part_gx[b, j], param_dy[q], param_dyx[q])
+                _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
+                               weight2[c0:c1], part, total, pivot_k, False, used_mean,
+                               part_g[b, j, c0:c1], part_gx[b, j, c0:c1], part_d[b, j, c0:c1],
+                               param_dy[q, c0:c1], param_dyx[q, c0:c1])
     for g in prange(B * C):
         b = g // C
         c = g % C
         s_g = 0.0
         s_gx = 0.0
+        s_d = 0.0
         for j in range(n_o):
             s_g += part_g[b, j, c]
             s_gx += part_gx[b, j, c]
+            s_d += part_d[b, j, c]
         group_g[b, c] = s_g
         group_gx[b, c] = s_gx
+        group_d[b, c] = s_d
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@jit(parallel=True)
 def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, count,
-                   rows, b_block, o_chunk, group_g, group_gx, param_dy, param_dyx, dx4):
+                   rows, b_block, o_chunk, c_block, group_g, group_gx, param_dy, param_dyx,
+                   dx4):
     """``dx``, and with ``compute_sums`` the reductions of :func:`gradient_sums` too.
 
     With ``compute_sums`` (tasks must own whole groups) each task reduces its
@@ -597,48 +722,67 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
     ``group_g`` and ``group_gx`` are given.  ``count`` is the number of
     elements each group's statistics came from: ``O * I``, or more when the
     groups span other processes and the given sums are theirs too.
+
+    With ``compute_sums`` and statistics from the input, float32 input takes
+    the mean as an approximation and refines it from ``x`` in cache (see
+    :func:`_rows_mean`): float32 statistics would otherwise round the mean
+    by up to half an ulp of the data's offset, which ``dx`` and the
+    parameter gradients magnify.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
     dx3 = dx4.reshape((B, O, C * I))
+    refine = compute_sums and from_input and centered and x4.itemsize < 8
+    tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
     if compute_sums:
         param_dy[:] = 0.0
         param_dyx[:] = 0.0
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk)):
-        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk)
+    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
+        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
+        c0 = c * c_block
+        c1 = min(C, c0 + c_block)
         if rows:
             part = np.zeros((2, weight2.shape[1]), x4.dtype)
             n_partial = 0
             for b in range(b0, b1):
                 m = mean[b, c]
                 r = rstd[b, c]
+                if refine:
+                    m = _rows_mean(x4, b, o0, o1, c, m)
                 if compute_sums:
-                    group_g[b, c], group_gx[b, c], n_partial = _rows_gradient(
+                    group_g[b, c], group_gx[b, c], _, n_partial = _rows_gradient(
                         dy4, x4, b, o0, o1, c, m, r, weight2[c], part, n_partial,
                         param_dy[q, c], param_dyx[q, c])
                 shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], r,
-                                                         count, from_input, centered)
+                                                         count, from_input, centered, tiny)
                 _rows_input_gradient(dy4, x4, b, o0, o1, c, m, r, shift, offset, weight2[c],
                                      dx4)
             _flush_partials(part, param_dy[q, c], param_dyx[q, c])
         else:
-            part, total, pivot_k = _slab_scratch(x3)
-            coef = np.empty((4, C * I), x3.dtype)
-            zero_bias = np.zeros_like(weight2)
-            zeros = np.zeros(C)
-            shift_c = np.empty(C)
-            offset_c = np.empty(C)
+            k0 = c0 * I
+            k1 = c1 * I
+            part, total, pivot_k = _slab_scratch(x3, k1 - k0)
+            coef = np.empty((4, k1 - k0), x3.dtype)
+            zero_bias = np.zeros_like(weight2[c0:c1])
+            zeros = np.zeros(c1 - c0)
+            shift_c = np.empty(c1 - c0)
+            offset_c = np.empty(c1 - c0)
+            used_mean = np.empty(c1 - c0)
+            deviation_sums = np.empty(c1 - c0)
             for b in range(b0, b1):
+                used_mean[:] = mean[b, c0:c1]
                 if compute_sums:
-                    _slab_gradient(dy3, x3, b, o0, o1, mean[b], rstd[b], weight2, part, total,
-                                   pivot_k, group_g[b], group_gx[b], param_dy[q], param_dyx[q])
-                for cc in range(C):
-                    shift_c[cc], offset_c[cc] = _input_grad_coefficients(
+                    _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
+                                   weight2[c0:c1], part, total, pivot_k, refine, used_mean,
+                                   group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums,
+                                   param_dy[q, c0:c1], param_dyx[q, c0:c1])
+                for cc in range(c0, c1):
+                    shift_c[cc - c0], offset_c[cc - c0] = _input_grad_coefficients(
                         group_g[b, cc], group_gx[b, cc], rstd[b, cc], count, from_input,
-                        centered)
-                _slab_affine(x3, dy3, True, b, o0, o1, mean[b], zeros, shift_c, offset_c,
-                             rstd[b], weight2, zero_bias, coef, dx3)
+                        centered, tiny)
+                _slab_affine(x3, dy3, True, b, o0, o1, k0, k1, used_mean, zeros, shift_c,
+                             offset_c, rstd[b, c0:c1], weight2[c0:c1], zero_bias, coef, dx3)
 
 
 def _serial_variant(kernel):
@@ -654,7 +798,7 @@ def _serial_variant(kernel):
     serial = types.FunctionType(source.__code__, source.__globals__, source.__name__ + "_serial")
     serial.__qualname__ = source.__qualname__ + "_serial"
     serial.__doc__ = source.__doc__
-    return njit(fastmath=FASTMATH, cache=True)(serial)
+    return jit(serial)
 
 
 SERIAL = {kernel: _serial_variant(kernel)

@@ -24,6 +24,12 @@ def _check_param_grads(grads, expected, weight, x_dtype, shape):
         assert_close(grad, truth, x_dtype, scale=REDUCED_SCALE)
 
 
+def _input_stats(forward, x, *args, axis):
+    """The float64 statistics of ``x``, which a backward with statistics from ``x`` refines
+    the given float32 ones to."""
+    return forward(x, *args, axis=axis)[1:]
+
+
 def _check_dx(dx, expected, x_dtype):
     assert dx.dtype == ref.result_dtype(x_dtype)
     assert_close(dx, expected, x_dtype)
@@ -40,6 +46,8 @@ def test_batch_norm(rng, shape, axis, training, dtype, affine):
     running_mean, running_var = random_array(rng, channels), rng.uniform(0.5, 2.0, channels)
     _, mean, rstd = nbn.batch_norm_forward(x, running_mean, running_var, weight, training=training, axis=axis)
     dx, dweight, dbias = nbn.batch_norm_backward(dy, x, mean, rstd, weight, training=training, axis=axis)
+    if training:
+        mean, rstd = _input_stats(ref.batch_norm_forward, x, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.batch_norm_backward(
         dy, x, mean, rstd, weight, training=training, axis=axis)
     _check_dx(dx, expected_dx, dtype)
@@ -54,6 +62,7 @@ def test_layer_norm(rng, shape, axis, dtype, affine):
     weight = _weight(rng, normalized_shape(shape, axis), dtype, affine)
     _, mean, rstd = nbn.layer_norm_forward(x, weight, axis=axis)
     dx, dweight, dbias = nbn.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis)
+    mean, rstd = _input_stats(ref.layer_norm_forward, x, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.layer_norm_backward(
         dy, x, mean, rstd, weight, axis=axis)
     _check_dx(dx, expected_dx, dtype)
@@ -70,6 +79,7 @@ def test_group_norm(rng, shape, axis, num_groups, dtype, affine):
     weight = _weight(rng, channels, dtype, affine)
     _, mean, rstd = nbn.group_norm_forward(x, num_groups, weight, axis=axis)
     dx, dweight, dbias = nbn.group_norm_backward(dy, x, num_groups, mean, rstd, weight, axis=axis)
+    mean, rstd = _input_stats(ref.group_norm_forward, x, num_groups, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.group_norm_backward(
         dy, x, num_groups, mean, rstd, weight, axis=axis)
     _check_dx(dx, expected_dx, dtype)
@@ -89,6 +99,8 @@ def test_instance_norm(rng, shape, axis, use_input_stats, dtype, affine):
                                               use_input_stats=use_input_stats, axis=axis)
     dx, dweight, dbias = nbn.instance_norm_backward(dy, x, mean, rstd, weight,
                                                     use_input_stats=use_input_stats, axis=axis)
+    if use_input_stats:
+        mean, rstd = _input_stats(ref.instance_norm_forward, x, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.instance_norm_backward(
         dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis)
     _check_dx(dx, expected_dx, dtype)

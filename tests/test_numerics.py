@@ -98,28 +98,135 @@ def test_rms_norm_keeps_the_mean_square(rng):
     assert _relative_error(_variance_from_rstd(rrms), exact) < RELATIVE_TOLERANCE
 
 
-OFFSET_CASES = {  # one per elementwise path: per-element weights, per-segment, slab
+def _forward(module, norm, x, axis, **kwargs):
+    """``norm``'s forward in ``module`` (numbanorm or the reference; group norm: 4 groups)."""
+    groups = (4,) if norm == "group_norm" else ()
+    return getattr(module, f"{norm}_forward")(x, *groups, axis=axis, **kwargs)
+
+
+def _backward(module, norm, dy, x, stats, axis, weight=None):
+    groups = (4,) if norm == "group_norm" else ()
+    return getattr(module, f"{norm}_backward")(dy, x, *groups, *stats, weight, axis=axis)
+
+
+# One case per kernel path: per-element weights, per-segment weights, slabs,
+# groups split between tasks or whole in one, and the serial variant.
+GRADIENT_CASES = {
     "layer_norm": ("layer_norm", (64, 1024), (1024,), -1),
-    "instance_norm NCHW": ("instance_norm", (4, 8, 24, 24), (8,), 1),
+    "layer_norm small": ("layer_norm", (8, 256), (256,), -1),
+    "batch_norm NCHW": ("batch_norm", (64, 16, 64), (16,), 1),
+    "batch_norm NCHW split": ("batch_norm", (64, 4, 256), (4,), 1),
+    "batch_norm 2-D": ("batch_norm", (4096, 8), (8,), 1),
     "batch_norm NHWC": ("batch_norm", (16, 24, 24, 8), (8,), -1),
+    "batch_norm small": ("batch_norm", (64, 3), (3,), 1),
+    "group_norm NCHW": ("group_norm", (16, 8, 24, 24), (8,), 1),
+    "group_norm NHWC": ("group_norm", (16, 24, 24, 8), (8,), -1),
+    "instance_norm NCHW": ("instance_norm", (4, 8, 24, 24), (8,), 1),
+    "instance_norm NHWC": ("instance_norm", (16, 24, 24, 8), (8,), -1),
+    "instance_norm split": ("instance_norm", (2, 3, 8192), (3,), 1),
 }
 
 
-@pytest.mark.parametrize("name", OFFSET_CASES)
+@pytest.mark.parametrize("name", GRADIENT_CASES)
 def test_outputs_and_gradients_of_offset_data_keep_float32_accuracy(rng, name):
-    """``x - mean`` is formed exactly around a rounded mean: no 1e4-sized rounding error."""
-    norm, shape, param_shape, axis = OFFSET_CASES[name]
+    """Float32 statistics round a mean of 1e4 by up to 5e-4; the gradients do not show it.
+
+    ``y`` is formed around the float64 mean, and the backward, given the
+    forward's float32 statistics, refines the mean from ``x``: ``dx`` and
+    the parameter gradients match the float64 truth to float32 accuracy
+    (with the rounded mean taken as exact they were off by up to 3e-4).
+    """
+    norm, shape, param_shape, axis = GRADIENT_CASES[name]
     x = _offset_rows(rng, shape)
     dy = rng.standard_normal(shape).astype(np.float32)
     weight = (1 + 0.1 * rng.standard_normal(param_shape)).astype(np.float32)
     bias = rng.standard_normal(param_shape).astype(np.float32)
-    y, mean, rstd = getattr(nbn, f"{norm}_forward")(x, weight=weight, bias=bias, axis=axis)
-    dx, dweight, dbias = getattr(nbn, f"{norm}_backward")(dy, x, mean, rstd, weight, axis=axis)
-    y_ref = getattr(reference, f"{norm}_forward")(x, weight=weight, bias=bias, axis=axis)[0]
-    # The saved float32 mean is itself rounded by up to 5e-4 at 1e4: the exact
-    # gradient to compare with is the one for the statistics the forward saved.
-    dx_ref, dweight_ref, _ = getattr(reference, f"{norm}_backward")(
-        dy, x, mean, rstd, weight, axis=axis)
+    y, *stats = _forward(nbn, norm, x, axis, weight=weight, bias=bias)
+    dx, dweight, dbias = _backward(nbn, norm, dy, x, stats, axis, weight)
+    y_ref, *exact_stats = _forward(reference, norm, x, axis, weight=weight, bias=bias)
+    dx_ref, dweight_ref, dbias_ref = _backward(reference, norm, dy, x, exact_stats, axis, weight)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-6 * np.abs(y_ref).max())
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=2e-6 * np.abs(dx_ref).max())
-    np.testing.assert_allclose(dweight, dweight_ref, rtol=0, atol=1e-6 * np.abs(dweight_ref).max())
+    np.testing.assert_allclose(dweight, dweight_ref, rtol=0, atol=2e-6 * np.abs(dweight_ref).max())
+    np.testing.assert_allclose(dbias, dbias_ref, rtol=0, atol=2e-6 * np.abs(dbias_ref).max())
+
+
+# ----------------------------------------------------------------------------
+# Data of large magnitude: right where the result fits, loud where it cannot be
+
+
+OVERFLOW_CASES = {
+    "layer_norm": ("layer_norm", (4, 4096), -1),
+    "layer_norm small": ("layer_norm", (4, 100), -1),
+    "batch_norm NCHW": ("batch_norm", (8, 16, 32, 32), 1),
+    "batch_norm 2-D": ("batch_norm", (4096, 8), 1),
+    "batch_norm NHWC": ("batch_norm", (64, 8, 8, 8), -1),
+    "batch_norm small": ("batch_norm", (64, 3), 1),
+    "group_norm NCHW": ("group_norm", (4, 8, 32, 32), 1),
+    "group_norm NHWC": ("group_norm", (32, 16, 16, 8), -1),
+    "instance_norm NCHW": ("instance_norm", (4, 8, 32, 32), 1),
+    "instance_norm NHWC": ("instance_norm", (32, 16, 16, 8), -1),
+    "rms_norm": ("rms_norm", (4, 4096), -1),
+    "rms_norm small": ("rms_norm", (4, 100), -1),
+}
+
+
+@pytest.mark.parametrize("scale", [1e15, 1e19, 1e30, 1e37])
+@pytest.mark.parametrize("name", OVERFLOW_CASES)
+def test_float32_data_of_large_magnitude_normalizes_right(rng, name, scale):
+    """Squares of such data overflow float32 (they once gave ``rstd = 0`` and ``y = 0``)."""
+    norm, shape, axis = OVERFLOW_CASES[name]
+    x = (scale * rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    eps = {"eps": 0.0} if norm == "rms_norm" else {}  # the reference has no default there
+    y, *stats = _forward(nbn, norm, x, axis, **eps)
+    y_ref, *stats_ref = _forward(reference, norm, x, axis, **eps)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5 * np.abs(y_ref).max())
+    for stat, stat_ref in zip(stats, stats_ref):
+        np.testing.assert_allclose(stat, stat_ref, rtol=1e-6, atol=1e-6 * np.abs(stat_ref).max())
+    dx = _backward(nbn, norm, dy, x, stats, axis)[0]
+    dx_ref = _backward(reference, norm, dy, x, stats_ref, axis)[0]
+    if scale < 1e18:
+        np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=1e-5 * np.abs(dx_ref).max())
+    else:
+        # dx's coefficient of x - mean scales like 1/var, below float32's range:
+        # every group that needs it is NaN, none finite and wrong.
+        finite = np.isfinite(dx)
+        np.testing.assert_allclose(dx[finite], dx_ref[finite], rtol=0,
+                                   atol=1e-5 * np.abs(dx_ref).max())
+        assert not finite.all()
+
+
+@pytest.mark.parametrize("shape, axis", [((4, 5000), 1), ((5000, 4), 0), ((20000,), None)])
+def test_moments_of_large_float32_values_are_right_where_they_fit(rng, shape, axis):
+    x = (4e18 * rng.standard_normal(shape)).astype(np.float32)   # variance about 1.6e37
+    mean, var = nbn.moments(x, axis=axis)
+    exact = x.astype(np.float64)
+    np.testing.assert_allclose(var, exact.var(axis=axis), rtol=1e-6)
+    np.testing.assert_allclose(mean, exact.mean(axis=axis), rtol=0,
+                               atol=1e-6 * np.sqrt(exact.var(axis=axis)).max())
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # the variance: inf
+def test_mean_near_the_float32_maximum_is_finite_and_right():
+    x = np.full((4, 4096), 3e38, np.float32)
+    x[:, ::2] = 2.9e38
+    mean, _ = nbn.moments(x, axis=1)
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=1), rtol=1e-7)
+    y = nbn.layer_norm(x)
+    np.testing.assert_allclose(y, reference.layer_norm_forward(x)[0], rtol=0, atol=1e-5)
+
+
+def test_a_variance_beyond_float32_is_inf_not_finite():
+    x = (1e37 * np.random.default_rng(0).standard_normal((4, 5000))).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        _, var = nbn.moments(x, axis=1)
+    assert np.isposinf(var).all()
+
+
+@pytest.mark.parametrize("shape", [(4, 100), (4, 5000)])
+def test_float64_variance_overflow_is_loud(shape):
+    """Beyond about 1e154 the float64 variance overflows: NaN, never a finite wrong answer."""
+    x = 1e200 * np.random.default_rng(0).standard_normal(shape)
+    y, mean, rstd = nbn.layer_norm_forward(x)
+    assert np.isnan(y).all() and np.isnan(rstd).all()
