@@ -12,28 +12,41 @@ import warnings
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _overlap
 from ._layout import CanonicalView
 
 # ----------------------------------------------------------------------------
 # Argument checking
 
 
-def _host_array(value):
+def _host_array(value, name="x"):
     """A NumPy view of a CPU array of any library, without a copy where it can be.
 
-    NumPy arrays pass through; objects exporting DLPack (PyTorch CPU tensors,
-    array-API arrays) are viewed with ``np.from_dlpack``; anything else goes
-    through ``np.asarray`` (``__array__``, the buffer protocol, sequences).
+    NumPy arrays pass through, and subclasses as plain arrays (``np.matrix``,
+    ``np.memmap``), as ``np.asarray`` gives them, except masked arrays, whose
+    mask the kernels would ignore.  Objects exporting DLPack (PyTorch CPU
+    tensors, array-API arrays) are viewed with ``np.from_dlpack``; anything
+    else goes through ``np.asarray`` (``__array__``, the buffer protocol,
+    sequences).  ``name`` is the argument's name in error messages.
     """
-    if isinstance(value, np.ndarray):
+    if type(value) is np.ndarray:
         return value
+    if isinstance(value, np.ndarray):
+        if isinstance(value, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a masked array, which numbanorm does not support: pass "
+                f"{name}.filled(value) or {name}.data to choose what the masked elements hold")
+        return value.view(np.ndarray)
     if hasattr(value, "__dlpack__"):
         try:
             return np.from_dlpack(value)
-        except (BufferError, TypeError):
-            pass  # a device NumPy cannot read, or an old protocol version
-    return np.asarray(value)
+        except (BufferError, TypeError, RuntimeError):
+            pass  # a device or dtype NumPy cannot read (bfloat16), or an old protocol version
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(f"{name} cannot be read as a NumPy array: {error}") from error
 
 
 def _as_input(x):
@@ -133,11 +146,18 @@ def _check_momentum(momentum):
     return float(momentum)
 
 
+def _array(value, name, backend=None):
+    """``value`` as an array of the backend; on the host, ``name`` is used in errors."""
+    if backend is None or backend is _HOST:
+        return _host_array(value, name)
+    return backend.array(value)
+
+
 def _param(value, shape, name, backend=None):
     """An optional float parameter array of the given shape (or None)."""
     if value is None:
         return None
-    arr = (backend or _HOST).array(value)
+    arr = _array(value, name, backend)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
@@ -167,7 +187,7 @@ def _check_out(out, shape, dtype, backend=None):
     arr = (backend or _HOST).out_array(out)
     if arr.shape != shape:
         raise ValueError(f"out must have shape {shape}, got {arr.shape}")
-    if arr.dtype != dtype:
+    if arr.dtype != dtype and arr.dtype.newbyteorder("=") != dtype:
         raise TypeError(f"out must have dtype {dtype}, got {arr.dtype}")
     if not (backend or _HOST).writeable(arr):
         raise ValueError("out must be writable")
@@ -193,11 +213,25 @@ def _run_forward(spec, xc, weight, bias, out, result_dtype, *, eps, centered=Tru
     canon = spec.view(xc)
     stats = None if running is None else backend.running_groups(running, canon.shape4[::2], eps)
     target = None if out is None else backend.reshaped(out, canon.shape)
-    y, mean, var, rstd = backend.normalize(canon, spec.param2(weight, 1.0),
-                                           spec.param2(bias, 0.0), target, eps=eps,
-                                           centered=centered, stats=stats, dtype=result_dtype)
+    affine = weight is not None or bias is not None
+    y, mean, var, rstd = backend.normalize(
+        canon, spec.param2(weight, 1.0, affine), spec.param2(bias, 0.0, affine),
+        _direct_target(backend, out, target, (xc, weight, bias, *(running or ()))), eps=eps,
+        centered=centered, stats=stats, dtype=result_dtype)
     return (backend.deliver(y, target, out, spec.shape, result_dtype), canon, mean, var,
             rstd)
+
+
+def _direct_target(backend, out, target, inputs):
+    """``target`` for the kernels to write, or None when ``out`` overlaps one of ``inputs``.
+
+    The kernels then write a new array, which is copied into ``out``: the
+    result is that of separate arrays, as with NumPy's ufuncs.  ``out`` that
+    is exactly one of the inputs (the same elements) is written in place.
+    """
+    if out is not None and _overlap.overlaps_partially(backend.out_array(out), inputs):
+        return None
+    return target
 
 
 def _delivered(result, target, out, shape, result_dtype):
@@ -219,9 +253,14 @@ def _stats_out(spec, canon, stat_dtype, *stats):
 
 
 def _param2(value, shape2, fill):
-    """An affine parameter as the kernels' ``(C, W)`` float64 array (a copy)."""
+    """An affine parameter as the kernels' ``(C, W)`` array (a copy): float64 where given.
+
+    None gives ``fill`` everywhere, in float32, which holds it exactly and
+    spares a float32 input the cast of a full-size parameter; ``shape2`` may
+    then be ``(C, 1)``.
+    """
     if value is None:
-        return np.full(shape2, fill)
+        return np.full(shape2, fill, np.float32)
     return np.array(value, dtype=np.float64, order="C").reshape(shape2)
 
 
@@ -274,9 +313,13 @@ class _ChannelAxes:
     def view(self, xc):
         return self.backend.view(xc, self.split_shape, self.roles)
 
-    def param2(self, value, fill):
-        """A ``(C,)`` weight or bias as ``(groups, channels per group)``."""
-        return self.backend.param2(value, (self.groups, self.per_group), fill)
+    def param2(self, value, fill, full=True):
+        """A ``(C,)`` weight or bias as ``(groups, channels per group)``.
+
+        Without ``full``, None gives ``(groups, 1)``: one parameter per group,
+        which the kernels apply to all of its elements.
+        """
+        return self.backend.param2(value, (self.groups, self.per_group if full else 1), fill)
 
 
 class _NormalizedAxes:
@@ -299,9 +342,9 @@ class _NormalizedAxes:
     def view(self, xc):
         return self.backend.view(xc, self.shape, self.roles)
 
-    def param2(self, value, fill):
-        """The weight or bias as a ``(1, normalized size)`` array."""
-        return self.backend.param2(value, (1, self.count), fill)
+    def param2(self, value, fill, full=True):
+        """The weight or bias as a ``(1, normalized size)`` array (``(1, 1)`` if not ``full``)."""
+        return self.backend.param2(value, (1, self.count if full else 1), fill)
 
 
 def _grad_dtype(weight, stat_dtype):
@@ -320,7 +363,7 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
     backend = spec.backend
     weight = _param(weight, spec.weight_shape, "weight", backend)
     out = _check_out(out, xc.shape, result_dtype, backend)
-    dy = backend.array(dy)
+    dy = _array(dy, "dy", backend)
     if dy.shape != xc.shape:
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
     if dy.dtype.kind not in "fiub":
@@ -334,9 +377,13 @@ def _backward(spec, dy, x_dtypes, mean, rstd, weight, out, *, stats_from_input, 
     mean2 = (canon.stats_from_axes(stats[0], spec.stat_axes) if centered
              else backend.group_zeros(canon))
     target = None if out is None else backend.reshaped(out, canon.shape)
-    dx, dweight2, dbias2 = backend.backward(canon, backend.reshaped(dy, canon.shape), mean2,
-                                            rstd2, spec.param2(weight, 1.0), stats_from_input,
-                                            centered, out=target, dtype=result_dtype)
+    # A weight of ones the size of the parameters, also without one: dweight
+    # and dbias have one entry per parameter.
+    dx, dweight2, dbias2 = backend.backward(
+        canon, backend.reshaped(dy, canon.shape), mean2, rstd2, spec.param2(weight, 1.0),
+        stats_from_input, centered, out=_direct_target(backend, out, target,
+                                                       (xc, dy, *stats, weight)),
+        dtype=result_dtype)
     dx = backend.deliver(dx, target, out, spec.shape, result_dtype)
     grad_dtype = _grad_dtype(weight, stat_dtype)
     return (dx, *(backend.gradient_out(g, spec.weight_shape, grad_dtype)
@@ -382,6 +429,8 @@ def _channel_forward(x, running_mean, running_var, weight, bias, *, from_input, 
     backend = spec.backend
     out = _check_out(out, xc.shape, result_dtype, backend)
     if from_input:
+        _overlap.check_disjoint((("out", None if out is None else backend.out_array(out)),
+                                 ("running_mean", running_mean), ("running_var", running_var)))
         if per_sample and spec.spatial <= 1:
             raise ValueError(
                 f"Expected more than 1 spatial element when training, got input size {xc.shape}")
@@ -623,13 +672,11 @@ def _machine_epsilon(dtype):
     return float(np.finfo(dtype).eps)
 
 
-@functools.lru_cache(maxsize=256)
-def _constant_row(count, dtype, value):
-    """A ``(1, count)`` row of ``value``, the weight or bias of a norm without one.
-
-    Shared between calls, never handed out: the kernels only read it.
-    """
-    return np.full((1, count), value, dtype)
+# The weight and bias of a norm without them: one parameter, which the kernels
+# apply to the whole row.  Shared between calls, never handed out: the kernels
+# only read them.
+_NO_AFFINE = {dtype: (np.ones((1, 1), dtype), np.zeros((1, 1), dtype))
+              for dtype in _NATIVE_FLOATS}
 
 
 def _plain_operand(a, dtype, shape):
@@ -647,7 +694,7 @@ def _trailing_rows_forward(x, weight, bias, axis, eps, out, centered, stats):
     Python costs more than the kernel on small arrays.  Anything else
     returns None and takes the general path, which computes the same.
     """
-    if not (type(x) is np.ndarray and x.dtype in _NATIVE_FLOATS and x.size
+    if not (type(x) is np.ndarray and x.dtype in _NATIVE_FLOATS and x.size and x.ndim
             and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
             and x.flags.c_contiguous and x.flags.writeable):
         return None
@@ -655,12 +702,19 @@ def _trailing_rows_forward(x, weight, bias, axis, eps, out, centered, stats):
     if not (_plain_operand(weight, x.dtype, (count,)) and _plain_operand(bias, x.dtype, (count,))
             and _plain_operand(out, x.dtype, x.shape)):
         return None
+    if out is not None and ((out is not x and np.may_share_memory(out, x))
+                            or (weight is not None and np.may_share_memory(out, weight))
+                            or (bias is not None and np.may_share_memory(out, bias))):
+        return None  # the general path tells exact aliasing from overlap
     if eps is None:
         eps = _machine_epsilon(x.dtype)
     elif type(eps) is not float or not eps >= 0:
         return None
-    weight2 = _constant_row(count, x.dtype, 1.0) if weight is None else weight.reshape(1, count)
-    bias2 = _constant_row(count, x.dtype, 0.0) if bias is None else bias.reshape(1, count)
+    if weight is None and bias is None:
+        weight2, bias2 = _NO_AFFINE[x.dtype]
+    else:
+        weight2 = np.ones((1, count), x.dtype) if weight is None else weight.reshape(1, count)
+        bias2 = np.zeros((1, count), x.dtype) if bias is None else bias.reshape(1, count)
     y = np.empty_like(x) if out is None else out
     mean, rstd = _engine.normalize_rows(x.reshape(-1, count), weight2, bias2,
                                         y.reshape(-1, count), eps, centered)
@@ -862,7 +916,7 @@ class _Host:
     def out_array(out):
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-        return out
+        return _host_array(out, "out")
 
     @staticmethod
     def writeable(a):
@@ -879,7 +933,8 @@ class _Host:
 
     @staticmethod
     def reshaped(a, shape):
-        return a.reshape(shape)
+        # np.asarray: an ``out`` of a subclass (np.matrix) is written through a plain view
+        return np.asarray(a).reshape(shape)
 
     @staticmethod
     def view(xc, shape, roles):
