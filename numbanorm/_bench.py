@@ -15,15 +15,16 @@ import time
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ._jit import jit
 from ._peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
 
 PEERS = IMPLEMENTATIONS[1:]
 COPY_BLOCK = 1 << 16
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True, fastmath=False)
 def _parallel_copy(src, dst):
     for block in prange(-(-src.size // COPY_BLOCK)):
         start = block * COPY_BLOCK

@@ -117,7 +117,11 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
         if not whole_groups:
             _launch(_kernels.group_moments, canon.x4, centered, *plan, mean, var)
             var /= O * I
-            rstd[...] = np.where(var == np.inf, np.nan, 1.0 / np.sqrt(var + eps))
+            with np.errstate(divide="ignore", invalid="ignore"):  # as in the kernels
+                rstd[...] = 1.0 / np.sqrt(var + eps)
+            for b, c in zip(*np.nonzero(var == np.inf)):  # see _kernels.reciprocal_std
+                if np.isfinite(canon.x4[b, :, c]).all():
+                    rstd[b, c] = np.nan
     else:
         mean, rstd = stats
     if out4.size:
@@ -197,11 +201,12 @@ def _refine_mean(canon, mean, rstd, plan, sums):
     _, O, _, I = canon.shape4
     group_g, group_gx, group_d, param_dy, param_dyx = sums
     n_o = -(-O // plan[2])
-    delta = group_d / (O * I)
-    group_gx -= delta * group_g
     block_group = np.arange(param_dy.shape[0]) // n_o
-    param_dyx -= (delta * rstd)[block_group][:, :, None] * param_dy
-    return mean + delta
+    with np.errstate(invalid="ignore"):  # groups with NaN or inf stay NaN, silently
+        delta = group_d / (O * I)
+        group_gx -= delta * group_g
+        param_dyx -= (delta * rstd)[block_group][:, :, None] * param_dy
+        return mean + delta
 
 
 def gradient_sums(canon, dy, mean, rstd, weight2):

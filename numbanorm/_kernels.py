@@ -63,7 +63,7 @@ def plan_tasks(B, O, C, I):
     per_o = I if rows else c_block * I
     if groups >= MIN_WHOLE_GROUPS or O == 1:
         o_chunk = O
-        n_b_blocks = min(B, -(-TARGET_TASKS // n_c))
+        n_b_blocks = min(B, -(-TARGET_TASKS // max(n_c, 1)))
         b_block = max(-(-B // max(n_b_blocks, 1)), -(-MIN_TASK_ELEMENTS // max(O * per_o, 1)))
     else:
         o_chunk = -(-O // min(O, -(-TARGET_TASKS // max(groups, 1))))
@@ -109,13 +109,15 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 
 
 @jit(inline=True, fastmath=False)
-def reciprocal_std(var, eps):
-    """``1 / sqrt(var + eps)``, or NaN where the variance overflowed to inf.
+def reciprocal_std(var, eps, values):
+    """``1 / sqrt(var + eps)``, or NaN where the variance of finite ``values`` overflowed.
 
-    An infinite variance of finite data (float64 values beyond about 1e154)
-    would give ``rstd = 0`` and a finite, wrong output; NaN makes it loud.
+    ``values`` are the group's elements.  An infinite variance of finite
+    data (float64 values beyond about 1e154) would give ``rstd = 0`` and a
+    finite, wrong output; NaN makes it loud.  With an infinite element the
+    variance is rightly infinite, and ``rstd = 0`` is the limit.
     """
-    if var == math.inf:
+    if var == math.inf and np.isfinite(values).all():
         return math.nan
     return 1.0 / math.sqrt(var + eps)
 
@@ -635,7 +637,7 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block,
                     m, m2 = _rows_moments(x4, b, o0, o1, c, centered)
                     mean[b, c] = m
                     var[b, c] = m2 / count
-                    rstd[b, c] = reciprocal_std(m2 / count, eps)
+                    rstd[b, c] = reciprocal_std(m2 / count, eps, x4[b, o0:o1, c])
                 _rows_normalize(x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], bias2[c],
                                 out4)
         else:
@@ -650,7 +652,8 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block,
                                   mean[b, c0:c1], var[b, c0:c1])
                     for cc in range(c0, c1):
                         var[b, cc] /= count
-                        rstd[b, cc] = reciprocal_std(var[b, cc], eps)
+                        rstd[b, cc] = reciprocal_std(var[b, cc], eps,
+                                                      x3[b, o0:o1, cc * I:(cc + 1) * I])
                 _slab_affine(x3, x3, False, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
                              zeros, zeros, zeros, weight2[c0:c1], bias2[c0:c1], coef, out3)
 

@@ -147,6 +147,12 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
     For evaluation mode, where the statistics are constants and nothing is
     communicated, use :func:`numbanorm.batch_norm_backward` with
     ``training=False``.
+
+    float32 statistics round the batch mean by up to half an ulp of the
+    data's offset.  For float32 and float16 input each rank measures that
+    rounding on its part of ``x`` (one more read of it, ``C`` more values
+    in the reduction), and the gradients are those of the exact batch mean,
+    as :func:`numbanorm.batch_norm_backward` gives on one process.
     """
     backend = _backend(x, dy, mean, rstd, weight)
     xc, result_dtype, stat_dtype = backend.input(x)
@@ -161,11 +167,25 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
     weight2 = spec.param2(weight, 1.0)
     dy = backend.reshaped(dy, canon.shape)
     dweight2, dbias2 = backend.parameter_sums(canon, dy, mean2, rstd2, weight2)
-    local = np.concatenate(([spec.count], dbias2[:, 0], dweight2[:, 0]))
+    local = [[spec.count], dbias2[:, 0], dweight2[:, 0]]
+    refine = np.dtype(stat_dtype).itemsize < 8
+    if refine:
+        # float32 statistics round the mean by up to half an ulp of the data's
+        # offset; the ranks' sums of x - mean measure that rounding.
+        reduced = tuple(a for a in range(xc.ndim) if a != spec.axis)
+        local_count, local_mean, _ = backend.welford_state(xc, reduced)
+        given_mean = backend.to_host(mean2)[0]
+        local.append(local_count * (local_mean - given_mean) if local_count
+                     else np.zeros(spec.channels))
+    local = np.concatenate(local)
     total = np.empty_like(local)
     comm.Allreduce(local, total)  # mpi4py's default operation is the sum
     count = int(total[0])
-    dbias, dweight = np.split(total[1:], 2)
+    dbias, dweight = total[1:1 + spec.channels], total[1 + spec.channels:1 + 2 * spec.channels]
+    if refine:
+        delta = total[1 + 2 * spec.channels:] / count
+        dweight = dweight - delta * backend.to_host(rstd2)[0] * dbias
+        mean2 = backend.from_host((given_mean + delta)[None])
     # With one weight per channel the group sums of the input gradient follow
     # from the parameter gradients: sum(dy*w) = w*dbias, sum(dy*w*x̂) = w*dweight.
     w = 1.0 if weight is None else backend.to_host(weight).astype(np.float64)

@@ -1,6 +1,12 @@
-"""Shared helpers for the numbanorm tests: tolerances and comparisons."""
+"""Shared helpers for the numbanorm tests: tolerances, comparisons and harnesses."""
+
+import os
+import signal
+import subprocess
+import threading
 
 import numpy as np
+import pytest
 
 TOLERANCES = {
     np.dtype(np.float16): dict(rtol=1e-2, atol=1e-2),
@@ -129,3 +135,41 @@ def coarser_dtype(*dtypes):
     """The least precise of the given float dtypes (integer dtypes count as float64)."""
     return max((np.dtype(d) if np.dtype(d) in TOLERANCES else np.dtype(np.float64) for d in dtypes),
                key=lambda d: np.finfo(d).eps)
+
+
+def run_concurrently(work, n_threads):
+    """Call ``work(index)`` in ``n_threads`` threads released together; fail on any error."""
+    barrier = threading.Barrier(n_threads)
+    failures = []
+
+    def run(index):
+        try:
+            barrier.wait()
+            work(index)
+        except Exception as error:
+            failures.append((index, repr(error)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+
+def run_in_own_session(command, *, env, timeout, what, stderr=subprocess.PIPE):
+    """``(stdout, stderr)`` of ``command`` run in a session of its own, once it succeeds.
+
+    On timeout the whole session (forked workers, MPI ranks) is killed and
+    the test fails, naming ``what``.
+    """
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{what} did not finish in {timeout} s:\n{err or out}")
+    assert process.returncode == 0, f"{what} failed:\n{err or out}"
+    return out, err

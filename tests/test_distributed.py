@@ -10,7 +10,6 @@ by numbanorm.  Skipped without mpi4py; the multi-rank tests also without an
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -23,7 +22,7 @@ from mpi4py import MPI  # noqa: E402
 import mpi_worker  # noqa: E402
 import numbanorm as nbn  # noqa: E402
 import reference as ref  # noqa: E402
-from helpers import assert_close  # noqa: E402
+from helpers import assert_close, run_in_own_session  # noqa: E402
 from numbanorm.distributed import (  # noqa: E402
     SyncBatchNorm,
     sync_batch_norm_backward,
@@ -175,18 +174,10 @@ def ranks(request, tmp_path_factory):
     n_ranks, device = request.param
     out_dir = tmp_path_factory.mktemp(f"ranks{n_ranks}")
     env = {**os.environ, **OPEN_MPI_ENV, **({"NUMBA_ENABLE_CUDASIM": "1"} if device else {})}
-    # A session of its own, so that a hung launch is killed with all its ranks.
-    launch = subprocess.Popen([mpiexec, "-n", str(n_ranks), sys.executable, str(WORKER),
-                               str(out_dir), *(["device"] if device else [])],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env, start_new_session=True)
-    try:
-        output, _ = launch.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(launch.pid, signal.SIGKILL)
-        output, _ = launch.communicate()
-        pytest.fail(f"mpiexec with {n_ranks} ranks did not finish in {LAUNCH_TIMEOUT} s:\n{output}")
-    assert launch.returncode == 0, f"mpiexec with {n_ranks} ranks failed:\n{output}"
+    run_in_own_session([mpiexec, "-n", str(n_ranks), sys.executable, str(WORKER), str(out_dir),
+                        *(["device"] if device else [])],
+                       env=env, timeout=LAUNCH_TIMEOUT, what=f"mpiexec with {n_ranks} ranks",
+                       stderr=subprocess.STDOUT)
     results = []
     for rank in range(n_ranks):
         with np.load(out_dir / f"rank{rank}.npz") as saved:

@@ -54,142 +54,51 @@ def _parameters(rng, channels, dtype):
             random_array(rng, channels, dtype, loc=0.0, scale=0.5))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", SIZES)
-def test_layer_norm_constant_row(rng, size, dtype):
-    x = _input(rng, (12, SIZES[size]), dtype, size)
-    x[1] = 3.0
-    weight, bias = _parameters(rng, x.shape[1], dtype)
-    dy = random_array(rng, x.shape, dtype, loc=0.0, scale=1.0)
-
-    y, mean, rstd = nbn.layer_norm_forward(x, weight, bias, eps=0.0)
-    expected_y, expected_mean, expected_rstd = _reference(ref.layer_norm_forward, x, weight,
-                                                          bias, eps=0.0)
-    assert np.isnan(y[1]).all() and np.isinf(rstd[1])
-    _assert_like_reference(y, expected_y, dtype)
-    assert np.isfinite(np.delete(y, 1, axis=0)).all()
-    _assert_like_reference(mean, expected_mean, dtype)
-    _assert_like_reference(rstd, expected_rstd, dtype)
-    np.testing.assert_array_equal(nbn.layer_norm(x, weight, bias, eps=0.0), y)
-
-    dx, dweight, dbias = nbn.layer_norm_backward(dy, x, mean, rstd, weight)
-    expected = _reference(ref.layer_norm_backward, dy, x, mean, rstd, weight)
-    assert np.isnan(dx[1]).all()
-    _assert_like_reference(dx, expected[0], dtype)
-    assert np.isfinite(np.delete(dx, 1, axis=0)).all()
-    # Every weight meets the constant row, whose xhat is NaN: PyTorch's too.
-    assert np.isnan(dweight).all()
-    _assert_like_reference(dbias, expected[2], dtype, scale=REDUCED_SCALE)
+# norm: (shape with the last axis sized by SIZES, the constant group's index,
+# its value, arguments after x, index of the weights whose gradient meets it).
+# Every weight of layer and RMS norm meets the constant row, whose xhat is
+# NaN: their whole dweight is NaN, as PyTorch's is.
+CONSTANT_GROUPS = {
+    "layer_norm": ((12,), np.s_[1], 3.0, (), np.s_[:]),
+    "rms_norm": ((12,), np.s_[1], 0.0, (), np.s_[:]),
+    "batch_norm": ((4, 3), np.s_[:, 1], 3.0, (), np.s_[1]),
+    "group_norm": ((3, 4), np.s_[1, :2], 3.0, (2,), np.s_[:2]),  # 2 groups of 2 channels
+    "instance_norm": ((4, 3), np.s_[1, 2], 3.0, (), np.s_[2]),
+}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-def test_rms_norm_zero_row(rng, size, dtype):
-    x = _input(rng, (12, SIZES[size]), dtype, size)
-    x[1] = 0.0
-    weight, _ = _parameters(rng, x.shape[1], dtype)
+@pytest.mark.parametrize("norm", CONSTANT_GROUPS)
+def test_a_constant_group_is_nan_alone(rng, norm, size, dtype):
+    shape, group, value, extra, poisoned_weights = CONSTANT_GROUPS[norm]
+    x = _input(rng, (*shape, SIZES[size]), dtype, size)
+    x[group] = value
+    weight, bias = _parameters(rng, x.shape[-1] if len(shape) == 1 else shape[1], dtype)
+    affine = dict(weight=weight) if norm == "rms_norm" else dict(weight=weight, bias=bias)
     dy = random_array(rng, x.shape, dtype, loc=0.0, scale=1.0)
+    healthy = np.ones(x.shape, dtype=bool)
+    healthy[group] = False
 
-    y, rrms = nbn.rms_norm_forward(x, weight, eps=0.0)
-    expected_y, expected_rrms = _reference(ref.rms_norm_forward, x, weight, eps=0.0)
-    assert np.isnan(y[1]).all() and np.isinf(rrms[1])
+    y, *stats = getattr(nbn, f"{norm}_forward")(x, *extra, eps=0.0, **affine)
+    expected_y, *expected_stats = _reference(getattr(ref, f"{norm}_forward"), x, *extra,
+                                             eps=0.0, **affine)
+    assert np.isnan(y[group]).all() and np.isinf(stats[-1]).any()
+    assert np.isfinite(y[healthy]).all()
     _assert_like_reference(y, expected_y, dtype)
-    assert np.isfinite(np.delete(y, 1, axis=0)).all()
-    _assert_like_reference(rrms, expected_rrms, dtype)
-    np.testing.assert_array_equal(nbn.rms_norm(x, weight, eps=0.0), y)
+    for stat, expected in zip(stats, expected_stats):
+        _assert_like_reference(stat, expected, dtype)
+    np.testing.assert_array_equal(getattr(nbn, norm)(x, *extra, eps=0.0, **affine), y)
 
-    dx, dweight = nbn.rms_norm_backward(dy, x, rrms, weight)
-    expected_dx, _ = _reference(ref.rms_norm_backward, dy, x, rrms, weight)
-    assert np.isnan(dx[1]).all()
+    dx, dweight, *dbias = getattr(nbn, f"{norm}_backward")(dy, x, *extra, *stats, weight=weight)
+    expected_dx, expected_dweight, *expected_dbias = _reference(
+        getattr(ref, f"{norm}_backward"), dy, x, *extra, *stats, weight=weight)
+    assert np.isnan(dx[group]).all() and np.isfinite(dx[healthy]).all()
     _assert_like_reference(dx, expected_dx, dtype)
-    assert np.isfinite(np.delete(dx, 1, axis=0)).all()
-    assert np.isnan(dweight).all()
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", SIZES)
-def test_batch_norm_constant_channel(rng, size, dtype):
-    x = _input(rng, (4, 3, SIZES[size]), dtype, size)
-    x[:, 1] = 3.0
-    weight, bias = _parameters(rng, 3, dtype)
-    dy = random_array(rng, x.shape, dtype, loc=0.0, scale=1.0)
-
-    y, mean, rstd = nbn.batch_norm_forward(x, weight=weight, bias=bias, eps=0.0)
-    expected_y, expected_mean, expected_rstd = _reference(ref.batch_norm_forward, x,
-                                                          weight=weight, bias=bias, eps=0.0)
-    assert np.isnan(y[:, 1]).all() and np.isinf(rstd[1])
-    _assert_like_reference(y, expected_y, dtype)
-    assert np.isfinite(np.delete(y, 1, axis=1)).all()
-    _assert_like_reference(mean, expected_mean, dtype)
-    _assert_like_reference(rstd, expected_rstd, dtype)
-    np.testing.assert_array_equal(nbn.batch_norm(x, weight=weight, bias=bias, eps=0.0), y)
-
-    dx, dweight, dbias = nbn.batch_norm_backward(dy, x, mean, rstd, weight)
-    expected = _reference(ref.batch_norm_backward, dy, x, mean, rstd, weight)
-    assert np.isnan(dx[:, 1]).all() and np.isnan(dweight[1])
-    _assert_like_reference(dx, expected[0], dtype)
-    assert np.isfinite(np.delete(dx, 1, axis=1)).all()
-    _assert_like_reference(dweight, expected[1], dtype, scale=REDUCED_SCALE)
-    _assert_like_reference(dbias, expected[2], dtype, scale=REDUCED_SCALE)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", SIZES)
-def test_group_norm_constant_group(rng, size, dtype):
-    # Two groups of two channels; group 0 of sample 1 is constant.
-    x = _input(rng, (3, 4, SIZES[size]), dtype, size)
-    x[1, :2] = 3.0
-    weight, bias = _parameters(rng, 4, dtype)
-    dy = random_array(rng, x.shape, dtype, loc=0.0, scale=1.0)
-
-    y, mean, rstd = nbn.group_norm_forward(x, 2, weight, bias, eps=0.0)
-    expected_y, expected_mean, expected_rstd = _reference(ref.group_norm_forward, x, 2, weight,
-                                                          bias, eps=0.0)
-    healthy = np.ones(x.shape, dtype=bool)
-    healthy[1, :2] = False
-    assert np.isnan(y[1, :2]).all() and np.isinf(rstd[1, 0])
-    _assert_like_reference(y, expected_y, dtype)
-    assert np.isfinite(y[healthy]).all()
-    _assert_like_reference(mean, expected_mean, dtype)
-    _assert_like_reference(rstd, expected_rstd, dtype)
-    np.testing.assert_array_equal(nbn.group_norm(x, 2, weight, bias, eps=0.0), y)
-
-    dx, dweight, dbias = nbn.group_norm_backward(dy, x, 2, mean, rstd, weight)
-    expected = _reference(ref.group_norm_backward, dy, x, 2, mean, rstd, weight)
-    assert np.isnan(dx[1, :2]).all() and np.isnan(dweight[:2]).all()
-    _assert_like_reference(dx, expected[0], dtype)
-    assert np.isfinite(dx[healthy]).all()
-    _assert_like_reference(dweight, expected[1], dtype, scale=REDUCED_SCALE)
-    _assert_like_reference(dbias, expected[2], dtype, scale=REDUCED_SCALE)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", SIZES)
-def test_instance_norm_constant_instance(rng, size, dtype):
-    x = _input(rng, (4, 3, SIZES[size]), dtype, size)
-    x[1, 2] = 3.0
-    weight, bias = _parameters(rng, 3, dtype)
-    dy = random_array(rng, x.shape, dtype, loc=0.0, scale=1.0)
-
-    y, mean, rstd = nbn.instance_norm_forward(x, weight=weight, bias=bias, eps=0.0)
-    expected_y, expected_mean, expected_rstd = _reference(ref.instance_norm_forward, x,
-                                                          weight=weight, bias=bias, eps=0.0)
-    healthy = np.ones(x.shape, dtype=bool)
-    healthy[1, 2] = False
-    assert np.isnan(y[1, 2]).all() and np.isinf(rstd[1, 2])
-    _assert_like_reference(y, expected_y, dtype)
-    assert np.isfinite(y[healthy]).all()
-    _assert_like_reference(mean, expected_mean, dtype)
-    _assert_like_reference(rstd, expected_rstd, dtype)
-    np.testing.assert_array_equal(nbn.instance_norm(x, weight=weight, bias=bias, eps=0.0), y)
-
-    dx, dweight, dbias = nbn.instance_norm_backward(dy, x, mean, rstd, weight)
-    expected = _reference(ref.instance_norm_backward, dy, x, mean, rstd, weight)
-    assert np.isnan(dx[1, 2]).all() and np.isnan(dweight[2])
-    _assert_like_reference(dx, expected[0], dtype)
-    assert np.isfinite(dx[healthy]).all()
-    _assert_like_reference(dweight, expected[1], dtype, scale=REDUCED_SCALE)
-    _assert_like_reference(dbias, expected[2], dtype, scale=REDUCED_SCALE)
+    assert np.isnan(dweight[poisoned_weights]).all()
+    _assert_like_reference(dweight, expected_dweight, dtype, scale=REDUCED_SCALE)
+    for grad, expected in zip(dbias, expected_dbias):
+        _assert_like_reference(grad, expected, dtype, scale=REDUCED_SCALE)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -10,17 +10,14 @@ instead of hanging pytest.
 import ast
 import multiprocessing
 import os
-import signal
-import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 import numbanorm as nbn
 import reference as ref
-from helpers import assert_close, random_array
+from helpers import assert_close, random_array, run_concurrently, run_in_own_session
 
 DTYPE = np.float32
 # Above the size that runs serially (16,384 elements), so that the parent runs
@@ -102,17 +99,9 @@ def _run_isolated(script):
     On timeout the whole session, forked workers included, is killed.
     """
     path = os.pathsep.join(filter(None, [PACKAGE_ROOT, TESTS_DIR, os.environ.get("PYTHONPATH")]))
-    process = subprocess.Popen([sys.executable, "-c", script],
-                               env=dict(os.environ, PYTHONPATH=path), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"no result after {TIMEOUT} s: a forked worker aborted or hung\n{err}")
-    assert process.returncode == 0, err
-    return out, err
+    return run_in_own_session([sys.executable, "-c", script],
+                              env=dict(os.environ, PYTHONPATH=path), timeout=TIMEOUT,
+                              what="a forked worker (it aborted or hung)")
 
 
 # The last line printed reports the parent's threading layer, its OpenMP
@@ -211,21 +200,9 @@ def test_eight_threads_every_norm_forward_and_backward():
     """Eight Python threads run different norms, forward and backward, at once."""
     cases = norm_cases(1)
     names = sorted(cases)
-    barrier = threading.Barrier(THREADS)
-    failures = []
-
     def work(index):
-        try:
-            barrier.wait()
-            # Each thread starts at another case, so different kernels overlap.
-            for step in range(ITERATIONS * len(names)):
-                check_case(cases, names[(index + step) % len(names)])
-        except Exception as error:
-            failures.append((index, repr(error)))
+        # Each thread starts at another case, so different kernels overlap.
+        for step in range(ITERATIONS * len(names)):
+            check_case(cases, names[(index + step) % len(names)])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures, failures
+    run_concurrently(work, THREADS)

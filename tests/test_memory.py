@@ -7,8 +7,8 @@ threads do not count), Linux's peak (``VmHWM``) is reset to the current
 resident size through ``/proc/self/clear_refs``, and the call runs once
 more.  Every call may use, beyond its results, an eighth of its input and a
 few MiB for the interpreter and the allocator, and a few float64 numbers
-per group (statistics, sums); the backward also its parameter gradients in
-float64.
+per group (statistics, sums); the backward also its parameter gradients with
+their float64 and float32 partial sums.
 """
 
 import json
@@ -85,8 +85,10 @@ WORKER = textwrap.dedent(r'''
         stats_bytes = sum(s.nbytes for s in stats)
         # and the kernels' float64 statistics and sums, a few per group
         slack = x.nbytes // 8 + SLACK + 4 * 8 * stats[0].size
-        # dweight and dbias, and their float64 sums
-        gradients = 2 * params * (4 + 8)
+        # dweight and dbias, their float64 sums and float32 partial sums, and
+        # the weight of ones a backward without weight uses: parameter-sized,
+        # which only a 1-D input makes as large as the input
+        gradients = 2 * params * (4 + 8 + 4) + params * 4
         yield "forward", lambda: forward(x, *args, axis=axis), x.nbytes + stats_bytes + slack
         yield "forward out=", lambda: plain(x, *args, axis=axis, out=out), slack
         yield "forward out=x", lambda: plain(x, *args, axis=axis, out=x), slack
