@@ -31,11 +31,11 @@ class _LaunchGuard:
 
     def launch(self, kernel, args):
         if not self._needed:
-            kernel(*args)
-            return
+            return kernel(*args)
         with self._lock:
-            kernel(*args)
+            result = kernel(*args)
         self._needed = numba.threading_layer() == "workqueue"
+        return result
 
 
 _guard = _LaunchGuard()
@@ -44,9 +44,8 @@ _guard = _LaunchGuard()
 def _launch(kernel, *args):
     """Run ``kernel`` on ``args``, whose first is the input; small inputs run serially."""
     if args[0].size <= _kernels.SERIAL_MAX_ELEMENTS or _threading.parallel_unsafe():
-        _kernels.SERIAL[kernel](*args)
-    else:
-        _guard.launch(kernel, args)
+        return _kernels.SERIAL[kernel](*args)
+    return _guard.launch(kernel, args)
 
 
 def _plan(canon):
@@ -68,7 +67,7 @@ def group_moments(canon):
         row = x4.reshape(I)
         length = I // _kernels.TARGET_TASKS
         head = row[:length * _kernels.TARGET_TASKS].reshape(1, _kernels.TARGET_TASKS, 1, length)
-        _launch(_kernels.group_moments, head, True, *_kernels.plan_tasks(*head.shape), mean, m2)
+        _group_moments(head, True, _kernels.plan_tasks(*head.shape), mean, m2)
         tail = row[head.size:].astype(np.float64)
         if tail.size:
             tail_mean = tail.mean()
@@ -77,8 +76,77 @@ def group_moments(canon):
             m2 += ((tail - tail_mean) ** 2).sum() + delta * delta * head.size * tail.size / n
             mean += delta * tail.size / n
         return mean, m2
-    _launch(_kernels.group_moments, x4, True, *_plan(canon)[0], mean, m2)
+    _group_moments(x4, True, _plan(canon)[0], mean, m2)
     return mean, m2
+
+
+def _group_moments(x4, centered, plan, mean, m2):
+    """The ``group_moments`` kernel, with overflowed float32 groups summed again.
+
+    Returns the groups whose M2 overflowed even in float64 (see
+    :func:`resum_overflowed`).
+    """
+    if _launch(_kernels.group_moments, x4, centered, *plan, mean, m2):
+        return resum_overflowed(x4, centered, mean, m2, 1)[1]
+    return []
+
+
+def resum_overflowed(x4, centered, mean, m2, count):
+    """Sum again in float64 the groups of finite data whose statistics are not finite.
+
+    The kernels sum squares in the input's precision, which overflows
+    float32 for values beyond about 1e17; in float64 the squares of float32
+    values cannot overflow.  This rare path costs a float64 copy of each
+    such group.  ``m2`` holds each group's M2 divided by ``count``.  Groups
+    holding NaN or inf keep their non-finite statistics, which are right.
+
+    Returns ``(resummed, overflowed)``: the ``(b, c)`` of the groups summed
+    again, and of those whose M2 still overflows (float64 data beyond about
+    1e154).
+    """
+    resummed, overflowed = [], []
+    for b, c in zip(*np.nonzero(~np.isfinite(m2))):
+        group = x4[b, :, c]
+        if not np.isfinite(group).all():
+            continue
+        if x4.itemsize < 8:
+            group = group.astype(np.float64)
+            mean[b, c] = group.mean() if centered else 0.0
+            m2[b, c] = np.square(group - mean[b, c]).sum() / count
+        resummed.append((b, c))
+        if not np.isfinite(m2[b, c]):
+            overflowed.append((b, c))
+    return resummed, overflowed
+
+
+def _reciprocal_std(var, eps, overflowed):
+    """``1 / sqrt(var + eps)``, NaN for the ``overflowed`` groups.
+
+    An infinite variance of finite data would give ``rstd = 0`` and a
+    finite, wrong output; NaN makes it loud.  With an infinite element the
+    variance is rightly infinite, and ``rstd = 0`` is the limit.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):  # as in the kernels
+        rstd = 1.0 / np.sqrt(var + eps)
+    for b, c in overflowed:
+        rstd[b, c] = np.nan
+    return rstd
+
+
+def _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4):
+    """Statistics and output of the groups whose variance the fused kernel got non-finite.
+
+    The groups that :func:`resum_overflowed` sums again are normalized
+    again, in float64.
+    """
+    resummed, overflowed = resum_overflowed(x4, centered, mean, var, x4.shape[1] * x4.shape[3])
+    fixed = _reciprocal_std(var, eps, overflowed)
+    repeat = x4.shape[3] // weight2.shape[1]
+    for b, c in resummed:
+        rstd[b, c] = fixed[b, c]
+        scale = rstd[b, c] * np.repeat(weight2[c].astype(np.float64), repeat)
+        shift = np.repeat(bias2[c].astype(np.float64), repeat)
+        out4[b, :, c] = (x4[b, :, c] - mean[b, c]) * scale + shift
 
 
 def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=None):
@@ -115,18 +183,15 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
         if not B * C:
             return y, mean, var, rstd
         if not whole_groups:
-            _launch(_kernels.group_moments, canon.x4, centered, *plan, mean, var)
+            overflowed = _group_moments(canon.x4, centered, plan, mean, var)
             var /= O * I
-            with np.errstate(divide="ignore", invalid="ignore"):  # as in the kernels
-                rstd[...] = 1.0 / np.sqrt(var + eps)
-            for b, c in zip(*np.nonzero(var == np.inf)):  # see _kernels.reciprocal_std
-                if np.isfinite(canon.x4[b, :, c]).all():
-                    rstd[b, c] = np.nan
+            rstd[...] = _reciprocal_std(var, eps, overflowed)
     else:
         mean, rstd = stats
-    if out4.size:
-        _launch(_kernels.normalize, canon.x4, stats is None and whole_groups, centered, eps,
-                *plan, mean, rstd if var is None else var, rstd, weight2, bias2, out4)
+    fused = stats is None and whole_groups
+    if out4.size and _launch(_kernels.normalize, canon.x4, fused, centered, eps, *plan, mean,
+                             rstd if var is None else var, rstd, weight2, bias2, out4) and fused:
+        _renormalize_resummed(canon.x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return y, mean, var, rstd
 
 
@@ -140,8 +205,10 @@ def normalize_rows(x2, weight2, bias2, out2, eps, centered):
     rows, count = x2.shape
     x4 = x2.reshape(rows, 1, 1, count)
     mean, var, rstd = np.empty((3, rows, 1))
-    _launch(_kernels.normalize, x4, True, centered, eps, *_kernels.plan_tasks(rows, 1, 1, count),
-            mean, var, rstd, weight2, bias2, out2.reshape(x4.shape))
+    out4 = out2.reshape(x4.shape)
+    if _launch(_kernels.normalize, x4, True, centered, eps, *_kernels.plan_tasks(rows, 1, 1, count),
+               mean, var, rstd, weight2, bias2, out4):
+        _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return mean, rstd
 
 

@@ -99,6 +99,22 @@ def _n_tasks(B, O, C, rows, b_block, o_chunk, c_block):
 
 
 @jit(inline=True, fastmath=False)
+def _n_nonfinite(stat):
+    """How many entries of a ``(B, C)`` statistic are inf or NaN.
+
+    float32 sums of squares overflow for values beyond about 1e17, and a
+    group holding NaN or inf has no finite statistics: the engine looks at
+    such groups again (``_engine.resum_overflowed``) when this is not 0.
+    """
+    n = 0
+    for b in range(stat.shape[0]):
+        for c in range(stat.shape[1]):
+            if not math.isfinite(stat[b, c]):
+                n += 1
+    return n
+
+
+@jit(inline=True, fastmath=False)
 def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     if n_b == 0:
         return n_a, mean_a, m2_a
@@ -106,20 +122,6 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     delta = mean_b - mean_a
     frac = n_b / n
     return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
-
-
-@jit(inline=True, fastmath=False)
-def reciprocal_std(var, eps, values):
-    """``1 / sqrt(var + eps)``, or NaN where the variance of finite ``values`` overflowed.
-
-    ``values`` are the group's elements.  An infinite variance of finite
-    data (float64 values beyond about 1e154) would give ``rstd = 0`` and a
-    finite, wrong output; NaN makes it loud.  With an infinite element the
-    variance is rightly infinite, and ``rstd = 0`` is the limit.
-    """
-    if var == math.inf and np.isfinite(values).all():
-        return math.nan
-    return 1.0 / math.sqrt(var + eps)
 
 
 @jit(inline=True, fastmath=False)
@@ -146,8 +148,17 @@ def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered, t
 
 
 @jit(inline=True)
-def _deviation_sums(block, centered):
-    """``(pivot, sum(x - pivot), sum((x - pivot)**2))`` of a block, in its own precision."""
+def _block_moments(block, centered):
+    """``(mean, M2)`` of a short contiguous block, as float64.
+
+    Summed in the block's own precision, which vectorizes float32 twice as
+    wide as float64, around a pivot: the block's mean rounded to that
+    precision.  The pivot removes any offset before squaring, and the sum of
+    the deviations corrects for its rounding, so the result keeps float64
+    accuracy for blocks of ``ROW_BLOCK`` elements.  float32 sums of squares
+    overflow for values beyond about 1e17: the engine sums such groups again
+    in float64 (``_engine.resum_overflowed``).
+    """
     n = block.size
     pivot = block.dtype.type(0)
     if centered:
@@ -161,27 +172,9 @@ def _deviation_sums(block, centered):
         d = block[i] - pivot
         s1 += d
         s2 += d * d
-    return pivot, s1, s2
-
-
-@jit(inline=True)
-def _block_moments(block, centered):
-    """``(mean, M2)`` of a short contiguous block, as float64.
-
-    Summed in the block's own precision, which vectorizes float32 twice as
-    wide as float64, around a pivot: the block's mean rounded to that
-    precision.  The pivot removes any offset before squaring, and the sum of
-    the deviations corrects for its rounding, so the result keeps float64
-    accuracy for blocks of ``ROW_BLOCK`` elements.  A float32 block whose
-    sums overflow (values beyond about 1e17) is summed again in float64,
-    where squares of float32 values cannot overflow.
-    """
-    pivot, s1, s2 = _deviation_sums(block, centered)
-    if block.itemsize < 8 and not math.isfinite(s2):
-        pivot, s1, s2 = _deviation_sums(block.astype(np.float64), centered)
     if not centered:
         return 0.0, np.float64(s2)
-    shift = np.float64(s1) / block.size
+    shift = np.float64(s1) / n
     return np.float64(pivot) + shift, np.float64(s2) - np.float64(s1) * shift
 
 
@@ -440,14 +433,12 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
 
 
 @jit(inline=True)
-def _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c,
-                       m2_c):
+def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c, m2_c):
     """Mean and M2 of the ``C`` channels of ``x3[b, o0:o1, k0:k1]``, in two passes.
 
-    The first pass finds each c's mean, rounded to the precision of
-    ``pivot_k`` as a pivot; the second sums deviations from it, as in
-    :func:`_block_moments`, in the precision of ``part``.  ``part``,
-    ``total`` and ``pivot_k`` are scratch.
+    The first pass finds each c's mean, rounded to the input's precision as a
+    pivot; the second sums deviations from it, as in :func:`_block_moments`.
+    ``part``, ``total`` and ``pivot_k`` are scratch.
     """
     I = (k1 - k0) // C
     count = (o1 - o0) * I
@@ -467,22 +458,6 @@ def _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k,
         else:
             mean_c[c] = 0.0
             m2_c[c] = s2
-
-
-@jit(inline=True)
-def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c, m2_c):
-    """:func:`_slab_moments_with` in the input's precision (scratch of that precision).
-
-    Float32 sums that overflow are summed again in float64, as in
-    :func:`_block_moments`.
-    """
-    _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c, m2_c)
-    if x3.itemsize < 8:
-        for c in range(C):
-            if not math.isfinite(m2_c[c]):
-                _slab_moments_with(x3, b, o0, o1, k0, k1, C, centered, part.astype(np.float64),
-                                   total, pivot_k.astype(np.float64), mean_c, m2_c)
-                break
 
 
 @jit(inline=True)
@@ -574,7 +549,8 @@ def group_moments(x4, centered, rows, b_block, o_chunk, c_block, mean_out, m2_ou
 
     For groups split into several o-chunks: per-chunk results are merged with
     Chan's formula.  ``centered=False`` gives a zero mean and the sum of
-    squares (RMS norm).
+    squares (RMS norm).  Returns the number of groups whose M2 is not finite
+    (see :func:`_n_nonfinite`).
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -599,7 +575,7 @@ def group_moments(x4, centered, rows, b_block, o_chunk, c_block, mean_out, m2_ou
                 _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
                               pivot_k, part_mean[b, j, c0:c1], part_m2[b, j, c0:c1])
     if n_o == 1:
-        return
+        return _n_nonfinite(m2_out)
     for g in prange(B * C):
         b = g // C
         c = g % C
@@ -611,6 +587,7 @@ def group_moments(x4, centered, rows, b_block, o_chunk, c_block, mean_out, m2_ou
             n, mean, m2 = _chan_merge(n, mean, m2, n_j, part_mean[b, j, c], part_m2[b, j, c])
         mean_out[b, c] = mean
         m2_out[b, c] = m2
+    return _n_nonfinite(m2_out)
 
 
 @jit(parallel=True)
@@ -622,6 +599,7 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block,
     each task first computes its groups' statistics into ``mean``, ``var``
     and ``rstd``, and normalizes them while they are still in cache;
     otherwise ``mean`` and ``rstd`` are given and ``var`` is not used.
+    Returns the number of groups whose computed variance is not finite.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -637,7 +615,7 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block,
                     m, m2 = _rows_moments(x4, b, o0, o1, c, centered)
                     mean[b, c] = m
                     var[b, c] = m2 / count
-                    rstd[b, c] = reciprocal_std(m2 / count, eps, x4[b, o0:o1, c])
+                    rstd[b, c] = 1.0 / math.sqrt(m2 / count + eps)
                 _rows_normalize(x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], bias2[c],
                                 out4)
         else:
@@ -652,10 +630,10 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block,
                                   mean[b, c0:c1], var[b, c0:c1])
                     for cc in range(c0, c1):
                         var[b, cc] /= count
-                        rstd[b, cc] = reciprocal_std(var[b, cc], eps,
-                                                      x3[b, o0:o1, cc * I:(cc + 1) * I])
+                        rstd[b, cc] = 1.0 / math.sqrt(var[b, cc] + eps)
                 _slab_affine(x3, x3, False, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
                              zeros, zeros, zeros, weight2[c0:c1], bias2[c0:c1], coef, out3)
+    return _n_nonfinite(var) if compute_stats else 0
 
 
 @jit(parallel=True)
