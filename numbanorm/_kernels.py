@@ -279,22 +279,35 @@ def _flush_partials(part, param_dy, param_dyx):
 
 
 @jit(inline=True)
-def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy, param_dyx):
-    """``(sum(dy*w), sum(dy*w*(x - m)), sum(x - m), n_partial)`` of one group.
+def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, n_partial, group_h,
+                   param_dy, param_dyx):
+    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m), n_partial)`` of one group.
 
-    The parameter sums accumulate.
+    The parameter sums accumulate.  With ``refine`` (the group's rows must
+    all be given) the mean ``m`` is refined from ``x`` (see
+    :func:`_rows_mean`), and the sums are around the refined mean, which is
+    returned.
 
     Products are formed in the precision of ``x`` around the rounded mean
     and the group sums are summed in float64.  With a weight per element
     (``R == 1``) the parameter sums go to ``part``, partial sums in the
     precision of ``x`` over at most ``SLAB_PARTIAL_ROWS`` rows, which are
     flushed into ``param_dy``/``param_dyx``; ``n_partial`` counts the rows
-    in ``part``.
+    in ``part``.  Such rows are whole groups (``O == 1``), never split
+    between tasks: they skip ``sum(x - m)`` (NaN), and refining takes a
+    pass of its own, only where the offset exceeds the standard deviation.
+    With a weight per segment of ``R`` elements the group's sums of ``dy``
+    per weight go to ``group_h`` (scratch) and the parameter sums are
+    completed once the mean is known, so refining costs no pass.
     """
-    pivot = x4.dtype.type(m)
-    delta = m - np.float64(pivot)
     W = w_row.size
     R = x4.shape[3] // W
+    if refine and R == 1 and abs(m) * r > 1.0:
+        # Only an offset beyond the standard deviation makes the rounding of
+        # the mean (at most |m| * 2**-24) count against float32's own.
+        m = _rows_mean(x4, b, o0, o1, c, m)
+    pivot = x4.dtype.type(m)
+    delta = m - np.float64(pivot)
     s_g = 0.0
     s_gd = 0.0
     s_x = 0.0
@@ -315,24 +328,21 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy
                 pxs = part_dyx[start:start + ROW_BLOCK]
                 block_g = x4.dtype.type(0)
                 block_gd = x4.dtype.type(0)
-                block_x = x4.dtype.type(0)
                 for i in range(xs.size):
                     d = gs[i]
-                    xd = xs[i] - pivot
-                    dd = d * xd
-                    block_x += xd
+                    dd = d * (xs[i] - pivot)
                     block_g += d * ws[i]
                     block_gd += dd * ws[i]
                     ps[i] += d
                     pxs[i] += (dd - delta_t * d) * r_t
                 s_g += block_g
                 s_gd += block_gd
-                s_x += block_x
             n_partial += 1
             if n_partial == SLAB_PARTIAL_ROWS:
                 _flush_partials(part, param_dy, param_dyx)
                 n_partial = 0
-        return s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
+        return m, s_g, s_gd - delta * s_g, math.nan, n_partial
+    group_h[:] = 0.0
     for o in range(o0, o1):
         xr = x4[b, o, c]
         gr = dy4[b, o, c]
@@ -355,9 +365,15 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, part, n_partial, param_dy
                 s_x += block_x
             s_g += h * w_row[wi]
             s_gd += hd * w_row[wi]
-            param_dy[wi] += h
-            param_dyx[wi] += (hd - delta * h) * r
-    return s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
+            group_h[wi] += h
+            param_dyx[wi] += hd * r
+    if refine:
+        delta = s_x / count
+        m = np.float64(pivot) + delta
+    for wi in range(W):
+        param_dy[wi] += group_h[wi]
+        param_dyx[wi] -= delta * group_h[wi] * r
+    return m, s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
 
 
 @jit(inline=True)
@@ -663,11 +679,12 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk, c_block,
         j = o0 // o_chunk
         if rows:
             part = np.zeros((2, weight2.shape[1]), x4.dtype)
+            group_h = np.empty(weight2.shape[1])
             n_partial = 0
             for b in range(b0, b1):
-                part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c], n_partial = _rows_gradient(
-                    dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], part, n_partial,
-                    param_dy[q, c], param_dyx[q, c])
+                _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c], n_partial = _rows_gradient(
+                    dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], False, part,
+                    n_partial, group_h, param_dy[q, c], param_dyx[q, c])
             _flush_partials(part, param_dy[q, c], param_dyx[q, c])
         else:
             part, total, pivot_k = _slab_scratch(x3, (c1 - c0) * I)
@@ -705,10 +722,10 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
     groups span other processes and the given sums are theirs too.
 
     With ``compute_sums`` and statistics from the input, float32 input takes
-    the mean as an approximation and refines it from ``x`` in cache (see
-    :func:`_rows_mean`): float32 statistics would otherwise round the mean
-    by up to half an ulp of the data's offset, which ``dx`` and the
-    parameter gradients magnify.
+    the mean as an approximation and refines it from ``x`` (see
+    :func:`_rows_gradient` and :func:`_slab_gradient`): float32 statistics
+    would otherwise round the mean by up to half an ulp of the data's
+    offset, which ``dx`` and the parameter gradients magnify.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -725,16 +742,15 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
         c1 = min(C, c0 + c_block)
         if rows:
             part = np.zeros((2, weight2.shape[1]), x4.dtype)
+            group_h = np.empty(weight2.shape[1])
             n_partial = 0
             for b in range(b0, b1):
                 m = mean[b, c]
                 r = rstd[b, c]
-                if refine:
-                    m = _rows_mean(x4, b, o0, o1, c, m)
                 if compute_sums:
-                    group_g[b, c], group_gx[b, c], _, n_partial = _rows_gradient(
-                        dy4, x4, b, o0, o1, c, m, r, weight2[c], part, n_partial,
-                        param_dy[q, c], param_dyx[q, c])
+                    m, group_g[b, c], group_gx[b, c], _, n_partial = _rows_gradient(
+                        dy4, x4, b, o0, o1, c, m, r, weight2[c], refine, part, n_partial,
+                        group_h, param_dy[q, c], param_dyx[q, c])
                 shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], r,
                                                          count, from_input, centered, tiny)
                 _rows_input_gradient(dy4, x4, b, o0, o1, c, m, r, shift, offset, weight2[c],
