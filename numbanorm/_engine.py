@@ -314,7 +314,10 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
 
 def _block_total(partial_sums):
     """The sum of per-block parameter sums, in a fixed order (no copy for one block)."""
-    return partial_sums[0] if partial_sums.shape[0] == 1 else partial_sums.sum(axis=0)
+    if partial_sums.shape[0] == 1:
+        return partial_sums[0]
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN silently, as in the kernels
+        return partial_sums.sum(axis=0)
 
 
 def _gradient_buffers(canon, plan, W):
