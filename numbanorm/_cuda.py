@@ -209,8 +209,8 @@ class DeviceView:
         self.shape = x.shape
         self.dtype = x.dtype
         self.acc = _accumulation_dtype(x.dtype)
-        (self.perm, self.inverse, self.shape4, self.n_weight, self.stat_axes,
-         _) = geometry(x.shape, x.strides, x.dtype.itemsize, roles)
+        self.perm, self.inverse, self.shape4, self.stat_axes = geometry(
+            x.shape, x.strides, x.dtype.itemsize, roles)
         self.x4 = self.view(x)
 
     def view(self, a):

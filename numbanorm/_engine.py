@@ -323,7 +323,7 @@ def _block_total(partial_sums):
 def _gradient_buffers(canon, plan, W):
     """Zeroed ``(group_g, group_gx, group_d, param_dy, param_dyx)`` for the backward kernels."""
     B, O, C, _ = canon.shape4
-    n_blocks = _kernels.n_param_blocks(B, O, *plan)
+    n_blocks = _kernels.n_param_blocks(B, O, plan[1], plan[2])
     return (np.zeros((B, C)), np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)),
             np.zeros((n_blocks, C, W)))
 

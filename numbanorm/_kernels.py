@@ -75,7 +75,7 @@ def plan_tasks(B, O, C, I):
     return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1), max(c_block, 1)
 
 
-def n_param_blocks(B, O, rows, b_block, o_chunk, c_block):
+def n_param_blocks(B, O, b_block, o_chunk):
     """Number of partial sums of the parameter gradients (see :func:`gradient_sums`)."""
     return -(-B // b_block) * -(-O // o_chunk)
 

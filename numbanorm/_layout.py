@@ -144,12 +144,12 @@ _GEOMETRY = {}
 
 
 def geometry(shape, strides, itemsize, roles):
-    """``(perm, inverse, shape4, n_weight, stat_axes, dense)`` of an array's canonical view.
+    """``(perm, inverse, shape4, stat_axes)`` of an array's canonical view.
 
-    ``perm`` orders the axes as the blocks ``B, O, C, I``; ``dense`` says
-    whether the array is C-contiguous in that order, so that the view is a
-    reshape rather than a copy.  Cached: small calls in a training loop
-    repeat the same shapes.
+    ``perm`` orders the axes as the blocks ``B, O, C, I``: the array's own
+    memory order where it reads as those blocks (the view is then a
+    reshape), else a fixed order (the view is a copy).  Cached: small calls
+    in a training loop repeat the same shapes.
     """
     key = (shape, strides, itemsize, roles)
     found = _GEOMETRY.get(key)
@@ -158,19 +158,17 @@ def geometry(shape, strides, itemsize, roles):
     ndim = len(shape)
     perm = _memory_order(shape, strides, itemsize)
     blocks = None if perm is None else _split_blocks(roles, shape, perm)
-    dense = blocks is not None
     if blocks is None:
         order = [a for r in ("SK", "C", "W", "R") for a in range(ndim) if roles[a] in r]
         blocks = _split_blocks(roles, shape, order)
     perm = tuple(a for block in blocks for a in block)
     inverse = tuple(int(i) for i in np.argsort(perm))
     shape4 = tuple(math.prod(shape[a] for a in block) for block in blocks)
-    n_weight = math.prod(shape[a] for a in range(ndim) if roles[a] == "W")
     kept = [a for a in perm if roles[a] in "SKC"]
     stat_axes = tuple([a for a in kept if a in blocks[0]] + [a for a in kept if a in blocks[2]])
     if len(_GEOMETRY) >= GEOMETRY_CACHE_SIZE:
         _GEOMETRY.clear()
-    found = _GEOMETRY[key] = (perm, inverse, shape4, n_weight, stat_axes, dense)
+    found = _GEOMETRY[key] = (perm, inverse, shape4, stat_axes)
     return found
 
 
@@ -188,16 +186,14 @@ class CanonicalView:
     ----------
     x4 : ndarray
         C-contiguous 4-D view (or copy) of ``x``.
-    n_weight : int
-        Number of affine parameters per ``C`` index along ``I`` (``W``).
     """
 
     def __init__(self, x, roles):
         self.shape = x.shape
         self.dtype = x.dtype
         self.roles = roles
-        (self.perm, self.inverse, self.shape4, self.n_weight, self.stat_axes,
-         _) = geometry(x.shape, x.strides, x.itemsize, roles)
+        self.perm, self.inverse, self.shape4, self.stat_axes = geometry(
+            x.shape, x.strides, x.itemsize, roles)
         self.x4 = self.view(x)
 
     def view(self, a):
