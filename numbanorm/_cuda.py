@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda
 
 from . import _cuda_kernels as ck
-from ._layout import dense_in, geometry, reshaped_strides
+from ._layout import c_strides, dense_in, geometry, reshaped_strides
 
 # ----------------------------------------------------------------------------
 # Arrays of the caller's library
@@ -34,16 +34,7 @@ def _numba_view(a, shape, strides):
 
 def _dense(a, shape):
     """A C-ordered view of ``shape`` over a contiguous Numba array ``a``."""
-    return _numba_view(a, shape, _c_strides(shape, a.dtype.itemsize))
-
-
-def _c_strides(shape, itemsize):
-    strides = []
-    step = itemsize
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
+    return _numba_view(a, shape, c_strides(shape, a.dtype.itemsize))
 
 
 def _permuted(a, axes):
@@ -57,7 +48,7 @@ def _reshaped(a, shape, stream):
     if strides is None:
         dense = cuda.device_array(a.shape, a.dtype)
         copy(a, dense, stream=stream)
-        a, strides = dense, _c_strides(shape, a.dtype.itemsize)
+        a, strides = dense, c_strides(shape, a.dtype.itemsize)
     return _numba_view(a, shape, strides)
 
 

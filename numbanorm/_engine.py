@@ -246,14 +246,26 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     plan, whole_groups = _plan(canon)
     dy4 = canon.view(dy)
     sums = _gradient_buffers(canon, plan, weight2.shape[1])
+    refine = refines_mean(canon.x4.dtype, stats_from_input, centered)
     if not whole_groups:
         _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums)
-        if stats_from_input and centered and canon.x4.itemsize < 8:
+        if refine:
             mean = _refine_mean(canon, mean, rstd, plan, sums)
     dx = _input_gradient(canon, dy4, mean, rstd, weight2, stats_from_input, centered,
-                         whole_groups, O * I, plan, sums, out)
+                         whole_groups, refine, O * I, plan, sums, out)
     param_dy, param_dyx = sums[3:]
     return dx, _block_total(param_dyx), _block_total(param_dy)
+
+
+def refines_mean(dtype, stats_from_input, centered):
+    """Whether a backward in precision ``dtype`` refines the given mean from ``x``.
+
+    float32 statistics (those of float16 and float32 input) round the mean
+    by up to half an ulp of the data's offset, which ``dx`` and the
+    parameter gradients magnify; float64 statistics are exact enough.  Only
+    a mean computed from ``x`` can be refined from it.
+    """
+    return stats_from_input and centered and np.dtype(dtype).itemsize < 8
 
 
 def _refine_mean(canon, mean, rstd, plan, sums):
@@ -308,8 +320,8 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     plan = _plan(canon)[0]
     param_sums = _gradient_buffers(canon, plan, weight2.shape[1])[2:]
-    return _input_gradient(canon, canon.view(dy), mean, rstd, weight2, True, True, False, count,
-                           plan, (group_g, group_gx, *param_sums), out)
+    return _input_gradient(canon, canon.view(dy), mean, rstd, weight2, True, True, False, False,
+                           count, plan, (group_g, group_gx, *param_sums), out)
 
 
 def _block_total(partial_sums):
@@ -333,10 +345,10 @@ def _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums):
         _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan, *sums)
 
 
-def _input_gradient(canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums, count,
-                    plan, sums, out):
+def _input_gradient(canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums, refine,
+                    count, plan, sums, out):
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(_kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
-                compute_sums, count, *plan, *sums[:2], *sums[3:], dx4)
+                compute_sums, refine, count, *plan, *sums[:2], *sums[3:], dx4)
     return dx

@@ -710,8 +710,8 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk, c_block,
 
 
 @jit(parallel=True)
-def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, count,
-                   rows, b_block, o_chunk, c_block, group_g, group_gx, param_dy, param_dyx,
+def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, refine,
+                   count, rows, b_block, o_chunk, c_block, group_g, group_gx, param_dy, param_dyx,
                    dx4):
     """``dx``, and with ``compute_sums`` the reductions of :func:`gradient_sums` too.
 
@@ -721,17 +721,14 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
     elements each group's statistics came from: ``O * I``, or more when the
     groups span other processes and the given sums are theirs too.
 
-    With ``compute_sums`` and statistics from the input, float32 input takes
-    the mean as an approximation and refines it from ``x`` (see
-    :func:`_rows_gradient` and :func:`_slab_gradient`): float32 statistics
-    would otherwise round the mean by up to half an ulp of the data's
-    offset, which ``dx`` and the parameter gradients magnify.
+    With ``compute_sums`` and ``refine`` the mean is taken as an
+    approximation and refined from ``x`` (see :func:`_rows_gradient` and
+    :func:`_slab_gradient`; ``_engine.refines_mean`` says when).
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
     dx3 = dx4.reshape((B, O, C * I))
-    refine = compute_sums and from_input and centered and x4.itemsize < 8
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
     if compute_sums:
         param_dy[:] = 0.0

@@ -50,6 +50,16 @@ def dense_in(shape, strides, itemsize, perm):
     return True
 
 
+def c_strides(shape, itemsize):
+    """Byte strides of a C-contiguous array of ``shape``."""
+    strides = []
+    step = itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
 def reshaped_strides(shape, strides, new_shape):
     """Byte strides of ``new_shape`` over the same memory (C order), or None.
 

@@ -14,6 +14,8 @@ overlap count as overlapping unless they are the same elements.
 
 import numpy as np
 
+from ._layout import c_strides
+
 # Effort of NumPy's exact overlap test before it gives up (and the arrays
 # count as overlapping): far more than strided views of ordinary arrays need.
 _MAX_WORK = 1 << 16
@@ -32,14 +34,7 @@ def _device_layout(a):
     """``(first byte, shape, byte strides, typestr)`` of a device array."""
     interface = a.__cuda_array_interface__
     shape = tuple(interface["shape"])
-    itemsize = np.dtype(interface["typestr"]).itemsize
-    strides = interface.get("strides")
-    if strides is None:
-        strides, step = [], itemsize
-        for n in reversed(shape):
-            strides.append(step)
-            step *= n
-        strides = reversed(strides)
+    strides = interface.get("strides") or c_strides(shape, np.dtype(interface["typestr"]).itemsize)
     return interface["data"][0], shape, tuple(strides), interface["typestr"]
 
 

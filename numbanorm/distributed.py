@@ -31,6 +31,7 @@ from ._api import (
     _stats_out,
     batch_norm_forward,
 )
+from ._engine import refines_mean
 from ._layers import BatchNorm
 
 __all__ = ["SyncBatchNorm", "sync_batch_norm_backward", "sync_batch_norm_forward"]
@@ -168,10 +169,8 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
     dy = backend.reshaped(dy, canon.shape)
     dweight2, dbias2 = backend.parameter_sums(canon, dy, mean2, rstd2, weight2)
     local = [[spec.count], dbias2[:, 0], dweight2[:, 0]]
-    refine = np.dtype(stat_dtype).itemsize < 8
-    if refine:
-        # float32 statistics round the mean by up to half an ulp of the data's
-        # offset; the ranks' sums of x - mean measure that rounding.
+    refine = refines_mean(stat_dtype, True, True)
+    if refine:  # the ranks' sums of x - mean measure the rounding of the given mean
         reduced = tuple(a for a in range(xc.ndim) if a != spec.axis)
         local_count, local_mean, _ = backend.welford_state(xc, reduced)
         given_mean = backend.to_host(mean2)[0]
