@@ -3,10 +3,16 @@
 import os
 import signal
 import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
+
+import numbanorm
+
+# The directory holding the numbanorm under test, for subprocesses to import it.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(numbanorm.__file__)))
 
 TOLERANCES = {
     np.dtype(np.float16): dict(rtol=1e-2, atol=1e-2),
@@ -173,3 +179,19 @@ def run_in_own_session(command, *, env, timeout, what, stderr=subprocess.PIPE):
         pytest.fail(f"{what} did not finish in {timeout} s:\n{err or out}")
     assert process.returncode == 0, f"{what} failed:\n{err or out}"
     return out, err
+
+
+def environment(*paths, **variables):
+    """``os.environ`` with ``variables`` set and ``paths`` (default: ``PACKAGE_ROOT``) first
+    on ``PYTHONPATH``, for a subprocess that imports the numbanorm under test."""
+    path = os.pathsep.join(filter(None, [*(paths or (PACKAGE_ROOT,)),
+                                         os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, **variables, PYTHONPATH=path)
+
+
+def run_python(script, *args, env=None, cwd=None, timeout=600):
+    """The standard output of ``python -c script *args``; its failure fails the test."""
+    result = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=cwd,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -10,14 +10,11 @@ import.
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import numbanorm as nbn
-
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(nbn.__file__))
+from helpers import environment, run_python
 
 SCRIPT = """
 import numpy as np
@@ -83,21 +80,9 @@ print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
 
-def _python(script, env, *args, cwd=None):
-    result = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def _environment(cache_dir, package_root=PACKAGE_ROOT, **extra):
-    return dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), **extra,
-                PYTHONPATH=os.pathsep.join(filter(None, [package_root,
-                                                         os.environ.get("PYTHONPATH")])))
-
-
 def _run(cache_dir):
-    hits, misses = map(int, _python(SCRIPT, _environment(cache_dir)).split())
+    hits, misses = map(int, run_python(SCRIPT, env=environment(NUMBA_CACHE_DIR=str(cache_dir)))
+                       .split())
     return hits, misses
 
 
@@ -115,9 +100,9 @@ def site(tmp_path_factory):
 
 def _check(site, cache_dir, *args, **extra):
     """Run :data:`CHECK` on the copy of the package in ``site``; return its report."""
-    env = _environment(cache_dir, package_root=str(site), **extra)
+    env = environment(str(site), NUMBA_CACHE_DIR=str(cache_dir), **extra)
     # From ``site``, not from a checkout that ``python -c`` would import.
-    report = json.loads(_python(CHECK, env, *args, cwd=site))
+    report = json.loads(run_python(CHECK, *args, env=env, cwd=site))
     assert report["package"].startswith(str(site))
     return report
 
@@ -193,10 +178,9 @@ def test_cache_entries_are_keyed_on_the_compilation_options(site, tmp_path):
     (tmp_path / "probe.py").write_text(PROBE)
 
     def run(fastmath):
-        env = _environment(tmp_path / "cache", package_root=os.pathsep.join([str(tmp_path),
-                                                                             str(site)]),
-                           PROBE_FASTMATH=fastmath)
-        return tuple(map(int, _python(PROBE_SCRIPT, env, cwd=tmp_path).split()))
+        env = environment(str(tmp_path), str(site), NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+                          PROBE_FASTMATH=fastmath)
+        return tuple(map(int, run_python(PROBE_SCRIPT, env=env, cwd=tmp_path).split()))
 
     assert run("1") == (0, 1)
     assert run("0") == (0, 1)  # the same source, other options: compiled, not loaded

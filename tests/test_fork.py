@@ -17,7 +17,9 @@ import pytest
 
 import numbanorm as nbn
 import reference as ref
-from helpers import assert_close, random_array, run_concurrently, run_in_own_session
+from helpers import (
+    PACKAGE_ROOT, assert_close, environment, random_array, run_concurrently, run_in_own_session,
+)
 
 DTYPE = np.float32
 # Above the size that runs serially (16,384 elements), so that the parent runs
@@ -30,7 +32,6 @@ RMS_EPS = 1e-5
 REDUCED_SCALE = 10.0
 TIMEOUT = 300
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(nbn.__file__))
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
@@ -98,9 +99,8 @@ def _run_isolated(script):
 
     On timeout the whole session, forked workers included, is killed.
     """
-    path = os.pathsep.join(filter(None, [PACKAGE_ROOT, TESTS_DIR, os.environ.get("PYTHONPATH")]))
     return run_in_own_session([sys.executable, "-c", script],
-                              env=dict(os.environ, PYTHONPATH=path), timeout=TIMEOUT,
+                              env=environment(PACKAGE_ROOT, TESTS_DIR), timeout=TIMEOUT,
                               what="a forked worker (it aborted or hung)")
 
 

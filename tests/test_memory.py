@@ -13,11 +13,11 @@ their float64 and float32 partial sums.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from helpers import run_python
 
 MIB = 1 << 20
 
@@ -173,10 +173,7 @@ def measured():
     # heap after the warm-up, and the measured call would reuse it unseen.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 18),
                MALLOC_TRIM_THRESHOLD_=str(1 << 20))
-    done = subprocess.run([sys.executable, "-c", WORKER, *GROUPS], capture_output=True,
-                          text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    return json.loads(run_python(WORKER, *GROUPS, env=env).splitlines()[-1])
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -1,14 +1,11 @@
 """Concurrent calls from several Python threads return correct results."""
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 
 import numbanorm as nbn
 import reference as ref
-from helpers import assert_close, run_concurrently
+from helpers import assert_close, environment, run_concurrently, run_python
 
 THREADS = 4
 ITERATIONS = 40
@@ -58,10 +55,5 @@ print(numba.threading_layer(), len(wrong))
 
 def test_concurrent_calls_under_workqueue_layer():
     """Numba's workqueue layer aborts on concurrent launches; numbanorm must serialize them."""
-    package_root = os.path.dirname(os.path.dirname(nbn.__file__))
-    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
-               PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, "-c", WORKQUEUE_SCRIPT], env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["workqueue", "0"]
+    output = run_python(WORKQUEUE_SCRIPT, env=environment(NUMBA_THREADING_LAYER="workqueue"))
+    assert output.split() == ["workqueue", "0"]
