@@ -248,7 +248,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     sums = _gradient_buffers(canon, plan, weight2.shape[1])
     refine = refines_mean(canon.x4.dtype, stats_from_input, centered)
     if not whole_groups:
-        _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums)
+        _gradient_sums(canon, dy4, mean, rstd, weight2, refine, plan, sums)
         if refine:
             mean = _refine_mean(canon, mean, rstd, plan, sums)
     dx = _input_gradient(canon, dy4, mean, rstd, weight2, stats_from_input, centered,
@@ -304,7 +304,7 @@ def gradient_sums(canon, dy, mean, rstd, weight2):
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     plan = _plan(canon)[0]
     sums = _gradient_buffers(canon, plan, weight2.shape[1])
-    _gradient_sums(canon, canon.view(dy), mean, rstd, weight2, plan, sums)
+    _gradient_sums(canon, canon.view(dy), mean, rstd, weight2, False, plan, sums)
     group_g, group_gx, _, param_dy, param_dyx = sums
     return group_g, group_gx, _block_total(param_dyx), _block_total(param_dy)
 
@@ -340,9 +340,9 @@ def _gradient_buffers(canon, plan, W):
             np.zeros((n_blocks, C, W)))
 
 
-def _gradient_sums(canon, dy4, mean, rstd, weight2, plan, sums):
+def _gradient_sums(canon, dy4, mean, rstd, weight2, refine, plan, sums):
     if canon.x4.size:
-        _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, *plan, *sums)
+        _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, refine, *plan, *sums)
 
 
 def _input_gradient(canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums, refine,

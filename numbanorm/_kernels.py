@@ -302,9 +302,7 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, n_partial, 
     """
     W = w_row.size
     R = x4.shape[3] // W
-    if refine and R == 1 and abs(m) * r > 1.0:
-        # Only an offset beyond the standard deviation makes the rounding of
-        # the mean (at most |m| * 2**-24) count against float32's own.
+    if refine and R == 1 and _rounding_counts(m, r):
         m = _rows_mean(x4, b, o0, o1, c, m)
     pivot = x4.dtype.type(m)
     delta = m - np.float64(pivot)
@@ -376,6 +374,16 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, n_partial, 
     return m, s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
 
 
+@jit(inline=True, fastmath=False)
+def _rounding_counts(m, r):
+    """Whether rounding the mean ``m`` to float32 counts against float32's own precision.
+
+    The rounding is at most ``|m| * 2**-24``, which ``rstd = r`` scales: it
+    matters only for an offset beyond the standard deviation.
+    """
+    return abs(m) * r > 1.0
+
+
 @jit(inline=True)
 def _rows_mean(x4, b, o0, o1, c, m):
     """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
@@ -415,7 +423,8 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
     """Per-element sums over the slabs ``x3[b, o0:o1, k0:k1]`` into ``total`` (float64).
 
     ``what`` 0: ``total[0] = sum(x)``; 1: ``sum(x - p)`` and ``sum((x - p)**2)``;
-    2: ``sum(dy)``, ``sum(dy * (x - p))`` and ``sum(x - p)``, with the pivots ``p = pivot_k``.
+    2: ``sum(dy)`` and ``sum(dy * (x - p))``; 3: these and ``total[2] = sum(x - p)``; with
+    the pivots ``p = pivot_k``.
     Summed in the input's precision over ``SLAB_PARTIAL_ROWS`` slabs at a
     time (``part``: scratch), then in float64.
     """
@@ -435,6 +444,11 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
                     d = xs[k] - pivot_k[k]
                     part0[k] += d
                     part1[k] += d * d
+            elif what == 2:
+                gs = dy3[b, o, k0:k1]
+                for k in range(xs.size):
+                    part0[k] += gs[k]
+                    part1[k] += gs[k] * (xs[k] - pivot_k[k])
             else:
                 gs = dy3[b, o, k0:k1]
                 for k in range(xs.size):
@@ -518,28 +532,32 @@ def _slab_affine(x3, dy3, use_dy, b, o0, o1, k0, k1, mean_c, scale_c, shift_c, o
 
 @jit(inline=True)
 def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, total, pivot_k,
-                   refine, used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
+                   refine, whole, used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
     """Row-regime :func:`_rows_gradient` for every c at once (``part``, ``total``,
     ``pivot_k``: scratch).
 
-    The sums are taken around ``used_mean_c``: ``mean_c``, or with
-    ``refine`` the mean of ``x`` refined from it as in :func:`_rows_mean`
-    (the slabs must then hold whole groups).  ``d_c`` receives
-    ``sum(x - used mean)``.
+    With ``refine`` the mean is to be refined from ``x`` (see
+    :func:`_rows_mean`), where its rounding counts (:func:`_rounding_counts`
+    for some channel): the slabs' sums of ``x - mean`` are then taken too.
+    Slabs that hold ``whole`` groups refine it here; otherwise ``d_c``
+    receives ``sum(x - mean)`` for the caller to refine it (0 where not
+    summed).  The sums are around ``used_mean_c``, the mean used.
     """
     C, W = weight2.shape
     I = (k1 - k0) // C
     R = I // W
     count = (o1 - o0) * I
+    deviations = False
     for c in range(C):
         pivot_k[c * I:(c + 1) * I] = mean_c[c]
-    _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, 2, part, total)
+        deviations = deviations or (refine and _rounding_counts(mean_c[c], rstd_c[c]))
+    _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, 3 if deviations else 2, part, total)
     for c in range(C):
         pivot = np.float64(pivot_k[c * I])
-        s_x = total[2, c * I:(c + 1) * I].sum()
-        delta = s_x / count if refine else mean_c[c] - pivot
+        s_x = total[2, c * I:(c + 1) * I].sum() if deviations else 0.0
+        delta = s_x / count if deviations and whole else mean_c[c] - pivot
         used_mean_c[c] = pivot + delta
-        d_c[c] = s_x - count * delta
+        d_c[c] = s_x - count * delta if deviations else 0.0
         s_g = 0.0
         s_gx = 0.0
         for i in range(I):
@@ -653,15 +671,16 @@ def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block,
 
 
 @jit(parallel=True)
-def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk, c_block,
+def gradient_sums(dy4, x4, mean, rstd, weight2, refine, rows, b_block, o_chunk, c_block,
                   group_g, group_gx, group_d, param_dy, param_dyx):
     """Reductions of the backward pass for groups split into o-chunks.
 
     Per ``(b, c)`` group: ``group_g = sum(dy*w)``, ``group_gx =
-    sum(dy*w*(x - mean))``, ``group_d = sum(x - mean)``.  Per task block ``q`` and
-    parameter ``(c, wi)``:
-    ``param_dy[q] = sum(dy)``, ``param_dyx[q] = sum(dy*(x - mean)*rstd)``;
-    the caller sums over ``q`` in a fixed order.
+    sum(dy*w*(x - mean))``, and with ``refine`` ``group_d = sum(x - mean)``
+    for the caller to refine the mean (0 where its rounding does not count,
+    see :func:`_slab_gradient`).  Per task block ``q`` and parameter
+    ``(c, wi)``: ``param_dy[q] = sum(dy)``, ``param_dyx[q] =
+    sum(dy*(x - mean)*rstd)``; the caller sums over ``q`` in a fixed order.
     """
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -691,7 +710,7 @@ def gradient_sums(dy4, x4, mean, rstd, weight2, rows, b_block, o_chunk, c_block,
             used_mean = np.empty(c1 - c0)
             for b in range(b0, b1):
                 _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                               weight2[c0:c1], part, total, pivot_k, False, used_mean,
+                               weight2[c0:c1], part, total, pivot_k, refine, False, used_mean,
                                part_g[b, j, c0:c1], part_gx[b, j, c0:c1], part_d[b, j, c0:c1],
                                param_dy[q, c0:c1], param_dyx[q, c0:c1])
     for g in prange(B * C):
@@ -768,8 +787,8 @@ def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_s
                 used_mean[:] = mean[b, c0:c1]
                 if compute_sums:
                     _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
-                                   weight2[c0:c1], part, total, pivot_k, refine, used_mean,
-                                   group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums,
+                                   weight2[c0:c1], part, total, pivot_k, refine, True,
+                                   used_mean, group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums,
                                    param_dy[q, c0:c1], param_dyx[q, c0:c1])
                 for cc in range(c0, c1):
                     shift_c[cc - c0], offset_c[cc - c0] = _input_grad_coefficients(
