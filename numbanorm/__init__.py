@@ -1,10 +1,11 @@
 """Normalization layers of deep learning as fast, stable NumPy-compatible kernels."""
 
-from ._api import (
+from ._backends import cuda_available
+from ._moments import moments
+from ._norms import (
     batch_norm,
     batch_norm_backward,
     batch_norm_forward,
-    cuda_available,
     group_norm,
     group_norm_backward,
     group_norm_forward,
@@ -14,7 +15,6 @@ from ._api import (
     layer_norm,
     layer_norm_backward,
     layer_norm_forward,
-    moments,
     rms_norm,
     rms_norm_backward,
     rms_norm_forward,

@@ -4,7 +4,10 @@ import math
 
 import numpy as np
 
-from ._api import _as_input, _axes_tuple, _backend, welford_state
+from ._arrays import axes_tuple
+from ._arrays import host_input
+from ._backends import backend_for
+from ._host import welford_state
 from ._layers import InstanceNorm
 
 
@@ -99,9 +102,9 @@ class Moments:
         Moments
             ``self``.
         """
-        backend = _backend(x)
+        backend = backend_for(x)
         x = backend.input(x)[0]
-        axes = tuple(range(x.ndim)) if axis is None else _axes_tuple(axis, x.ndim,
+        axes = tuple(range(x.ndim)) if axis is None else axes_tuple(axis, x.ndim,
                                                                       allow_empty=True)
         kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in axes)
         self._check_shape(kept_shape)
@@ -219,7 +222,7 @@ def _instance_moments(x, channel_axis):
     if math.prod(x.shape[a] for a in spatial) <= 1:
         raise ValueError(f"the variance of an instance needs more than 1 spatial element, "
                          f"got input of shape {x.shape}")
-    count, mean, m2 = welford_state(_as_input(x)[0], spatial)
+    count, mean, m2 = welford_state(host_input(x)[0], spatial)
     stats = np.stack([mean, m2 / (count - 1)], axis=-1)
     # The kept sample and channel axes are in the order they have in x.
     return stats if sample_axis < channel_axis else stats.swapaxes(0, 1)

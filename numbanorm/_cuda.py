@@ -327,10 +327,10 @@ def group_moments(canon, centered=True):
     return mean, var
 
 
-def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
-    """Device counterpart of ``_engine.normalize``; ``y`` is written in ``dtype``."""
+def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
+    """Device counterpart of ``_engine.normalize``; ``y`` is written in the dtype of ``x``."""
     B, O, C, I = canon.shape4
-    y, out4 = canon.output(out, dtype)
+    y, out4 = canon.output(out, canon.dtype)
     if stats is None:
         mean, var, rstd = canon.stats()
     else:
@@ -350,13 +350,13 @@ def normalize(canon, weight2, bias2, out, *, eps, centered, stats, dtype):
     return y, mean, var, rstd
 
 
-def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dtype):
-    """Device counterpart of ``_engine.backward``; ``dx`` is written in ``dtype``.
+def backward(canon, dy, mean, rstd, weight2, input_stats, centered, out):
+    """Device counterpart of ``_engine.backward``; ``dx`` is written in the dtype of ``x``.
 
     ``dweight2``/``dbias2`` are ``(C, W)`` float64, reduced in a fixed order.
     """
     B, O, C, I = canon.shape4
-    dx, dx4 = canon.output(out, dtype)
+    dx, dx4 = canon.output(out, canon.dtype)
     if not (B * C and O * I):
         return (dx, *_parameter_sums(canon, None, weight2.shape[1]))
     dy4 = canon.view(dy)
@@ -364,7 +364,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dt
     rows = _rows_regime(canon.shape4)
     if rows:
         kern.rows_backward[B * C, _threads(O * I), canon.stream](
-            dy4, canon.x4, mean, rstd, weight2, stats_from_input, centered, dx4)
+            dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4)
     partials = _column_gradient_sums(canon, dy4, mean, rstd, per_sample=not rows)
     if not rows:
         group_g, group_gx = canon.stats(2)
@@ -372,7 +372,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dt
         kern.merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
             part_dy, part_dyx, weight2, I, group_g, group_gx)
         _columns_pass(canon, dy4, mean, rstd, weight2, weight2, group_g, group_gx, O * I, True,
-                      stats_from_input, centered, dx4)
+                      input_stats, centered, dx4)
     return (dx, *_parameter_sums(canon, partials, weight2.shape[1]))
 
 
@@ -418,13 +418,13 @@ def parameter_sums(canon, dy, mean, rstd, weight2):
     return _parameter_sums(canon, partials, weight2.shape[1])
 
 
-def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, dtype):
+def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
     """``dx`` of a centered norm from ``(B, C)`` group sums ``sum(dy*w)``, ``sum(dy*w*x̂)``.
 
     For groups that extend beyond ``x`` (synchronized batch norm): the sums
     and ``count`` cover every part of the groups.
     """
-    dx, dx4 = canon.output(None, dtype)
+    dx, dx4 = canon.output(None, canon.dtype)
     if dx4.size:
         _columns_pass(canon, canon.view(dy), mean, rstd, weight2, weight2, group_g, group_gxhat,
                       count, True, True, True, dx4)
@@ -435,8 +435,8 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, 
 # The API layer's operations
 
 
-class Device:
-    """The API layer's array operations on GPU arrays (the counterpart of ``_api._Host``).
+class CudaBackend:
+    """The backend of GPU arrays; see :class:`numbanorm._backends.Backend`.
 
     Created per call from ``x``, whose library allocates the results.
     """
@@ -447,7 +447,8 @@ class Device:
     def __init__(self, x):
         self.library = _library_of(x)
         self.stream = self.library.stream
-        self.acc = None
+        dtype = _kernel_array(x).dtype
+        self.acc = _accumulation_dtype(dtype if dtype.kind == "f" else np.dtype(np.float64))
 
     def input(self, x):
         """``(x as a Numba array, result dtype, statistics dtype)``; float16 stays float16."""
@@ -464,7 +465,6 @@ class Device:
         else:
             raise TypeError(
                 f"x must be a real floating, integer or boolean array, got dtype {xc.dtype}")
-        self.acc = _accumulation_dtype(xc.dtype)
         return xc, result, stat
 
     @staticmethod
@@ -504,8 +504,8 @@ class Device:
     normalize = staticmethod(normalize)
 
     @staticmethod
-    def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, *, out, dtype):
-        return backward(canon, dy, mean, rstd, weight2, stats_from_input, centered, out, dtype)
+    def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
+        return backward(canon, dy, mean, rstd, weight2, input_stats, centered, out)
 
     def deliver(self, result, target, out, shape, result_dtype):
         if out is None:
@@ -562,11 +562,10 @@ class Device:
     def parameter_sums(self, canon, dy, mean, rstd, weight2):
         return tuple(self.to_host(g) for g in parameter_sums(canon, dy, mean, rstd, weight2))
 
-    def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count,
-                       dtype):
+    def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
         return input_gradient(canon, dy, mean, rstd, weight2,
                               *(self.from_host(np.asarray(g, canon.acc))
-                                for g in (group_g, group_gxhat)), count, dtype)
+                                for g in (group_g, group_gxhat)), count)
 
     def moments(self, xc, axes, dof, keepdims, result_dtype):
         """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""

@@ -10,8 +10,8 @@ import numbers
 
 import numpy as np
 
-from ._api import (
-    _axes_tuple,
+from ._arrays import axes_tuple
+from ._norms import (
     batch_norm_backward,
     batch_norm_forward,
     group_norm_backward,
@@ -424,7 +424,7 @@ class _ShapeNorm(_NormLayer):
         """The normalized axes of ``x``, as a sorted tuple."""
         if self.axis is None:
             return tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
-        return _axes_tuple(self.axis, x.ndim)
+        return axes_tuple(self.axis, x.ndim)
 
     def _check_input(self, x):
         name = type(self).__name__

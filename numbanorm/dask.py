@@ -23,7 +23,9 @@ except ModuleNotFoundError as error:
         'numbanorm.dask needs dask; install it with: pip install "numbanorm[dask]"') from error
 
 from ._accumulator import Moments
-from ._api import _as_input, _axes_tuple, welford_state
+from ._arrays import axes_tuple
+from ._arrays import host_input
+from ._host import welford_state
 
 __all__ = ["moments"]
 
@@ -65,9 +67,9 @@ def moments(darr, axis=None, *, ddof=0, keepdims=False, split_every=None):
     >>> layer.running_mean[...], layer.running_var[...] = dask.compute(mean, var)
     """
     darr = da.asarray(darr)
-    result_dtype = _as_input(np.empty(0, darr.dtype))[1]
+    result_dtype = host_input(np.empty(0, darr.dtype))[1]
     axes = (tuple(range(darr.ndim)) if axis is None
-            else _axes_tuple(axis, darr.ndim, allow_empty=True))
+            else axes_tuple(axis, darr.ndim, allow_empty=True))
     count = math.prod(darr.shape[a] for a in axes)
     # With chunks of unknown size the count is NaN and known only when computed.
     if count == 0:
@@ -99,7 +101,7 @@ def _chunk_state(chunk, axis, keepdims, computing_meta=False):
     """
     if computing_meta:
         return chunk
-    return welford_state(_as_input(chunk)[0], axis)
+    return welford_state(host_input(chunk)[0], axis)
 
 
 def _merged_state(states, axis=None, keepdims=None, computing_meta=False):

@@ -20,19 +20,11 @@ values with the count).  See ``docs/distributed.md``.
 import numpy as np
 
 from ._accumulator import Moments
-from ._api import (
-    _backend,
-    _channel_arguments,
-    _ChannelAxes,
-    _check_stat,
-    _grad_dtype,
-    _param,
-    _run_forward,
-    _stats_out,
-    batch_norm_forward,
-)
+from . import _driver
 from ._engine import refines_mean
 from ._layers import BatchNorm
+from ._norms import batch_norm_forward
+from ._specs import BATCH_NORM
 
 __all__ = ["SyncBatchNorm", "sync_batch_norm_backward", "sync_batch_norm_forward"]
 
@@ -79,23 +71,21 @@ def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None,
     if not training:
         return batch_norm_forward(x, running_mean, running_var, weight, bias, training=False,
                                   momentum=momentum, eps=eps, axis=axis)
-    (spec, xc, result_dtype, stat_dtype, weight, bias, running_mean, running_var, eps,
-     momentum) = _channel_arguments(x, running_mean, running_var, weight, bias, axis=axis,
-                                    per_sample=False, what="sync_batch_norm", eps=eps,
-                                    momentum=momentum, updating=True)
-    backend = spec.backend
-    batch = _batch_moments(comm, backend, xc, spec.axis)
+    args = _driver.forward_arguments(BATCH_NORM, x, weight, bias, running_mean=running_mean,
+                                     running_var=running_var, momentum=momentum, eps=eps,
+                                     axis=axis, what="sync_batch_norm")
+    backend, layout = args.backend, args.layout
+    batch = _batch_moments(comm, backend, args.x, layout.axis)
     if batch.count <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got "
                          f"{batch.count} over all ranks")
     mean = backend.from_host(batch.mean[None])
-    y, canon, _, _, rstd = _run_forward(
-        spec, xc, weight, bias, None, result_dtype, eps=eps,
-        running=(backend.reshaped(mean, (spec.channels,)), backend.from_host(batch.var())))
-    if running_mean is not None:
-        backend.update_running(running_mean, running_var, mean,
-                               backend.from_host(batch.var(ddof=1)[None]), momentum, 1.0)
-    return (y, *_stats_out(spec, canon, stat_dtype, mean, rstd))
+    y, canon, _, _, rstd = _driver.normalized(
+        args, (backend.reshaped(mean, (layout.channels,)), backend.from_host(batch.var())))
+    if args.running_mean is not None:
+        backend.update_running(args.running_mean, args.running_var, mean,
+                               backend.from_host(batch.var(ddof=1)[None]), args.momentum, 1.0)
+    return (y, *_driver.statistics_out(args, canon, mean, rstd))
 
 
 def _batch_moments(comm, backend, xc, channel_axis):
@@ -155,45 +145,36 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
     in the reduction), and the gradients are those of the exact batch mean,
     as :func:`numbanorm.batch_norm_backward` gives on one process.
     """
-    backend = _backend(x, dy, mean, rstd, weight)
-    xc, result_dtype, stat_dtype = backend.input(x)
-    spec = _ChannelAxes(xc, axis, per_sample=False, min_ndim=2,
-                        what="sync_batch_norm_backward", backend=backend)
-    weight = _param(weight, spec.weight_shape, "weight", backend)
-    dy = _param(dy, xc.shape, "dy", backend)
-    canon = spec.view(xc)
-    mean2, rstd2 = (canon.stats_from_axes(_check_stat(value, spec.stat_shape, name, backend),
-                                          spec.stat_axes)
-                    for value, name in ((mean, "mean"), (rstd, "rstd")))
-    weight2 = spec.param2(weight, 1.0)
-    dy = backend.reshaped(dy, canon.shape)
-    dweight2, dbias2 = backend.parameter_sums(canon, dy, mean2, rstd2, weight2)
-    local = [[spec.count], dbias2[:, 0], dweight2[:, 0]]
-    refine = refines_mean(stat_dtype, True, True)
+    args = _driver.backward_arguments(BATCH_NORM, dy, x, (mean, rstd), weight, axis=axis,
+                                      what="sync_batch_norm_backward")
+    backend, layout, canon = args.backend, args.layout, args.canon
+    mean2, rstd2, weight2 = args.mean, args.rstd, args.weight2
+    dweight2, dbias2 = backend.parameter_sums(canon, args.dy4, mean2, rstd2, weight2)
+    local = [[layout.count], dbias2[:, 0], dweight2[:, 0]]
+    refine = refines_mean(args.stat_dtype, True, True)
     if refine:  # the ranks' sums of x - mean measure the rounding of the given mean
-        reduced = tuple(a for a in range(xc.ndim) if a != spec.axis)
-        local_count, local_mean, _ = backend.welford_state(xc, reduced)
+        reduced = tuple(a for a in range(args.x.ndim) if a != layout.axis)
+        local_count, local_mean, _ = backend.welford_state(args.x, reduced)
         given_mean = backend.to_host(mean2)[0]
         local.append(local_count * (local_mean - given_mean) if local_count
-                     else np.zeros(spec.channels))
+                     else np.zeros(layout.channels))
     local = np.concatenate(local)
     total = np.empty_like(local)
     comm.Allreduce(local, total)  # mpi4py's default operation is the sum
     count = int(total[0])
-    dbias, dweight = total[1:1 + spec.channels], total[1 + spec.channels:1 + 2 * spec.channels]
+    C = layout.channels
+    dbias, dweight = total[1:1 + C], total[1 + C:1 + 2 * C]
     if refine:
-        delta = total[1 + 2 * spec.channels:] / count
+        delta = total[1 + 2 * C:] / count
         dweight = dweight - delta * backend.to_host(rstd2)[0] * dbias
         mean2 = backend.from_host((given_mean + delta)[None])
     # With one weight per channel the group sums of the input gradient follow
     # from the parameter gradients: sum(dy*w) = w*dbias, sum(dy*w*x̂) = w*dweight.
-    w = 1.0 if weight is None else backend.to_host(weight).astype(np.float64)
-    dx = backend.input_gradient(canon, dy, mean2, rstd2, weight2, (w * dbias)[None],
-                                (w * dweight)[None], count, result_dtype)
-    dx = backend.deliver(dx, None, None, spec.shape, result_dtype)
-    grad_dtype = _grad_dtype(weight, stat_dtype)
-    return (dx, *(backend.gradient_out(backend.from_host(g[:, None]), (g.size,), grad_dtype)
-                  for g in (dweight, dbias)))
+    w = 1.0 if args.weight is None else backend.to_host(args.weight).astype(np.float64)
+    dx = backend.input_gradient(canon, args.dy4, mean2, rstd2, weight2, (w * dbias)[None],
+                                (w * dweight)[None], count)
+    dx = backend.deliver(dx, None, None, layout.shape, args.result_dtype)
+    return (dx, *args.gradients_out(*(backend.from_host(g[:, None]) for g in (dweight, dbias))))
 
 
 class SyncBatchNorm(BatchNorm):

@@ -59,7 +59,9 @@ try:
 except ImportError:  # a JAX without it: every platform copies through pure_callback
     _buffer_callback = None
 
-from . import _api
+from . import _driver
+from ._arrays import check_eps, check_momentum
+from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM, Norm
 
 __all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
 
@@ -79,103 +81,66 @@ def _copy_into(outs, values):
 
 
 @dataclasses.dataclass(frozen=True)
-class _RowNorm:
-    """Layer norm (``centered``) or RMS norm over ``axes`` (non-negative, sorted)."""
+class _HostNorm:
+    """One norm with its static arguments, computed on the host by numbanorm's driver.
 
-    axes: tuple
-    eps: float
-    centered: bool
-    stat_shape: tuple
-    merges_batch = True
-    updates_running_stats = False
-
-    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats,
-                batch_ndim=0):
-        """Write ``y`` (and the statistics) into ``outs``, as :func:`_forward` lays it out.
-
-        ``batch_ndim`` leading axes of ``x`` are more rows.
-        """
-        y_out, stat_outs, _, _ = outs
-        axes = tuple(a + batch_ndim for a in self.axes)
-        # A single axis as an int: numbanorm's fast path for the last axis takes only that.
-        options = dict(axis=axes[0] if len(axes) == 1 else axes, eps=self.eps)
-        params = (weight, bias) if self.centered else (weight,)
-        if not stats:
-            plain = _api.layer_norm if self.centered else _api.rms_norm
-            plain(x, *params, **options, out=y_out)
-            return
-        forward = _api.layer_norm_forward if self.centered else _api.rms_norm_forward
-        y, *statistics = forward(x, *params, **options)
-        _copy_into((y_out, *stat_outs), (y, *statistics))
-
-    def backward(self, outs, dy, x, stats, weight):
-        """Write ``(dx, dweight, dbias)`` into ``outs``."""
-        dx_out, *param_outs = outs
-        axis = self.axes[0] if len(self.axes) == 1 else self.axes
-        backward = _api.layer_norm_backward if self.centered else _api.rms_norm_backward
-        _, *param_grads = backward(dy, x, *stats, weight, axis=axis, out=dx_out)
-        _copy_into(param_outs, param_grads)
-
-
-@dataclasses.dataclass(frozen=True)
-class _ChannelNorm:
-    """Batch, instance or group norm (``kind``) with channel axis ``axis``.
-
-    ``from_input`` is ``training`` or ``use_input_stats`` (always True for
-    group norm).
+    ``axis`` is the channel axis, or the tuple of normalized axes (non-negative,
+    sorted); ``input_stats`` is ``training`` or ``use_input_stats`` (True for
+    the norms without running statistics).
     """
 
-    kind: str
-    axis: int
+    norm: Norm
+    axis: object
     eps: float
     momentum: float
-    from_input: bool
-    num_groups: int
+    input_stats: bool
+    num_groups: object
     stat_shape: tuple
-    merges_batch = False
-    centered = True
+
+    @property
+    def centered(self):
+        return self.norm.centered
+
+    @property
+    def merges_batch(self):
+        """Leading batch axes of ``x`` are more rows (layer and RMS norm)."""
+        return not self.norm.per_channel
 
     @property
     def updates_running_stats(self):
-        return self.from_input
+        return self.norm.running_stats and self.input_stats
 
-    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats):
-        """Write ``y``, the statistics and the new running statistics into ``outs``."""
+    def _axis(self, batch_ndim):
+        if self.norm.per_channel:
+            return self.axis
+        axes = tuple(a + batch_ndim for a in self.axis)
+        # A single axis as an int: numbanorm's fast path for the last axis takes only that.
+        return axes[0] if len(axes) == 1 else axes
+
+    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats,
+                batch_ndim=0):
+        """Write ``y``, the statistics and the new running statistics into ``outs``.
+
+        ``batch_ndim`` leading axes of ``x`` are more rows.
+        """
         y_out, stat_outs, mean_out, var_out = outs
-        if self.kind == "group":
-            function = _api.group_norm_forward if stats else _api.group_norm
-            arguments = (x, self.num_groups, weight, bias)
-            options = dict(eps=self.eps, axis=self.axis)
-        else:
-            if mean_out is not None:  # numbanorm updates them in place
-                _copy_into((mean_out, var_out), (running_mean, running_var))
-                running_mean, running_var = mean_out, var_out
-            if self.kind == "batch":
-                function = _api.batch_norm_forward if stats else _api.batch_norm
-                mode = dict(training=self.from_input)
-            else:
-                function = _api.instance_norm_forward if stats else _api.instance_norm
-                mode = dict(use_input_stats=self.from_input)
-            arguments = (x, running_mean, running_var, weight, bias)
-            options = dict(mode, momentum=self.momentum, eps=self.eps, axis=self.axis)
-        if not stats:
-            function(*arguments, **options, out=y_out)
-            return
-        _copy_into((y_out, *stat_outs), function(*arguments, **options))
+        if mean_out is not None:  # numbanorm updates them in place
+            _copy_into((mean_out, var_out), (running_mean, running_var))
+            running_mean, running_var = mean_out, var_out
+        results = _driver.forward(
+            self.norm, x, weight, bias, axis=self._axis(batch_ndim), eps=self.eps,
+            num_groups=self.num_groups, running_mean=running_mean, running_var=running_var,
+            input_stats=self.input_stats, momentum=self.momentum,
+            out=None if stats else y_out, stats=stats)
+        if stats:
+            _copy_into((y_out, *stat_outs), results)
 
     def backward(self, outs, dy, x, stats, weight):
         """Write ``(dx, dweight, dbias)`` into ``outs``."""
         dx_out, *param_outs = outs
-        if self.kind == "group":
-            _, *param_grads = _api.group_norm_backward(dy, x, self.num_groups, *stats, weight,
-                                                       axis=self.axis, out=dx_out)
-        elif self.kind == "batch":
-            _, *param_grads = _api.batch_norm_backward(
-                dy, x, *stats, weight, training=self.from_input, axis=self.axis, out=dx_out)
-        else:
-            _, *param_grads = _api.instance_norm_backward(
-                dy, x, *stats, weight, use_input_stats=self.from_input, axis=self.axis,
-                out=dx_out)
+        _, *param_grads = _driver.backward(self.norm, dy, x, stats, weight,
+                                           axis=self._axis(0), num_groups=self.num_groups,
+                                           input_stats=self.input_stats, out=dx_out)
         _copy_into(param_outs, param_grads)
 
 
@@ -373,49 +338,41 @@ def _running_stats(running_mean, running_var, channels):
     return mean, var, (mean_dtype, var_dtype)
 
 
-def _channel_norm(kind, x, running_mean, running_var, weight, bias, *, from_input, momentum,
-                  eps, axis, what):
-    """Batch or instance norm with functional running statistics."""
+def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None, *, axis, eps,
+           num_groups=None, input_stats=True, momentum=0.0):
+    """Any norm, differentiable; with running statistics ``(y, new mean, new var)``, else ``y``."""
     x, y_dtype = _host_float(x, "x")
-    per_sample = kind == "instance"
-    axes = _api._ChannelAxes(x, axis, per_sample=per_sample,
-                             min_ndim=3 if per_sample else 2, what=what)
-    weight = _param(weight, axes.weight_shape, "weight")
-    bias = _param(bias, axes.weight_shape, "bias")
-    eps = _api._check_eps(eps)
-    momentum = _api._check_momentum(momentum)
-    given = running_mean, running_var
-    running_mean, running_var, stat_dtypes = _running_stats(running_mean, running_var,
-                                                            axes.channels)
-    if from_input:
-        if per_sample and axes.spatial <= 1:
+    layout = norm.layout(x.shape, axis, num_groups)
+    weight = _param(weight, layout.weight_shape, "weight")
+    bias = _param(bias, layout.weight_shape, "bias")
+    if norm.grouped and layout.count == 0:
+        raise ValueError(f"cannot normalize over an empty set: input of shape {x.shape}")
+    if eps is None:
+        eps = jnp.finfo(y_dtype).eps
+    eps = check_eps(eps)
+    if norm.running_stats:
+        momentum = check_momentum(momentum)
+        given = running_mean, running_var
+        running_mean, running_var, stat_dtypes = _running_stats(running_mean, running_var,
+                                                                layout.channels)
+        if input_stats:
+            layout.check_training(norm.per_sample)
+        elif running_mean is None:
             raise ValueError(
-                f"Expected more than 1 spatial element when training, got input size {x.shape}")
-        if not per_sample and axes.count <= 1:
-            raise ValueError(
-                f"Expected more than 1 value per channel when training, got input size {x.shape}")
-    elif running_mean is None:
-        raise ValueError(f"{what} without input statistics needs running_mean and running_var")
-    norm = _ChannelNorm(kind, axes.axis, eps, momentum, bool(from_input), None, axes.stat_shape)
-    y, new_mean, new_var = _normalize(norm, x, weight, bias, running_mean, running_var)
+                f"{norm.name} without input statistics needs running_mean and running_var")
+    axes = layout.axis if norm.per_channel else layout.axes
+    host = _HostNorm(norm, axes, eps, momentum, bool(input_stats),
+                     num_groups if norm.grouped else None, layout.stat_shape)
+    y, new_mean, new_var = _normalize(host, x, weight, bias, running_mean, running_var)
     y = y.astype(y_dtype)
+    if not norm.running_stats:
+        return y
     if running_mean is None:
         return y, None, None
-    if not from_input:
+    if not input_stats:
         return (y, *(jax.lax.stop_gradient(jnp.asarray(s)) for s in given))
     return (y, *(jax.lax.stop_gradient(s).astype(d) for s, d in zip((new_mean, new_var),
                                                                     stat_dtypes)))
-
-
-def _row_norm(x, weight, bias, axis, eps, centered):
-    x, y_dtype = _host_float(x, "x")
-    axes = _api._NormalizedAxes(x, axis)
-    weight = _param(weight, axes.weight_shape, "weight")
-    bias = _param(bias, axes.weight_shape, "bias")
-    if eps is None:
-        eps = jnp.finfo(y_dtype).eps
-    norm = _RowNorm(axes.axes, _api._check_eps(eps), centered, axes.stat_shape)
-    return _normalize(norm, x, weight, bias, None, None)[0].astype(y_dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -445,7 +402,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
     --------
     numbanorm.layer_norm_forward
     """
-    return _row_norm(x, weight, bias, axis, eps, centered=True)
+    return _apply(LAYER_NORM, x, weight, bias, axis=axis, eps=eps)
 
 
 def rms_norm(x, weight=None, *, axis=-1, eps=None):
@@ -467,7 +424,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None):
     -------
     y : jax.Array
     """
-    return _row_norm(x, weight, None, axis, eps, centered=False)
+    return _apply(RMS_NORM, x, weight, axis=axis, eps=eps)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
@@ -491,16 +448,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
     -------
     y : jax.Array
     """
-    x, y_dtype = _host_float(x, "x")
-    axes = _api._ChannelAxes(x, axis, per_sample=True, num_groups=num_groups, min_ndim=2,
-                             what="group_norm")
-    weight = _param(weight, axes.weight_shape, "weight")
-    bias = _param(bias, axes.weight_shape, "bias")
-    if axes.count == 0:
-        raise ValueError(f"cannot normalize over an empty set: input of shape {x.shape}")
-    norm = _ChannelNorm("group", axes.axis, _api._check_eps(eps), 0.0, True, axes.groups,
-                        axes.stat_shape)
-    return _normalize(norm, x, weight, bias, None, None)[0].astype(y_dtype)
+    return _apply(GROUP_NORM, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups)
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
@@ -534,9 +482,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
         The updated running statistics in training, the given ones in
         evaluation, None when none were given.  They carry no gradient.
     """
-    return _channel_norm("batch", x, running_mean, running_var, weight, bias,
-                         from_input=training, momentum=momentum, eps=eps, axis=axis,
-                         what="batch_norm")
+    return _apply(BATCH_NORM, x, weight, bias, running_mean, running_var, axis=axis, eps=eps,
+                  input_stats=training, momentum=momentum)
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
@@ -568,6 +515,5 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     new_running_mean, new_running_var : jax.Array or None
         As in :func:`batch_norm`.
     """
-    return _channel_norm("instance", x, running_mean, running_var, weight, bias,
-                         from_input=use_input_stats, momentum=momentum, eps=eps, axis=axis,
-                         what="instance_norm")
+    return _apply(INSTANCE_NORM, x, weight, bias, running_mean, running_var, axis=axis,
+                  eps=eps, input_stats=use_input_stats, momentum=momentum)

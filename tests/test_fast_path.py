@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
-from numbanorm._api import _trailing_rows_forward
+from numbanorm._driver import _trailing_rows_forward
+from numbanorm._specs import LAYER_NORM, RMS_NORM
 
 
 def _params(rng, norm, dtype, affine, count):
@@ -21,12 +22,12 @@ def test_fast_path_matches_the_general_path(rng, norm, dtype, affine):
     x = rng.standard_normal((6, 5, 40)).astype(dtype)
     params = _params(rng, norm, dtype, affine, 40)
     weight, bias = (params + (None, None))[:2]
-    centered = norm == "layer_norm"
-    eps = 1e-5 if centered else None
-    assert _trailing_rows_forward(x, weight, bias, -1, eps, None, centered, True) is not None
+    spec = LAYER_NORM if norm == "layer_norm" else RMS_NORM
+    eps = spec.default_eps
+    assert _trailing_rows_forward(spec, x, weight, bias, -1, eps, None, True) is not None
     read_only = x.copy()
     read_only.setflags(write=False)  # not eligible: takes the general path
-    assert _trailing_rows_forward(read_only, weight, bias, -1, eps, None, centered, True) is None
+    assert _trailing_rows_forward(spec, read_only, weight, bias, -1, eps, None, True) is None
     fast = getattr(nbn, f"{norm}_forward")(x, *params)
     general = getattr(nbn, f"{norm}_forward")(read_only, *params)
     for a, b in zip(fast, general):
@@ -58,4 +59,4 @@ def test_anything_else_takes_the_general_path(rng, case):
     x = rng.standard_normal((4, 40)).astype(np.float32)
     args = dict(x=x, weight=None, bias=None, axis=-1, eps=1e-5, out=None)
     args.update(INELIGIBLE[case](x))
-    assert _trailing_rows_forward(**args, centered=True, stats=True) is None
+    assert _trailing_rows_forward(LAYER_NORM, **args, stats=True) is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
-from numbanorm._api import _host_array
+from numbanorm._arrays import host_array as _host_array
 
 
 class DLPackOnly:

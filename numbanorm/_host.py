@@ -1,0 +1,162 @@
+"""The host backend: NumPy arrays, Numba CPU kernels (``_engine.py``).
+
+It implements :class:`numbanorm._backends.Backend`; see there for the
+conventions of every method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _engine
+from ._arrays import host_array, host_input
+from ._layout import CanonicalView
+
+
+def welford_state(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(count, mean, M2)`` of ``x`` reduced over ``axes``, statistics in float64.
+
+    ``x`` is a float array as :func:`numbanorm._arrays.host_input` returns
+    it; ``mean`` and ``M2`` have the shape of the kept axes (NaN when
+    ``count`` is 0).  This is :func:`numbanorm.moments` before rounding to the
+    result dtype, the state that :class:`numbanorm.Moments` merges.
+    """
+    roles = "".join("R" if a in axes else "K" for a in range(x.ndim))
+    kept = [a for a in range(x.ndim) if a not in axes]
+    count = math.prod(x.shape[a] for a in axes)
+    canon = CanonicalView(x, roles)
+    if count == 0:
+        mean = np.full(canon.shape4[::2], np.nan)
+        m2 = mean.copy()
+    else:
+        mean, m2 = _engine.group_moments(canon)
+    return count, canon.stats_to_axes(mean, kept), canon.stats_to_axes(m2, kept)
+
+
+class HostBackend:
+    """The backend of NumPy arrays; see :class:`numbanorm._backends.Backend`."""
+
+    @staticmethod
+    def input(x: Any) -> tuple[np.ndarray, np.dtype, np.dtype]:
+        return host_input(x)
+
+    @staticmethod
+    def array(value: Any, name: str) -> np.ndarray:
+        return host_array(value, name)
+
+    @staticmethod
+    def out_array(out: Any) -> np.ndarray:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+        return host_array(out, "out")
+
+    @staticmethod
+    def writeable(a: np.ndarray) -> bool:
+        return a.flags.writeable
+
+    @staticmethod
+    def check_updatable(value: Any, name: str) -> None:
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            raise TypeError(
+                f"{name} must be a floating-point numpy array to be updated in place, "
+                f"got {type(value).__name__}")
+        if not value.flags.writeable:
+            raise ValueError(f"{name} must be writable to be updated in place")
+
+    @staticmethod
+    def reshaped(a: Any, shape: tuple[int, ...]) -> np.ndarray:
+        # np.asarray: an ``out`` of a subclass (np.matrix) is written through a plain view
+        return np.asarray(a).reshape(shape)
+
+    @staticmethod
+    def view(xc: np.ndarray, shape: tuple[int, ...], roles: str) -> CanonicalView:
+        return CanonicalView(xc.reshape(shape), roles)
+
+    @staticmethod
+    def param2(value: Any, shape2: tuple[int, int], fill: float) -> np.ndarray:
+        # Without a parameter, float32 holds ``fill`` exactly and spares a float32
+        # input the cast of a full-size parameter; ``shape2`` may then be (C, 1).
+        if value is None:
+            return np.full(shape2, fill, np.float32)
+        return np.array(value, dtype=np.float64, order="C").reshape(shape2)
+
+    @staticmethod
+    def running_groups(running: tuple[Any, Any], shape2: tuple[int, int],
+                       eps: float) -> tuple[np.ndarray, np.ndarray]:
+        mean, var = (np.broadcast_to(np.asarray(s, np.float64), shape2).copy() for s in running)
+        return mean, 1.0 / np.sqrt(var + eps)
+
+    @staticmethod
+    def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
+        return _engine.normalize(canon, weight2, bias2, out, eps=eps, centered=centered,
+                                 stats=stats)
+
+    @staticmethod
+    def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
+        return _engine.backward(canon, dy, mean, rstd, weight2, input_stats, centered, out=out)
+
+    @staticmethod
+    def parameter_sums(canon, dy, mean, rstd, weight2):
+        return _engine.gradient_sums(canon, dy, mean, rstd, weight2)[2:]
+
+    @staticmethod
+    def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
+        # The engine takes sum(dy * w * (x - mean)), which divides out of x_hat.
+        return _engine.input_gradient(canon, dy, mean, rstd, weight2, group_g,
+                                      group_gxhat / rstd, count)
+
+    @staticmethod
+    def deliver(result, target, out, shape, dtype):
+        if out is None:
+            return result.reshape(shape).astype(dtype, copy=False)
+        if result is not target:
+            target[...] = result
+        return out
+
+    @staticmethod
+    def stats_out(canon, stat, axes, dtype):
+        return canon.stats_to_axes(stat, axes).astype(dtype)
+
+    @staticmethod
+    def group_zeros(canon):
+        return np.zeros(canon.shape4[::2])
+
+    @staticmethod
+    def update_running(running_mean, running_var, mean, var, momentum, unbias):
+        for running, stat in ((running_mean, mean), (running_var, var * unbias)):
+            running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
+
+    @staticmethod
+    def gradient_out(g2, shape, dtype):
+        return g2.reshape(shape).astype(dtype)
+
+    @staticmethod
+    def welford_state(xc, axes):
+        return welford_state(xc, axes)
+
+    @staticmethod
+    def moments(xc, axes, dof, keepdims, result_dtype):
+        _, mean, m2 = welford_state(xc, axes)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = m2 / max(dof, 0)
+        results = []
+        for stat in (mean, var):
+            if keepdims:
+                stat = np.expand_dims(stat, axes)
+            stat = np.array(stat, dtype=result_dtype)
+            results.append(stat[()] if stat.ndim == 0 else stat)  # NumPy scalars, as np.mean
+        return tuple(results)
+
+    @staticmethod
+    def to_host(a):
+        return a
+
+    @staticmethod
+    def from_host(a):
+        return a
+
+
+HOST = HostBackend()
