@@ -86,6 +86,25 @@ class Norm:
         """What the backward returns after ``dx``."""
         return tuple("d" + p for p in self.parameters)
 
+    def forward_arguments(self, x: Any, weight: Any = None, bias: Any = None, *,
+                          num_groups: Any = None, running_mean: Any = None,
+                          running_var: Any = None) -> list[Any]:
+        """The positional arguments of the public ``name`` and ``name + "_forward"``."""
+        arguments = [x]
+        if self.grouped:
+            arguments.append(num_groups)
+        if self.running_stats:
+            arguments += [running_mean, running_var]
+        arguments.append(weight)
+        if self.bias:
+            arguments.append(bias)
+        return arguments
+
+    def backward_arguments(self, dy: Any, x: Any, stats: tuple[Any, ...], weight: Any = None, *,
+                           num_groups: Any = None) -> list[Any]:
+        """The positional arguments of the public ``name + "_backward"``."""
+        return [dy, x, *([num_groups] if self.grouped else []), *stats, weight]
+
     def layout(self, shape: tuple[int, ...], axis: Any, num_groups: Any = None, *,
                what: str | None = None) -> Layout:
         """The axis roles of an input of ``shape`` (``what`` names the caller in errors)."""
