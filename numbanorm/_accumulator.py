@@ -8,7 +8,6 @@ from ._arrays import axes_tuple
 from ._arrays import host_input
 from ._backends import backend_for
 from ._host import welford_state
-from ._layers import InstanceNorm
 
 
 class Moments:
@@ -193,13 +192,13 @@ def recompute_stats(layer, batches, forward=None):
         raise TypeError(
             f"recompute_stats needs a BatchNorm or InstanceNorm layer with "
             f"track_running_stats=True, got {layer!r}")
-    per_instance = isinstance(layer, InstanceNorm)
+    per_instance = layer.norm.per_sample
     # Batch norm: the data itself.  Instance norm: each instance's (mean, var).
     stats = Moments()
     n_batches = 0
     for batch in batches:
         x = np.asarray(batch if forward is None else forward(batch))
-        layer._check_input(x)
+        layer.check_input(x)
         channel_axis = layer.axis % x.ndim
         if per_instance:
             stats.update(_instance_moments(x, channel_axis), axis=0)

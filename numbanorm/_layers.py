@@ -10,19 +10,9 @@ import numbers
 
 import numpy as np
 
+from . import _driver
 from ._arrays import axes_tuple
-from ._norms import (
-    batch_norm_backward,
-    batch_norm_forward,
-    group_norm_backward,
-    group_norm_forward,
-    instance_norm_backward,
-    instance_norm_forward,
-    layer_norm_backward,
-    layer_norm_forward,
-    rms_norm_backward,
-    rms_norm_forward,
-)
+from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM, Norm
 
 _PARAMETER_NAMES = ("weight", "bias")
 _STATE_NAMES = _PARAMETER_NAMES + ("running_mean", "running_var", "num_batches_tracked")
@@ -31,12 +21,13 @@ _STATE_NAMES = _PARAMETER_NAMES + ("running_mean", "running_var", "num_batches_t
 class _NormLayer:
     """What every layer shares: parameters, gradients, modes, state dicts.
 
-    Subclasses check their input in ``_check_input(x)``, run the forward in
-    ``_forward(x)``, returning ``(y, saved)``, and compute ``(dx, dweight[,
-    dbias])`` in ``_backward(dy, *saved)``.  ``_repr_fields`` names the
-    attributes shown by ``repr``.
+    A layer is its norm's specification (``norm``) with state: subclasses
+    say how an input is checked (:meth:`check_input`) and which arguments
+    the norm takes besides the parameters (``_options(x)``: ``axis`` and
+    ``num_groups``).  ``_repr_fields`` names the attributes shown by ``repr``.
     """
 
+    norm: Norm
     _repr_fields = ()
 
     def __init__(self, param_shape, *, eps, dtype, weight, bias, running_stats=False):
@@ -65,7 +56,7 @@ class _NormLayer:
         the backward.
         """
         x = np.asarray(x)
-        self._check_input(x)
+        self.check_input(x)
         y, self._saved = self._forward(x)
         self._has_run_forward = True
         return y
@@ -102,6 +93,25 @@ class _NormLayer:
             if name in self.grads:
                 self.grads[name] += grad
         return dx
+
+    def check_input(self, x):
+        """Raise ``ValueError`` unless ``x`` (an ndarray) fits the layer's shapes."""
+        raise NotImplementedError
+
+    def _options(self, x):
+        """The norm's arguments for ``x`` other than the parameters: ``axis``, ``num_groups``."""
+        raise NotImplementedError
+
+    def _forward(self, x):
+        """``(y, saved)``: the normalized ``x`` and what the backward needs."""
+        y, *stats = _driver.forward(self.norm, x, self.weight, self.bias, eps=self.eps,
+                                    **self._options(x))
+        return y, (x, tuple(stats), True)
+
+    def _backward(self, dy, x, stats, input_stats):
+        """``(dx, dweight[, dbias])`` of the forward that saved ``(x, stats, input_stats)``."""
+        return _driver.backward(self.norm, dy, x, stats, self.weight,
+                                input_stats=input_stats, **self._options(x))
 
     # --- parameters, gradients and modes --------------------------------------
 
@@ -196,8 +206,6 @@ class _NormLayer:
 class _ChannelNorm(_NormLayer):
     """A layer whose parameters are per channel, on the channel axis ``axis``."""
 
-    _min_ndim = 2
-
     def __init__(self, num_channels, *, axis, **kwargs):
         if not isinstance(num_channels, numbers.Integral) or num_channels < 1:
             raise ValueError(f"the number of channels must be a positive integer, "
@@ -208,10 +216,13 @@ class _ChannelNorm(_NormLayer):
         super().__init__((int(num_channels),), **kwargs)
         self._num_channels = int(num_channels)
 
-    def _check_input(self, x):
+    def _options(self, x):
+        return dict(axis=self.axis)
+
+    def check_input(self, x):
         name = type(self).__name__
-        if x.ndim < self._min_ndim:
-            raise ValueError(f"{name} expects input with at least {self._min_ndim} "
+        if x.ndim < self.norm.min_ndim:
+            raise ValueError(f"{name} expects input with at least {self.norm.min_ndim} "
                              f"dimensions, got shape {x.shape}")
         if not -x.ndim <= self.axis < x.ndim:
             raise ValueError(f"{name} has channel axis {self.axis}, out of range for input "
@@ -222,12 +233,7 @@ class _ChannelNorm(_NormLayer):
 
 
 class _RunningStatsNorm(_ChannelNorm):
-    """Batch and instance norm: running statistics updated in training mode.
-
-    Subclasses run their functional forward in ``_normalize(x,
-    running_mean, running_var, from_input, momentum)`` and the backward in
-    ``_backward(dy, x, mean, rstd, from_input)``.
-    """
+    """Batch and instance norm: running statistics updated in training mode."""
 
     _repr_fields = ("num_features", "eps", "momentum", "affine", "track_running_stats", "axis")
 
@@ -244,17 +250,23 @@ class _RunningStatsNorm(_ChannelNorm):
     def _forward(self, x):
         # As in PyTorch: without running statistics, evaluation mode also
         # normalizes with the statistics of the input.
-        from_input = self.training or not self.track_running_stats
+        input_stats = self.training or not self.track_running_stats
         update = self.training and self.track_running_stats
         momentum = 0.0
         if update:
             batches = int(self.num_batches_tracked) + 1
             momentum = 1.0 / batches if self.momentum is None else self.momentum
-        y, mean, rstd = self._normalize(x, self.running_mean, self.running_var, from_input,
-                                        momentum)
+        y, *stats = self._normalize(x, input_stats, momentum)
         if update:
             self.num_batches_tracked += 1
-        return y, (x, mean, rstd, from_input)
+        return y, (x, tuple(stats), input_stats)
+
+    def _normalize(self, x, input_stats, momentum):
+        """``(y, *statistics)`` of the norm with the layer's running statistics."""
+        return _driver.forward(self.norm, x, self.weight, self.bias,
+                               running_mean=self.running_mean, running_var=self.running_var,
+                               input_stats=input_stats, momentum=momentum, eps=self.eps,
+                               **self._options(x))
 
     def reset_running_stats(self):
         """Running mean to 0, running variance to 1 and the batch count to 0."""
@@ -300,19 +312,13 @@ class BatchNorm(_RunningStatsNorm):
     >>> y = bn.eval()(x)            # evaluation mode: running statistics
     """
 
+    norm = BATCH_NORM
+
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, axis=1, dtype=np.float32):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
                          track_running_stats=track_running_stats, axis=axis, dtype=dtype)
 
-    def _normalize(self, x, running_mean, running_var, from_input, momentum):
-        return batch_norm_forward(x, running_mean, running_var, self.weight, self.bias,
-                                  training=from_input, momentum=momentum, eps=self.eps,
-                                  axis=self.axis)
-
-    def _backward(self, dy, x, mean, rstd, from_input):
-        return batch_norm_backward(dy, x, mean, rstd, self.weight, training=from_input,
-                                   axis=self.axis)
 
 
 class InstanceNorm(_RunningStatsNorm):
@@ -331,21 +337,12 @@ class InstanceNorm(_RunningStatsNorm):
     in batch norm.
     """
 
-    _min_ndim = 3
+    norm = INSTANCE_NORM
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=False,
                  track_running_stats=False, axis=1, dtype=np.float32):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
                          track_running_stats=track_running_stats, axis=axis, dtype=dtype)
-
-    def _normalize(self, x, running_mean, running_var, from_input, momentum):
-        return instance_norm_forward(x, running_mean, running_var, self.weight, self.bias,
-                                     use_input_stats=from_input, momentum=momentum,
-                                     eps=self.eps, axis=self.axis)
-
-    def _backward(self, dy, x, mean, rstd, from_input):
-        return instance_norm_backward(dy, x, mean, rstd, self.weight,
-                                      use_input_stats=from_input, axis=self.axis)
 
 
 class GroupNorm(_ChannelNorm):
@@ -371,6 +368,7 @@ class GroupNorm(_ChannelNorm):
         dtype of the parameters.
     """
 
+    norm = GROUP_NORM
     _repr_fields = ("num_groups", "num_channels", "eps", "affine", "axis")
 
     def __init__(self, num_groups, num_channels, *, eps=1e-5, affine=True, axis=1,
@@ -385,14 +383,8 @@ class GroupNorm(_ChannelNorm):
         super().__init__(num_channels, axis=axis, eps=eps, dtype=dtype, weight=affine,
                          bias=affine)
 
-    def _forward(self, x):
-        y, mean, rstd = group_norm_forward(x, self.num_groups, self.weight, self.bias,
-                                           eps=self.eps, axis=self.axis)
-        return y, (x, mean, rstd)
-
-    def _backward(self, dy, x, mean, rstd):
-        return group_norm_backward(dy, x, self.num_groups, mean, rstd, self.weight,
-                                   axis=self.axis)
+    def _options(self, x):
+        return dict(axis=self.axis, num_groups=self.num_groups)
 
 
 # ----------------------------------------------------------------------------
@@ -426,7 +418,10 @@ class _ShapeNorm(_NormLayer):
             return tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
         return axes_tuple(self.axis, x.ndim)
 
-    def _check_input(self, x):
+    def _options(self, x):
+        return dict(axis=self._axes(x))
+
+    def check_input(self, x):
         name = type(self).__name__
         if x.ndim < len(self.normalized_shape):
             raise ValueError(f"{name} expects input with trailing shape "
@@ -459,6 +454,7 @@ class LayerNorm(_ShapeNorm):
         dtype of the parameters.
     """
 
+    norm = LAYER_NORM
     _repr_fields = ("normalized_shape", "eps", "elementwise_affine", "axis")
 
     def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True, bias=True,
@@ -466,14 +462,6 @@ class LayerNorm(_ShapeNorm):
         self.elementwise_affine = bool(elementwise_affine)
         super().__init__(normalized_shape, axis=axis, eps=eps, dtype=dtype,
                          weight=elementwise_affine, bias=elementwise_affine and bias)
-
-    def _forward(self, x):
-        y, mean, rstd = layer_norm_forward(x, self.weight, self.bias, axis=self._axes(x),
-                                           eps=self.eps)
-        return y, (x, mean, rstd)
-
-    def _backward(self, dy, x, mean, rstd):
-        return layer_norm_backward(dy, x, mean, rstd, self.weight, axis=self._axes(x))
 
 
 class RMSNorm(_ShapeNorm):
@@ -494,6 +482,7 @@ class RMSNorm(_ShapeNorm):
         dtype of the parameters.
     """
 
+    norm = RMS_NORM
     _repr_fields = ("normalized_shape", "eps", "elementwise_affine", "axis")
 
     def __init__(self, normalized_shape, *, eps=None, elementwise_affine=True, axis=None,
@@ -501,10 +490,3 @@ class RMSNorm(_ShapeNorm):
         self.elementwise_affine = bool(elementwise_affine)
         super().__init__(normalized_shape, axis=axis, eps=eps, dtype=dtype,
                          weight=elementwise_affine, bias=False)
-
-    def _forward(self, x):
-        y, rrms = rms_norm_forward(x, self.weight, axis=self._axes(x), eps=self.eps)
-        return y, (x, rrms)
-
-    def _backward(self, dy, x, rrms):
-        return rms_norm_backward(dy, x, rrms, self.weight, axis=self._axes(x))

@@ -214,15 +214,15 @@ class SyncBatchNorm(BatchNorm):
         self._synchronized = self.training
         return super()._forward(x)
 
-    def _normalize(self, x, running_mean, running_var, from_input, momentum):
+    def _normalize(self, x, input_stats, momentum):
         if not self._synchronized:
-            return super()._normalize(x, running_mean, running_var, from_input, momentum)
-        return sync_batch_norm_forward(x, running_mean, running_var, self.weight, self.bias,
-                                       comm=self.comm, momentum=momentum, eps=self.eps,
-                                       axis=self.axis)
+            return super()._normalize(x, input_stats, momentum)
+        return sync_batch_norm_forward(x, self.running_mean, self.running_var, self.weight,
+                                       self.bias, comm=self.comm, momentum=momentum,
+                                       eps=self.eps, axis=self.axis)
 
-    def _backward(self, dy, x, mean, rstd, from_input):
+    def _backward(self, dy, x, stats, input_stats):
         if not self._synchronized:
-            return super()._backward(dy, x, mean, rstd, from_input)
-        return sync_batch_norm_backward(dy, x, mean, rstd, self.weight, comm=self.comm,
+            return super()._backward(dy, x, stats, input_stats)
+        return sync_batch_norm_backward(dy, x, *stats, self.weight, comm=self.comm,
                                         axis=self.axis)

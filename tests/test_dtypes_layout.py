@@ -4,50 +4,14 @@ import pytest
 import numbanorm as nbn
 import reference as ref
 from helpers import assert_close, random_array
+from norms import NORM_CASES
 
 SHAPE = (8, 6, 12)
-GROUPS = 3
 
-FORWARD = {
-    "batch_norm": (lambda x: nbn.batch_norm_forward(x), lambda x: ref.batch_norm_forward(x)),
-    "batch_norm_last": (lambda x: nbn.batch_norm_forward(x, axis=-1),
-                        lambda x: ref.batch_norm_forward(x, axis=-1)),
-    "layer_norm": (lambda x: nbn.layer_norm_forward(x), lambda x: ref.layer_norm_forward(x)),
-    "layer_norm_outer": (lambda x: nbn.layer_norm_forward(x, axis=(0, 2)),
-                         lambda x: ref.layer_norm_forward(x, axis=(0, 2))),
-    "group_norm": (lambda x: nbn.group_norm_forward(x, GROUPS), lambda x: ref.group_norm_forward(x, GROUPS)),
-    "instance_norm": (lambda x: nbn.instance_norm_forward(x), lambda x: ref.instance_norm_forward(x)),
-    "rms_norm": (lambda x: nbn.rms_norm_forward(x, eps=1e-5), lambda x: ref.rms_norm_forward(x, eps=1e-5)),
-}
-
-BACKWARD = {
-    "batch_norm": (lambda dy, x, s: nbn.batch_norm_backward(dy, x, *s),
-                   lambda dy, x, s: ref.batch_norm_backward(dy, x, *s)),
-    "batch_norm_last": (lambda dy, x, s: nbn.batch_norm_backward(dy, x, *s, axis=-1),
-                        lambda dy, x, s: ref.batch_norm_backward(dy, x, *s, axis=-1)),
-    "layer_norm": (lambda dy, x, s: nbn.layer_norm_backward(dy, x, *s),
-                   lambda dy, x, s: ref.layer_norm_backward(dy, x, *s)),
-    "layer_norm_outer": (lambda dy, x, s: nbn.layer_norm_backward(dy, x, *s, axis=(0, 2)),
-                         lambda dy, x, s: ref.layer_norm_backward(dy, x, *s, axis=(0, 2))),
-    "group_norm": (lambda dy, x, s: nbn.group_norm_backward(dy, x, GROUPS, *s),
-                   lambda dy, x, s: ref.group_norm_backward(dy, x, GROUPS, *s)),
-    "instance_norm": (lambda dy, x, s: nbn.instance_norm_backward(dy, x, *s),
-                      lambda dy, x, s: ref.instance_norm_backward(dy, x, *s)),
-    "rms_norm": (lambda dy, x, s: nbn.rms_norm_backward(dy, x, *s),
-                 lambda dy, x, s: ref.rms_norm_backward(dy, x, *s)),
-}
-
-PLAIN = {
-    "batch_norm": (lambda x, **kw: nbn.batch_norm(x, **kw), lambda x: ref.batch_norm_forward(x)[0]),
-    "layer_norm": (lambda x, **kw: nbn.layer_norm(x, **kw), lambda x: ref.layer_norm_forward(x)[0]),
-    "layer_norm_outer": (lambda x, **kw: nbn.layer_norm(x, axis=(0, 2), **kw),
-                         lambda x: ref.layer_norm_forward(x, axis=(0, 2))[0]),
-    "group_norm": (lambda x, **kw: nbn.group_norm(x, GROUPS, **kw),
-                   lambda x: ref.group_norm_forward(x, GROUPS)[0]),
-    "instance_norm": (lambda x, **kw: nbn.instance_norm(x, **kw), lambda x: ref.instance_norm_forward(x)[0]),
-    "rms_norm": (lambda x, **kw: nbn.rms_norm(x, eps=1e-5, **kw),
-                 lambda x: ref.rms_norm_forward(x, eps=1e-5)[0]),
-}
+# Every norm with its default axis, and the other layouts worth a case of their own.
+CASES = {**NORM_CASES,
+         "batch_norm_last": NORM_CASES["batch_norm"].with_axis(-1),
+         "layer_norm_outer": NORM_CASES["layer_norm"].with_axis((0, 2))}
 
 
 def _view(base, kind):
@@ -78,12 +42,11 @@ VIEW_DTYPES = [("transposed", np.float32), ("channels_swapped", np.float64), ("s
 
 
 def _forward_and_backward(name, x, dy):
-    forward, ref_forward = FORWARD[name]
-    backward, ref_backward = BACKWARD[name]
-    y, *stats = forward(x)
-    expected_y, *expected_stats = ref_forward(x)
-    grads = backward(dy, x, stats)
-    expected_grads = ref_backward(dy, x, stats)
+    case = CASES[name]
+    y, *stats = case.forward(x)
+    expected_y, *expected_stats = case.forward(x, module=ref)
+    grads = case.backward(dy, x, stats)
+    expected_grads = case.backward(dy, x, stats, module=ref)
     return (y, stats, grads), (expected_y, expected_stats, expected_grads)
 
 
@@ -97,7 +60,7 @@ def _assert_results_close(results, expected, dtype):
 
 
 @pytest.mark.parametrize("view, dtype", VIEW_DTYPES)
-@pytest.mark.parametrize("name", list(FORWARD))
+@pytest.mark.parametrize("name", list(CASES))
 def test_non_contiguous_and_read_only_inputs(rng, name, view, dtype):
     x = _view(random_array(rng, SHAPE, dtype), view)
     dy = _view(random_array(rng, SHAPE, dtype, loc=0.0, scale=1.0), view)
@@ -105,7 +68,7 @@ def test_non_contiguous_and_read_only_inputs(rng, name, view, dtype):
     _assert_results_close(results, expected, dtype)
 
 
-@pytest.mark.parametrize("name", list(FORWARD))
+@pytest.mark.parametrize("name", list(CASES))
 def test_float16_computes_in_float32_and_returns_float16(rng, name):
     x = random_array(rng, SHAPE, np.float16)
     dy = random_array(rng, SHAPE, np.float16, loc=0.0, scale=1.0)
@@ -119,7 +82,7 @@ def test_float16_computes_in_float32_and_returns_float16(rng, name):
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_])
-@pytest.mark.parametrize("name", ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"])
+@pytest.mark.parametrize("name", list(NORM_CASES))
 def test_integer_and_bool_inputs_are_promoted_to_float64(rng, name, dtype):
     x = random_array(rng, SHAPE, dtype)
     dy = random_array(rng, SHAPE, np.float64, loc=0.0, scale=1.0)
@@ -151,8 +114,9 @@ def test_strided_weight_and_bias(rng):
                  ref.batch_norm_forward(x, weight=channel_weight, bias=channel_bias)[0], x.dtype)
     assert_close(nbn.layer_norm(x, row_weight, row_bias),
                  ref.layer_norm_forward(x, row_weight, row_bias)[0], x.dtype)
-    assert_close(nbn.group_norm(x, GROUPS, channel_weight, channel_bias),
-                 ref.group_norm_forward(x, GROUPS, channel_weight, channel_bias)[0], x.dtype)
+    group_norm = NORM_CASES["group_norm"]
+    assert_close(group_norm.plain(x, channel_weight, channel_bias),
+                 group_norm.forward(x, channel_weight, channel_bias, module=ref)[0], x.dtype)
 
 
 ZERO_BATCH = {
@@ -161,8 +125,9 @@ ZERO_BATCH = {
         lambda dy, x, s: nbn.batch_norm_backward(dy, x, *s, training=False), (6,), (6,)),
     "layer_norm": (lambda x, rm, rv: nbn.layer_norm_forward(x),
                    lambda dy, x, s: nbn.layer_norm_backward(dy, x, *s), (0, 6), (12,)),
-    "group_norm": (lambda x, rm, rv: nbn.group_norm_forward(x, GROUPS),
-                   lambda dy, x, s: nbn.group_norm_backward(dy, x, GROUPS, *s), (0, GROUPS), (6,)),
+    "group_norm": (lambda x, rm, rv: NORM_CASES["group_norm"].forward(x),
+                   lambda dy, x, s: NORM_CASES["group_norm"].backward(dy, x, s),
+                   (0, NORM_CASES["group_norm"].num_groups), (6,)),
     "instance_norm": (lambda x, rm, rv: nbn.instance_norm_forward(x),
                       lambda dy, x, s: nbn.instance_norm_backward(dy, x, *s), (0, 6), (6,)),
     "rms_norm": (lambda x, rm, rv: nbn.rms_norm_forward(x),
@@ -186,22 +151,22 @@ def test_zero_size_batch(name, dtype):
         np.testing.assert_array_equal(grad, 0.0)
 
 
-@pytest.mark.parametrize("name", list(PLAIN))
+@pytest.mark.parametrize("name", list(CASES))
 def test_out_is_filled_and_returned(rng, name):
-    function, ref_function = PLAIN[name]
+    case = CASES[name]
     x = random_array(rng, SHAPE, np.float32)
     out = np.empty_like(x)
-    result = function(x, out=out)
+    result = case.plain(x, out=out)
     assert result is out
-    assert_close(out, ref_function(x), np.float32)
+    assert_close(out, case.forward(x, module=ref)[0], np.float32)
 
 
-@pytest.mark.parametrize("name", list(PLAIN))
+@pytest.mark.parametrize("name", list(CASES))
 def test_out_can_be_the_input(rng, name):
-    function, ref_function = PLAIN[name]
+    case = CASES[name]
     x = random_array(rng, SHAPE)
-    expected = ref_function(x.copy())
-    result = function(x, out=x)
+    expected = case.forward(x.copy(), module=ref)[0]
+    result = case.plain(x, out=x)
     assert result is x
     assert_close(x, expected, np.float64)
 
@@ -221,14 +186,14 @@ def _out_view(kind):
 
 
 @pytest.mark.parametrize("kind", ["strided", "fortran", "permuted"])
-@pytest.mark.parametrize("name", list(PLAIN))
+@pytest.mark.parametrize("name", list(CASES))
 def test_out_can_be_a_non_contiguous_view(rng, name, kind):
-    function, ref_function = PLAIN[name]
+    case = CASES[name]
     x = random_array(rng, SHAPE)
     buffer, out = _out_view(kind)
-    result = function(x, out=out)
+    result = case.plain(x, out=out)
     assert result is out
-    assert_close(out, ref_function(x), np.float64)
+    assert_close(out, case.forward(x, module=ref)[0], np.float64)
     if kind == "strided":
         np.testing.assert_array_equal(buffer[:, :, 1::2], 0.0)
 
@@ -254,16 +219,15 @@ def test_out_with_running_stats_in_place(rng):
     assert_close(running_var, expected_var, np.float64)
 
 
-@pytest.mark.parametrize("name", list(FORWARD))
+@pytest.mark.parametrize("name", list(CASES))
 def test_inputs_are_never_modified(rng, name):
-    forward, _ = FORWARD[name]
-    backward, _ = BACKWARD[name]
+    case = CASES[name]
     x = random_array(rng, SHAPE, np.float32)
     dy = random_array(rng, SHAPE, np.float32)
     x_copy, dy_copy = x.copy(), dy.copy()
-    y, *stats = forward(x)
+    y, *stats = case.forward(x)
     stats_copies = [value.copy() for value in stats]
-    backward(dy, x, stats)
+    case.backward(dy, x, stats)
     np.testing.assert_array_equal(x, x_copy)
     np.testing.assert_array_equal(dy, dy_copy)
     for value, copy in zip(stats, stats_copies):
@@ -276,7 +240,7 @@ def test_weight_and_bias_are_never_modified(rng):
     row_weight, row_bias = random_array(rng, 12), random_array(rng, 12)
     copies = [a.copy() for a in (channel_weight, channel_bias, row_weight, row_bias)]
     nbn.batch_norm(x, weight=channel_weight, bias=channel_bias)
-    nbn.group_norm(x, GROUPS, channel_weight, channel_bias)
+    NORM_CASES["group_norm"].plain(x, channel_weight, channel_bias)
     nbn.instance_norm(x, weight=channel_weight, bias=channel_bias)
     nbn.layer_norm(x, row_weight, row_bias)
     nbn.rms_norm(x, row_weight)
