@@ -1,8 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 import numbanorm as nbn
 import reference as ref
+from norms import NORM_CASES
 from helpers import (
     BN_CASES, GN_CASES, IN_CASES, LN_CASES, RMS_CASES,
     assert_close, channel_count, coarser_dtype, normalized_shape, random_array,
@@ -157,31 +160,30 @@ def test_gradient_dtypes(rng, x_dtype, weight_dtype):
             assert_close(grad, truth, coarser_dtype(x_dtype, grad_dtype), scale=REDUCED_SCALE, err_msg=name)
 
 
-BACKWARD_OUT_CASES = {  # (forward, backward, shape, axis): a dense and a strided layout each
-    "batch_norm": (nbn.batch_norm_forward, nbn.batch_norm_backward, (6, 4, 5, 3), 1),
-    "batch_norm channels-last": (nbn.batch_norm_forward, nbn.batch_norm_backward, (6, 5, 3, 4), -1),
-    "layer_norm": (nbn.layer_norm_forward, nbn.layer_norm_backward, (6, 40), -1),
-    "layer_norm leading axis": (nbn.layer_norm_forward, nbn.layer_norm_backward, (40, 6), 0),
-    "group_norm": (lambda x, axis: nbn.group_norm_forward(x, 2, axis=axis),
-                   lambda dy, x, *stats, axis, out: nbn.group_norm_backward(
-                       dy, x, 2, *stats, axis=axis, out=out), (3, 4, 5, 6), 1),
-    "instance_norm": (nbn.instance_norm_forward, nbn.instance_norm_backward, (3, 4, 5, 6), -1),
-    "rms_norm": (nbn.rms_norm_forward, nbn.rms_norm_backward, (6, 40), -1),
+# (case, shape): a dense and a strided layout each
+BACKWARD_OUT_CASES = {
+    "batch_norm": (NORM_CASES["batch_norm"], (6, 4, 5, 3)),
+    "batch_norm channels-last": (NORM_CASES["batch_norm"].with_axis(-1), (6, 5, 3, 4)),
+    "layer_norm": (NORM_CASES["layer_norm"], (6, 40)),
+    "layer_norm leading axis": (NORM_CASES["layer_norm"].with_axis(0), (40, 6)),
+    "group_norm": (dataclasses.replace(NORM_CASES["group_norm"], num_groups=2), (3, 4, 5, 6)),
+    "instance_norm": (NORM_CASES["instance_norm"].with_axis(-1), (3, 4, 5, 6)),
+    "rms_norm": (NORM_CASES["rms_norm"], (6, 40)),
 }
 
 
 @pytest.mark.parametrize("name", BACKWARD_OUT_CASES)
 @pytest.mark.parametrize("into", ["new array", "dy", "x", "fortran-ordered array"])
 def test_backward_out_receives_dx(rng, name, into):
-    forward, backward, shape, axis = BACKWARD_OUT_CASES[name]
+    case, shape = BACKWARD_OUT_CASES[name]
     x = random_array(rng, shape, np.float32)
     dy = random_array(rng, shape, np.float32, loc=0.0, scale=1.0)
-    _, *stats = forward(x, axis=axis)
-    expected = backward(dy, x, *stats, axis=axis, out=None)
+    _, *stats = case.forward(x)
+    expected = case.backward(dy, x, stats, out=None)
     out = {"new array": np.empty_like(x), "dy": dy, "x": x,
            "fortran-ordered array": np.asfortranarray(np.empty_like(x))}[into]
-    result = backward(dy.copy(), x.copy(), *stats, axis=axis, out=out) if into not in (
-        "dy", "x") else backward(dy, x, *stats, axis=axis, out=out)
+    result = case.backward(dy.copy(), x.copy(), stats, out=out) if into not in (
+        "dy", "x") else case.backward(dy, x, stats, out=out)
     assert result[0] is out
     for actual, truth in zip(result, expected):
         np.testing.assert_array_equal(actual, truth)
