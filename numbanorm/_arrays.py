@@ -69,10 +69,11 @@ def axis_index(axis: Any, ndim: int, name: str = "axis") -> int:
     """``axis`` as a non-negative axis of an array of dimension ``ndim``."""
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
         raise TypeError(f"{name} must be an integer, got {axis!r}")
-    if not -ndim <= axis < ndim:
+    index = int(axis)
+    if not -ndim <= index < ndim:
         raise np.exceptions.AxisError(
             f"{name} {axis} is out of bounds for array of dimension {ndim}")
-    return int(axis) % ndim
+    return index % ndim
 
 
 def axes_tuple(axis: Any, ndim: int, name: str = "axis",

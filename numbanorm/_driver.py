@@ -18,7 +18,7 @@ from . import _engine, _overlap
 from ._arrays import check_eps, check_momentum, gradient_dtype, machine_epsilon
 from ._backends import Backend, backend_for
 from ._layout import CanonicalView
-from ._specs import Layout, Norm
+from ._specs import ChannelLayout, Layout, Norm
 
 # ----------------------------------------------------------------------------
 # Checked arguments
@@ -182,7 +182,7 @@ def forward(norm: Norm, x: Any, weight: Any = None, bias: Any = None, *, axis: A
     layout = args.layout
     if norm.grouped and layout.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {layout.shape}")
-    if norm.running_stats:
+    if isinstance(layout, ChannelLayout) and norm.running_stats:
         if input_stats:
             _overlap.check_disjoint((
                 ("out", None if args.out is None else args.backend.out_array(args.out)),
@@ -194,7 +194,8 @@ def forward(norm: Norm, x: Any, weight: Any = None, bias: Any = None, *, axis: A
     use_running = norm.running_stats and not input_stats
     y, canon, mean, var, rstd = normalized(
         args, (args.running_mean, args.running_var) if use_running else None)
-    if input_stats and args.running_mean is not None and layout.n_samples:
+    if (isinstance(layout, ChannelLayout) and input_stats and args.running_mean is not None
+            and layout.n_samples):
         args.backend.update_running(args.running_mean, args.running_var, mean, var,
                                     args.momentum, layout.count / (layout.count - 1))
     if not stats:

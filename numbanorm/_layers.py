@@ -28,7 +28,7 @@ class _NormLayer:
     """
 
     norm: Norm
-    _repr_fields = ()
+    _repr_fields: tuple[str, ...] = ()
 
     def __init__(self, param_shape, *, eps, dtype, weight, bias, running_stats=False):
         self.dtype = np.dtype(dtype)

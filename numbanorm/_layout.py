@@ -150,7 +150,7 @@ def _kernel_input(a):
 
 
 GEOMETRY_CACHE_SIZE = 1024
-_GEOMETRY = {}
+_GEOMETRY: dict[tuple, tuple] = {}
 
 
 def geometry(shape, strides, itemsize, roles):

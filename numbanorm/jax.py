@@ -57,7 +57,7 @@ except ModuleNotFoundError as error:
 try:
     from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
 except ImportError:  # a JAX without it: every platform copies through pure_callback
-    _buffer_callback = None
+    _buffer_callback = None  # type: ignore[assignment]
 
 from . import _driver
 from ._arrays import check_eps, check_momentum
