@@ -1,6 +1,10 @@
 """Mergeable mean/variance accumulator and exact population statistics for layers."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +37,7 @@ class Moments:
         self._m2 = None
 
     @classmethod
-    def from_state(cls, count, mean, m2):
+    def from_state(cls, count: int, mean: Any, m2: Any) -> Moments:
         """A ``Moments`` holding a state computed elsewhere (another process, a chunk).
 
         Parameters
@@ -58,23 +62,23 @@ class Moments:
         return moments
 
     @property
-    def count(self):
+    def count(self) -> int:
         """Number of elements reduced into each entry of :attr:`mean` so far."""
         return self._count
 
     @property
-    def mean(self):
+    def mean(self) -> Any:
         """Mean of everything seen so far, float64 (a scalar for full reductions)."""
         self._require_data()
         return self._mean[()] if self._mean.ndim == 0 else self._mean.copy()
 
     @property
-    def state(self):
+    def state(self) -> tuple[int, np.ndarray, np.ndarray]:
         """``(count, mean, M2)``, float64 arrays: what :meth:`from_state` takes."""
         self._require_data()
         return self._count, self._mean.copy(), self._m2.copy()
 
-    def var(self, ddof=0):
+    def var(self, ddof: int = 0) -> np.ndarray:
         """Variance with divisor ``count - ddof``, float64, as ``np.var``."""
         self._require_data()
         dof = self._count - ddof
@@ -84,7 +88,7 @@ class Moments:
         var = self._m2 / dof
         return var[()] if var.ndim == 0 else var
 
-    def update(self, x, axis=None):
+    def update(self, x: Any, axis: int | tuple[int, ...] | None = None) -> Moments:
         """Add the elements of ``x``, reduced over ``axis`` as in ``np.mean``.
 
         Parameters
@@ -112,7 +116,7 @@ class Moments:
         count, mean, m2 = backend.welford_state(x, axes)
         return self._merge_state(count, np.array(mean), np.array(m2))
 
-    def merge(self, other):
+    def merge(self, other: Moments) -> Moments:
         """Add everything ``other`` has seen (``other`` is left unchanged).
 
         Returns
@@ -154,7 +158,8 @@ class Moments:
         return f"Moments(count={self._count}, shape={shape})"
 
 
-def recompute_stats(layer, batches, forward=None):
+def recompute_stats(layer: Any, batches: Iterable[Any],
+                    forward: Callable[[Any], Any] | None = None) -> Any:
     """Set a layer's running statistics to the exact statistics of a data set.
 
     Running averages only estimate the statistics of the data; this computes

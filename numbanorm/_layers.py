@@ -6,7 +6,11 @@ gradients of its parameters, with PyTorch's names and semantics, so that
 state dicts move between the two unchanged.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +53,7 @@ class _NormLayer:
 
     # --- forward and backward -------------------------------------------------
 
-    def forward(self, x):
+    def forward(self, x: Any) -> np.ndarray:
         """Normalize ``x`` in the current mode and keep what :meth:`backward` needs.
 
         The layer keeps a reference to ``x``: do not modify it in place before
@@ -63,7 +67,7 @@ class _NormLayer:
 
     __call__ = forward
 
-    def backward(self, dy):
+    def backward(self, dy: Any) -> np.ndarray:
         """Gradient with respect to the last forward's input.
 
         The gradients of the parameters are added to :attr:`grads`.  Each
@@ -94,7 +98,7 @@ class _NormLayer:
                 self.grads[name] += grad
         return dx
 
-    def check_input(self, x):
+    def check_input(self, x: np.ndarray) -> None:
         """Raise ``ValueError`` unless ``x`` (an ndarray) fits the layer's shapes."""
         raise NotImplementedError
 
@@ -115,7 +119,7 @@ class _NormLayer:
 
     # --- parameters, gradients and modes --------------------------------------
 
-    def parameters(self):
+    def parameters(self) -> dict[str, np.ndarray]:
         """The parameter arrays themselves (not copies), by name.
 
         An optimizer may update them in place; their gradients are in
@@ -124,17 +128,17 @@ class _NormLayer:
         return {name: getattr(self, name) for name in _PARAMETER_NAMES
                 if getattr(self, name) is not None}
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient in :attr:`grads` to zero, in place."""
         for grad in self.grads.values():
             grad[...] = 0
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> _NormLayer:
         """Set training mode (``mode=True``) or evaluation mode; returns ``self``."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> _NormLayer:
         """Set evaluation mode; returns ``self``."""
         return self.train(False)
 
@@ -144,7 +148,7 @@ class _NormLayer:
         return {name: getattr(self, name) for name in _STATE_NAMES
                 if getattr(self, name) is not None}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameters and running statistics, with PyTorch's key names.
 
         Returns
@@ -155,7 +159,7 @@ class _NormLayer:
         """
         return {name: value.copy() for name, value in self._state().items()}
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Copy parameters and running statistics from ``state_dict`` in place.
 
         Values are converted to the layer's dtype (``num_batches_tracked`` to
@@ -268,7 +272,7 @@ class _RunningStatsNorm(_ChannelNorm):
                                input_stats=input_stats, momentum=momentum, eps=self.eps,
                                **self._options(x))
 
-    def reset_running_stats(self):
+    def reset_running_stats(self) -> None:
         """Running mean to 0, running variance to 1 and the batch count to 0."""
         if self.track_running_stats:
             self.running_mean[...] = 0

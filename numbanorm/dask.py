@@ -8,8 +8,11 @@ Dask scheduler, gets the statistics :func:`numbanorm.moments` would give for
 it in one piece, large offsets included.
 """
 
+from __future__ import annotations
+
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +36,8 @@ __all__ = ["moments"]
 _STATE_DTYPE = np.dtype([("count", np.int64), ("mean", np.float64), ("m2", np.float64)])
 
 
-def moments(darr, axis=None, *, ddof=0, keepdims=False, split_every=None):
+def moments(darr: Any, axis: int | tuple[int, ...] | None = None, *, ddof: int = 0,
+            keepdims: bool = False, split_every: Any = None) -> tuple[Any, Any]:
     """Lazy mean and variance of a dask array, as :func:`numbanorm.moments`.
 
     Parameters

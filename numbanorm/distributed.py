@@ -17,20 +17,28 @@ every rank, whatever algorithm the MPI library uses.  The backward sums
 values with the count).  See ``docs/distributed.md``.
 """
 
+from __future__ import annotations
+
+from typing import Any, cast
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._accumulator import Moments
 from . import _driver
 from ._engine import refines_mean
 from ._layers import BatchNorm
 from ._norms import batch_norm_forward
-from ._specs import BATCH_NORM
+from ._specs import BATCH_NORM, ChannelLayout
 
 __all__ = ["SyncBatchNorm", "sync_batch_norm_backward", "sync_batch_norm_forward"]
 
 
-def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-                            comm, training=True, momentum=0.1, eps=1e-5, axis=1):
+def sync_batch_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None,
+                            running_var: np.ndarray | None = None,
+                            weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+                            comm: Any, training: bool = True, momentum: float = 0.1,
+                            eps: float = 1e-5, axis: int = 1) -> tuple[Any, Any, Any]:
     """Batch normalization of a batch split across the ranks of ``comm``.
 
     Each rank passes its own part of the batch; the parts may have different
@@ -74,7 +82,7 @@ def sync_batch_norm_forward(x, running_mean=None, running_var=None, weight=None,
     args = _driver.forward_arguments(BATCH_NORM, x, weight, bias, running_mean=running_mean,
                                      running_var=running_var, momentum=momentum, eps=eps,
                                      axis=axis, what="sync_batch_norm")
-    backend, layout = args.backend, args.layout
+    backend, layout = args.backend, cast(ChannelLayout, args.layout)
     batch = _batch_moments(comm, backend, args.x, layout.axis)
     if batch.count <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got "
@@ -106,7 +114,9 @@ def _batch_moments(comm, backend, xc, channel_axis):
     return batch
 
 
-def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
+def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
+                             weight: ArrayLike | None = None, *, comm: Any,
+                             axis: int = 1) -> tuple[Any, Any, Any]:
     """Gradients of :func:`sync_batch_norm_forward` in training mode.
 
     Parameters
@@ -147,10 +157,10 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
     """
     args = _driver.backward_arguments(BATCH_NORM, dy, x, (mean, rstd), weight, axis=axis,
                                       what="sync_batch_norm_backward")
-    backend, layout, canon = args.backend, args.layout, args.canon
+    backend, layout, canon = args.backend, cast(ChannelLayout, args.layout), args.canon
     mean2, rstd2, weight2 = args.mean, args.rstd, args.weight2
     dweight2, dbias2 = backend.parameter_sums(canon, args.dy4, mean2, rstd2, weight2)
-    local = [[layout.count], dbias2[:, 0], dweight2[:, 0]]
+    local: list[Any] = [[layout.count], dbias2[:, 0], dweight2[:, 0]]
     refine = refines_mean(args.stat_dtype, True, True)
     if refine:  # the ranks' sums of x - mean measure the rounding of the given mean
         reduced = tuple(a for a in range(args.x.ndim) if a != layout.axis)
@@ -158,9 +168,9 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, comm, axis=1):
         given_mean = backend.to_host(mean2)[0]
         local.append(local_count * (local_mean - given_mean) if local_count
                      else np.zeros(layout.channels))
-    local = np.concatenate(local)
-    total = np.empty_like(local)
-    comm.Allreduce(local, total)  # mpi4py's default operation is the sum
+    sums = np.concatenate(local)
+    total = np.empty_like(sums)
+    comm.Allreduce(sums, total)  # mpi4py's default operation is the sum
     count = int(total[0])
     C = layout.channels
     dbias, dweight = total[1:1 + C], total[1 + C:1 + 2 * C]

@@ -42,6 +42,7 @@ here).
 
 import dataclasses
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -379,7 +380,8 @@ def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None,
 # Public functions
 
 
-def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
+def layer_norm(x: Any, weight: Any = None, bias: Any = None, *,
+               axis: int | tuple[int, ...] = -1, eps: float = 1e-5) -> Any:
     """Layer normalization; differentiable with respect to ``x``, ``weight`` and ``bias``.
 
     Parameters
@@ -405,7 +407,8 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
     return _apply(LAYER_NORM, x, weight, bias, axis=axis, eps=eps)
 
 
-def rms_norm(x, weight=None, *, axis=-1, eps=None):
+def rms_norm(x: Any, weight: Any = None, *, axis: int | tuple[int, ...] = -1,
+             eps: float | None = None) -> Any:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
 
     Parameters
@@ -427,7 +430,8 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None):
     return _apply(RMS_NORM, x, weight, axis=axis, eps=eps)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
+def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, *,
+               eps: float = 1e-5, axis: int = 1) -> Any:
     """Group normalization: each (sample, group of consecutive channels) normalized.
 
     Parameters
@@ -451,8 +455,9 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
     return _apply(GROUP_NORM, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups)
 
 
-def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-               training=True, momentum=0.1, eps=1e-5, axis=1):
+def batch_norm(x: Any, running_mean: Any = None, running_var: Any = None, weight: Any = None,
+               bias: Any = None, *, training: bool = True, momentum: float = 0.1,
+               eps: float = 1e-5, axis: int = 1) -> tuple[Any, Any, Any]:
     """Batch normalization with functional running statistics.
 
     Parameters
@@ -486,8 +491,10 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
                   input_stats=training, momentum=momentum)
 
 
-def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-                  use_input_stats=True, momentum=0.1, eps=1e-5, axis=1):
+def instance_norm(x: Any, running_mean: Any = None, running_var: Any = None,
+                  weight: Any = None, bias: Any = None, *, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5,
+                  axis: int = 1) -> tuple[Any, Any, Any]:
     """Instance normalization with functional running statistics.
 
     Each (sample, channel) is normalized over the spatial axes; the sample
