@@ -13,7 +13,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _driver
-from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM
+from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, NORMS, RMS_NORM
+
+__all__ = [norm.name + suffix for norm in NORMS for suffix in ("", "_forward", "_backward")]
 
 # ----------------------------------------------------------------------------
 # batch norm
