@@ -24,7 +24,7 @@ from ._specs import ChannelLayout, Layout, Norm
 # Checked arguments
 
 
-def checked_param(value: Any, shape: tuple[int, ...], name: str, backend: Backend) -> Any:
+def _checked_param(value: Any, shape: tuple[int, ...], name: str, backend: Backend) -> Any:
     """An optional real array argument of the given shape (or None)."""
     if value is None:
         return None
@@ -36,7 +36,7 @@ def checked_param(value: Any, shape: tuple[int, ...], name: str, backend: Backen
     return arr
 
 
-def _running_stats(running_mean, running_var, n_channels, updating, backend):
+def _checked_running_stats(running_mean, running_var, n_channels, updating, backend):
     """Validated running statistics, or ``(None, None)``."""
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together")
@@ -46,7 +46,7 @@ def _running_stats(running_mean, running_var, n_channels, updating, backend):
     for value, name in ((running_mean, "running_mean"), (running_var, "running_var")):
         if updating:
             backend.check_updatable(value, name)
-        stats.append(checked_param(value, (n_channels,), name, backend))
+        stats.append(_checked_param(value, (n_channels,), name, backend))
     return tuple(stats)
 
 
@@ -67,7 +67,7 @@ def _checked_out(out, shape, dtype, backend):
 def _required_stat(value, shape, name, backend):
     if value is None:
         raise ValueError(f"{name} is required")
-    return checked_param(value, shape, name, backend)
+    return _checked_param(value, shape, name, backend)
 
 
 def _direct_target(backend, out, target, inputs):
@@ -113,14 +113,14 @@ def forward_arguments(norm: Norm, x: Any, weight: Any = None, bias: Any = None, 
     backend = backend_for(x, running_mean, running_var, weight, bias, out)
     xc, result_dtype, stat_dtype = backend.input(x)
     layout = norm.layout(xc.shape, axis, num_groups, what=what)
-    weight = checked_param(weight, layout.weight_shape, "weight", backend)
-    bias = checked_param(bias, layout.weight_shape, "bias", backend)
+    weight = _checked_param(weight, layout.weight_shape, "weight", backend)
+    bias = _checked_param(bias, layout.weight_shape, "bias", backend)
     if eps is None and norm.default_eps is None:
         eps = np.finfo(result_dtype).eps
     eps = check_eps(eps)
     if norm.running_stats:
         momentum = check_momentum(momentum)
-        running_mean, running_var = _running_stats(running_mean, running_var,
+        running_mean, running_var = _checked_running_stats(running_mean, running_var,
                                                    layout.weight_shape[0], input_stats, backend)
     out = _checked_out(out, xc.shape, result_dtype, backend)
     return ForwardArguments(norm, backend, layout, xc, result_dtype, stat_dtype, weight, bias,
@@ -296,7 +296,7 @@ def backward_arguments(norm: Norm, dy: Any, x: Any, stats: tuple[Any, ...], weig
     backend = backend_for(x, dy, *stats, weight, out)
     xc, result_dtype, stat_dtype = backend.input(x)
     layout = norm.layout(xc.shape, axis, num_groups, what=what or norm.name + "_backward")
-    weight = checked_param(weight, layout.weight_shape, "weight", backend)
+    weight = _checked_param(weight, layout.weight_shape, "weight", backend)
     out = _checked_out(out, xc.shape, result_dtype, backend)
     dy = backend.array(dy, "dy")
     if dy.shape != xc.shape:

@@ -313,7 +313,7 @@ def _host_float(array, name):
     return array.astype(_default_float()), _default_float()
 
 
-def _param(value, shape, name):
+def _jax_param(value, shape, name):
     """An optional parameter as a host-float JAX array of ``shape`` (or None)."""
     if value is None:
         return None
@@ -323,7 +323,7 @@ def _param(value, shape, name):
     return value
 
 
-def _running_stats(running_mean, running_var, channels):
+def _jax_running_stats(running_mean, running_var, channels):
     """Validated running statistics as constants, and their dtypes to return in."""
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together")
@@ -344,8 +344,8 @@ def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None,
     """Any norm, differentiable; with running statistics ``(y, new mean, new var)``, else ``y``."""
     x, y_dtype = _host_float(x, "x")
     layout = norm.layout(x.shape, axis, num_groups)
-    weight = _param(weight, layout.weight_shape, "weight")
-    bias = _param(bias, layout.weight_shape, "bias")
+    weight = _jax_param(weight, layout.weight_shape, "weight")
+    bias = _jax_param(bias, layout.weight_shape, "bias")
     if norm.grouped and layout.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {x.shape}")
     if eps is None:
@@ -354,7 +354,7 @@ def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None,
     if norm.running_stats:
         momentum = check_momentum(momentum)
         given = running_mean, running_var
-        running_mean, running_var, stat_dtypes = _running_stats(running_mean, running_var,
+        running_mean, running_var, stat_dtypes = _jax_running_stats(running_mean, running_var,
                                                                 layout.channels)
         if input_stats:
             layout.check_training(norm.per_sample)
