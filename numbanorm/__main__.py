@@ -1,43 +1,6 @@
 """Command line: ``python -m numbanorm warmup``, ``bench`` and ``demo``."""
 
 import argparse
-import time
-
-import numpy as np
-
-
-def warmup(dtypes=("float32", "float64")):
-    """Compile (or load from the cache) every kernel for the given dtypes.
-
-    Small inputs run the kernels' serial variants and large ones the
-    parallel kernels, so both sizes are run.  Returns the seconds spent on
-    each dtype.
-    """
-    import numbanorm as nn
-
-    timings = {}
-    for name in dtypes:
-        start = time.perf_counter()
-        rng = np.random.default_rng(0)
-        for spatial, row_length in ((5, 40), (32, 4096)):
-            images = rng.standard_normal((4, 8, spatial, spatial)).astype(name)
-            rows = rng.standard_normal((6, row_length)).astype(name)
-            channels_last = np.ascontiguousarray(np.moveaxis(images, 1, -1))
-            for x, axis in ((images, 1), (channels_last, -1)):
-                for forward, backward, extra in (
-                    (nn.batch_norm_forward, nn.batch_norm_backward, ()),
-                    (nn.instance_norm_forward, nn.instance_norm_backward, ()),
-                    (nn.group_norm_forward, nn.group_norm_backward, (4,)),
-                ):
-                    y, mean, rstd = forward(x, *extra, axis=axis)
-                    backward(y, x, *extra, mean, rstd, axis=axis)
-            y, mean, rstd = nn.layer_norm_forward(rows)
-            nn.layer_norm_backward(y, rows, mean, rstd)
-            y, rrms = nn.rms_norm_forward(rows)
-            nn.rms_norm_backward(y, rows, rrms)
-            nn.moments(images, axis=(0, 2, 3))
-        timings[name] = time.perf_counter() - start
-    return timings
 
 
 def main(argv=None):
@@ -71,10 +34,12 @@ def main(argv=None):
     demo.add_argument("--output", default="numbanorm-demo.png", help="path of the PNG plot")
     args = parser.parse_args(argv)
     if args.command == "warmup":
+        from ._cli.warmup import warmup
+
         timings = warmup(args.dtypes)
         print("  ".join(f"{name}: {seconds:.2f} s" for name, seconds in timings.items()))
     elif args.command == "bench":
-        from ._bench import bench
+        from ._cli.bench import bench
 
         if args.dtype == "float16" and not args.gpu:
             parser.error("--dtype float16 needs --gpu")
@@ -84,7 +49,7 @@ def main(argv=None):
         except ValueError as error:
             parser.error(str(error))
     elif args.command == "demo":
-        from ._demo import run_demo
+        from ._cli.demo import run_demo
 
         run_demo(epochs=args.epochs, lrs=args.lrs, models=args.models, norms=args.norms,
                  output=args.output)

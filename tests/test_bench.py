@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from numbanorm import _bench
 from numbanorm.__main__ import main
-from numbanorm._peers import IMPLEMENTATIONS, Case, PeerUnavailable, build
+from numbanorm._cli import bench
+from numbanorm._cli.peers import IMPLEMENTATIONS, Case, PeerUnavailable, build
 
 SMALL_CASES = (
     Case("layer_norm", (24, 40), "rows"),
@@ -73,8 +73,8 @@ def test_out_directions_write_what_the_allocating_ones_return(direction):
 
 
 def test_run_reports_bandwidth_and_peer_ratios():
-    results = _bench.run(["layer_norm.backward", "moments"], quick=True, peers=("numpy",),
-                         cases=SMALL_CASES)
+    results = bench.run(["layer_norm.backward", "moments"], quick=True, peers=("numpy",),
+                        cases=SMALL_CASES)
     assert [r["op"] for r in results] == ["layer_norm.backward", "moments.forward",
                                           "moments.forward"]
     for r in results:
@@ -86,8 +86,8 @@ def test_run_reports_bandwidth_and_peer_ratios():
 
 def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    _bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",),
-                 cases=SMALL_CASES[:2])
+    bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",),
+                cases=SMALL_CASES[:2])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == [
         "rms_norm.forward", "rms_norm.forward_out", "rms_norm.backward", "rms_norm.backward_out"]

@@ -17,8 +17,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._jit import jit
-from ._peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
+from .._jit import jit
+from .peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
 
 PEERS = IMPLEMENTATIONS[1:]
 COPY_BLOCK = 1 << 16
@@ -87,9 +87,9 @@ def _select(patterns, cases=BENCHMARK_CASES):
 def _target(gpu):
     """``(build, copy_call, peers)`` of the CPU benchmark or of the GPU one."""
     if gpu:
-        from . import _gpu_peers
+        from . import gpu_peers
 
-        return _gpu_peers.build, _gpu_peers.copy_call, _gpu_peers.IMPLEMENTATIONS[1:]
+        return gpu_peers.build, gpu_peers.copy_call, gpu_peers.IMPLEMENTATIONS[1:]
     return build, parallel_copy, PEERS
 
 
