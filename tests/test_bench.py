@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from numbanorm.__main__ import main
-from numbanorm._cli import bench
-from numbanorm._cli.peers import IMPLEMENTATIONS, Case, PeerUnavailable, build
+from numbanorm._cli import bench, peers
+from numbanorm._cli.peers import BENCHMARK_CASES, IMPLEMENTATIONS, Case, PeerUnavailable, build
+from numbanorm._specs import NORMS
 
 SMALL_CASES = (
     Case("layer_norm", (24, 40), "rows"),
@@ -22,6 +23,13 @@ SMALL_CASES = (
     Case("moments", (24, 40), "rows"),
     Case("moments", (4, 6, 5, 3), "NCHW"),
 )
+
+
+def test_every_norm_has_cases_and_every_peers_version():
+    names = {norm.name for norm in NORMS}
+    assert names <= {case.norm for case in BENCHMARK_CASES}
+    assert names <= {case.norm for case in SMALL_CASES}
+    assert set(peers.TORCH_FUNCTIONS) == set(peers.ONNX_OPERATORS) == names
 
 
 def _arrays(result, case):
@@ -99,4 +107,7 @@ def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
 def test_bench_command_rejects_an_unknown_op(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--ops", "no_such_norm"])
-    assert "no benchmark matches no_such_norm" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no benchmark matches no_such_norm" in error
+    for name in ("layer_norm", "batch_norm", "moments", "forward_out", "backward"):
+        assert name in error

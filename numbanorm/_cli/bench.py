@@ -69,7 +69,7 @@ def operations(patterns=None, cases=BENCHMARK_CASES):
     or a shell-style wildcard (``*.forward_out``); None selects everything.
     """
     for case in cases:
-        for direction in (("forward",) if case.norm == "moments" else DIRECTIONS):
+        for direction in (("forward",) if case.spec is None else DIRECTIONS):
             name = f"{case.norm}.{direction}"
             if patterns is None or any(
                     fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(case.norm, p)
@@ -80,7 +80,11 @@ def operations(patterns=None, cases=BENCHMARK_CASES):
 def _select(patterns, cases=BENCHMARK_CASES):
     selected = list(operations(patterns, cases))
     if not selected:
-        raise ValueError(f"no benchmark matches {' '.join(patterns)}")
+        norms = ", ".join(dict.fromkeys(case.norm for case in cases))
+        raise ValueError(
+            f"no benchmark matches {' '.join(patterns)}; the names are the norms ({norms}) "
+            f"and '<norm>.<direction>' with the directions {', '.join(DIRECTIONS)} "
+            f"(moments: forward only); wildcards are allowed")
     return selected
 
 
