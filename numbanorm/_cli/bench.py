@@ -165,7 +165,7 @@ def _threading_layer():
 
 def format_row(result, peers=PEERS):
     shape = "x".join(map(str, result["shape"]))
-    ratios = "".join(f"{result['peers'][p]:>13.2f}x" if p in result["peers"] else f"{'-':>14}"
+    ratios = "".join(f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}"
                      for p in peers)
     return (f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
             f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
@@ -174,7 +174,7 @@ def format_row(result, peers=PEERS):
 
 def format_header(peers=PEERS):
     return (f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}"
-            + "".join(f"{'vs ' + p:>14}" for p in peers))
+            + "".join(f"{'vs ' + p:>16}" for p in peers))
 
 
 PEER_NAMES = {"torch": "torch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "numpy": "NumPy",
