@@ -13,7 +13,6 @@ formulas in CuPy, each call followed by a device synchronization.  Peers are
 imported when a benchmark needs them; none is a dependency.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
