@@ -2,13 +2,17 @@
 
 import argparse
 
+DTYPES = ("float32", "float64", "float16")
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m numbanorm")
     commands = parser.add_subparsers(dest="command", required=True)
     warm = commands.add_parser(
-        "warmup", help="compile every kernel into the on-disk cache and report the time taken")
-    warm.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+        "warmup", help="compile every kernel into the on-disk cache, in parallel processes, "
+                       "and report the time taken")
+    warm.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=DTYPES,
+                      help="float16 runs the float32 kernels")
     speed = commands.add_parser(
         "bench", help="time every norm against the copy ceiling and the importable peers")
     speed.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
@@ -16,7 +20,7 @@ def main(argv=None):
     speed.add_argument("--ops", nargs="+", metavar="OP",
                        help="norms or '<norm>.<direction>' names, wildcards allowed "
                             "(directions: forward, forward_out, backward, backward_out)")
-    speed.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16"],
+    speed.add_argument("--dtype", default="float32", choices=DTYPES,
                        help="float16 only with --gpu")
     speed.add_argument("--gpu", action="store_true",
                        help="time numbanorm on device arrays against PyTorch CUDA and CuPy, "
@@ -34,10 +38,9 @@ def main(argv=None):
     demo.add_argument("--output", default="numbanorm-demo.png", help="path of the PNG plot")
     args = parser.parse_args(argv)
     if args.command == "warmup":
-        from ._cli.warmup import warmup
+        from ._cli.warmup import command
 
-        timings = warmup(args.dtypes)
-        print("  ".join(f"{name}: {seconds:.2f} s" for name, seconds in timings.items()))
+        command(args.dtypes)
     elif args.command == "bench":
         from ._cli.bench import bench
 
