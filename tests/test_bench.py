@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from numbanorm import _bench
 from numbanorm.__main__ import main
-from numbanorm._peers import IMPLEMENTATIONS, Case, PeerUnavailable, build
+from numbanorm._cli import bench, peers
+from numbanorm._cli.peers import BENCHMARK_CASES, IMPLEMENTATIONS, Case, PeerUnavailable, build
+from numbanorm._specs import NORMS
 
 SMALL_CASES = (
     Case("layer_norm", (24, 40), "rows"),
@@ -22,6 +23,13 @@ SMALL_CASES = (
     Case("moments", (24, 40), "rows"),
     Case("moments", (4, 6, 5, 3), "NCHW"),
 )
+
+
+def test_every_norm_has_cases_and_every_peers_version():
+    names = {norm.name for norm in NORMS}
+    assert names <= {case.norm for case in BENCHMARK_CASES}
+    assert names <= {case.norm for case in SMALL_CASES}
+    assert set(peers.TORCH_FUNCTIONS) == set(peers.ONNX_OPERATORS) == names
 
 
 def _arrays(result, case):
@@ -73,8 +81,8 @@ def test_out_directions_write_what_the_allocating_ones_return(direction):
 
 
 def test_run_reports_bandwidth_and_peer_ratios():
-    results = _bench.run(["layer_norm.backward", "moments"], quick=True, peers=("numpy",),
-                         cases=SMALL_CASES)
+    results = bench.run(["layer_norm.backward", "moments"], quick=True, peers=("numpy",),
+                        cases=SMALL_CASES)
     assert [r["op"] for r in results] == ["layer_norm.backward", "moments.forward",
                                           "moments.forward"]
     for r in results:
@@ -86,8 +94,8 @@ def test_run_reports_bandwidth_and_peer_ratios():
 
 def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    _bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",),
-                 cases=SMALL_CASES[:2])
+    bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",),
+                cases=SMALL_CASES[:2])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == [
         "rms_norm.forward", "rms_norm.forward_out", "rms_norm.backward", "rms_norm.backward_out"]
@@ -99,4 +107,7 @@ def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
 def test_bench_command_rejects_an_unknown_op(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--ops", "no_such_norm"])
-    assert "no benchmark matches no_such_norm" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no benchmark matches no_such_norm" in error
+    for name in ("layer_norm", "batch_norm", "moments", "forward_out", "backward"):
+        assert name in error

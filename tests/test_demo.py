@@ -7,20 +7,20 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from numbanorm import _demo  # noqa: E402
+from numbanorm._cli import demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def digits():
     """600 training images and the full test split."""
-    x_train, y_train, x_test, y_test = _demo.load_digits(seed=0)
+    x_train, y_train, x_test, y_test = demo.load_digits(seed=0)
     return x_train[:600], y_train[:600], x_test, y_test
 
 
 @pytest.fixture(scope="module")
 def lenets(digits):
     """``{norm: (network, history)}`` after 4 epochs at lr=1.0, same seed."""
-    return {norm: _demo.train("lenet", norm, 1.0, digits, epochs=4, batch_size=32, seed=0)
+    return {norm: demo.train("lenet", norm, 1.0, digits, epochs=4, batch_size=32, seed=0)
             for norm in ("none", "batch")}
 
 
@@ -30,8 +30,8 @@ def test_batch_norm_beats_the_plain_sigmoid_lenet_at_a_high_rate(digits, lenets)
     assert plain["loss"][-1] > 2.2  # ln(10) = 2.30: no better than guessing
     assert batch["loss"][-1] < 1.0
     assert max(plain["test_acc"]) < 0.2
-    _demo.recompute_network_stats(network, digits[0])
-    exact_test_acc = _demo.accuracy(network, *digits[2:])
+    demo.recompute_network_stats(network, digits[0])
+    exact_test_acc = demo.accuracy(network, *digits[2:])
     assert exact_test_acc > 0.7
     assert exact_test_acc > max(plain["test_acc"]) + 0.5
 
@@ -52,18 +52,18 @@ def test_evaluation_mode_is_deterministic_and_per_sample(digits, lenets):
             np.testing.assert_array_equal(after_layer[name], value)
 
 
-@pytest.mark.parametrize("model", _demo.MODELS)
-@pytest.mark.parametrize("norm", _demo.NORMS)
+@pytest.mark.parametrize("model", demo.MODELS)
+@pytest.mark.parametrize("norm", demo.NORMS)
 def test_network_gradients_match_finite_differences(monkeypatch, model, norm):
-    monkeypatch.setattr(_demo, "DTYPE", np.float64)
+    monkeypatch.setattr(demo, "DTYPE", np.float64)
     rng = np.random.default_rng(0)
-    network = _demo.build_network(model, norm, rng)
+    network = demo.build_network(model, norm, rng)
     x, labels = rng.uniform(0, 1, (6, 1, 8, 8)), rng.integers(0, 10, 6)
 
     def loss(inputs):
-        return _demo.cross_entropy(network(inputs), labels)[0]
+        return demo.cross_entropy(network(inputs), labels)[0]
 
-    _, dlogits = _demo.cross_entropy(network(x), labels)
+    _, dlogits = demo.cross_entropy(network(x), labels)
     network.zero_grad()
     dx = network.backward(dlogits)
     direction = rng.standard_normal(x.shape)
@@ -101,4 +101,4 @@ def test_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
 def test_missing_extras_name_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     with pytest.raises(ImportError, match=r'pip install "numbanorm\[examples\]"'):
-        _demo.run_demo()
+        demo.run_demo()

@@ -4,28 +4,19 @@ Skipped (``NotImplementedError``) where no CUDA GPU is usable; each call
 synchronizes the device, so the time is the work's.
 """
 
-import numpy as np
-
-from numbanorm._peers import BENCHMARK_CASES, DIRECTIONS, PeerUnavailable
+from .peers import CASES, DIRECTIONS, GPU_IMPLEMENTATIONS, build, device_copy
 
 DTYPES = ("float32", "float16")
-CASES = {case.label: case for case in BENCHMARK_CASES}
+LABELED = {f"{case.norm} {case.label}": case for case in CASES}
 
 
 class GpuNorm:
-    params = [["numbanorm", "torch", "cupy"], list(DTYPES), list(CASES), list(DIRECTIONS)]
+    params = [list(GPU_IMPLEMENTATIONS), list(DTYPES), list(LABELED), list(DIRECTIONS)]
     param_names = ["impl", "dtype", "case", "direction"]
     timeout = 300
 
     def setup(self, impl, dtype, case, direction):
-        import numbanorm
-
-        if not numbanorm.cuda_available():
-            raise PeerUnavailable("no CUDA GPU")
-        from numbanorm import _gpu_peers
-
-        case = CASES[case]
-        self.call = _gpu_peers.build(impl, direction, case, case.data(np.dtype(dtype)))
+        self.call = build(impl, direction, LABELED[case], dtype, gpu=True)
         self.call()
 
     def time_call(self, impl, dtype, case, direction):
@@ -35,17 +26,11 @@ class GpuNorm:
 class GpuCopy:
     """The ceiling: a device-to-device copy of each case's input."""
 
-    params = [list(DTYPES), list(CASES)]
+    params = [list(DTYPES), list(LABELED)]
     param_names = ["dtype", "case"]
 
     def setup(self, dtype, case):
-        import numbanorm
-
-        if not numbanorm.cuda_available():
-            raise PeerUnavailable("no CUDA GPU")
-        from numbanorm import _gpu_peers
-
-        self.call = _gpu_peers.copy_call(CASES[case].data(np.dtype(dtype))["x"])
+        self.call = device_copy(LABELED[case], dtype)
         self.call()
 
     def time_copy(self, dtype, case):

@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-from numbanorm.__main__ import warmup
-
 FIRST_CALL = """
 import time
 start = time.perf_counter()
@@ -31,7 +29,8 @@ class FirstCall:
     timeout = 900
 
     def setup_cache(self):
-        warmup(("float32",))
+        subprocess.run([sys.executable, "-m", "numbanorm", "warmup", "--dtypes", "float32"],
+                       capture_output=True, check=True)
 
     def track_first_call(self, norm):
         script = FIRST_CALL.format(norm=norm)

@@ -10,17 +10,9 @@ reports as skipped.
 
 import abc
 
-import numpy as np
-
-from numbanorm._peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, build
+from .peers import DIRECTIONS, IMPLEMENTATIONS, build, cases
 
 DTYPES = ("float32", "float64")
-
-
-def cases(norm):
-    """Case labels of ``norm`` and a mapping back to the cases."""
-    found = {case.label.split(" ", 1)[1]: case for case in BENCHMARK_CASES if case.norm == norm}
-    return list(found), found
 
 
 class NormBenchmark(abc.ABC):
@@ -40,11 +32,11 @@ class NormBenchmark(abc.ABC):
 
     def __init_subclass__(cls):
         super().__init_subclass__()
-        labels, cls.cases = cases(cls.norm)
-        cls.params = [list(IMPLEMENTATIONS), list(DTYPES), labels, list(cls.directions)]
+        cls.cases = cases(cls.norm)
+        cls.params = [list(IMPLEMENTATIONS), list(DTYPES), list(cls.cases), list(cls.directions)]
 
     def setup(self, impl, dtype, case, direction):
-        self.call = build(impl, direction, self.cases[case], self.cases[case].data(np.dtype(dtype)))
+        self.call = build(impl, direction, self.cases[case], dtype)
         self.call()
 
     def time_call(self, impl, dtype, case, direction):

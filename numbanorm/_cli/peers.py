@@ -1,24 +1,30 @@
-"""Benchmark cases and the implementations they are timed with.
+"""Benchmark cases and the implementations ``python -m numbanorm bench`` times them with.
 
-Shared by ``python -m numbanorm bench`` and the asv suite, so that both time
-the same calls.  Every implementation of an operation is built as a
-zero-argument callable over preallocated, seeded data; building raises
-:class:`PeerUnavailable` (a ``NotImplementedError``, which asv reads as
-"skip") when a peer is not importable or has no such operation.
+A case names a norm of ``NORMS`` (or ``moments``); its calls, statistics
+and parameters come from the norm's specification.  Every implementation of
+an operation is built as a zero-argument callable over preallocated, seeded
+data; building raises :class:`PeerUnavailable` when a peer is not importable
+or has no such operation.
 
 Peers: a naive NumPy version of the formulas, PyTorch (``torch.nn.functional``
 and autograd), ONNX Runtime (forward only, channels-first only) and JAX
 (``jit``).  Peers are imported lazily; none is a dependency.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+import numbanorm
+
+from .._specs import NORMS
+
 IMPLEMENTATIONS = ("numbanorm", "numpy", "torch", "onnxruntime", "jax")
 DIRECTIONS = ("forward", "forward_out", "backward", "backward_out")
 EPS = 1e-5
+SPECS = {norm.name: norm for norm in NORMS}
 
 
 class PeerUnavailable(NotImplementedError):
@@ -27,11 +33,11 @@ class PeerUnavailable(NotImplementedError):
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark input: a norm, a shape and a layout.
+    """One benchmark input: a norm of ``NORMS`` or ``"moments"``, a shape and a layout.
 
     ``layout`` is ``"rows"`` for layer/RMS norm and ``moments`` over the last
     axis, ``"NCHW"`` or ``"2-D"`` for a channel axis 1, ``"NHWC"`` for a
-    channel axis -1.  ``groups`` is group norm's number of groups.
+    channel axis -1.  ``groups`` is the number of groups of a grouped norm.
     """
 
     norm: str
@@ -44,12 +50,32 @@ class Case:
         return f"{self.norm} {self.layout} {'x'.join(map(str, self.shape))}"
 
     @property
-    def channel_axis(self):
+    def spec(self):
+        """The norm's specification; None for moments."""
+        return None if self.norm == "moments" else SPECS[self.norm]
+
+    @property
+    def axis(self):
+        """The public functions' ``axis``: the channel axis, or the normalized one."""
         return -1 if self.layout in ("rows", "NHWC") else 1
 
     @property
     def channels(self):
-        return self.shape[self.channel_axis]
+        """The length of ``axis``: the size of the parameters and running statistics."""
+        return self.shape[self.axis]
+
+    @property
+    def num_groups(self):
+        return self.groups or None
+
+    @property
+    def moment_axes(self):
+        """The axes ``moments`` reduces: the last one of rows, all but the channel axis
+        otherwise."""
+        ndim = len(self.shape)
+        if self.layout == "rows":
+            return (ndim - 1,)
+        return tuple(a for a in range(ndim) if a != self.axis % ndim)
 
     @property
     def grouped_view(self):
@@ -57,38 +83,18 @@ class Case:
 
         Reducing the view over the reduced axes gives each group's statistics;
         the parameters reshaped to the parameter shape broadcast against it.
+        The view is the norm's layout (see ``numbanorm._specs``): the channel
+        axis split into (group, channel in group), both parameter axes.
         """
-        shape, C = self.shape, self.channels
-        if self.layout == "rows":
-            return shape, (len(shape) - 1,), (C,)
-        spatial = tuple(range(2, len(shape))) if self.layout != "NHWC" else ()
-        if self.norm in ("batch_norm", "moments"):
-            axes = (0, *spatial) if self.layout != "NHWC" else tuple(range(len(shape) - 1))
-            pshape = (C,) if self.layout != "NCHW" else (1, C) + (1,) * (len(shape) - 2)
-            return shape, axes, pshape
-        if self.norm == "instance_norm":
-            if self.layout == "NHWC":
-                return shape, tuple(range(1, len(shape) - 1)), (C,)
-            return shape, spatial, (1, C) + (1,) * (len(shape) - 2)
-        G = self.groups
-        if self.layout == "NHWC":
-            view = (*shape[:-1], G, C // G)
-            return view, (*range(1, len(shape) - 1), len(view) - 1), (G, C // G)
-        view = (shape[0], G, C // G, *shape[2:])
-        return view, tuple(range(2, len(view))), (1, G, C // G) + (1,) * (len(shape) - 2)
-
-    @property
-    def centered(self):
-        return self.norm != "rms_norm"
-
-    @property
-    def has_bias(self):
-        return self.norm != "rms_norm"
+        layout = self.spec.layout(self.shape, self.axis, self.num_groups)
+        view, roles = layout.split_shape, layout.roles
+        return (view, tuple(a for a, role in enumerate(roles) if role in "RW"),
+                tuple(n if role in "CW" else 1 for n, role in zip(view, roles)))
 
     def bytes_moved(self, direction, itemsize):
         """Bytes that must move: read x and write y; the backward also reads dy."""
         arrays = 3 if direction.startswith("backward") else 2
-        if self.norm == "moments":
+        if self.spec is None:
             arrays = 1
         return arrays * math.prod(self.shape) * itemsize
 
@@ -123,7 +129,7 @@ def check_operation(impl, implementations, direction, case):
     """Raise unless ``impl`` is known and can run ``direction`` of ``case``."""
     if impl not in implementations:
         raise ValueError(f"unknown implementation {impl!r}")
-    if case.norm == "moments" and direction != "forward":
+    if case.spec is None and direction != "forward":
         raise PeerUnavailable("moments has only a forward")
     if direction.endswith("_out") and impl != "numbanorm":
         raise PeerUnavailable(f"{impl} has no out= {direction[:-4]}")
@@ -136,34 +142,33 @@ def build(impl, direction, case, data):
 
 
 # ----------------------------------------------------------------------------
-# numbanorm
+# numbanorm: the public functions, with the arguments the specification orders
 
 
 def _numbanorm(direction, case, data, place=None):
     """numbanorm's call; ``place`` moves a host array to where the call runs (the GPU)."""
-    import numbanorm as nn
-
     place = place or (lambda a: a)
     x, dy, w, b = (place(data[k]) for k in ("x", "dy", "weight", "bias"))
-    axis = case.channel_axis
-    if case.norm == "moments":
-        return lambda: nn.moments(x, axis=case.grouped_view[1])
-    extra = (case.groups,) if case.norm == "group_norm" else ()
-    params = dict(weight=w, bias=b) if case.has_bias else dict(weight=w)
-    if case.norm == "batch_norm":
-        params.update(running_mean=place(np.zeros(case.channels, data["x"].dtype)),
-                      running_var=place(np.ones(case.channels, data["x"].dtype)))
-    plain = getattr(nn, case.norm)
-    forward = getattr(nn, f"{case.norm}_forward")
-    if direction == "forward_out":
-        out = place(np.empty_like(data["x"]))
-        return lambda: plain(x, *extra, **params, axis=axis, out=out)
+    norm = case.spec
+    if norm is None:
+        return lambda: numbanorm.moments(x, axis=case.moment_axes)
+    running = {}
+    if norm.running_stats:
+        running = dict(running_mean=place(np.zeros(case.channels, data["x"].dtype)),
+                       running_var=place(np.ones(case.channels, data["x"].dtype)))
+    arguments = norm.forward_arguments(x, w, b, num_groups=case.num_groups, **running)
+    forward = getattr(numbanorm, norm.name + "_forward")
     if direction == "forward":
-        return lambda: forward(x, *extra, **params, axis=axis)
-    stats = forward(x, *extra, **params, axis=axis)[1:]
-    backward = getattr(nn, f"{case.norm}_backward")
+        return lambda: forward(*arguments, axis=case.axis)
+    if direction == "forward_out":
+        plain = getattr(numbanorm, norm.name)
+        out = place(np.empty_like(data["x"]))
+        return lambda: plain(*arguments, axis=case.axis, out=out)
+    stats = forward(*arguments, axis=case.axis)[1:]
+    backward = getattr(numbanorm, norm.name + "_backward")
+    arguments = norm.backward_arguments(dy, x, stats, w, num_groups=case.num_groups)
     out = place(np.empty_like(data["x"])) if direction == "backward_out" else None
-    return lambda: backward(dy, x, *extra, *stats, w, axis=axis, out=out)
+    return lambda: backward(*arguments, axis=case.axis, out=out)
 
 
 # ----------------------------------------------------------------------------
@@ -173,14 +178,15 @@ def _numbanorm(direction, case, data, place=None):
 def _numpy(direction, case, data, xp=np):
     """The formulas in NumPy, or in another array module ``xp`` (CuPy)."""
     x, dy, w, b = (xp.asarray(data[k]) for k in ("x", "dy", "weight", "bias"))
+    norm = case.spec
+    if norm is None:
+        return lambda: (x.mean(axis=case.moment_axes), x.var(axis=case.moment_axes))
     view, axes, pshape = case.grouped_view
     w = w.reshape(pshape)
     b = b.reshape(pshape)
-    if case.norm == "moments":
-        return lambda: (x.mean(axis=axes), x.var(axis=axes))
 
     def statistics(xv):
-        if case.centered:
+        if norm.centered:
             mean = xv.mean(axis=axes, keepdims=True)
             return mean, 1 / xp.sqrt(xv.var(axis=axes, keepdims=True) + EPS)
         return 0, 1 / xp.sqrt(xp.mean(xv * xv, axis=axes, keepdims=True) + EPS)
@@ -189,12 +195,11 @@ def _numpy(direction, case, data, xp=np):
         xv = x.reshape(view)
         mean, rstd = statistics(xv)
         y = (xv - mean) * rstd * w
-        return (y + b if case.has_bias else y).reshape(x.shape)
+        return (y + b if norm.bias else y).reshape(x.shape)
 
     if direction == "forward":
         return forward
-    param_axes = tuple(a for a in range(len(view))
-                       if a < len(view) - len(pshape) or pshape[a - len(view)] == 1)
+    param_axes = tuple(a for a, n in enumerate(pshape) if n == 1)
 
     def backward():
         xv = x.reshape(view)
@@ -203,16 +208,30 @@ def _numpy(direction, case, data, xp=np):
         xhat = (xv - mean) * rstd
         g = dyv * w
         dx = g - xhat * (g * xhat).mean(axis=axes, keepdims=True)
-        if case.centered:
+        if norm.centered:
             dx -= g.mean(axis=axes, keepdims=True)
         grads = (dx * rstd).reshape(x.shape), (dyv * xhat).sum(axis=param_axes).reshape(-1)
-        return (*grads, dyv.sum(axis=param_axes).reshape(-1)) if case.has_bias else grads
+        return (*grads, dyv.sum(axis=param_axes).reshape(-1)) if norm.bias else grads
 
     return backward
 
 
 # ----------------------------------------------------------------------------
 # PyTorch: torch.nn.functional, autograd for the backward
+
+
+# Each norm's function, called with torch.nn.functional, the case, the running
+# statistics as keywords (empty without them), the input and the parameters.
+TORCH_FUNCTIONS = {
+    "batch_norm": lambda F, case, running, x, w, b: F.batch_norm(
+        x, **running, weight=w, bias=b, training=True, eps=EPS),
+    "instance_norm": lambda F, case, running, x, w, b: F.instance_norm(
+        x, **running, weight=w, bias=b, use_input_stats=True, eps=EPS),
+    "group_norm": lambda F, case, running, x, w, b: F.group_norm(x, case.groups, w, b, EPS),
+    "layer_norm": lambda F, case, running, x, w, b: F.layer_norm(
+        x, (case.channels,), w, b, EPS),
+    "rms_norm": lambda F, case, running, x, w: F.rms_norm(x, (case.channels,), w, EPS),
+}
 
 
 def _torch(direction, case, data, device="cpu"):
@@ -234,33 +253,22 @@ def _torch(direction, case, data, device="cpu"):
         return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1)) if case.layout == "NHWC" else t
 
     x, dy = tensor(data["x"]), tensor(data["dy"])
-    w, b = (torch.from_numpy(data[k]).to(device) for k in ("weight", "bias"))
-    C = case.channels
-    if case.norm == "moments":
-        return lambda: torch.var_mean(x, dim=case.grouped_view[1], correction=0)[::-1]
-    running = (torch.zeros(C, dtype=x.dtype, device=device),
-               torch.ones(C, dtype=x.dtype, device=device))
-
-    def forward(x, w, b):
-        if case.norm == "layer_norm":
-            return F.layer_norm(x, (C,), w, b, EPS)
-        if case.norm == "rms_norm":
-            return F.rms_norm(x, (C,), w, EPS)
-        if case.norm == "batch_norm":
-            return F.batch_norm(x, *running, w, b, training=True, eps=EPS)
-        if case.norm == "group_norm":
-            return F.group_norm(x, case.groups, w, b, EPS)
-        return F.instance_norm(x, weight=w, bias=b, eps=EPS)
-
+    norm = case.spec
+    if norm is None:
+        return lambda: torch.var_mean(x, dim=case.moment_axes, correction=0)[::-1]
+    params = [torch.from_numpy(data[name]).to(device) for name in norm.parameters]
+    running = {}
+    if norm.running_stats:
+        running = dict(running_mean=torch.zeros(case.channels, dtype=x.dtype, device=device),
+                       running_var=torch.ones(case.channels, dtype=x.dtype, device=device))
+    forward = functools.partial(TORCH_FUNCTIONS[norm.name], F, case, running)
     if direction == "forward":
         def run():
             with torch.no_grad():
-                return forward(x, w, b)
+                return forward(x, *params)
         return run
-    inputs = [t.detach().requires_grad_() for t in (x, w, b)]
+    inputs = [t.detach().requires_grad_() for t in (x, *params)]
     y = forward(*inputs)
-    if not case.has_bias:
-        inputs.pop()
     return lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)
 
 
@@ -270,17 +278,19 @@ def _torch(direction, case, data, device="cpu"):
 
 # Opset 23 is the first with RMSNormalization.
 ONNX_OPSET = 23
-_ONNX_OPS = {
-    "layer_norm": ("LayerNormalization", {"axis": -1, "epsilon": EPS}),
-    "rms_norm": ("RMSNormalization", {"axis": -1, "epsilon": EPS}),
-    "group_norm": ("GroupNormalization", {"epsilon": EPS}),
-    "instance_norm": ("InstanceNormalization", {"epsilon": EPS}),
-    "batch_norm": ("BatchNormalization", {"epsilon": EPS}),
+# Each norm's operator, its attributes, and whether it takes the statistics as
+# inputs (BatchNormalization's inference mode).
+ONNX_OPERATORS = {
+    "layer_norm": ("LayerNormalization", {"axis": -1, "epsilon": EPS}, False),
+    "rms_norm": ("RMSNormalization", {"axis": -1, "epsilon": EPS}, False),
+    "group_norm": ("GroupNormalization", {"epsilon": EPS}, False),
+    "instance_norm": ("InstanceNormalization", {"epsilon": EPS}, False),
+    "batch_norm": ("BatchNormalization", {"epsilon": EPS}, True),
 }
 
 
 def _onnxruntime(direction, case, data):
-    if direction != "forward" or case.norm == "moments" or case.layout == "NHWC":
+    if direction != "forward" or case.spec is None or case.layout == "NHWC":
         raise PeerUnavailable("ONNX Runtime runs channels-first forwards only")
     try:
         import numba
@@ -290,18 +300,18 @@ def _onnxruntime(direction, case, data):
     except ImportError as error:
         raise PeerUnavailable("onnx and onnxruntime are not importable") from error
 
-    op, attributes = _ONNX_OPS[case.norm]
+    norm = case.spec
+    op, attributes, statistics_inputs = ONNX_OPERATORS[norm.name]
     x = data["x"]
-    if case.norm == "group_norm":
+    if norm.grouped:
         attributes = {**attributes, "num_groups": case.groups}
-    constants = {"weight": data["weight"], "bias": data["bias"]}
-    if case.norm == "batch_norm":
+    constants = {name: data[name] for name in norm.parameters}
+    if statistics_inputs:
         # The operator runs in inference mode: given the batch's own statistics
         # it computes what training mode computes, with the same memory traffic.
         axes = case.grouped_view[1]
-        constants.update(mean=x.mean(axis=axes), var=x.var(axis=axes))
-    if case.norm == "rms_norm":
-        del constants["bias"]
+        view = x.reshape(case.grouped_view[0])
+        constants.update(mean=view.mean(axis=axes).reshape(-1), var=view.var(axis=axes).reshape(-1))
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     graph = helper.make_graph(
         [helper.make_node(op, ["x", *constants], ["y"], **attributes)], "norm",
@@ -328,18 +338,18 @@ def _jax(direction, case, data):
         raise PeerUnavailable("jax is not importable") from error
     if np.dtype(data["x"].dtype) == np.float64 and not jax.config.jax_enable_x64:
         raise PeerUnavailable("jax runs float64 only with jax_enable_x64")
-    view, axes, pshape = case.grouped_view
-    x, dy, w, b = (jnp.asarray(data[k]) for k in ("x", "dy", "weight", "bias"))
-
-    if case.norm == "moments":
+    x, dy = jnp.asarray(data["x"]), jnp.asarray(data["dy"])
+    norm = case.spec
+    if norm is None:
+        axes = case.moment_axes
         run = jax.jit(lambda x: (x.mean(axis=axes), x.var(axis=axes)))
         return lambda: jax.block_until_ready(run(x))
-
-    params = (w, b) if case.has_bias else (w,)
+    view, axes, pshape = case.grouped_view
+    params = [jnp.asarray(data[name]) for name in norm.parameters]
 
     def forward(x, w, b=None):
         xv = x.reshape(view)
-        if case.centered:
+        if norm.centered:
             xv = xv - xv.mean(axis=axes, keepdims=True)
         y = xv * jax.lax.rsqrt((xv * xv).mean(axis=axes, keepdims=True) + EPS) * w.reshape(pshape)
         return (y if b is None else y + b.reshape(pshape)).reshape(x.shape)

@@ -17,8 +17,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._jit import jit
-from ._peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
+from .._jit import jit
+from .peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
 
 PEERS = IMPLEMENTATIONS[1:]
 COPY_BLOCK = 1 << 16
@@ -69,7 +69,7 @@ def operations(patterns=None, cases=BENCHMARK_CASES):
     or a shell-style wildcard (``*.forward_out``); None selects everything.
     """
     for case in cases:
-        for direction in (("forward",) if case.norm == "moments" else DIRECTIONS):
+        for direction in (("forward",) if case.spec is None else DIRECTIONS):
             name = f"{case.norm}.{direction}"
             if patterns is None or any(
                     fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(case.norm, p)
@@ -80,16 +80,20 @@ def operations(patterns=None, cases=BENCHMARK_CASES):
 def _select(patterns, cases=BENCHMARK_CASES):
     selected = list(operations(patterns, cases))
     if not selected:
-        raise ValueError(f"no benchmark matches {' '.join(patterns)}")
+        norms = ", ".join(dict.fromkeys(case.norm for case in cases))
+        raise ValueError(
+            f"no benchmark matches {' '.join(patterns)}; the names are the norms ({norms}) "
+            f"and '<norm>.<direction>' with the directions {', '.join(DIRECTIONS)} "
+            f"(moments: forward only); wildcards are allowed")
     return selected
 
 
 def _target(gpu):
     """``(build, copy_call, peers)`` of the CPU benchmark or of the GPU one."""
     if gpu:
-        from . import _gpu_peers
+        from . import gpu_peers
 
-        return _gpu_peers.build, _gpu_peers.copy_call, _gpu_peers.IMPLEMENTATIONS[1:]
+        return gpu_peers.build, gpu_peers.copy_call, gpu_peers.IMPLEMENTATIONS[1:]
     return build, parallel_copy, PEERS
 
 
@@ -161,7 +165,7 @@ def _threading_layer():
 
 def format_row(result, peers=PEERS):
     shape = "x".join(map(str, result["shape"]))
-    ratios = "".join(f"{result['peers'][p]:>13.2f}x" if p in result["peers"] else f"{'-':>14}"
+    ratios = "".join(f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}"
                      for p in peers)
     return (f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
             f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
@@ -170,7 +174,7 @@ def format_row(result, peers=PEERS):
 
 def format_header(peers=PEERS):
     return (f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}"
-            + "".join(f"{'vs ' + p:>14}" for p in peers))
+            + "".join(f"{'vs ' + p:>16}" for p in peers))
 
 
 PEER_NAMES = {"torch": "torch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "numpy": "NumPy",

@@ -13,8 +13,7 @@ import time
 import numba
 import numpy as np
 
-from ._accumulator import recompute_stats
-from ._layers import BatchNorm, GroupNorm, LayerNorm
+from .. import BatchNorm, GroupNorm, LayerNorm, recompute_stats
 
 MODELS = ("lenet", "mlp")
 NORMS = ("none", "batch", "layer", "group")

@@ -1,6 +1,6 @@
 """The benchmark's implementations on a GPU: numbanorm on device arrays, PyTorch CUDA, CuPy.
 
-The counterpart of ``_peers.py`` for ``python -m numbanorm bench --gpu``, with
+The counterpart of ``peers.py`` for ``python -m numbanorm bench --gpu``, with
 the same calls placed on the device: numbanorm on CuPy arrays (PyTorch CUDA
 tensors, or Numba device arrays, when CuPy is missing), ``torch.nn.functional``
 on CUDA tensors (cuDNN where PyTorch uses it, autograd for the backward) and
@@ -11,8 +11,8 @@ returns, so that wall time measures the work.
 import numpy as np
 from numba import cuda
 
-from . import _peers
-from ._peers import PeerUnavailable
+from . import peers
+from .peers import PeerUnavailable
 
 IMPLEMENTATIONS = ("numbanorm", "torch", "cupy")
 
@@ -49,13 +49,13 @@ def copy_call(x):
 
 def build(impl, direction, case, data):
     """A zero-argument callable running ``direction`` of ``case`` on the GPU with ``impl``."""
-    _peers.check_operation(impl, IMPLEMENTATIONS, direction, case)
+    peers.check_operation(impl, IMPLEMENTATIONS, direction, case)
     if impl == "numbanorm":
-        return _synchronized(_peers._numbanorm(direction, case, data, place=to_device))
+        return _synchronized(peers._numbanorm(direction, case, data, place=to_device))
     if impl == "torch":
-        return _synchronized(_peers._torch(direction, case, data, device="cuda"))
+        return _synchronized(peers._torch(direction, case, data, device="cuda"))
     try:
         import cupy
     except ImportError as error:
         raise PeerUnavailable("cupy is not importable") from error
-    return _synchronized(_peers._numpy(direction, case, data, xp=cupy))
+    return _synchronized(peers._numpy(direction, case, data, xp=cupy))

@@ -1,0 +1,94 @@
+"""The command line: its code stays out of the library; warmup covers every norm."""
+
+import math
+import re
+
+import pytest
+from helpers import environment, run_python
+
+import numbanorm
+from numbanorm.__main__ import main
+from numbanorm._cli import warmup
+from numbanorm._kernels import SERIAL_MAX_ELEMENTS
+from numbanorm._specs import NORMS
+
+
+def test_import_numbanorm_imports_no_command_line_code():
+    loaded = run_python("import sys, numbanorm; print(*sorted(sys.modules))",
+                        env=environment()).split()
+    assert "numbanorm" in loaded
+    assert not [m for m in loaded if m == "numbanorm._cli" or m.startswith("numbanorm._cli.")]
+
+
+def _small(call):
+    return math.prod(call.shape) <= SERIAL_MAX_ELEMENTS
+
+
+def test_warmup_calls_every_norm_both_ways_on_both_sizes_and_layouts():
+    units = warmup.plan(["float32", "float64"])
+    calls = [call for unit in units for call in unit]
+    for dtype in ("float32", "float64"):
+        for norm in NORMS:
+            for direction in ("forward", "backward"):
+                found = [c for c in calls
+                         if c.dtype == dtype and c.norm is norm and c.direction == direction]
+                layouts = ({"channels-first", "channels-last"} if norm.per_channel else {"rows"})
+                assert {(c.layout, _small(c)) for c in found} == {
+                    (layout, small) for layout in layouts for small in (True, False)}
+                for call in found:
+                    assert call.function == f"{norm.name}_{direction}"
+                    assert call.shape[call.axis] == norm.example_shape[norm.default_axis]
+        moments = [c for c in calls if c.dtype == dtype and c.function == "moments"]
+        assert sorted(map(_small, moments)) == [False, True]
+    assert all(callable(getattr(numbanorm, call.function)) for call in calls)
+
+
+def test_warmup_units_share_no_kernel():
+    units = warmup.plan(["float32", "float64"])
+    # Serial and parallel variants, forward and backward kernels are distinct.
+    kinds = [{(call.direction, _small(call)) for call in unit} for unit in units]
+    assert all(len(kind) == 1 for kind in kinds)
+    assert len({kind.pop() for kind in kinds}) == len(units) == 4
+
+
+@pytest.fixture
+def small_rows_plan(monkeypatch):
+    """Warmup's plan cut down to layer and RMS norm on small inputs: two units."""
+    def plan(dtypes):
+        return [[call for call in unit if call.norm is not None and not call.norm.per_channel]
+                for unit in full(dtypes) if _small(unit[0])]
+
+    full = warmup.plan
+    monkeypatch.setattr(warmup, "plan", plan)
+
+
+def test_warmup_command_prints_a_line_per_call_and_the_totals(small_rows_plan, capsys):
+    main(["warmup", "--dtypes", "float64"])
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"numbanorm warmup: 4 calls in [12] processes; .*", lines[0])
+    progress = [re.fullmatch(r"\[(\d)/4\] float64 (\w+) +rows +16x1024 +\d+\.\d s", line)
+                for line in lines[1:-1]]
+    assert all(progress), lines
+    assert [int(match[1]) for match in progress] == [1, 2, 3, 4]
+    assert sorted(match[2] for match in progress) == [
+        "layer_norm_backward", "layer_norm_forward", "rms_norm_backward", "rms_norm_forward"]
+    assert re.fullmatch(r"float64: \d+\.\d s  \(total \d+\.\d s wall\)", lines[-1])
+
+
+def test_warmup_returns_the_seconds_of_each_dtype(small_rows_plan):
+    reported = []
+    timings = warmup.warmup(["float32", "float16"], progress=lambda *args: reported.append(args))
+    assert list(timings) == ["float32", "float16"]
+    assert [done for done, *_ in reported] == list(range(1, 9))
+    for dtype, seconds in timings.items():
+        assert seconds == pytest.approx(sum(s for *_, call, s in reported if call.dtype == dtype))
+
+
+def test_warmup_rejects_unknown_dtypes(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["warmup", "--dtypes", "float32", "int8"])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'int8'" in error and "Traceback" not in error
+    with pytest.raises(ValueError, match="cannot warm up float8: the dtypes are float32"):
+        warmup.warmup(["float8"])
