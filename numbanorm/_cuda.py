@@ -441,8 +441,11 @@ class CudaBackend:
     Created per call from ``x``, whose library allocates the results.
     """
 
-    array = staticmethod(_kernel_array)
     out_array = staticmethod(_kernel_array)
+
+    @staticmethod
+    def array(value, name):
+        return _kernel_array(value)
 
     def __init__(self, x):
         self.library = _library_of(x)
