@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda
 
 from ._cuda_shared import (BLOCK_THREADS, CHAN, SUM, TILE_COLUMNS, TILE_ROWS, block_reduce,
-                           combine, reciprocal_sqrt, welford_step)
+                           combine, input_gradient_coefficients, reciprocal_sqrt, welford_step)
 
 
 @cuda.jit(device=True)
@@ -224,11 +224,12 @@ def column_coefficients(acc_dtype):
     ``column_coefficients(mean, rstd, weight2, bias2, group_g, group_gxhat,
     count, backward, input_stats, centered, I, coef)`` writes, per ``(b,
     k)``, ``coef`` such that ``out = x*coef[0] + coef[1] (+ dy*coef[2])``.
-    Forward: ``x̂*w + bias``.  Backward: ``dx = rstd*(dy*w - sum(dy*w)/n -
-    x̂*sum(dy*w*x̂)/n)`` over ``n = count`` elements, the sums being zero for
-    constant statistics.
+    Forward: ``x̂*w + bias``.  Backward: ``dx`` with the coefficients of
+    :func:`~numbanorm._cuda_shared.input_gradient_coefficients`, from the
+    groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count`` elements.
     """
     acc = np.dtype(acc_dtype).type
+    tiny = float(np.finfo(acc_dtype).tiny)
 
     @cuda.jit
     def kernel(mean, rstd, weight2, bias2, group_g, group_gxhat, count, backward, input_stats,
@@ -245,14 +246,12 @@ def column_coefficients(acc_dtype):
             m = mean[b, c]
             r = rstd[b, c]
             if backward:
-                shift = acc(0)
-                offset = acc(0)
-                if input_stats:
-                    shift = acc(-r * r * group_gxhat[b, c] / count)
-                    if centered:
-                        offset = acc(-r * group_g[b, c] / count)
+                # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
+                s, z = input_gradient_coefficients(group_g[b, c], group_gxhat[b, c] / r, r, count,
+                                                   input_stats, centered, tiny)
+                shift = acc(s)
                 coef[0, b, k] = shift
-                coef[1, b, k] = offset - m * shift
+                coef[1, b, k] = acc(z) - m * shift
                 coef[2, b, k] = r * w
             else:
                 scale = r * w

@@ -16,7 +16,8 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._cuda_shared import BLOCK_THREADS, CHAN, SUM, block_reduce, reciprocal_sqrt, welford_step
+from ._cuda_shared import (BLOCK_THREADS, CHAN, SUM, block_reduce, input_gradient_coefficients,
+                           reciprocal_sqrt, welford_step)
 
 
 @cuda.jit(device=True)
@@ -117,9 +118,11 @@ def rows_backward(acc_dtype):
 
     ``rows_backward(dy4, x4, mean, rstd, weight2, input_stats, centered,
     dx4)``: with ``input_stats``, the group's ``sum(dy*w)`` and
-    ``sum(dy*w*(x - mean))``; then ``dx``.
+    ``sum(dy*w*(x - mean))``; then ``dx`` with the coefficients of
+    :func:`~numbanorm._cuda_shared.input_gradient_coefficients`.
     """
     acc = np.dtype(acc_dtype).type
+    tiny = float(np.finfo(acc_dtype).tiny)
     affine = affine_row(acc_dtype)
 
     @cuda.jit
@@ -133,8 +136,8 @@ def rows_backward(acc_dtype):
         c = cuda.blockIdx.x % C
         m = mean[b, c]
         r = rstd[b, c]
-        shift = acc(0)
-        offset = acc(0)
+        total_g = 0.0
+        total_gx = 0.0
         if input_stats:
             shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
             sum_g = acc(0)
@@ -149,11 +152,10 @@ def rows_backward(acc_dtype):
                         sum_gx += g * (acc(x4[b, o, c, i]) - m)
             total_g, total_gx, _ = block_reduce(SUM, np.float64(sum_g), np.float64(sum_gx), 0.0,
                                                 shared)
-            count = O * I
-            shift = acc(-r * r * r * total_gx / count)
-            if centered:
-                offset = acc(-r * total_g / count)
+        shift, offset = input_gradient_coefficients(total_g, total_gx, r, O * I, input_stats,
+                                                    centered, tiny)
         zero = acc(0)
-        affine(x4, dy4, True, b, c, m, zero, shift, r, zero, offset, weight2, weight2, dx4)
+        affine(x4, dy4, True, b, c, m, zero, acc(shift), r, zero, acc(offset), weight2, weight2,
+               dx4)
 
     return kernel

@@ -120,6 +120,29 @@ def reciprocal_sqrt(v):
     return np.float64(1.0) / math.sqrt(v)
 
 
+@cuda.jit(device=True)
+def input_gradient_coefficients(sum_g, sum_gx, rstd, count, input_stats, centered, tiny):
+    """``(shift, offset)`` of ``dx = dy*w*rstd + (x - mean)*shift + offset``, in float64.
+
+    The backward's statistics-to-coefficients step, as the CPU kernels'
+    ``_input_grad_coefficients``: ``sum_g = sum(dy*w)`` and ``sum_gx =
+    sum(dy*w*(x - mean))`` over the ``count`` elements of a group give
+    ``shift = -rstd**3 * sum_gx / count`` and ``offset = -rstd * sum_g /
+    count`` (zero for a norm that is not ``centered``); without
+    ``input_stats`` the statistics are constants and both are zero.
+    ``shift`` scales like ``1 / var``: below ``tiny``, the smallest normal
+    number of the accumulation type, it has lost its digits and is NaN.
+    """
+    if not input_stats:
+        return 0.0, 0.0
+    r = np.float64(rstd)
+    mean_g = np.float64(sum_g) / count if centered else 0.0
+    shift = -r * r * r * sum_gx / count
+    if shift != 0.0 and abs(shift) < tiny:
+        shift = math.nan
+    return shift, -r * mean_g
+
+
 @functools.lru_cache(maxsize=None)
 def welford_step(acc_dtype):
     """The device function ``(n, mean, m2) = step(n, mean, m2, v, centered)`` in ``acc_dtype``.
