@@ -360,19 +360,27 @@ def _merged_parameter_sums(canon, partials, W):
 
 
 def group_moments(canon):
-    """``(mean, var)`` of every group, ``(B, C)`` in the accumulation dtype (NaN if empty)."""
+    """``(mean, M2)`` of every group of ``x``, ``(B, C)`` device arrays (NaN if empty).
+
+    The counterpart of ``_engine.group_moments``.  The mean is in the
+    accumulation dtype; M2, the sum of squared deviations, is ``var * count``
+    from the variance the kernels write, in float64: it may overflow float32
+    where the variance does not.
+    """
     B, O, C, I = canon.shape4
     mean, var, rstd = canon.stats()
+    m2 = cuda.device_array((B, C))
     if not (B * C and O * I):
-        for stat in (mean, var):
+        for stat in (mean, m2):
             fill(stat, math.nan, canon.stream)
-        return mean, var
+        return mean, m2
     if _rows_regime(canon.shape4):
         rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
             canon.x4, True, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4)
     else:
         _column_statistics(canon, True, 0.0, mean, var, rstd)
-    return mean, var
+    copy(var, m2, np.float64(O * I), canon.stream)
+    return mean, m2
 
 
 # ----------------------------------------------------------------------------
@@ -547,18 +555,17 @@ class CudaBackend:
 
     def welford_state(self, xc, axes):
         canon, kept = self._reduction(xc, axes)
-        mean, var = group_moments(canon)
+        mean, m2 = group_moments(canon)
         count = math.prod(xc.shape[a] for a in axes)
-        mean, var = (self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, var))
-        return count, mean, var * count
+        return count, *(self.to_host(canon.stats_to_axes(s, kept, np.float64))
+                        for s in (mean, m2))
 
     def moments(self, xc, axes, dof, keepdims, result_dtype):
         """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""
         canon, kept = self._reduction(xc, axes)
-        count = math.prod(xc.shape[a] for a in axes)
-        mean, var = group_moments(canon)
+        mean, m2 = group_moments(canon)
         results = []
-        for stat, scale in ((mean, 1.0), (var, count / dof if dof > 0 else math.inf)):
+        for stat, scale in ((mean, 1.0), (m2, 1.0 / dof if dof > 0 else math.inf)):
             stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
             if keepdims:
                 stat = self.library.reshaped(stat, [1 if a in axes else n
