@@ -59,10 +59,11 @@ def _data(rng, shape, dtype, offset=0.0):
 def _check_forward_backward(rng, forward, backward, x, param_shape, dtype, centered=True,
                             **kwargs):
     weight = rng.standard_normal(param_shape).astype(dtype)
-    bias = rng.standard_normal(param_shape).astype(dtype) if centered else None
-    params = (weight, bias) if centered else (weight,)
-    expected = forward(x, *params, **kwargs)
-    got = forward(device(x), *map(device, params), **kwargs)
+    params = {"weight": weight}
+    if centered:
+        params["bias"] = rng.standard_normal(param_shape).astype(dtype)
+    expected = forward(x, **params, **kwargs)
+    got = forward(device(x), **{name: device(p) for name, p in params.items()}, **kwargs)
     for g, e in zip(got, expected):
         assert_matches(g, e, dtype)
     dy = _data(rng, x.shape, dtype)
