@@ -1,4 +1,4 @@
-"""The GPU backend: the API layer's array operations and the engine on device arrays.
+"""The GPU backend: :class:`numbanorm._backends.Backend` on device arrays.
 
 Any object exposing ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA
 tensors, Numba device arrays) and the Numba CUDA simulator's arrays are
@@ -6,6 +6,12 @@ accepted.  The kernels see them as Numba device arrays, without a copy;
 outputs are allocated by the input's own library (so its memory pool serves
 them) and returned as that library's arrays.  Kernels run on the library's
 current stream (the default stream for Numba arrays).
+
+The kernels: ``_cuda_rows.py`` (a thread block per group),
+``_cuda_columns.py`` (column tiles merged per group), ``_cuda_elementwise.py``
+(copies, fills, running statistics), and what they share,
+``_cuda_shared.py``.  This module chooses the regime of each call and
+launches them.
 
 This module is imported only when a device array reaches a public function.
 """
@@ -15,7 +21,13 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import _cuda_kernels as ck
+from ._cuda_columns import (column_coefficients, columns_affine, columns_gradient_sums,
+                            columns_moments, merge_column_moments, merge_group_sums,
+                            merge_parameter_sums)
+from ._cuda_elementwise import running_as_groups, strided_copy, strided_fill, update_running
+from ._cuda_rows import rows_backward, rows_forward
+from ._cuda_shared import (BLOCK_THREADS, MANY_GROUPS, ROW_MIN_LENGTH, SIMULATED, SMALL_GROUP,
+                           TARGET_BLOCKS, TILE_COLUMNS, TILE_ROWS, WARP_SIZE)
 from ._layout import c_strides, dense_in, geometry, reshaped_strides
 
 # ----------------------------------------------------------------------------
@@ -26,7 +38,7 @@ def _numba_view(a, shape, strides):
     """A Numba device array over ``a``'s memory, from its first element."""
     shape = tuple(int(n) for n in shape)
     strides = tuple(int(s) for s in strides)
-    if ck.SIMULATED:
+    if SIMULATED:
         return type(a)(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
     return DeviceNDArray(shape, strides, a.dtype, gpu_data=a.gpu_data)
@@ -167,8 +179,8 @@ def copy(src, dst, scale=1.0, stream=0):
     src_flat, src_strides = _flat(src)
     dst_flat, dst_strides = _flat(dst)
     blocks, threads = _grid(src.size)
-    ck.strided_copy[blocks, threads, stream](src_flat, dst_flat, tuple(src.shape), src_strides,
-                                             dst_strides, scale)
+    strided_copy[blocks, threads, stream](src_flat, dst_flat, tuple(src.shape), src_strides,
+                                          dst_strides, scale)
 
 
 def fill(a, value, stream=0):
@@ -176,7 +188,7 @@ def fill(a, value, stream=0):
     if a.size:
         flat, strides = _flat(a)
         blocks, threads = _grid(a.size)
-        ck.fill[blocks, threads, stream](flat, tuple(a.shape), strides, value)
+        strided_fill[blocks, threads, stream](flat, tuple(a.shape), strides, value)
 
 
 def _accumulation_dtype(dtype):
@@ -184,7 +196,7 @@ def _accumulation_dtype(dtype):
 
 
 # ----------------------------------------------------------------------------
-# Canonical view and engine
+# Canonical view
 
 
 class DeviceView:
@@ -241,47 +253,37 @@ class DeviceView:
         return group
 
 
+# ----------------------------------------------------------------------------
+# Regimes and their launches
+
+
 def _threads(group_size):
-    """Threads per block of the rows regime: a power of two, whole warps on a GPU."""
-    if ck.SIMULATED:
-        return ck.BLOCK_THREADS
-    threads = ck.WARP_SIZE
-    while threads < ck.BLOCK_THREADS and threads * 4 < group_size:
+    """Threads per block of a block per group: a power of two, whole warps on a GPU."""
+    if SIMULATED:
+        return BLOCK_THREADS
+    threads = WARP_SIZE
+    while threads < BLOCK_THREADS and threads * 4 < group_size:
         threads *= 2
     return threads
 
 
 def _rows_regime(shape4):
-    """Whether a block per group suits the view, or the column tiles do (see ``_cuda_kernels``)."""
+    """Whether a block per group suits the view (``_cuda_rows``), or column tiles do."""
     B, O, C, I = shape4
-    return I >= ck.ROW_MIN_LENGTH and (B * C >= ck.MANY_GROUPS or O * I <= ck.SMALL_GROUP
-                                       or O < ck.TILE_ROWS)
+    return I >= ROW_MIN_LENGTH and (B * C >= MANY_GROUPS or O * I <= SMALL_GROUP
+                                    or O < TILE_ROWS)
 
 
 def _chunks(slices, rows, K):
     """Rows per chunk of the column tiles of a ``(slices, rows, K)`` view, and the chunks."""
-    tiles = slices * -(-K // ck.TILE_COLUMNS)
-    wanted = max(1, min(-(-ck.TARGET_BLOCKS // max(tiles, 1)), -(-rows // ck.TILE_ROWS)))
+    tiles = slices * -(-K // TILE_COLUMNS)
+    wanted = max(1, min(-(-TARGET_BLOCKS // max(tiles, 1)), -(-rows // TILE_ROWS)))
     chunk_rows = max(1, -(-rows // wanted))
     return chunk_rows, -(-rows // chunk_rows)
 
 
 def _column_grid(slices, K, chunks):
-    return (-(-K // ck.TILE_COLUMNS), chunks, slices), (ck.TILE_COLUMNS, ck.TILE_ROWS)
-
-
-def _column_stats(canon, centered, eps, mean, var, rstd):
-    B, O, C, I = canon.shape4
-    K = C * I
-    x3 = _view3(canon.x4)
-    chunk_rows, chunks = _chunks(B, O, K)
-    part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
-    kern = ck.kernels(canon.acc)
-    grid, block = _column_grid(B, K, chunks)
-    kern.columns_moments[grid, block, canon.stream](x3, centered, chunk_rows, part_mean,
-                                                    part_m2)
-    kern.merge_column_moments[B * C, _threads(chunks * I), canon.stream](
-        part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd)
+    return (-(-K // TILE_COLUMNS), chunks, slices), (TILE_COLUMNS, TILE_ROWS)
 
 
 def _view3(a4):
@@ -290,94 +292,42 @@ def _view3(a4):
     return _dense(a4, (B, O, C * I))
 
 
-def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, group_g, group_gx, count,
-                  backward, from_input, centered, out4):
+def _column_statistics(canon, centered, eps, mean, var, rstd):
+    """The groups' ``mean``, ``var`` and ``rstd`` from ``x`` in the columns regime."""
+    B, O, C, I = canon.shape4
+    K = C * I
+    chunk_rows, chunks = _chunks(B, O, K)
+    part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
+    grid, block = _column_grid(B, K, chunks)
+    columns_moments(canon.acc)[grid, block, canon.stream](_view3(canon.x4), centered, chunk_rows,
+                                                          part_mean, part_m2)
+    merge_column_moments[B * C, _threads(chunks * I), canon.stream](
+        part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd)
+
+
+def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, group_g, group_gxhat, count,
+                  backward, input_stats, centered, out4):
     """The columns regime's elementwise pass: ``y`` of the forward, or ``dx`` of the backward.
 
-    Per-column coefficients first (see ``column_coefficients``: the backward
-    uses the groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count``
-    elements, the forward ``bias2``), then one pass over ``x`` (and ``dy``).
+    Per-column coefficients first (see ``_cuda_columns.column_coefficients``:
+    the backward uses the groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over
+    ``count`` elements, the forward ``bias2`` and neither ``dy4`` nor the
+    sums), then one pass over ``x`` (and ``dy``).
     """
     B, O, C, I = canon.shape4
-    kern = ck.kernels(canon.acc)
     coef = cuda.device_array((3, B, C * I), canon.acc)
     blocks, threads = _grid(B * C * I)
-    kern.column_coefficients[blocks, threads, canon.stream](
-        mean, rstd, weight2, bias2, group_g, group_gx, count, backward, from_input, centered, I,
-        coef)
+    column_coefficients(canon.acc)[blocks, threads, canon.stream](
+        mean, rstd, weight2, bias2, group_g, group_gxhat, count, backward, input_stats, centered,
+        I, coef)
     rows_per_block, chunks = _chunks(B, O, C * I)
     grid, block = _column_grid(B, C * I, chunks)
-    kern.columns_affine[grid, block, canon.stream](_view3(canon.x4), _view3(dy4), backward,
-                                                   rows_per_block, coef, _view3(out4))
+    columns_affine(canon.acc)[grid, block, canon.stream](
+        _view3(canon.x4), _view3(dy4), backward, rows_per_block, coef, _view3(out4))
 
 
-def group_moments(canon, centered=True):
-    """``(mean, var)`` of every group, ``(B, C)`` in the accumulation dtype (NaN if empty)."""
-    mean, var, rstd = canon.stats()
-    B, O, C, I = canon.shape4
-    if not (B * C and O * I):
-        for stat in (mean, var):
-            fill(stat, math.nan, canon.stream)
-        return mean, var
-    if _rows_regime(canon.shape4):
-        ck.kernels(canon.acc).rows_forward[B * C, _threads(O * I), canon.stream](
-            canon.x4, centered, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4)
-    else:
-        _column_stats(canon, centered, 0.0, mean, var, rstd)
-    return mean, var
-
-
-def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
-    """Device counterpart of ``_engine.normalize``; ``y`` is written in the dtype of ``x``."""
-    B, O, C, I = canon.shape4
-    y, out4 = canon.output(out, canon.dtype)
-    if stats is None:
-        mean, var, rstd = canon.stats()
-    else:
-        (mean, rstd), var = stats, None
-    if not (B * C and O * I):
-        return y, mean, var, rstd
-    kern = ck.kernels(canon.acc)
-    if _rows_regime(canon.shape4):
-        kern.rows_forward[B * C, _threads(O * I), canon.stream](
-            canon.x4, centered, stats is None, True, eps, mean, mean if var is None else var,
-            rstd, weight2, bias2, out4)
-        return y, mean, var, rstd
-    if stats is None:
-        _column_stats(canon, centered, eps, mean, var, rstd)
-    _columns_pass(canon, canon.x4, mean, rstd, weight2, bias2, mean, mean, 1, False, False,
-                  centered, out4)
-    return y, mean, var, rstd
-
-
-def backward(canon, dy, mean, rstd, weight2, input_stats, centered, out):
-    """Device counterpart of ``_engine.backward``; ``dx`` is written in the dtype of ``x``.
-
-    ``dweight2``/``dbias2`` are ``(C, W)`` float64, reduced in a fixed order.
-    """
-    B, O, C, I = canon.shape4
-    dx, dx4 = canon.output(out, canon.dtype)
-    if not (B * C and O * I):
-        return (dx, *_parameter_sums(canon, None, weight2.shape[1]))
-    dy4 = canon.view(dy)
-    kern = ck.kernels(canon.acc)
-    rows = _rows_regime(canon.shape4)
-    if rows:
-        kern.rows_backward[B * C, _threads(O * I), canon.stream](
-            dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4)
-    partials = _column_gradient_sums(canon, dy4, mean, rstd, per_sample=not rows)
-    if not rows:
-        group_g, group_gx = canon.stats(2)
-        part_dy, part_dyx, _ = partials
-        kern.merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
-            part_dy, part_dyx, weight2, I, group_g, group_gx)
-        _columns_pass(canon, dy4, mean, rstd, weight2, weight2, group_g, group_gx, O * I, True,
-                      input_stats, centered, dx4)
-    return (dx, *_parameter_sums(canon, partials, weight2.shape[1]))
-
-
-def _column_gradient_sums(canon, dy4, mean, rstd, per_sample):
-    """``(part_dy, part_dyx, slices)``: per-column partial ``sum(dy)`` and ``sum(dy*x̂)``.
+def _column_partials(canon, dy4, mean, rstd, per_sample):
+    """``(part_dy, part_dyx)``: per-column partial ``sum(dy)`` and ``sum(dy*x̂)``.
 
     The partials are per sample (``B`` slices, for the groups' sums) or over
     all samples at once (one slice, for the parameters' sums alone).
@@ -389,12 +339,12 @@ def _column_gradient_sums(canon, dy4, mean, rstd, per_sample):
     chunk_rows, chunks = _chunks(slices, slice_rows, K)
     part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
-    ck.kernels(canon.acc).columns_gradient_sums[grid, block, canon.stream](
+    columns_gradient_sums(canon.acc)[grid, block, canon.stream](
         dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx)
-    return part_dy, part_dyx, slices
+    return part_dy, part_dyx
 
 
-def _parameter_sums(canon, partials, W):
+def _merged_parameter_sums(canon, partials, W):
     """``(dweight2, dbias2)``, ``(C, W)`` float64, from column partials (None: no elements)."""
     C, I = canon.shape4[2:]
     dweight2, dbias2 = (cuda.device_array((C, W)) for _ in range(2))
@@ -402,43 +352,48 @@ def _parameter_sums(canon, partials, W):
         for a in (dweight2, dbias2):
             fill(a, 0.0, canon.stream)
     elif C * W:
-        part_dy, part_dyx, _ = partials
+        part_dy, part_dyx = partials
         threads = _threads(part_dy.size // C // W)
-        ck.kernels(canon.acc).merge_parameter_sums[C * W, threads, canon.stream](
-            part_dy, part_dyx, I, dweight2, dbias2)
+        merge_parameter_sums[C * W, threads, canon.stream](part_dy, part_dyx, I, dweight2,
+                                                           dbias2)
     return dweight2, dbias2
 
 
-def parameter_sums(canon, dy, mean, rstd, weight2):
-    """``(dweight2, dbias2)`` of a backward whose ``dx`` comes later (see ``input_gradient``)."""
-    B, O, C, I = canon.shape4
-    if not (B * C and O * I):
-        return _parameter_sums(canon, None, weight2.shape[1])
-    partials = _column_gradient_sums(canon, canon.view(dy), mean, rstd, per_sample=False)
-    return _parameter_sums(canon, partials, weight2.shape[1])
+def group_moments(canon):
+    """``(mean, M2)`` of every group of ``x``, ``(B, C)`` device arrays (NaN if empty).
 
-
-def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
-    """``dx`` of a centered norm from ``(B, C)`` group sums ``sum(dy*w)``, ``sum(dy*w*x̂)``.
-
-    For groups that extend beyond ``x`` (synchronized batch norm): the sums
-    and ``count`` cover every part of the groups.
+    The counterpart of ``_engine.group_moments``.  The mean is in the
+    accumulation dtype; M2, the sum of squared deviations, is ``var * count``
+    from the variance the kernels write, in float64: it may overflow float32
+    where the variance does not.
     """
-    dx, dx4 = canon.output(None, canon.dtype)
-    if dx4.size:
-        _columns_pass(canon, canon.view(dy), mean, rstd, weight2, weight2, group_g, group_gxhat,
-                      count, True, True, True, dx4)
-    return dx
+    B, O, C, I = canon.shape4
+    mean, var, rstd = canon.stats()
+    m2 = cuda.device_array((B, C))
+    if not (B * C and O * I):
+        for stat in (mean, m2):
+            fill(stat, math.nan, canon.stream)
+        return mean, m2
+    if _rows_regime(canon.shape4):
+        rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
+            canon.x4, True, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4)
+    else:
+        _column_statistics(canon, True, 0.0, mean, var, rstd)
+    copy(var, m2, np.float64(O * I), canon.stream)
+    return mean, m2
 
 
 # ----------------------------------------------------------------------------
-# The API layer's operations
+# The backend
 
 
 class CudaBackend:
     """The backend of GPU arrays; see :class:`numbanorm._backends.Backend`.
 
     Created per call from ``x``, whose library allocates the results.
+    Statistics and parameters are Numba device arrays of the accumulation
+    dtype (float32 for float16 and float32 input, float64 otherwise);
+    parameter gradients are float64.
     """
 
     out_array = staticmethod(_kernel_array)
@@ -452,6 +407,10 @@ class CudaBackend:
         self.stream = self.library.stream
         dtype = _kernel_array(x).dtype
         self.acc = _accumulation_dtype(dtype if dtype.kind == "f" else np.dtype(np.float64))
+
+    @staticmethod
+    def array(value, name):
+        return _kernel_array(value)
 
     def input(self, x):
         """``(x as a Numba array, result dtype, statistics dtype)``; float16 stays float16."""
@@ -500,17 +459,72 @@ class CudaBackend:
     def running_groups(self, running, shape2, eps):
         mean, rstd = (_new(self.library, shape2, self.acc)[1] for _ in range(2))
         blocks, threads = _grid(math.prod(shape2))
-        ck.running_as_groups[blocks, threads, self.stream](running[0], running[1], eps, mean,
-                                                           rstd)
+        running_as_groups[blocks, threads, self.stream](running[0], running[1], eps, mean, rstd)
         return mean, rstd
 
-    normalize = staticmethod(normalize)
+    @staticmethod
+    def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
+        """``y`` is written in the dtype of ``x`` (float16 stays float16)."""
+        B, O, C, I = canon.shape4
+        y, out4 = canon.output(out, canon.dtype)
+        if stats is None:
+            mean, var, rstd = canon.stats()
+        else:
+            (mean, rstd), var = stats, None
+        if not (B * C and O * I):
+            return y, mean, var, rstd
+        if _rows_regime(canon.shape4):
+            rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
+                canon.x4, centered, stats is None, True, eps, mean, mean if var is None else var,
+                rstd, weight2, bias2, out4)
+            return y, mean, var, rstd
+        if stats is None:
+            _column_statistics(canon, centered, eps, mean, var, rstd)
+        _columns_pass(canon, canon.x4, mean, rstd, weight2, bias2, mean, mean, 1, False, False,
+                      centered, out4)
+        return y, mean, var, rstd
 
     @staticmethod
     def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
-        return backward(canon, dy, mean, rstd, weight2, input_stats, centered, out)
+        """``dx`` is written in the dtype of ``x``; ``dweight2``/``dbias2`` are float64."""
+        B, O, C, I = canon.shape4
+        W = weight2.shape[1]
+        dx, dx4 = canon.output(out, canon.dtype)
+        if not (B * C and O * I):
+            return (dx, *_merged_parameter_sums(canon, None, W))
+        dy4 = canon.view(dy)
+        rows = _rows_regime(canon.shape4)
+        if rows:
+            rows_backward(canon.acc)[B * C, _threads(O * I), canon.stream](
+                dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4)
+        partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
+        if not rows:
+            group_g, group_gxhat = canon.stats(2)
+            part_dy, part_dyx = partials
+            merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
+                part_dy, part_dyx, weight2, I, group_g, group_gxhat)
+            _columns_pass(canon, dy4, mean, rstd, weight2, weight2, group_g, group_gxhat, O * I,
+                          True, input_stats, centered, dx4)
+        return (dx, *_merged_parameter_sums(canon, partials, W))
 
-    def deliver(self, result, target, out, shape, result_dtype):
+    def parameter_sums(self, canon, dy, mean, rstd, weight2):
+        B, O, C, I = canon.shape4
+        partials = (_column_partials(canon, canon.view(dy), mean, rstd, per_sample=False)
+                    if B * C and O * I else None)
+        return tuple(self.to_host(g)
+                     for g in _merged_parameter_sums(canon, partials, weight2.shape[1]))
+
+    def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
+        dx, dx4 = canon.output(None, canon.dtype)
+        if dx4.size:
+            group_g, group_gxhat = (self.from_host(np.asarray(g, canon.acc))
+                                    for g in (group_g, group_gxhat))
+            _columns_pass(canon, canon.view(dy), mean, rstd, weight2, weight2, group_g,
+                          group_gxhat, count, True, True, True, dx4)
+        return dx
+
+    def deliver(self, result, target, out, shape, dtype):
+        """``result`` is in the result ``dtype`` already: the kernels write it."""
         if out is None:
             return self.library.reshaped(result, shape)
         if result is not target:
@@ -530,23 +544,38 @@ class CudaBackend:
 
     def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
         blocks, threads = _grid(mean.shape[1])
-        ck.update_running[blocks, threads, self.stream](running_mean, running_var, mean, var,
-                                                        momentum, unbias)
+        update_running[blocks, threads, self.stream](running_mean, running_var, mean, var,
+                                                     momentum, unbias)
 
     def gradient_out(self, g2, shape, dtype):
         obj, grad = _new(self.library, shape, dtype)
         copy(_reshaped(g2, shape, self.stream), grad, stream=self.stream)
         return obj
 
+    def _reduction(self, xc, axes):
+        """The canonical view of ``xc`` reduced over ``axes``, and the axes it keeps."""
+        roles = "".join("R" if a in axes else "K" for a in range(xc.ndim))
+        return DeviceView(self.library, xc, roles), [a for a in range(xc.ndim) if a not in axes]
+
     def welford_state(self, xc, axes):
-        """``(count, mean, M2)`` over ``axes`` as host float64 arrays (for MPI)."""
-        canon = DeviceView(self.library, xc, "".join("R" if a in axes else "K"
-                                                     for a in range(xc.ndim)))
+        canon, kept = self._reduction(xc, axes)
+        mean, m2 = group_moments(canon)
         count = math.prod(xc.shape[a] for a in axes)
-        kept = tuple(a for a in range(xc.ndim) if a not in axes)
-        mean, var = group_moments(canon)
-        mean, var = (self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, var))
-        return count, mean, var * count
+        return count, *(self.to_host(canon.stats_to_axes(s, kept, np.float64))
+                        for s in (mean, m2))
+
+    def moments(self, xc, axes, dof, keepdims, result_dtype):
+        """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""
+        canon, kept = self._reduction(xc, axes)
+        mean, m2 = group_moments(canon)
+        results = []
+        for stat, scale in ((mean, 1.0), (m2, 1.0 / dof if dof > 0 else math.inf)):
+            stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
+            if keepdims:
+                stat = self.library.reshaped(stat, [1 if a in axes else n
+                                                    for a, n in enumerate(xc.shape)])
+            results.append(stat)
+        return tuple(results)
 
     def to_host(self, a):
         host = _kernel_array(a).copy_to_host(stream=self.stream)
@@ -561,27 +590,3 @@ class CudaBackend:
         _, device = _new(self.library, a.shape, a.dtype)
         device.copy_to_device(a, stream=self.stream)
         return device
-
-    def parameter_sums(self, canon, dy, mean, rstd, weight2):
-        return tuple(self.to_host(g) for g in parameter_sums(canon, dy, mean, rstd, weight2))
-
-    def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
-        return input_gradient(canon, dy, mean, rstd, weight2,
-                              *(self.from_host(np.asarray(g, canon.acc))
-                                for g in (group_g, group_gxhat)), count)
-
-    def moments(self, xc, axes, dof, keepdims, result_dtype):
-        """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""
-        canon = DeviceView(self.library, xc, "".join("R" if a in axes else "K"
-                                                     for a in range(xc.ndim)))
-        count = math.prod(xc.shape[a] for a in axes)
-        mean, var = group_moments(canon)
-        kept = tuple(a for a in range(xc.ndim) if a not in axes)
-        results = []
-        for stat, scale in ((mean, 1.0), (var, count / dof if dof > 0 else math.inf)):
-            stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
-            if keepdims:
-                stat = self.library.reshaped(stat, [1 if a in axes else n
-                                                    for a, n in enumerate(xc.shape)])
-            results.append(stat)
-        return tuple(results)

@@ -13,6 +13,7 @@ from numba import cuda
 
 import numbanorm
 from numbanorm import _cuda
+from numbanorm._cuda_shared import BLOCK_THREADS, SIMULATED
 
 TOLERANCE = {
     np.dtype(np.float16): dict(rtol=2e-3, atol=2e-3),
@@ -58,10 +59,11 @@ def _data(rng, shape, dtype, offset=0.0):
 def _check_forward_backward(rng, forward, backward, x, param_shape, dtype, centered=True,
                             **kwargs):
     weight = rng.standard_normal(param_shape).astype(dtype)
-    bias = rng.standard_normal(param_shape).astype(dtype) if centered else None
-    params = (weight, bias) if centered else (weight,)
-    expected = forward(x, *params, **kwargs)
-    got = forward(device(x), *map(device, params), **kwargs)
+    params = {"weight": weight}
+    if centered:
+        params["bias"] = rng.standard_normal(param_shape).astype(dtype)
+    expected = forward(x, **params, **kwargs)
+    got = forward(device(x), **{name: device(p) for name, p in params.items()}, **kwargs)
     for g, e in zip(got, expected):
         assert_matches(g, e, dtype)
     dy = _data(rng, x.shape, dtype)
@@ -301,7 +303,7 @@ def test_cuda_available():
 
 def test_block_reduction_merges_like_numpy(rng):
     """The block merge (shuffles on a GPU, shared memory in the simulator) on a ragged group."""
-    x = _data(rng, (1, 1, 1, 3 * _cuda.ck.BLOCK_THREADS + 5), np.float64)
+    x = _data(rng, (1, 1, 1, 3 * BLOCK_THREADS + 5), np.float64)
     mean, var = numbanorm.moments(device(x), axis=3)
     np.testing.assert_allclose(host(mean), x.mean(axis=3), rtol=1e-12)
     np.testing.assert_allclose(host(var), x.var(axis=3), rtol=1e-12)
@@ -310,7 +312,7 @@ def test_block_reduction_merges_like_numpy(rng):
 
 def _gpu_library(name):
     """CuPy or PyTorch with a usable GPU, else skip (always under the simulator)."""
-    if _cuda.ck.SIMULATED:
+    if SIMULATED:
         pytest.skip("the CUDA simulator has no CuPy or PyTorch device arrays")
     module = pytest.importorskip(name)
     if name == "torch" and not module.cuda.is_available():

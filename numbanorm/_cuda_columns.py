@@ -1,0 +1,288 @@
+"""The columns regime of the GPU kernels: column tiles, merged per group.
+
+For few large groups or short rows (batch norm, channels-last data): the
+input is seen as ``(B', rows, K)`` with ``K`` contiguous columns, ``B'`` being
+the samples ``B`` (rows ``O``, ``K = C * I``) or one slice of all ``B * O``
+rows.  Tiles of ``TILE_COLUMNS`` columns by ``TILE_ROWS`` thread rows walk a
+chunk of rows and write one partial state per column and chunk; a merge
+kernel, a block per group or parameter, combines them in a fixed order (a
+two-stage grid reduction that fills the GPU even with a few channels).  The
+elementwise pass then reads per-column coefficients.
+
+Tile kernels launch on the grid ``(ceil(K / TILE_COLUMNS), chunks, B')`` of
+``(TILE_COLUMNS, TILE_ROWS)`` blocks; merge kernels on ``[groups, threads]``
+with a power-of-two number of threads of at most ``BLOCK_THREADS``.  The
+factories build one kernel for an accumulation dtype, float32 or float64,
+and cache it; the merges, in float64 throughout, are plain kernels.
+"""
+
+import functools
+
+import numpy as np
+from numba import cuda
+
+from ._cuda_shared import (BLOCK_THREADS, CHAN, SUM, TILE_COLUMNS, TILE_ROWS, block_reduce,
+                           combine, input_gradient_coefficients, reciprocal_sqrt, welford_step)
+
+
+@cuda.jit(device=True)
+def tile_reduce(mode, p, q, r, shared):
+    """Reduce a float64 triple over ``threadIdx.y`` for each ``threadIdx.x``; row 0 gets it."""
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    shared[0, ty, tx] = p
+    shared[1, ty, tx] = q
+    shared[2, ty, tx] = r
+    cuda.syncthreads()
+    stride = TILE_ROWS // 2
+    while stride > 0:
+        if ty < stride:
+            shared[0, ty, tx], shared[1, ty, tx], shared[2, ty, tx] = combine(
+                mode, shared[0, ty, tx], shared[1, ty, tx], shared[2, ty, tx],
+                shared[0, ty + stride, tx], shared[1, ty + stride, tx],
+                shared[2, ty + stride, tx])
+        cuda.syncthreads()
+        stride //= 2
+    return shared[0, 0, tx], shared[1, 0, tx], shared[2, 0, tx]
+
+
+@cuda.jit(device=True)
+def tile_rows(rows, chunk_rows):
+    """``(column, chunk, slice, first row, end row)`` of this thread of a column tile."""
+    j = cuda.blockIdx.y
+    return (cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x, j, cuda.blockIdx.z,
+            j * chunk_rows + cuda.threadIdx.y, min(rows, (j + 1) * chunk_rows))
+
+
+@cuda.jit(device=True)
+def sample_of(bp, row, rows, O):
+    """Sample of row ``row`` of slice ``bp`` of a ``(B', rows, K)`` view, ``O`` rows a sample."""
+    if rows == O:
+        return bp
+    if O == 1:
+        return row
+    return row // O
+
+
+@cuda.jit(device=True)
+def param_index(i, W, R):
+    """Parameter column of element ``i`` of a row: ``i // R``, without dividing where it can."""
+    if R == 1:
+        return i
+    if W == 1:
+        return 0
+    return i // R
+
+
+@functools.lru_cache(maxsize=None)
+def columns_moments(acc_dtype):
+    """The statistics' tile kernel, per-thread arithmetic in ``acc_dtype``.
+
+    ``columns_moments(x3, centered, chunk_rows, part_mean, part_m2)``: per
+    column ``k`` and chunk ``j`` of ``chunk_rows`` rows, the mean and M2 into
+    ``part_*[b', j, k]`` (float64).  Not ``centered``, the mean is zero and M2
+    the sum of squares.
+    """
+    acc = np.dtype(acc_dtype).type
+    step = welford_step(acc_dtype)
+
+    @cuda.jit
+    def kernel(x3, centered, chunk_rows, part_mean, part_m2):
+        k, j, bp, first, end = tile_rows(x3.shape[1], chunk_rows)
+        n = acc(0)
+        m = acc(0)
+        m2 = acc(0)
+        if k < x3.shape[2]:
+            for row in range(first, end, TILE_ROWS):
+                n, m, m2 = step(n, m, m2, acc(x3[bp, row, k]), centered)
+        shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
+        _, total_mean, total_m2 = tile_reduce(CHAN, np.float64(n), np.float64(m),
+                                              np.float64(m2), shared)
+        if cuda.threadIdx.y == 0 and k < x3.shape[2]:
+            part_mean[bp, j, k] = total_mean
+            part_m2[bp, j, k] = total_m2
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def columns_gradient_sums(acc_dtype):
+    """The backward's tile kernel, per-thread arithmetic in ``acc_dtype``.
+
+    ``columns_gradient_sums(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy,
+    part_dyx)``: per column and chunk of rows, ``sum(dy)`` and ``sum(dy*x̂)``
+    into ``part_*[b', j, k]`` (float64).  The rows of slice ``b'`` are either
+    sample ``b'``'s ``O`` rows or, with one slice, all samples' ``B*O`` (see
+    :func:`sample_of`).
+    """
+    acc = np.dtype(acc_dtype).type
+
+    @cuda.jit
+    def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx):
+        k, j, bp, first, end = tile_rows(x3.shape[1], chunk_rows)
+        s_dy = acc(0)
+        s_dyx = acc(0)
+        if k < x3.shape[2]:
+            c = k // I
+            for row in range(first, end, TILE_ROWS):
+                b = sample_of(bp, row, x3.shape[1], O)
+                dy = acc(dy3[bp, row, k])
+                s_dy += dy
+                s_dyx += dy * (acc(x3[bp, row, k]) - mean[b, c]) * rstd[b, c]
+        shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
+        total_dy, total_dyx, _ = tile_reduce(SUM, np.float64(s_dy), np.float64(s_dyx), 0.0,
+                                             shared)
+        if cuda.threadIdx.y == 0 and k < x3.shape[2]:
+            part_dy[bp, j, k] = total_dy
+            part_dyx[bp, j, k] = total_dyx
+
+    return kernel
+
+
+@cuda.jit
+def merge_column_moments(part_mean, part_m2, chunk_rows, rows, I, eps, mean, var, rstd):
+    """Block per group ``(b, c)``: its columns' partial states into ``mean``, ``var``, ``rstd``.
+
+    ``part_*`` are :func:`columns_moments`' ``(B, chunks, C*I)`` partials over
+    chunks of ``chunk_rows`` of ``rows`` rows.
+    """
+    C = mean.shape[1]
+    b = cuda.blockIdx.x // C
+    c = cuda.blockIdx.x % C
+    n_chunks = part_mean.shape[1]
+    n = 0.0
+    m = 0.0
+    m2 = 0.0
+    for t in range(cuda.threadIdx.x, n_chunks * I, cuda.blockDim.x):
+        j = t // I
+        k = c * I + t - j * I
+        count = min(rows, (j + 1) * chunk_rows) - j * chunk_rows
+        n, m, m2 = combine(CHAN, n, m, m2, np.float64(count), np.float64(part_mean[b, j, k]),
+                           np.float64(part_m2[b, j, k]))
+    shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
+    n, m, m2 = block_reduce(CHAN, n, m, m2, shared)
+    if cuda.threadIdx.x == 0:
+        variance = m2 / n
+        mean[b, c] = m
+        var[b, c] = variance
+        rstd[b, c] = reciprocal_sqrt(variance + eps)
+
+
+@cuda.jit
+def merge_group_sums(part_dy, part_dyx, weight2, I, group_g, group_gxhat):
+    """Block per group: ``sum(dy*w)`` and ``sum(dy*w*x̂)`` from per-sample column partials."""
+    C = group_g.shape[1]
+    W = weight2.shape[1]
+    R = I // W
+    b = cuda.blockIdx.x // C
+    c = cuda.blockIdx.x % C
+    n_chunks = part_dy.shape[1]
+    s_g = 0.0
+    s_gx = 0.0
+    for t in range(cuda.threadIdx.x, n_chunks * I, cuda.blockDim.x):
+        j = t // I
+        i = t - j * I
+        w = np.float64(weight2[c, param_index(i, W, R)])
+        s_g += w * part_dy[b, j, c * I + i]
+        s_gx += w * part_dyx[b, j, c * I + i]
+    shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
+    s_g, s_gx, _ = block_reduce(SUM, s_g, s_gx, 0.0, shared)
+    if cuda.threadIdx.x == 0:
+        group_g[b, c] = s_g
+        group_gxhat[b, c] = s_gx
+
+
+@cuda.jit
+def merge_parameter_sums(part_dy, part_dyx, I, dweight2, dbias2):
+    """Block per parameter ``(c, w)``: sums of its columns' partials over slices and chunks."""
+    W = dweight2.shape[1]
+    R = I // W
+    c = cuda.blockIdx.x // W
+    w = cuda.blockIdx.x % W
+    slices = part_dy.shape[0]
+    n_chunks = part_dy.shape[1]
+    s_dy = 0.0
+    s_dyx = 0.0
+    for t in range(cuda.threadIdx.x, slices * n_chunks * R, cuda.blockDim.x):
+        r = t % R
+        j = (t // R) % n_chunks
+        bp = t // (R * n_chunks)
+        k = c * I + w * R + r
+        s_dy += part_dy[bp, j, k]
+        s_dyx += part_dyx[bp, j, k]
+    shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
+    s_dy, s_dyx, _ = block_reduce(SUM, s_dy, s_dyx, 0.0, shared)
+    if cuda.threadIdx.x == 0:
+        dweight2[c, w] = s_dyx
+        dbias2[c, w] = s_dy
+
+
+@functools.lru_cache(maxsize=None)
+def column_coefficients(acc_dtype):
+    """The kernel of the elementwise pass's per-column coefficients, in ``acc_dtype``.
+
+    ``column_coefficients(mean, rstd, weight2, bias2, group_g, group_gxhat,
+    count, backward, input_stats, centered, I, coef)`` writes, per ``(b,
+    k)``, ``coef`` such that ``out = x*coef[0] + coef[1] (+ dy*coef[2])``.
+    Forward: ``x̂*w + bias``.  Backward: ``dx`` with the coefficients of
+    :func:`~numbanorm._cuda_shared.input_gradient_coefficients`, from the
+    groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count`` elements.
+    """
+    acc = np.dtype(acc_dtype).type
+    tiny = float(np.finfo(acc_dtype).tiny)
+
+    @cuda.jit
+    def kernel(mean, rstd, weight2, bias2, group_g, group_gxhat, count, backward, input_stats,
+               centered, I, coef):
+        B = mean.shape[0]
+        K = coef.shape[2]
+        W = weight2.shape[1]
+        R = I // W
+        for t in range(cuda.grid(1), B * K, cuda.gridsize(1)):
+            b = t // K
+            k = t - b * K
+            c = k // I
+            w = weight2[c, param_index(k - c * I, W, R)]
+            m = mean[b, c]
+            r = rstd[b, c]
+            if backward:
+                # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
+                s, z = input_gradient_coefficients(group_g[b, c], group_gxhat[b, c] / r, r, count,
+                                                   input_stats, centered, tiny)
+                shift = acc(s)
+                coef[0, b, k] = shift
+                coef[1, b, k] = acc(z) - m * shift
+                coef[2, b, k] = r * w
+            else:
+                scale = r * w
+                coef[0, b, k] = scale
+                coef[1, b, k] = bias2[c, param_index(k - c * I, W, R)] - m * scale
+                coef[2, b, k] = 0
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def columns_affine(acc_dtype):
+    """The elementwise pass of the columns regime, per-thread arithmetic in ``acc_dtype``.
+
+    ``columns_affine(x3, dy3, use_dy, rows_per_block, coef, out3)`` writes
+    ``out = x*coef[0] + coef[1] (+ dy*coef[2])`` with coefficients per ``(b',
+    k)`` (see :func:`column_coefficients`).
+    """
+    acc = np.dtype(acc_dtype).type
+
+    @cuda.jit
+    def kernel(x3, dy3, use_dy, rows_per_block, coef, out3):
+        k, _, bp, first, end = tile_rows(x3.shape[1], rows_per_block)
+        if k < x3.shape[2]:
+            scale = coef[0, bp, k]
+            shift = coef[1, bp, k]
+            dy_scale = coef[2, bp, k]
+            for row in range(first, end, TILE_ROWS):
+                value = acc(x3[bp, row, k]) * scale + shift
+                if use_dy:
+                    value += acc(dy3[bp, row, k]) * dy_scale
+                out3[bp, row, k] = value
+
+    return kernel

@@ -1,0 +1,76 @@
+"""GPU kernels outside the two regimes: layout copies, fills and running statistics.
+
+They are grid-stride loops over a 1-D launch, typed by their arguments
+alone (no accumulation dtype).
+"""
+
+import numpy as np
+from numba import cuda
+
+from ._cuda_shared import reciprocal_sqrt
+
+
+@cuda.jit(device=True)
+def _offsets(t, shape, a_strides, b_strides):
+    """Offsets in two layouts of the ``t``-th element, in C order, of ``shape``."""
+    a = 0
+    b = 0
+    for d in range(len(shape) - 1, -1, -1):
+        index = t % shape[d]
+        t //= shape[d]
+        a += index * a_strides[d]
+        b += index * b_strides[d]
+    return a, b
+
+
+@cuda.jit(device=True)
+def _size(shape):
+    size = 1
+    for d in range(len(shape)):
+        size *= shape[d]
+    return size
+
+
+@cuda.jit
+def strided_copy(src, dst, shape, src_strides, dst_strides, scale):
+    """``dst[...] = src[...] * scale`` between two N-d layouts of flat buffers.
+
+    ``shape`` and the strides (in elements) are tuples; ``src`` and ``dst`` are
+    1-D views from each array's first element.  Casts to ``dst``'s dtype.
+    """
+    for t in range(cuda.grid(1), _size(shape), cuda.gridsize(1)):
+        s, o = _offsets(t, shape, src_strides, dst_strides)
+        dst[o] = src[s] * scale
+
+
+@cuda.jit
+def strided_fill(flat, shape, strides, value):
+    """Set every element of an N-d layout of a flat buffer to ``value``."""
+    for t in range(cuda.grid(1), _size(shape), cuda.gridsize(1)):
+        o, _ = _offsets(t, shape, strides, strides)
+        flat[o] = value
+
+
+@cuda.jit
+def running_as_groups(running_mean, running_var, eps, mean, rstd):
+    """Running statistics ``(C,)`` as ``(B, C)`` group mean and ``rstd``."""
+    B, C = mean.shape
+    for t in range(cuda.grid(1), B * C, cuda.gridsize(1)):
+        c = t % C
+        mean[t // C, c] = running_mean[c]
+        rstd[t // C, c] = reciprocal_sqrt(np.float64(running_var[c]) + eps)
+
+
+@cuda.jit
+def update_running(running_mean, running_var, mean, var, momentum, unbias):
+    """``running = (1 - momentum)*running + momentum*stat``, stats averaged over ``B``."""
+    B, C = mean.shape
+    c = cuda.grid(1)
+    if c < C:
+        m = 0.0
+        v = 0.0
+        for b in range(B):
+            m += mean[b, c]
+            v += var[b, c]
+        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * (m / B)
+        running_var[c] = (1 - momentum) * running_var[c] + momentum * (v / B * unbias)
