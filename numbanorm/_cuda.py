@@ -408,10 +408,6 @@ class CudaBackend:
         dtype = _kernel_array(x).dtype
         self.acc = _accumulation_dtype(dtype if dtype.kind == "f" else np.dtype(np.float64))
 
-    @staticmethod
-    def array(value, name):
-        return _kernel_array(value)
-
     def input(self, x):
         """``(x as a Numba array, result dtype, statistics dtype)``; float16 stays float16."""
         xc = _kernel_array(x)

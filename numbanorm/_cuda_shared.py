@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import config, cuda
 
-SIMULATED = bool(config.ENABLE_CUDASIM)
+SIMULATED = bool(getattr(config, "ENABLE_CUDASIM", False))
 
 # The simulator runs every thread as a Python thread: its blocks are tiny,
 # and its thresholds small enough that tiny inputs take both regimes.

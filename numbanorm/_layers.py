@@ -16,9 +16,9 @@ import numpy as np
 
 from . import _driver
 from ._arrays import axes_tuple
-from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, NORMS, RMS_NORM, Norm
+from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM, Norm
 
-__all__ = [norm.layer for norm in NORMS]
+__all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 
 _PARAMETER_NAMES = ("weight", "bias")
 _STATE_NAMES = _PARAMETER_NAMES + ("running_mean", "running_var", "num_batches_tracked")

@@ -13,9 +13,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _driver
-from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, NORMS, RMS_NORM
+from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM
 
-__all__ = [norm.name + suffix for norm in NORMS for suffix in ("", "_forward", "_backward")]
+__all__ = [
+    "batch_norm", "batch_norm_backward", "batch_norm_forward",
+    "group_norm", "group_norm_backward", "group_norm_forward",
+    "instance_norm", "instance_norm_backward", "instance_norm_forward",
+    "layer_norm", "layer_norm_backward", "layer_norm_forward",
+    "rms_norm", "rms_norm_backward", "rms_norm_forward",
+]
 
 # ----------------------------------------------------------------------------
 # batch norm
