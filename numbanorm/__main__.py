@@ -9,32 +9,55 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m numbanorm")
     commands = parser.add_subparsers(dest="command", required=True)
     warm = commands.add_parser(
-        "warmup", help="compile every kernel into the on-disk cache, in parallel processes, "
-                       "and report the time taken")
-    warm.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=DTYPES,
-                      help="float16 runs the float32 kernels")
+        "warmup",
+        help="compile every kernel into the on-disk cache, in parallel processes, "
+        "and report the time taken",
+    )
+    warm.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "float64"],
+        choices=DTYPES,
+        help="float16 runs the float32 kernels",
+    )
     speed = commands.add_parser(
-        "bench", help="time every norm against the copy ceiling and the importable peers")
+        "bench", help="time every norm against the copy ceiling and the importable peers"
+    )
     speed.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
     speed.add_argument("--json", metavar="FILE", help="also write the results to FILE")
-    speed.add_argument("--ops", nargs="+", metavar="OP",
-                       help="norms or '<norm>.<direction>' names, wildcards allowed "
-                            "(directions: forward, forward_out, backward, backward_out)")
-    speed.add_argument("--dtype", default="float32", choices=DTYPES,
-                       help="float16 only with --gpu")
-    speed.add_argument("--gpu", action="store_true",
-                       help="time numbanorm on device arrays against PyTorch CUDA and CuPy, "
-                            "and a device-to-device copy")
-    speed.add_argument("--markdown", action="store_true",
-                       help="also print one Markdown row per case (the README's table)")
+    speed.add_argument(
+        "--ops",
+        nargs="+",
+        metavar="OP",
+        help="norms or '<norm>.<direction>' names, wildcards allowed "
+        "(directions: forward, forward_out, backward, backward_out)",
+    )
+    speed.add_argument("--dtype", default="float32", choices=DTYPES, help="float16 only with --gpu")
+    speed.add_argument(
+        "--gpu",
+        action="store_true",
+        help="time numbanorm on device arrays against PyTorch CUDA and CuPy, "
+        "and a device-to-device copy",
+    )
+    speed.add_argument(
+        "--markdown",
+        action="store_true",
+        help="also print one Markdown row per case (the README's table)",
+    )
     demo = commands.add_parser(
-        "demo", help="train sigmoid NumPy networks with and without normalization on "
-                     "scikit-learn's digits; needs numbanorm[examples]")
+        "demo",
+        help="train sigmoid NumPy networks with and without normalization on "
+        "scikit-learn's digits; needs numbanorm[examples]",
+    )
     demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--lr", type=float, nargs="+", default=[1.0, 0.1], dest="lrs")
     demo.add_argument("--models", nargs="+", default=["lenet", "mlp"], choices=["lenet", "mlp"])
-    demo.add_argument("--norms", nargs="+", default=["none", "batch", "layer", "group"],
-                      choices=["none", "batch", "layer", "group"])
+    demo.add_argument(
+        "--norms",
+        nargs="+",
+        default=["none", "batch", "layer", "group"],
+        choices=["none", "batch", "layer", "group"],
+    )
     demo.add_argument("--output", default="numbanorm-demo.png", help="path of the PNG plot")
     args = parser.parse_args(argv)
     if args.command == "warmup":
@@ -47,15 +70,26 @@ def main(argv=None):
         if args.dtype == "float16" and not args.gpu:
             parser.error("--dtype float16 needs --gpu")
         try:
-            bench(args.ops, quick=args.quick, json_path=args.json, dtype=args.dtype,
-                  markdown=args.markdown, gpu=args.gpu)
+            bench(
+                args.ops,
+                quick=args.quick,
+                json_path=args.json,
+                dtype=args.dtype,
+                markdown=args.markdown,
+                gpu=args.gpu,
+            )
         except ValueError as error:
             parser.error(str(error))
     elif args.command == "demo":
         from ._cli.demo import run_demo
 
-        run_demo(epochs=args.epochs, lrs=args.lrs, models=args.models, norms=args.norms,
-                 output=args.output)
+        run_demo(
+            epochs=args.epochs,
+            lrs=args.lrs,
+            models=args.models,
+            norms=args.norms,
+            output=args.output,
+        )
 
 
 if __name__ == "__main__":

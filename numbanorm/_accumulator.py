@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import axes_tuple
-from ._arrays import host_input
+from ._arrays import axes_tuple, host_input
 from ._backends import backend_for
 from ._host import welford_state
 
@@ -84,7 +83,8 @@ class Moments:
         dof = self._count - ddof
         if dof <= 0:
             raise ValueError(
-                f"variance with ddof={ddof} needs more than {ddof} elements, got {self._count}")
+                f"variance with ddof={ddof} needs more than {ddof} elements, got {self._count}"
+            )
         var = self._m2 / dof
         return var[()] if var.ndim == 0 else var
 
@@ -107,8 +107,7 @@ class Moments:
         """
         backend = backend_for(x)
         x = backend.input(x)[0]
-        axes = tuple(range(x.ndim)) if axis is None else axes_tuple(axis, x.ndim,
-                                                                      allow_empty=True)
+        axes = tuple(range(x.ndim)) if axis is None else axes_tuple(axis, x.ndim, allow_empty=True)
         kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in axes)
         self._check_shape(kept_shape)
         if math.prod(x.shape[a] for a in axes) == 0:
@@ -147,7 +146,8 @@ class Moments:
         if self._mean is not None and self._mean.shape != kept_shape:
             raise ValueError(
                 f"statistics of shape {kept_shape} cannot be merged into statistics of "
-                f"shape {self._mean.shape}")
+                f"shape {self._mean.shape}"
+            )
 
     def _require_data(self):
         if self._count == 0:
@@ -158,8 +158,9 @@ class Moments:
         return f"Moments(count={self._count}, shape={shape})"
 
 
-def recompute_stats(layer: Any, batches: Iterable[Any],
-                    forward: Callable[[Any], Any] | None = None) -> Any:
+def recompute_stats(
+    layer: Any, batches: Iterable[Any], forward: Callable[[Any], Any] | None = None
+) -> Any:
     """Set a layer's running statistics to the exact statistics of a data set.
 
     Running averages only estimate the statistics of the data; this computes
@@ -196,7 +197,8 @@ def recompute_stats(layer: Any, batches: Iterable[Any],
     if not getattr(layer, "track_running_stats", False):
         raise TypeError(
             f"recompute_stats needs a BatchNorm or InstanceNorm layer with "
-            f"track_running_stats=True, got {layer!r}")
+            f"track_running_stats=True, got {layer!r}"
+        )
     per_instance = layer.norm.per_sample
     # Batch norm: the data itself.  Instance norm: each instance's (mean, var).
     stats = Moments()
@@ -224,8 +226,10 @@ def _instance_moments(x, channel_axis):
     sample_axis = 1 if channel_axis == 0 else 0
     spatial = tuple(a for a in range(x.ndim) if a not in (channel_axis, sample_axis))
     if math.prod(x.shape[a] for a in spatial) <= 1:
-        raise ValueError(f"the variance of an instance needs more than 1 spatial element, "
-                         f"got input of shape {x.shape}")
+        raise ValueError(
+            f"the variance of an instance needs more than 1 spatial element, "
+            f"got input of shape {x.shape}"
+        )
     count, mean, m2 = welford_state(host_input(x)[0], spatial)
     stats = np.stack([mean, m2 / (count - 1)], axis=-1)
     # The kept sample and channel axes are in the order they have in x.

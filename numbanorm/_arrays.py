@@ -31,7 +31,8 @@ def host_array(value: Any, name: str = "x") -> np.ndarray:
         if isinstance(value, np.ma.MaskedArray):
             raise TypeError(
                 f"{name} is a masked array, which numbanorm does not support: pass "
-                f"{name}.filled(value) or {name}.data to choose what the masked elements hold")
+                f"{name}.filled(value) or {name}.data to choose what the masked elements hold"
+            )
         return value.view(np.ndarray)
     if hasattr(value, "__dlpack__"):
         try:
@@ -72,12 +73,14 @@ def axis_index(axis: Any, ndim: int, name: str = "axis") -> int:
     index = int(axis)
     if not -ndim <= index < ndim:
         raise np.exceptions.AxisError(
-            f"{name} {axis} is out of bounds for array of dimension {ndim}")
+            f"{name} {axis} is out of bounds for array of dimension {ndim}"
+        )
     return index % ndim
 
 
-def axes_tuple(axis: Any, ndim: int, name: str = "axis",
-               allow_empty: bool = False) -> tuple[int, ...]:
+def axes_tuple(
+    axis: Any, ndim: int, name: str = "axis", allow_empty: bool = False
+) -> tuple[int, ...]:
     """Sorted tuple of non-negative axes from an int or a tuple of ints."""
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
     if not axes and not allow_empty:
@@ -90,8 +93,7 @@ def axes_tuple(axis: Any, ndim: int, name: str = "axis",
 
 def check_rank(shape: tuple[int, ...], min_ndim: int, what: str) -> None:
     if len(shape) < min_ndim:
-        raise ValueError(
-            f"{what} expects x with at least {min_ndim} dimensions, got shape {shape}")
+        raise ValueError(f"{what} expects x with at least {min_ndim} dimensions, got shape {shape}")
 
 
 def check_eps(eps: Any) -> float:
@@ -106,7 +108,7 @@ def check_momentum(momentum: Any) -> float:
     return float(momentum)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def machine_epsilon(dtype: np.dtype) -> float:
     return float(np.finfo(dtype).eps)
 

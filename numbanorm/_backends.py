@@ -66,12 +66,22 @@ class Backend(Protocol):
     def param2(self, value: Any, shape2: tuple[int, int], fill: float) -> Any:
         """A ``(C, W)`` affine parameter (a copy), ``fill`` everywhere when None."""
 
-    def running_groups(self, running: tuple[Any, Any], shape2: tuple[int, int],
-                       eps: float) -> tuple[Any, Any]:
+    def running_groups(
+        self, running: tuple[Any, Any], shape2: tuple[int, int], eps: float
+    ) -> tuple[Any, Any]:
         """``(mean, rstd)`` groups from running statistics ``(mean, var)``."""
 
-    def normalize(self, canon: CanonicalView, weight2: Any, bias2: Any, out: Any, *, eps: float,
-                  centered: bool, stats: tuple[Any, Any] | None) -> tuple[Any, Any, Any, Any]:
+    def normalize(
+        self,
+        canon: CanonicalView,
+        weight2: Any,
+        bias2: Any,
+        out: Any,
+        *,
+        eps: float,
+        centered: bool,
+        stats: tuple[Any, Any] | None,
+    ) -> tuple[Any, Any, Any, Any]:
         """``y = (x - mean) * rstd * w + b``, into ``out`` where its layout allows.
 
         With ``stats`` None the group statistics are computed from ``x``;
@@ -80,39 +90,66 @@ class Backend(Protocol):
         compute dtype of ``x``.
         """
 
-    def backward(self, canon: CanonicalView, dy: Any, mean: Any, rstd: Any, weight2: Any,
-                 input_stats: bool, centered: bool, *, out: Any) -> tuple[Any, Any, Any]:
+    def backward(
+        self,
+        canon: CanonicalView,
+        dy: Any,
+        mean: Any,
+        rstd: Any,
+        weight2: Any,
+        input_stats: bool,
+        centered: bool,
+        *,
+        out: Any,
+    ) -> tuple[Any, Any, Any]:
         """``(dx, dweight2, dbias2)``; ``dx`` into ``out`` where its layout allows."""
 
-    def parameter_sums(self, canon: CanonicalView, dy: Any, mean: Any, rstd: Any,
-                       weight2: Any) -> tuple[np.ndarray, np.ndarray]:
+    def parameter_sums(
+        self, canon: CanonicalView, dy: Any, mean: Any, rstd: Any, weight2: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(dweight2, dbias2)`` as host float64, for a backward whose ``dx`` comes later."""
 
-    def input_gradient(self, canon: CanonicalView, dy: Any, mean: Any, rstd: Any, weight2: Any,
-                       group_g: np.ndarray, group_gxhat: np.ndarray, count: int) -> Any:
+    def input_gradient(
+        self,
+        canon: CanonicalView,
+        dy: Any,
+        mean: Any,
+        rstd: Any,
+        weight2: Any,
+        group_g: np.ndarray,
+        group_gxhat: np.ndarray,
+        count: int,
+    ) -> Any:
         """``dx`` of a centered norm with input statistics, from host group sums.
 
         ``count`` is the number of elements the sums and statistics cover,
         which may exceed the group's part in ``x`` (synchronized batch norm).
         """
 
-    def deliver(self, result: Any, target: Any, out: Any, shape: tuple[int, ...],
-                dtype: np.dtype) -> Any:
+    def deliver(
+        self, result: Any, target: Any, out: Any, shape: tuple[int, ...], dtype: np.dtype
+    ) -> Any:
         """``result`` as the public array: ``out`` (holding it) or a new one of ``dtype``.
 
         ``target`` is ``out`` as the kernels saw it; they wrote into it
         unless its layout did not allow that.
         """
 
-    def stats_out(self, canon: CanonicalView, stat: Any, axes: list[int],
-                  dtype: np.dtype) -> Any:
+    def stats_out(self, canon: CanonicalView, stat: Any, axes: list[int], dtype: np.dtype) -> Any:
         """``(B, C)`` statistics as a public array shaped by the kept ``axes``."""
 
     def group_zeros(self, canon: CanonicalView) -> Any:
         """``(B, C)`` zeros: RMS norm's mean."""
 
-    def update_running(self, running_mean: Any, running_var: Any, mean: Any, var: Any,
-                       momentum: float, unbias: float) -> None:
+    def update_running(
+        self,
+        running_mean: Any,
+        running_var: Any,
+        mean: Any,
+        var: Any,
+        momentum: float,
+        unbias: float,
+    ) -> None:
         """Blend the ``(B, C)`` statistics' sample average into the running statistics."""
 
     def gradient_out(self, g2: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
@@ -121,8 +158,9 @@ class Backend(Protocol):
     def welford_state(self, xc: Any, axes: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
         """``(count, mean, M2)`` over ``axes``, host float64 (NaN where ``count`` is 0)."""
 
-    def moments(self, xc: Any, axes: tuple[int, ...], dof: int, keepdims: bool,
-                result_dtype: np.dtype) -> tuple[Any, Any]:
+    def moments(
+        self, xc: Any, axes: tuple[int, ...], dof: int, keepdims: bool, result_dtype: np.dtype
+    ) -> tuple[Any, Any]:
         """Mean and variance (divisor ``dof``) over ``axes``, as ``numbanorm.moments``."""
 
     def to_host(self, a: Any) -> np.ndarray:
@@ -155,10 +193,12 @@ def backend_for(x: Any, *arrays: Any) -> Backend:
             where = ("device", "host") if on_device else ("host", "device")
             raise TypeError(
                 f"cannot mix host and device arrays in one call: x is a {where[0]} array, "
-                f"another argument is a {where[1]} array")
+                f"another argument is a {where[1]} array"
+            )
     if not on_device:
         return HOST
     from ._cuda import CudaBackend
+
     return CudaBackend(x)
 
 
@@ -171,6 +211,7 @@ def cuda_available() -> bool:
     """
     try:
         from numba import cuda
+
         return bool(cuda.is_available())
     except Exception:  # no CUDA target installed, or no usable driver
         return False

@@ -21,13 +21,28 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._cuda_columns import (column_coefficients, columns_affine, columns_gradient_sums,
-                            columns_moments, merge_column_moments, merge_group_sums,
-                            merge_parameter_sums)
+from ._cuda_columns import (
+    column_coefficients,
+    columns_affine,
+    columns_gradient_sums,
+    columns_moments,
+    merge_column_moments,
+    merge_group_sums,
+    merge_parameter_sums,
+)
 from ._cuda_elementwise import running_as_groups, strided_copy, strided_fill, update_running
 from ._cuda_rows import rows_backward, rows_forward
-from ._cuda_shared import (BLOCK_THREADS, MANY_GROUPS, ROW_MIN_LENGTH, SIMULATED, SMALL_GROUP,
-                           TARGET_BLOCKS, TILE_COLUMNS, TILE_ROWS, WARP_SIZE)
+from ._cuda_shared import (
+    BLOCK_THREADS,
+    MANY_GROUPS,
+    ROW_MIN_LENGTH,
+    SIMULATED,
+    SMALL_GROUP,
+    TARGET_BLOCKS,
+    TILE_COLUMNS,
+    TILE_ROWS,
+    WARP_SIZE,
+)
 from ._layout import c_strides, dense_in, geometry, reshaped_strides
 
 # ----------------------------------------------------------------------------
@@ -41,6 +56,7 @@ def _numba_view(a, shape, strides):
     if SIMULATED:
         return type(a)(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
     return DeviceNDArray(shape, strides, a.dtype, gpu_data=a.gpu_data)
 
 
@@ -94,6 +110,7 @@ def _external_stream(pointer):
 class _CupyArrays(_NumbaArrays):
     def __init__(self):
         import cupy
+
         self._cupy = cupy
         self.stream = _external_stream(cupy.cuda.get_current_stream().ptr)
 
@@ -113,6 +130,7 @@ class _CupyArrays(_NumbaArrays):
 class _TorchArrays(_NumbaArrays):
     def __init__(self, device):
         import torch
+
         self._torch = torch
         self._device = device
         self.stream = _external_stream(torch.cuda.current_stream(device).cuda_stream)
@@ -144,8 +162,10 @@ def _flat(a):
     """1-D view of ``a``'s memory from its first element, and its element strides."""
     itemsize = a.dtype.itemsize
     if any(s < 0 or s % itemsize for s in a.strides):
-        raise ValueError("device arrays with negative or unaligned strides are not supported; "
-                         "pass a contiguous copy")
+        raise ValueError(
+            "device arrays with negative or unaligned strides are not supported; "
+            "pass a contiguous copy"
+        )
     strides = tuple(s // itemsize for s in a.strides)
     extent = 1 + sum((n - 1) * s for n, s in zip(a.shape, strides))
     return _numba_view(a, (extent,), (itemsize,)), strides
@@ -179,8 +199,9 @@ def copy(src, dst, scale=1.0, stream=0):
     src_flat, src_strides = _flat(src)
     dst_flat, dst_strides = _flat(dst)
     blocks, threads = _grid(src.size)
-    strided_copy[blocks, threads, stream](src_flat, dst_flat, tuple(src.shape), src_strides,
-                                          dst_strides, scale)
+    strided_copy[blocks, threads, stream](
+        src_flat, dst_flat, tuple(src.shape), src_strides, dst_strides, scale
+    )
 
 
 def fill(a, value, stream=0):
@@ -213,7 +234,8 @@ class DeviceView:
         self.dtype = x.dtype
         self.acc = _accumulation_dtype(x.dtype)
         self.perm, self.inverse, self.shape4, self.stat_axes = geometry(
-            x.shape, x.strides, x.dtype.itemsize, roles)
+            x.shape, x.strides, x.dtype.itemsize, roles
+        )
         self.x4 = self.view(x)
 
     def view(self, a):
@@ -270,8 +292,7 @@ def _threads(group_size):
 def _rows_regime(shape4):
     """Whether a block per group suits the view (``_cuda_rows``), or column tiles do."""
     B, O, C, I = shape4
-    return I >= ROW_MIN_LENGTH and (B * C >= MANY_GROUPS or O * I <= SMALL_GROUP
-                                    or O < TILE_ROWS)
+    return I >= ROW_MIN_LENGTH and (B * C >= MANY_GROUPS or O * I <= SMALL_GROUP or O < TILE_ROWS)
 
 
 def _chunks(slices, rows, K):
@@ -299,14 +320,29 @@ def _column_statistics(canon, centered, eps, mean, var, rstd):
     chunk_rows, chunks = _chunks(B, O, K)
     part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
     grid, block = _column_grid(B, K, chunks)
-    columns_moments(canon.acc)[grid, block, canon.stream](_view3(canon.x4), centered, chunk_rows,
-                                                          part_mean, part_m2)
+    columns_moments(canon.acc)[grid, block, canon.stream](
+        _view3(canon.x4), centered, chunk_rows, part_mean, part_m2
+    )
     merge_column_moments[B * C, _threads(chunks * I), canon.stream](
-        part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd)
+        part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd
+    )
 
 
-def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, group_g, group_gxhat, count,
-                  backward, input_stats, centered, out4):
+def _columns_pass(
+    canon,
+    dy4,
+    mean,
+    rstd,
+    weight2,
+    bias2,
+    group_g,
+    group_gxhat,
+    count,
+    backward,
+    input_stats,
+    centered,
+    out4,
+):
     """The columns regime's elementwise pass: ``y`` of the forward, or ``dx`` of the backward.
 
     Per-column coefficients first (see ``_cuda_columns.column_coefficients``:
@@ -318,12 +354,24 @@ def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, group_g, group_gxhat, 
     coef = cuda.device_array((3, B, C * I), canon.acc)
     blocks, threads = _grid(B * C * I)
     column_coefficients(canon.acc)[blocks, threads, canon.stream](
-        mean, rstd, weight2, bias2, group_g, group_gxhat, count, backward, input_stats, centered,
-        I, coef)
+        mean,
+        rstd,
+        weight2,
+        bias2,
+        group_g,
+        group_gxhat,
+        count,
+        backward,
+        input_stats,
+        centered,
+        I,
+        coef,
+    )
     rows_per_block, chunks = _chunks(B, O, C * I)
     grid, block = _column_grid(B, C * I, chunks)
     columns_affine(canon.acc)[grid, block, canon.stream](
-        _view3(canon.x4), _view3(dy4), backward, rows_per_block, coef, _view3(out4))
+        _view3(canon.x4), _view3(dy4), backward, rows_per_block, coef, _view3(out4)
+    )
 
 
 def _column_partials(canon, dy4, mean, rstd, per_sample):
@@ -340,7 +388,8 @@ def _column_partials(canon, dy4, mean, rstd, per_sample):
     part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
     columns_gradient_sums(canon.acc)[grid, block, canon.stream](
-        dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx)
+        dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx
+    )
     return part_dy, part_dyx
 
 
@@ -354,8 +403,7 @@ def _merged_parameter_sums(canon, partials, W):
     elif C * W:
         part_dy, part_dyx = partials
         threads = _threads(part_dy.size // C // W)
-        merge_parameter_sums[C * W, threads, canon.stream](part_dy, part_dyx, I, dweight2,
-                                                           dbias2)
+        merge_parameter_sums[C * W, threads, canon.stream](part_dy, part_dyx, I, dweight2, dbias2)
     return dweight2, dbias2
 
 
@@ -376,7 +424,8 @@ def group_moments(canon):
         return mean, m2
     if _rows_regime(canon.shape4):
         rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
-            canon.x4, True, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4)
+            canon.x4, True, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4
+        )
     else:
         _column_statistics(canon, True, 0.0, mean, var, rstd)
     copy(var, m2, np.float64(O * I), canon.stream)
@@ -422,7 +471,8 @@ class CudaBackend:
             xc, result, stat = dense, dense.dtype, dense.dtype
         else:
             raise TypeError(
-                f"x must be a real floating, integer or boolean array, got dtype {xc.dtype}")
+                f"x must be a real floating, integer or boolean array, got dtype {xc.dtype}"
+            )
         return xc, result, stat
 
     @staticmethod
@@ -434,7 +484,8 @@ class CudaBackend:
         if _kernel_array(value).dtype.kind != "f":
             raise TypeError(
                 f"{name} must be a floating-point array to be updated in place, "
-                f"got dtype {_kernel_array(value).dtype}")
+                f"got dtype {_kernel_array(value).dtype}"
+            )
 
     def reshaped(self, a, shape):
         if getattr(type(a), "__cuda_ndarray__", False):
@@ -471,13 +522,24 @@ class CudaBackend:
             return y, mean, var, rstd
         if _rows_regime(canon.shape4):
             rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
-                canon.x4, centered, stats is None, True, eps, mean, mean if var is None else var,
-                rstd, weight2, bias2, out4)
+                canon.x4,
+                centered,
+                stats is None,
+                True,
+                eps,
+                mean,
+                mean if var is None else var,
+                rstd,
+                weight2,
+                bias2,
+                out4,
+            )
             return y, mean, var, rstd
         if stats is None:
             _column_statistics(canon, centered, eps, mean, var, rstd)
-        _columns_pass(canon, canon.x4, mean, rstd, weight2, bias2, mean, mean, 1, False, False,
-                      centered, out4)
+        _columns_pass(
+            canon, canon.x4, mean, rstd, weight2, bias2, mean, mean, 1, False, False, centered, out4
+        )
         return y, mean, var, rstd
 
     @staticmethod
@@ -492,31 +554,64 @@ class CudaBackend:
         rows = _rows_regime(canon.shape4)
         if rows:
             rows_backward(canon.acc)[B * C, _threads(O * I), canon.stream](
-                dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4)
+                dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4
+            )
         partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
         if not rows:
             group_g, group_gxhat = canon.stats(2)
             part_dy, part_dyx = partials
             merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
-                part_dy, part_dyx, weight2, I, group_g, group_gxhat)
-            _columns_pass(canon, dy4, mean, rstd, weight2, weight2, group_g, group_gxhat, O * I,
-                          True, input_stats, centered, dx4)
+                part_dy, part_dyx, weight2, I, group_g, group_gxhat
+            )
+            _columns_pass(
+                canon,
+                dy4,
+                mean,
+                rstd,
+                weight2,
+                weight2,
+                group_g,
+                group_gxhat,
+                O * I,
+                True,
+                input_stats,
+                centered,
+                dx4,
+            )
         return (dx, *_merged_parameter_sums(canon, partials, W))
 
     def parameter_sums(self, canon, dy, mean, rstd, weight2):
         B, O, C, I = canon.shape4
-        partials = (_column_partials(canon, canon.view(dy), mean, rstd, per_sample=False)
-                    if B * C and O * I else None)
-        return tuple(self.to_host(g)
-                     for g in _merged_parameter_sums(canon, partials, weight2.shape[1]))
+        partials = (
+            _column_partials(canon, canon.view(dy), mean, rstd, per_sample=False)
+            if B * C and O * I
+            else None
+        )
+        return tuple(
+            self.to_host(g) for g in _merged_parameter_sums(canon, partials, weight2.shape[1])
+        )
 
     def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
         dx, dx4 = canon.output(None, canon.dtype)
         if dx4.size:
-            group_g, group_gxhat = (self.from_host(np.asarray(g, canon.acc))
-                                    for g in (group_g, group_gxhat))
-            _columns_pass(canon, canon.view(dy), mean, rstd, weight2, weight2, group_g,
-                          group_gxhat, count, True, True, True, dx4)
+            group_g, group_gxhat = (
+                self.from_host(np.asarray(g, canon.acc)) for g in (group_g, group_gxhat)
+            )
+            _columns_pass(
+                canon,
+                canon.view(dy),
+                mean,
+                rstd,
+                weight2,
+                weight2,
+                group_g,
+                group_gxhat,
+                count,
+                True,
+                True,
+                True,
+                dx4,
+            )
         return dx
 
     def deliver(self, result, target, out, shape, dtype):
@@ -524,8 +619,11 @@ class CudaBackend:
         if out is None:
             return self.library.reshaped(result, shape)
         if result is not target:
-            copy(self.library.kernel_array(result), self.library.kernel_array(target),
-                 stream=self.stream)
+            copy(
+                self.library.kernel_array(result),
+                self.library.kernel_array(target),
+                stream=self.stream,
+            )
         return out
 
     @staticmethod
@@ -540,8 +638,9 @@ class CudaBackend:
 
     def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
         blocks, threads = _grid(mean.shape[1])
-        update_running[blocks, threads, self.stream](running_mean, running_var, mean, var,
-                                                     momentum, unbias)
+        update_running[blocks, threads, self.stream](
+            running_mean, running_var, mean, var, momentum, unbias
+        )
 
     def gradient_out(self, g2, shape, dtype):
         obj, grad = _new(self.library, shape, dtype)
@@ -557,8 +656,7 @@ class CudaBackend:
         canon, kept = self._reduction(xc, axes)
         mean, m2 = group_moments(canon)
         count = math.prod(xc.shape[a] for a in axes)
-        return count, *(self.to_host(canon.stats_to_axes(s, kept, np.float64))
-                        for s in (mean, m2))
+        return count, *(self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, m2))
 
     def moments(self, xc, axes, dof, keepdims, result_dtype):
         """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""
@@ -568,8 +666,9 @@ class CudaBackend:
         for stat, scale in ((mean, 1.0), (m2, 1.0 / dof if dof > 0 else math.inf)):
             stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
             if keepdims:
-                stat = self.library.reshaped(stat, [1 if a in axes else n
-                                                    for a, n in enumerate(xc.shape)])
+                stat = self.library.reshaped(
+                    stat, [1 if a in axes else n for a, n in enumerate(xc.shape)]
+                )
             results.append(stat)
         return tuple(results)
 

@@ -21,8 +21,18 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._cuda_shared import (BLOCK_THREADS, CHAN, SUM, TILE_COLUMNS, TILE_ROWS, block_reduce,
-                           combine, input_gradient_coefficients, reciprocal_sqrt, welford_step)
+from ._cuda_shared import (
+    BLOCK_THREADS,
+    CHAN,
+    SUM,
+    TILE_COLUMNS,
+    TILE_ROWS,
+    block_reduce,
+    combine,
+    input_gradient_coefficients,
+    reciprocal_sqrt,
+    welford_step,
+)
 
 
 @cuda.jit(device=True)
@@ -38,9 +48,14 @@ def tile_reduce(mode, p, q, r, shared):
     while stride > 0:
         if ty < stride:
             shared[0, ty, tx], shared[1, ty, tx], shared[2, ty, tx] = combine(
-                mode, shared[0, ty, tx], shared[1, ty, tx], shared[2, ty, tx],
-                shared[0, ty + stride, tx], shared[1, ty + stride, tx],
-                shared[2, ty + stride, tx])
+                mode,
+                shared[0, ty, tx],
+                shared[1, ty, tx],
+                shared[2, ty, tx],
+                shared[0, ty + stride, tx],
+                shared[1, ty + stride, tx],
+                shared[2, ty + stride, tx],
+            )
         cuda.syncthreads()
         stride //= 2
     return shared[0, 0, tx], shared[1, 0, tx], shared[2, 0, tx]
@@ -50,8 +65,13 @@ def tile_reduce(mode, p, q, r, shared):
 def tile_rows(rows, chunk_rows):
     """``(column, chunk, slice, first row, end row)`` of this thread of a column tile."""
     j = cuda.blockIdx.y
-    return (cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x, j, cuda.blockIdx.z,
-            j * chunk_rows + cuda.threadIdx.y, min(rows, (j + 1) * chunk_rows))
+    return (
+        cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x,
+        j,
+        cuda.blockIdx.z,
+        j * chunk_rows + cuda.threadIdx.y,
+        min(rows, (j + 1) * chunk_rows),
+    )
 
 
 @cuda.jit(device=True)
@@ -74,7 +94,7 @@ def param_index(i, W, R):
     return i // R
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def columns_moments(acc_dtype):
     """The statistics' tile kernel, per-thread arithmetic in ``acc_dtype``.
 
@@ -96,8 +116,9 @@ def columns_moments(acc_dtype):
             for row in range(first, end, TILE_ROWS):
                 n, m, m2 = step(n, m, m2, acc(x3[bp, row, k]), centered)
         shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
-        _, total_mean, total_m2 = tile_reduce(CHAN, np.float64(n), np.float64(m),
-                                              np.float64(m2), shared)
+        _, total_mean, total_m2 = tile_reduce(
+            CHAN, np.float64(n), np.float64(m), np.float64(m2), shared
+        )
         if cuda.threadIdx.y == 0 and k < x3.shape[2]:
             part_mean[bp, j, k] = total_mean
             part_m2[bp, j, k] = total_m2
@@ -105,7 +126,7 @@ def columns_moments(acc_dtype):
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def columns_gradient_sums(acc_dtype):
     """The backward's tile kernel, per-thread arithmetic in ``acc_dtype``.
 
@@ -130,8 +151,7 @@ def columns_gradient_sums(acc_dtype):
                 s_dy += dy
                 s_dyx += dy * (acc(x3[bp, row, k]) - mean[b, c]) * rstd[b, c]
         shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
-        total_dy, total_dyx, _ = tile_reduce(SUM, np.float64(s_dy), np.float64(s_dyx), 0.0,
-                                             shared)
+        total_dy, total_dyx, _ = tile_reduce(SUM, np.float64(s_dy), np.float64(s_dyx), 0.0, shared)
         if cuda.threadIdx.y == 0 and k < x3.shape[2]:
             part_dy[bp, j, k] = total_dy
             part_dyx[bp, j, k] = total_dyx
@@ -157,8 +177,15 @@ def merge_column_moments(part_mean, part_m2, chunk_rows, rows, I, eps, mean, var
         j = t // I
         k = c * I + t - j * I
         count = min(rows, (j + 1) * chunk_rows) - j * chunk_rows
-        n, m, m2 = combine(CHAN, n, m, m2, np.float64(count), np.float64(part_mean[b, j, k]),
-                           np.float64(part_m2[b, j, k]))
+        n, m, m2 = combine(
+            CHAN,
+            n,
+            m,
+            m2,
+            np.float64(count),
+            np.float64(part_mean[b, j, k]),
+            np.float64(part_m2[b, j, k]),
+        )
     shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
     n, m, m2 = block_reduce(CHAN, n, m, m2, shared)
     if cuda.threadIdx.x == 0:
@@ -217,7 +244,7 @@ def merge_parameter_sums(part_dy, part_dyx, I, dweight2, dbias2):
         dbias2[c, w] = s_dy
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def column_coefficients(acc_dtype):
     """The kernel of the elementwise pass's per-column coefficients, in ``acc_dtype``.
 
@@ -232,8 +259,20 @@ def column_coefficients(acc_dtype):
     tiny = float(np.finfo(acc_dtype).tiny)
 
     @cuda.jit
-    def kernel(mean, rstd, weight2, bias2, group_g, group_gxhat, count, backward, input_stats,
-               centered, I, coef):
+    def kernel(
+        mean,
+        rstd,
+        weight2,
+        bias2,
+        group_g,
+        group_gxhat,
+        count,
+        backward,
+        input_stats,
+        centered,
+        I,
+        coef,
+    ):
         B = mean.shape[0]
         K = coef.shape[2]
         W = weight2.shape[1]
@@ -247,8 +286,9 @@ def column_coefficients(acc_dtype):
             r = rstd[b, c]
             if backward:
                 # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
-                s, z = input_gradient_coefficients(group_g[b, c], group_gxhat[b, c] / r, r, count,
-                                                   input_stats, centered, tiny)
+                s, z = input_gradient_coefficients(
+                    group_g[b, c], group_gxhat[b, c] / r, r, count, input_stats, centered, tiny
+                )
                 shift = acc(s)
                 coef[0, b, k] = shift
                 coef[1, b, k] = acc(z) - m * shift
@@ -262,7 +302,7 @@ def column_coefficients(acc_dtype):
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def columns_affine(acc_dtype):
     """The elementwise pass of the columns regime, per-thread arithmetic in ``acc_dtype``.
 

@@ -16,8 +16,15 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._cuda_shared import (BLOCK_THREADS, CHAN, SUM, block_reduce, input_gradient_coefficients,
-                           reciprocal_sqrt, welford_step)
+from ._cuda_shared import (
+    BLOCK_THREADS,
+    CHAN,
+    SUM,
+    block_reduce,
+    input_gradient_coefficients,
+    reciprocal_sqrt,
+    welford_step,
+)
 
 
 @cuda.jit(device=True)
@@ -33,7 +40,7 @@ def row_split(W, R):
     return 0, 1, cuda.threadIdx.x, cuda.blockDim.x
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def affine_row(acc_dtype):
     """The device function writing one group's elementwise pass, in ``acc_dtype``.
 
@@ -66,7 +73,7 @@ def affine_row(acc_dtype):
     return affine
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rows_forward(acc_dtype):
     """The forward kernel of the rows regime, per-thread arithmetic in ``acc_dtype``.
 
@@ -81,8 +88,7 @@ def rows_forward(acc_dtype):
     affine = affine_row(acc_dtype)
 
     @cuda.jit
-    def kernel(x4, centered, input_stats, write_output, eps, mean, var, rstd, weight2, bias2,
-               out4):
+    def kernel(x4, centered, input_stats, write_output, eps, mean, var, rstd, weight2, bias2, out4):
         O = x4.shape[1]
         C = x4.shape[2]
         I = x4.shape[3]
@@ -96,8 +102,9 @@ def rows_forward(acc_dtype):
             for o in range(O):
                 for i in range(cuda.threadIdx.x, I, cuda.blockDim.x):
                     n, m, m2 = step(n, m, m2, acc(x4[b, o, c, i]), centered)
-            count, total_mean, total_m2 = block_reduce(CHAN, np.float64(n), np.float64(m),
-                                                       np.float64(m2), shared)
+            count, total_mean, total_m2 = block_reduce(
+                CHAN, np.float64(n), np.float64(m), np.float64(m2), shared
+            )
             if cuda.threadIdx.x == 0:
                 variance = total_m2 / count
                 mean[b, c] = total_mean
@@ -106,13 +113,27 @@ def rows_forward(acc_dtype):
             cuda.syncthreads()
         if write_output:
             zero = acc(0)
-            affine(x4, x4, False, b, c, mean[b, c], rstd[b, c], zero, zero, acc(1), zero,
-                   weight2, bias2, out4)
+            affine(
+                x4,
+                x4,
+                False,
+                b,
+                c,
+                mean[b, c],
+                rstd[b, c],
+                zero,
+                zero,
+                acc(1),
+                zero,
+                weight2,
+                bias2,
+                out4,
+            )
 
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rows_backward(acc_dtype):
     """The backward's ``dx`` kernel of the rows regime, per-thread arithmetic in ``acc_dtype``.
 
@@ -150,12 +171,15 @@ def rows_backward(acc_dtype):
                         g = acc(dy4[b, o, c, i]) * w
                         sum_g += g
                         sum_gx += g * (acc(x4[b, o, c, i]) - m)
-            total_g, total_gx, _ = block_reduce(SUM, np.float64(sum_g), np.float64(sum_gx), 0.0,
-                                                shared)
-        shift, offset = input_gradient_coefficients(total_g, total_gx, r, O * I, input_stats,
-                                                    centered, tiny)
+            total_g, total_gx, _ = block_reduce(
+                SUM, np.float64(sum_g), np.float64(sum_gx), 0.0, shared
+            )
+        shift, offset = input_gradient_coefficients(
+            total_g, total_gx, r, O * I, input_stats, centered, tiny
+        )
         zero = acc(0)
-        affine(x4, dy4, True, b, c, m, zero, acc(shift), r, zero, acc(offset), weight2, weight2,
-               dx4)
+        affine(
+            x4, dy4, True, b, c, m, zero, acc(shift), r, zero, acc(offset), weight2, weight2, dx4
+        )
 
     return kernel

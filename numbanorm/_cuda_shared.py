@@ -57,6 +57,7 @@ def combine(mode, n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 
 
 if SIMULATED:
+
     @cuda.jit(device=True)
     def block_reduce(mode, p, q, r, shared):
         """Reduce one float64 triple per thread over a 1-D block; every thread gets the total.
@@ -75,12 +76,19 @@ if SIMULATED:
         while stride > 0:
             if tid < stride:
                 shared[0, tid], shared[1, tid], shared[2, tid] = combine(
-                    mode, shared[0, tid], shared[1, tid], shared[2, tid],
-                    shared[0, tid + stride], shared[1, tid + stride], shared[2, tid + stride])
+                    mode,
+                    shared[0, tid],
+                    shared[1, tid],
+                    shared[2, tid],
+                    shared[0, tid + stride],
+                    shared[1, tid + stride],
+                    shared[2, tid + stride],
+                )
             cuda.syncthreads()
             stride //= 2
         return shared[0, 0], shared[1, 0], shared[2, 0]
 else:
+
     @cuda.jit(device=True)
     def block_reduce(mode, p, q, r, shared):
         """Reduce one float64 triple per thread over a 1-D block; every thread gets the total.
@@ -143,7 +151,7 @@ def input_gradient_coefficients(sum_g, sum_gx, rstd, count, input_stats, centere
     return shift, -r * mean_g
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def welford_step(acc_dtype):
     """The device function ``(n, mean, m2) = step(n, mean, m2, v, centered)`` in ``acc_dtype``.
 

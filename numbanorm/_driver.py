@@ -105,10 +105,22 @@ class ForwardArguments:
     out: Any
 
 
-def forward_arguments(norm: Norm, x: Any, weight: Any = None, bias: Any = None, *,
-                      axis: Any, eps: Any, num_groups: Any = None, running_mean: Any = None,
-                      running_var: Any = None, input_stats: bool = True, momentum: Any = 0.1,
-                      out: Any = None, what: str | None = None) -> ForwardArguments:
+def forward_arguments(
+    norm: Norm,
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    axis: Any,
+    eps: Any,
+    num_groups: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    input_stats: bool = True,
+    momentum: Any = 0.1,
+    out: Any = None,
+    what: str | None = None,
+) -> ForwardArguments:
     """Check a forward's arguments, in the order and with the messages of every norm."""
     backend = backend_for(x, running_mean, running_var, weight, bias, out)
     xc, result_dtype, stat_dtype = backend.input(x)
@@ -120,15 +132,31 @@ def forward_arguments(norm: Norm, x: Any, weight: Any = None, bias: Any = None, 
     eps = check_eps(eps)
     if norm.running_stats:
         momentum = check_momentum(momentum)
-        running_mean, running_var = _checked_running_stats(running_mean, running_var,
-                                                   layout.weight_shape[0], input_stats, backend)
+        running_mean, running_var = _checked_running_stats(
+            running_mean, running_var, layout.weight_shape[0], input_stats, backend
+        )
     out = _checked_out(out, xc.shape, result_dtype, backend)
-    return ForwardArguments(norm, backend, layout, xc, result_dtype, stat_dtype, weight, bias,
-                            running_mean, running_var, eps, momentum, out)
+    return ForwardArguments(
+        norm,
+        backend,
+        layout,
+        xc,
+        result_dtype,
+        stat_dtype,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        eps,
+        momentum,
+        out,
+    )
 
 
-def normalized(args: ForwardArguments, running: tuple[Any, Any] | None = None,
-               ) -> tuple[Any, CanonicalView, Any, Any, Any]:
+def normalized(
+    args: ForwardArguments,
+    running: tuple[Any, Any] | None = None,
+) -> tuple[Any, CanonicalView, Any, Any, Any]:
     """Normalize ``args.x``: ``(y, canon, mean, var, rstd)``.
 
     ``running``, when given, is ``(mean, var)`` to normalize with instead of
@@ -137,16 +165,21 @@ def normalized(args: ForwardArguments, running: tuple[Any, Any] | None = None,
     """
     backend, layout, out = args.backend, args.layout, args.out
     canon = backend.view(args.x, layout.split_shape, layout.roles)
-    stats = None if running is None else backend.running_groups(running, canon.shape4[::2],
-                                                                args.eps)
+    stats = (
+        None if running is None else backend.running_groups(running, canon.shape4[::2], args.eps)
+    )
     target = None if out is None else backend.reshaped(out, canon.shape)
     affine = args.weight is not None or args.bias is not None
     inputs = (args.x, args.weight, args.bias, *(running or ()))
     y, mean, var, rstd = backend.normalize(
-        canon, _param2(backend, layout, args.weight, 1.0, affine),
+        canon,
+        _param2(backend, layout, args.weight, 1.0, affine),
         _param2(backend, layout, args.bias, 0.0, affine),
-        _direct_target(backend, out, target, inputs), eps=args.eps,
-        centered=args.norm.centered, stats=stats)
+        _direct_target(backend, out, target, inputs),
+        eps=args.eps,
+        centered=args.norm.centered,
+        stats=stats,
+    )
     y = backend.deliver(y, target, out, layout.shape, args.result_dtype)
     return y, canon, mean, var, rstd
 
@@ -159,14 +192,27 @@ def _param2(backend, layout, value, fill, full=True):
 
 def statistics_out(args: ForwardArguments, canon: CanonicalView, *stats: Any) -> tuple[Any, ...]:
     """``(B, C)`` statistics as the public arrays of the norm's statistics shape."""
-    return tuple(args.backend.stats_out(canon, s, args.layout.stat_axes, args.stat_dtype)
-                 for s in stats)
+    return tuple(
+        args.backend.stats_out(canon, s, args.layout.stat_axes, args.stat_dtype) for s in stats
+    )
 
 
-def forward(norm: Norm, x: Any, weight: Any = None, bias: Any = None, *, axis: Any, eps: Any,
-            num_groups: Any = None, running_mean: Any = None, running_var: Any = None,
-            input_stats: bool = True, momentum: Any = 0.1, out: Any = None,
-            stats: bool = True) -> tuple[Any, ...]:
+def forward(
+    norm: Norm,
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    axis: Any,
+    eps: Any,
+    num_groups: Any = None,
+    running_mean: Any = None,
+    running_var: Any = None,
+    input_stats: bool = True,
+    momentum: Any = 0.1,
+    out: Any = None,
+    stats: bool = True,
+) -> tuple[Any, ...]:
     """Any norm's forward: ``(y, *statistics)``, or ``(y,)`` without ``stats``.
 
     ``input_stats`` normalizes with the input's statistics (and updates the
@@ -176,28 +222,55 @@ def forward(norm: Norm, x: Any, weight: Any = None, bias: Any = None, *, axis: A
         fast = _trailing_rows_forward(norm, x, weight, bias, axis, eps, out, stats)
         if fast is not None:
             return fast
-    args = forward_arguments(norm, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups,
-                             running_mean=running_mean, running_var=running_var,
-                             input_stats=input_stats, momentum=momentum, out=out)
+    args = forward_arguments(
+        norm,
+        x,
+        weight,
+        bias,
+        axis=axis,
+        eps=eps,
+        num_groups=num_groups,
+        running_mean=running_mean,
+        running_var=running_var,
+        input_stats=input_stats,
+        momentum=momentum,
+        out=out,
+    )
     layout = args.layout
     if norm.grouped and layout.count == 0:
         raise ValueError(f"cannot normalize over an empty set: input of shape {layout.shape}")
     if isinstance(layout, ChannelLayout) and norm.running_stats:
         if input_stats:
-            _overlap.check_disjoint((
-                ("out", None if args.out is None else args.backend.out_array(args.out)),
-                ("running_mean", args.running_mean), ("running_var", args.running_var)))
+            _overlap.check_disjoint(
+                (
+                    ("out", None if args.out is None else args.backend.out_array(args.out)),
+                    ("running_mean", args.running_mean),
+                    ("running_var", args.running_var),
+                )
+            )
             layout.check_training(norm.per_sample)
         elif args.running_mean is None:
             raise ValueError(
-                f"{norm.name} without input statistics needs running_mean and running_var")
+                f"{norm.name} without input statistics needs running_mean and running_var"
+            )
     use_running = norm.running_stats and not input_stats
     y, canon, mean, var, rstd = normalized(
-        args, (args.running_mean, args.running_var) if use_running else None)
-    if (isinstance(layout, ChannelLayout) and input_stats and args.running_mean is not None
-            and layout.n_samples):
-        args.backend.update_running(args.running_mean, args.running_var, mean, var,
-                                    args.momentum, layout.count / (layout.count - 1))
+        args, (args.running_mean, args.running_var) if use_running else None
+    )
+    if (
+        isinstance(layout, ChannelLayout)
+        and input_stats
+        and args.running_mean is not None
+        and layout.n_samples
+    ):
+        args.backend.update_running(
+            args.running_mean,
+            args.running_var,
+            mean,
+            var,
+            args.momentum,
+            layout.count / (layout.count - 1),
+        )
     if not stats:
         return (y,)
     return (y, *statistics_out(args, canon, *((mean, rstd) if norm.centered else (rstd,))))
@@ -207,14 +280,18 @@ def forward(norm: Norm, x: Any, weight: Any = None, bias: Any = None, *, axis: A
 # apply to the whole row.  Shared between calls, never handed out: the kernels
 # only read them.
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_NO_AFFINE = {dtype: (np.ones((1, 1), dtype), np.zeros((1, 1), dtype))
-              for dtype in _NATIVE_FLOATS}
+_NO_AFFINE = {dtype: (np.ones((1, 1), dtype), np.zeros((1, 1), dtype)) for dtype in _NATIVE_FLOATS}
 
 
 def _plain_operand(a, dtype, shape):
     """Whether ``a`` is None or a writable C-contiguous ndarray of ``dtype`` and ``shape``."""
-    return a is None or (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
-                         and a.flags.c_contiguous and a.flags.writeable)
+    return a is None or (
+        type(a) is np.ndarray
+        and a.dtype == dtype
+        and a.shape == shape
+        and a.flags.c_contiguous
+        and a.flags.writeable
+    )
 
 
 def _trailing_rows_forward(norm, x, weight, bias, axis, eps, out, stats):
@@ -226,17 +303,29 @@ def _trailing_rows_forward(norm, x, weight, bias, axis, eps, out, stats):
     Python costs more than the kernel on small arrays.  Anything else
     returns None and takes the general path, which computes the same.
     """
-    if not (type(x) is np.ndarray and x.dtype in _NATIVE_FLOATS and x.size and x.ndim
-            and type(axis) is int and (axis == -1 or axis == x.ndim - 1)
-            and x.flags.c_contiguous and x.flags.writeable):
+    if not (
+        type(x) is np.ndarray
+        and x.dtype in _NATIVE_FLOATS
+        and x.size
+        and x.ndim
+        and type(axis) is int
+        and (axis == -1 or axis == x.ndim - 1)
+        and x.flags.c_contiguous
+        and x.flags.writeable
+    ):
         return None
     count = x.shape[-1]
-    if not (_plain_operand(weight, x.dtype, (count,)) and _plain_operand(bias, x.dtype, (count,))
-            and _plain_operand(out, x.dtype, x.shape)):
+    if not (
+        _plain_operand(weight, x.dtype, (count,))
+        and _plain_operand(bias, x.dtype, (count,))
+        and _plain_operand(out, x.dtype, x.shape)
+    ):
         return None
-    if out is not None and ((out is not x and np.may_share_memory(out, x))
-                            or (weight is not None and np.may_share_memory(out, weight))
-                            or (bias is not None and np.may_share_memory(out, bias))):
+    if out is not None and (
+        (out is not x and np.may_share_memory(out, x))
+        or (weight is not None and np.may_share_memory(out, weight))
+        or (bias is not None and np.may_share_memory(out, bias))
+    ):
         return None  # the general path tells exact aliasing from overlap
     if eps is None:
         eps = machine_epsilon(x.dtype)
@@ -248,12 +337,18 @@ def _trailing_rows_forward(norm, x, weight, bias, axis, eps, out, stats):
         weight2 = np.ones((1, count), x.dtype) if weight is None else weight.reshape(1, count)
         bias2 = np.zeros((1, count), x.dtype) if bias is None else bias.reshape(1, count)
     y = np.empty_like(x) if out is None else out
-    mean, rstd = _engine.normalize_rows(x.reshape(-1, count), weight2, bias2,
-                                        y.reshape(-1, count), eps, norm.centered)
+    mean, rstd = _engine.normalize_rows(
+        x.reshape(-1, count), weight2, bias2, y.reshape(-1, count), eps, norm.centered
+    )
     if not stats:
         return (y,)
-    return (y, *(s.reshape(x.shape[:-1]).astype(x.dtype)
-                 for s in ((mean, rstd) if norm.centered else (rstd,))))
+    return (
+        y,
+        *(
+            s.reshape(x.shape[:-1]).astype(x.dtype)
+            for s in ((mean, rstd) if norm.centered else (rstd,))
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -285,13 +380,21 @@ class BackwardArguments:
         """The parameter gradients as public arrays: ``(dweight, dbias)`` or ``(dweight,)``."""
         dtype = gradient_dtype(self.weight, self.stat_dtype)
         grads = (dweight2, dbias2) if self.norm.bias else (dweight2,)
-        return tuple(self.backend.gradient_out(g, self.layout.weight_shape, dtype)
-                     for g in grads)
+        return tuple(self.backend.gradient_out(g, self.layout.weight_shape, dtype) for g in grads)
 
 
-def backward_arguments(norm: Norm, dy: Any, x: Any, stats: tuple[Any, ...], weight: Any = None,
-                       *, axis: Any, num_groups: Any = None, out: Any = None,
-                       what: str | None = None) -> BackwardArguments:
+def backward_arguments(
+    norm: Norm,
+    dy: Any,
+    x: Any,
+    stats: tuple[Any, ...],
+    weight: Any = None,
+    *,
+    axis: Any,
+    num_groups: Any = None,
+    out: Any = None,
+    what: str | None = None,
+) -> BackwardArguments:
     """Check a backward's arguments; ``stats`` are the forward's, by ``norm.statistics``."""
     backend = backend_for(x, dy, *stats, weight, out)
     xc, result_dtype, stat_dtype = backend.input(x)
@@ -303,36 +406,72 @@ def backward_arguments(norm: Norm, dy: Any, x: Any, stats: tuple[Any, ...], weig
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
     if dy.dtype.kind not in "fiub":
         raise TypeError(f"dy must be a real array, got dtype {dy.dtype}")
-    stats = tuple(_required_stat(value, layout.stat_shape, name, backend)
-                  for value, name in zip(stats, norm.statistics))
+    stats = tuple(
+        _required_stat(value, layout.stat_shape, name, backend)
+        for value, name in zip(stats, norm.statistics)
+    )
     canon = backend.view(xc, layout.split_shape, layout.roles)
     rstd2 = canon.stats_from_axes(stats[-1], layout.stat_axes)
-    mean2 = (canon.stats_from_axes(stats[0], layout.stat_axes) if norm.centered
-             else backend.group_zeros(canon))
+    mean2 = (
+        canon.stats_from_axes(stats[0], layout.stat_axes)
+        if norm.centered
+        else backend.group_zeros(canon)
+    )
     target = None if out is None else backend.reshaped(out, canon.shape)
     # A weight of ones the size of the parameters, also without one: dweight
     # and dbias have one entry per parameter.
     weight2 = _param2(backend, layout, weight, 1.0)
-    return BackwardArguments(norm, backend, layout, canon, xc, dy,
-                             backend.reshaped(dy, canon.shape), mean2, rstd2, weight, weight2, result_dtype, stat_dtype, out,
-                             target, stats)
+    return BackwardArguments(
+        norm,
+        backend,
+        layout,
+        canon,
+        xc,
+        dy,
+        backend.reshaped(dy, canon.shape),
+        mean2,
+        rstd2,
+        weight,
+        weight2,
+        result_dtype,
+        stat_dtype,
+        out,
+        target,
+        stats,
+    )
 
 
-def backward(norm: Norm, dy: Any, x: Any, stats: tuple[Any, ...], weight: Any = None, *,
-             axis: Any, num_groups: Any = None, input_stats: bool = True,
-             out: Any = None) -> tuple[Any, ...]:
+def backward(
+    norm: Norm,
+    dy: Any,
+    x: Any,
+    stats: tuple[Any, ...],
+    weight: Any = None,
+    *,
+    axis: Any,
+    num_groups: Any = None,
+    input_stats: bool = True,
+    out: Any = None,
+) -> tuple[Any, ...]:
     """Any norm's backward: ``(dx, dweight, dbias)``, or ``(dx, dweight)`` without a bias.
 
     ``input_stats`` says whether the forward's statistics came from ``x``
     (and are differentiated through) or were constants.
     """
-    args = backward_arguments(norm, dy, x, stats, weight, axis=axis, num_groups=num_groups,
-                              out=out)
+    args = backward_arguments(norm, dy, x, stats, weight, axis=axis, num_groups=num_groups, out=out)
     backend = args.backend
-    direct = _direct_target(backend, args.out, args.target,
-                            (args.x, args.dy, *args.stats, args.weight))
-    dx, dweight2, dbias2 = backend.backward(args.canon, args.dy4, args.mean, args.rstd,
-                                            args.weight2, input_stats, norm.centered,
-                                            out=direct)
+    direct = _direct_target(
+        backend, args.out, args.target, (args.x, args.dy, *args.stats, args.weight)
+    )
+    dx, dweight2, dbias2 = backend.backward(
+        args.canon,
+        args.dy4,
+        args.mean,
+        args.rstd,
+        args.weight2,
+        input_stats,
+        norm.centered,
+        out=direct,
+    )
     dx = backend.deliver(dx, args.target, args.out, args.layout.shape, args.result_dtype)
     return (dx, *args.gradients_out(dweight2, dbias2))

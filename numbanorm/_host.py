@@ -62,7 +62,8 @@ class HostBackend:
         if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
             raise TypeError(
                 f"{name} must be a floating-point numpy array to be updated in place, "
-                f"got {type(value).__name__}")
+                f"got {type(value).__name__}"
+            )
         if not value.flags.writeable:
             raise ValueError(f"{name} must be writable to be updated in place")
 
@@ -84,15 +85,17 @@ class HostBackend:
         return np.array(value, dtype=np.float64, order="C").reshape(shape2)
 
     @staticmethod
-    def running_groups(running: tuple[Any, Any], shape2: tuple[int, int],
-                       eps: float) -> tuple[np.ndarray, np.ndarray]:
+    def running_groups(
+        running: tuple[Any, Any], shape2: tuple[int, int], eps: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         mean, var = (np.broadcast_to(np.asarray(s, np.float64), shape2).copy() for s in running)
         return mean, 1.0 / np.sqrt(var + eps)
 
     @staticmethod
     def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
-        return _engine.normalize(canon, weight2, bias2, out, eps=eps, centered=centered,
-                                 stats=stats)
+        return _engine.normalize(
+            canon, weight2, bias2, out, eps=eps, centered=centered, stats=stats
+        )
 
     @staticmethod
     def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
@@ -105,8 +108,9 @@ class HostBackend:
     @staticmethod
     def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
         # The engine takes sum(dy * w * (x - mean)), which divides out of x_hat.
-        return _engine.input_gradient(canon, dy, mean, rstd, weight2, group_g,
-                                      group_gxhat / rstd, count)
+        return _engine.input_gradient(
+            canon, dy, mean, rstd, weight2, group_g, group_gxhat / rstd, count
+        )
 
     @staticmethod
     def deliver(result, target, out, shape, dtype):

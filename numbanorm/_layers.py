@@ -89,10 +89,12 @@ class _NormLayer:
             if self._has_run_forward:
                 raise RuntimeError(
                     f"{type(self).__name__}.backward() was already called for the last "
-                    "forward; run the forward again before another backward")
+                    "forward; run the forward again before another backward"
+                )
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before any forward; "
-                "call the layer on an input first")
+                "call the layer on an input first"
+            )
         dx, *param_grads = self._backward(np.asarray(dy), *self._saved)
         self._saved = None
         for name, grad in zip(_PARAMETER_NAMES, param_grads):
@@ -110,14 +112,16 @@ class _NormLayer:
 
     def _forward(self, x):
         """``(y, saved)``: the normalized ``x`` and what the backward needs."""
-        y, *stats = _driver.forward(self.norm, x, self.weight, self.bias, eps=self.eps,
-                                    **self._options(x))
+        y, *stats = _driver.forward(
+            self.norm, x, self.weight, self.bias, eps=self.eps, **self._options(x)
+        )
         return y, (x, tuple(stats), True)
 
     def _backward(self, dy, x, stats, input_stats):
         """``(dx, dweight[, dbias])`` of the forward that saved ``(x, stats, input_stats)``."""
-        return _driver.backward(self.norm, dy, x, stats, self.weight,
-                                input_stats=input_stats, **self._options(x))
+        return _driver.backward(
+            self.norm, dy, x, stats, self.weight, input_stats=input_stats, **self._options(x)
+        )
 
     # --- parameters, gradients and modes --------------------------------------
 
@@ -127,8 +131,11 @@ class _NormLayer:
         An optimizer may update them in place; their gradients are in
         :attr:`grads` under the same names.
         """
-        return {name: getattr(self, name) for name in _PARAMETER_NAMES
-                if getattr(self, name) is not None}
+        return {
+            name: getattr(self, name)
+            for name in _PARAMETER_NAMES
+            if getattr(self, name) is not None
+        }
 
     def zero_grad(self) -> None:
         """Set every gradient in :attr:`grads` to zero, in place."""
@@ -147,8 +154,9 @@ class _NormLayer:
     # --- state dicts ----------------------------------------------------------
 
     def _state(self):
-        return {name: getattr(self, name) for name in _STATE_NAMES
-                if getattr(self, name) is not None}
+        return {
+            name: getattr(self, name) for name in _STATE_NAMES if getattr(self, name) is not None
+        }
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameters and running statistics, with PyTorch's key names.
@@ -181,21 +189,26 @@ class _NormLayer:
         missing = [name for name in own if name not in state_dict]
         unexpected = [name for name in state_dict if name not in own]
         if strict and (missing or unexpected):
-            problems = ([f"missing key(s) {missing}"] * bool(missing)
-                        + [f"unexpected key(s) {unexpected}"] * bool(unexpected))
+            problems = [f"missing key(s) {missing}"] * bool(missing) + [
+                f"unexpected key(s) {unexpected}"
+            ] * bool(unexpected)
             raise KeyError(
-                f"error loading state dict into {type(self).__name__}: " + "; ".join(problems))
+                f"error loading state dict into {type(self).__name__}: " + "; ".join(problems)
+            )
         incoming = {}
         for name, target in own.items():
             if name not in state_dict:
                 continue
             value = np.asarray(state_dict[name])
             if value.dtype.kind not in "fiub":
-                raise TypeError(f"state dict entry {name!r} must be a real array, got dtype "
-                                f"{value.dtype}")
+                raise TypeError(
+                    f"state dict entry {name!r} must be a real array, got dtype {value.dtype}"
+                )
             if value.shape != target.shape:
-                raise ValueError(f"size mismatch for {name!r}: the state dict has shape "
-                                 f"{value.shape}, the layer {target.shape}")
+                raise ValueError(
+                    f"size mismatch for {name!r}: the state dict has shape "
+                    f"{value.shape}, the layer {target.shape}"
+                )
             incoming[name] = value
         for name, value in incoming.items():
             own[name][...] = value
@@ -214,8 +227,9 @@ class _ChannelNorm(_NormLayer):
 
     def __init__(self, num_channels, *, axis, **kwargs):
         if not isinstance(num_channels, numbers.Integral) or num_channels < 1:
-            raise ValueError(f"the number of channels must be a positive integer, "
-                             f"got {num_channels!r}")
+            raise ValueError(
+                f"the number of channels must be a positive integer, got {num_channels!r}"
+            )
         if not isinstance(axis, numbers.Integral):
             raise TypeError(f"axis must be an integer, got {axis!r}")
         self.axis = int(axis)
@@ -228,14 +242,19 @@ class _ChannelNorm(_NormLayer):
     def check_input(self, x):
         name = type(self).__name__
         if x.ndim < self.norm.min_ndim:
-            raise ValueError(f"{name} expects input with at least {self.norm.min_ndim} "
-                             f"dimensions, got shape {x.shape}")
+            raise ValueError(
+                f"{name} expects input with at least {self.norm.min_ndim} "
+                f"dimensions, got shape {x.shape}"
+            )
         if not -x.ndim <= self.axis < x.ndim:
-            raise ValueError(f"{name} has channel axis {self.axis}, out of range for input "
-                             f"of shape {x.shape}")
+            raise ValueError(
+                f"{name} has channel axis {self.axis}, out of range for input of shape {x.shape}"
+            )
         if x.shape[self.axis] != self._num_channels:
-            raise ValueError(f"{name} expects {self._num_channels} channels on axis "
-                             f"{self.axis}, got input of shape {x.shape}")
+            raise ValueError(
+                f"{name} expects {self._num_channels} channels on axis "
+                f"{self.axis}, got input of shape {x.shape}"
+            )
 
 
 class _RunningStatsNorm(_ChannelNorm):
@@ -250,8 +269,15 @@ class _RunningStatsNorm(_ChannelNorm):
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        super().__init__(num_features, axis=axis, eps=eps, dtype=dtype, weight=affine,
-                         bias=affine, running_stats=track_running_stats)
+        super().__init__(
+            num_features,
+            axis=axis,
+            eps=eps,
+            dtype=dtype,
+            weight=affine,
+            bias=affine,
+            running_stats=track_running_stats,
+        )
 
     def _forward(self, x):
         # As in PyTorch: without running statistics, evaluation mode also
@@ -269,10 +295,18 @@ class _RunningStatsNorm(_ChannelNorm):
 
     def _normalize(self, x, input_stats, momentum):
         """``(y, *statistics)`` of the norm with the layer's running statistics."""
-        return _driver.forward(self.norm, x, self.weight, self.bias,
-                               running_mean=self.running_mean, running_var=self.running_var,
-                               input_stats=input_stats, momentum=momentum, eps=self.eps,
-                               **self._options(x))
+        return _driver.forward(
+            self.norm,
+            x,
+            self.weight,
+            self.bias,
+            running_mean=self.running_mean,
+            running_var=self.running_var,
+            input_stats=input_stats,
+            momentum=momentum,
+            eps=self.eps,
+            **self._options(x),
+        )
 
     def reset_running_stats(self) -> None:
         """Running mean to 0, running variance to 1 and the batch count to 0."""
@@ -320,11 +354,26 @@ class BatchNorm(_RunningStatsNorm):
 
     norm = BATCH_NORM
 
-    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, axis=1, dtype=np.float32):
-        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
-                         track_running_stats=track_running_stats, axis=axis, dtype=dtype)
-
+    def __init__(
+        self,
+        num_features,
+        *,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        axis=1,
+        dtype=np.float32,
+    ):
+        super().__init__(
+            num_features,
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track_running_stats,
+            axis=axis,
+            dtype=dtype,
+        )
 
 
 class InstanceNorm(_RunningStatsNorm):
@@ -345,10 +394,26 @@ class InstanceNorm(_RunningStatsNorm):
 
     norm = INSTANCE_NORM
 
-    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, axis=1, dtype=np.float32):
-        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
-                         track_running_stats=track_running_stats, axis=axis, dtype=dtype)
+    def __init__(
+        self,
+        num_features,
+        *,
+        eps=1e-5,
+        momentum=0.1,
+        affine=False,
+        track_running_stats=False,
+        axis=1,
+        dtype=np.float32,
+    ):
+        super().__init__(
+            num_features,
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track_running_stats,
+            axis=axis,
+            dtype=dtype,
+        )
 
 
 class GroupNorm(_ChannelNorm):
@@ -377,17 +442,23 @@ class GroupNorm(_ChannelNorm):
     norm = GROUP_NORM
     _repr_fields = ("num_groups", "num_channels", "eps", "affine", "axis")
 
-    def __init__(self, num_groups, num_channels, *, eps=1e-5, affine=True, axis=1,
-                 dtype=np.float32):
-        if (not isinstance(num_groups, numbers.Integral) or num_groups < 1
-                or not isinstance(num_channels, numbers.Integral) or num_channels % num_groups):
-            raise ValueError(f"num_groups must be a positive integer dividing num_channels "
-                             f"({num_channels!r}), got {num_groups!r}")
+    def __init__(
+        self, num_groups, num_channels, *, eps=1e-5, affine=True, axis=1, dtype=np.float32
+    ):
+        if (
+            not isinstance(num_groups, numbers.Integral)
+            or num_groups < 1
+            or not isinstance(num_channels, numbers.Integral)
+            or num_channels % num_groups
+        ):
+            raise ValueError(
+                f"num_groups must be a positive integer dividing num_channels "
+                f"({num_channels!r}), got {num_groups!r}"
+            )
         self.num_groups = int(num_groups)
         self.num_channels = num_channels
         self.affine = bool(affine)
-        super().__init__(num_channels, axis=axis, eps=eps, dtype=dtype, weight=affine,
-                         bias=affine)
+        super().__init__(num_channels, axis=axis, eps=eps, dtype=dtype, weight=affine, bias=affine)
 
     def _options(self, x):
         return dict(axis=self.axis, num_groups=self.num_groups)
@@ -404,17 +475,24 @@ class _ShapeNorm(_NormLayer):
     """
 
     def __init__(self, normalized_shape, *, axis, **kwargs):
-        shape = ((normalized_shape,) if isinstance(normalized_shape, numbers.Integral)
-                 else tuple(normalized_shape))
+        shape = (
+            (normalized_shape,)
+            if isinstance(normalized_shape, numbers.Integral)
+            else tuple(normalized_shape)
+        )
         if not shape or not all(isinstance(n, numbers.Integral) and n >= 1 for n in shape):
-            raise ValueError(f"normalized_shape must be a positive integer or a non-empty "
-                             f"tuple of them, got {normalized_shape!r}")
+            raise ValueError(
+                f"normalized_shape must be a positive integer or a non-empty "
+                f"tuple of them, got {normalized_shape!r}"
+            )
         self.normalized_shape = tuple(int(n) for n in shape)
         if axis is not None:
             count = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
             if count != len(self.normalized_shape):
-                raise ValueError(f"axis {axis!r} names {count} axes but normalized_shape "
-                                 f"{self.normalized_shape} has {len(self.normalized_shape)}")
+                raise ValueError(
+                    f"axis {axis!r} names {count} axes but normalized_shape "
+                    f"{self.normalized_shape} has {len(self.normalized_shape)}"
+                )
         self.axis = axis
         super().__init__(self.normalized_shape, **kwargs)
 
@@ -430,12 +508,16 @@ class _ShapeNorm(_NormLayer):
     def check_input(self, x):
         name = type(self).__name__
         if x.ndim < len(self.normalized_shape):
-            raise ValueError(f"{name} expects input with trailing shape "
-                             f"{self.normalized_shape}, got shape {x.shape}")
+            raise ValueError(
+                f"{name} expects input with trailing shape "
+                f"{self.normalized_shape}, got shape {x.shape}"
+            )
         axes = self._axes(x)
         if tuple(x.shape[a] for a in axes) != self.normalized_shape:
-            raise ValueError(f"{name} expects input of sizes {self.normalized_shape} on axes "
-                             f"{axes}, got shape {x.shape}")
+            raise ValueError(
+                f"{name} expects input of sizes {self.normalized_shape} on axes "
+                f"{axes}, got shape {x.shape}"
+            )
 
 
 class LayerNorm(_ShapeNorm):
@@ -463,11 +545,25 @@ class LayerNorm(_ShapeNorm):
     norm = LAYER_NORM
     _repr_fields = ("normalized_shape", "eps", "elementwise_affine", "axis")
 
-    def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True, bias=True,
-                 axis=None, dtype=np.float32):
+    def __init__(
+        self,
+        normalized_shape,
+        *,
+        eps=1e-5,
+        elementwise_affine=True,
+        bias=True,
+        axis=None,
+        dtype=np.float32,
+    ):
         self.elementwise_affine = bool(elementwise_affine)
-        super().__init__(normalized_shape, axis=axis, eps=eps, dtype=dtype,
-                         weight=elementwise_affine, bias=elementwise_affine and bias)
+        super().__init__(
+            normalized_shape,
+            axis=axis,
+            eps=eps,
+            dtype=dtype,
+            weight=elementwise_affine,
+            bias=elementwise_affine and bias,
+        )
 
 
 class RMSNorm(_ShapeNorm):
@@ -491,8 +587,10 @@ class RMSNorm(_ShapeNorm):
     norm = RMS_NORM
     _repr_fields = ("normalized_shape", "eps", "elementwise_affine", "axis")
 
-    def __init__(self, normalized_shape, *, eps=None, elementwise_affine=True, axis=None,
-                 dtype=np.float32):
+    def __init__(
+        self, normalized_shape, *, eps=None, elementwise_affine=True, axis=None, dtype=np.float32
+    ):
         self.elementwise_affine = bool(elementwise_affine)
-        super().__init__(normalized_shape, axis=axis, eps=eps, dtype=dtype,
-                         weight=elementwise_affine, bias=False)
+        super().__init__(
+            normalized_shape, axis=axis, eps=eps, dtype=dtype, weight=elementwise_affine, bias=False
+        )

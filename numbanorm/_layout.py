@@ -112,7 +112,7 @@ def _split_blocks(roles, shape, perm):
             continue
         if role == "R":
             # Reduced axes go to the contiguous I block unless a kept axis follows.
-            kept_after = any(roles[b] in "CK" and shape[b] > 1 for b in perm[position + 1:])
+            kept_after = any(roles[b] in "CK" and shape[b] > 1 for b in perm[position + 1 :])
             p = 1 if phase <= 1 and kept_after else 4
         elif role == "K":
             p = 0 if phase == 0 else 2
@@ -203,7 +203,8 @@ class CanonicalView:
         self.dtype = x.dtype
         self.roles = roles
         self.perm, self.inverse, self.shape4, self.stat_axes = geometry(
-            x.shape, x.strides, x.itemsize, roles)
+            x.shape, x.strides, x.itemsize, roles
+        )
         self.x4 = self.view(x)
 
     def view(self, a):

@@ -12,8 +12,13 @@ from ._arrays import axes_tuple
 from ._backends import backend_for
 
 
-def moments(x: ArrayLike, axis: int | tuple[int, ...] | None = None, *, ddof: int = 0,
-            keepdims: bool = False) -> tuple[Any, Any]:
+def moments(
+    x: ArrayLike,
+    axis: int | tuple[int, ...] | None = None,
+    *,
+    ddof: int = 0,
+    keepdims: bool = False,
+) -> tuple[Any, Any]:
     """Mean and variance, as ``np.mean`` and ``np.var``, in one stable pass.
 
     Statistics are accumulated per block (count, mean, M2) in float64 and the
@@ -40,8 +45,7 @@ def moments(x: ArrayLike, axis: int | tuple[int, ...] | None = None, *, ddof: in
     """
     backend = backend_for(x)
     xc, result_dtype, _ = backend.input(x)
-    axes = (tuple(range(xc.ndim)) if axis is None
-            else axes_tuple(axis, xc.ndim, allow_empty=True))
+    axes = tuple(range(xc.ndim)) if axis is None else axes_tuple(axis, xc.ndim, allow_empty=True)
     count = math.prod(xc.shape[a] for a in axes)
     if count == 0:
         warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)

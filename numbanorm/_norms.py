@@ -16,22 +16,39 @@ from . import _driver
 from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM
 
 __all__ = [
-    "batch_norm", "batch_norm_backward", "batch_norm_forward",
-    "group_norm", "group_norm_backward", "group_norm_forward",
-    "instance_norm", "instance_norm_backward", "instance_norm_forward",
-    "layer_norm", "layer_norm_backward", "layer_norm_forward",
-    "rms_norm", "rms_norm_backward", "rms_norm_forward",
+    "batch_norm",
+    "batch_norm_backward",
+    "batch_norm_forward",
+    "group_norm",
+    "group_norm_backward",
+    "group_norm_forward",
+    "instance_norm",
+    "instance_norm_backward",
+    "instance_norm_forward",
+    "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "rms_norm",
+    "rms_norm_backward",
+    "rms_norm_forward",
 ]
 
 # ----------------------------------------------------------------------------
 # batch norm
 
 
-def batch_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None,
-                       running_var: np.ndarray | None = None, weight: ArrayLike | None = None,
-                       bias: ArrayLike | None = None, *, training: bool = True,
-                       momentum: float = 0.1, eps: float = 1e-5,
-                       axis: int = 1) -> tuple[Any, Any, Any]:
+def batch_norm_forward(
+    x: ArrayLike,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Batch normalization, returning the statistics the backward needs.
 
     Normalizes each channel over all other axes.  Unlike
@@ -70,15 +87,33 @@ def batch_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None,
     batch_norm : the same without the statistics, with ``out=``.
     batch_norm_backward : the gradients.
     """
-    return _driver.forward(BATCH_NORM, x, weight, bias, running_mean=running_mean,
-                           running_var=running_var, input_stats=training, momentum=momentum,
-                           eps=eps, axis=axis)
+    return _driver.forward(
+        BATCH_NORM,
+        x,
+        weight,
+        bias,
+        running_mean=running_mean,
+        running_var=running_var,
+        input_stats=training,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+    )
 
 
-def batch_norm(x: ArrayLike, running_mean: np.ndarray | None = None,
-               running_var: np.ndarray | None = None, weight: ArrayLike | None = None,
-               bias: ArrayLike | None = None, *, training: bool = True, momentum: float = 0.1,
-               eps: float = 1e-5, axis: int = 1, out: np.ndarray | None = None) -> Any:
+def batch_norm(
+    x: ArrayLike,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> Any:
     """Batch normalization.
 
     Parameters
@@ -94,14 +129,33 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None = None,
     y : ndarray
         ``out``, or a new array of the result dtype of ``x``.
     """
-    return _driver.forward(BATCH_NORM, x, weight, bias, running_mean=running_mean,
-                           running_var=running_var, input_stats=training, momentum=momentum,
-                           eps=eps, axis=axis, out=out, stats=False)[0]
+    return _driver.forward(
+        BATCH_NORM,
+        x,
+        weight,
+        bias,
+        running_mean=running_mean,
+        running_var=running_var,
+        input_stats=training,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+        out=out,
+        stats=False,
+    )[0]
 
 
-def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
-                        weight: ArrayLike | None = None, *, training: bool = True,
-                        axis: int = 1, out: np.ndarray | None = None) -> tuple[Any, Any, Any]:
+def batch_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    training: bool = True,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> tuple[Any, Any, Any]:
     """Gradients of batch normalization.
 
     Parameters
@@ -129,19 +183,27 @@ def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
         ``(C,)`` gradients of an affine weight and bias (also when ``weight``
         is None), in ``weight``'s dtype or the statistics dtype.
     """
-    return _driver.backward(BATCH_NORM, dy, x, (mean, rstd), weight, input_stats=training,
-                            axis=axis, out=out)
+    return _driver.backward(
+        BATCH_NORM, dy, x, (mean, rstd), weight, input_stats=training, axis=axis, out=out
+    )
 
 
 # ----------------------------------------------------------------------------
 # instance norm
 
 
-def instance_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None,
-                          running_var: np.ndarray | None = None,
-                          weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
-                          use_input_stats: bool = True, momentum: float = 0.1,
-                          eps: float = 1e-5, axis: int = 1) -> tuple[Any, Any, Any]:
+def instance_norm_forward(
+    x: ArrayLike,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Instance normalization, returning the statistics the backward needs.
 
     Normalizes each (sample, channel) over the spatial axes.  The sample axis
@@ -170,16 +232,33 @@ def instance_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None,
         ``(N, C)`` statistics used (the running statistics broadcast to
         ``(N, C)`` when ``use_input_stats`` is False).
     """
-    return _driver.forward(INSTANCE_NORM, x, weight, bias, running_mean=running_mean,
-                           running_var=running_var, input_stats=use_input_stats,
-                           momentum=momentum, eps=eps, axis=axis)
+    return _driver.forward(
+        INSTANCE_NORM,
+        x,
+        weight,
+        bias,
+        running_mean=running_mean,
+        running_var=running_var,
+        input_stats=use_input_stats,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+    )
 
 
-def instance_norm(x: ArrayLike, running_mean: np.ndarray | None = None,
-                  running_var: np.ndarray | None = None, weight: ArrayLike | None = None,
-                  bias: ArrayLike | None = None, *, use_input_stats: bool = True,
-                  momentum: float = 0.1, eps: float = 1e-5, axis: int = 1,
-                  out: np.ndarray | None = None) -> Any:
+def instance_norm(
+    x: ArrayLike,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> Any:
     """Instance normalization.
 
     Parameters
@@ -193,15 +272,33 @@ def instance_norm(x: ArrayLike, running_mean: np.ndarray | None = None,
     -------
     y : ndarray
     """
-    return _driver.forward(INSTANCE_NORM, x, weight, bias, running_mean=running_mean,
-                           running_var=running_var, input_stats=use_input_stats,
-                           momentum=momentum, eps=eps, axis=axis, out=out, stats=False)[0]
+    return _driver.forward(
+        INSTANCE_NORM,
+        x,
+        weight,
+        bias,
+        running_mean=running_mean,
+        running_var=running_var,
+        input_stats=use_input_stats,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+        out=out,
+        stats=False,
+    )[0]
 
 
-def instance_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
-                           weight: ArrayLike | None = None, *, use_input_stats: bool = True,
-                           axis: int = 1,
-                           out: np.ndarray | None = None) -> tuple[Any, Any, Any]:
+def instance_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    use_input_stats: bool = True,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> tuple[Any, Any, Any]:
     """Gradients of instance normalization.
 
     Parameters
@@ -225,17 +322,24 @@ def instance_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: A
     dweight, dbias : ndarray
         ``(C,)`` gradients.
     """
-    return _driver.backward(INSTANCE_NORM, dy, x, (mean, rstd), weight,
-                            input_stats=use_input_stats, axis=axis, out=out)
+    return _driver.backward(
+        INSTANCE_NORM, dy, x, (mean, rstd), weight, input_stats=use_input_stats, axis=axis, out=out
+    )
 
 
 # ----------------------------------------------------------------------------
 # group norm
 
 
-def group_norm_forward(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
-                       bias: ArrayLike | None = None, *, eps: float = 1e-5,
-                       axis: int = 1) -> tuple[Any, Any, Any]:
+def group_norm_forward(
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Group normalization, returning the statistics the backward needs.
 
     The channels are split into ``num_groups`` groups of consecutive channels;
@@ -260,13 +364,19 @@ def group_norm_forward(x: ArrayLike, num_groups: int, weight: ArrayLike | None =
     mean, rstd : ndarray
         ``(N, num_groups)`` statistics.
     """
-    return _driver.forward(GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps,
-                           axis=axis)
+    return _driver.forward(GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps, axis=axis)
 
 
-def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
-               bias: ArrayLike | None = None, *, eps: float = 1e-5, axis: int = 1,
-               out: np.ndarray | None = None) -> Any:
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> Any:
     """Group normalization.
 
     Parameters
@@ -280,13 +390,22 @@ def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
     -------
     y : ndarray
     """
-    return _driver.forward(GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps,
-                           axis=axis, out=out, stats=False)[0]
+    return _driver.forward(
+        GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps, axis=axis, out=out, stats=False
+    )[0]
 
 
-def group_norm_backward(dy: ArrayLike, x: ArrayLike, num_groups: int, mean: ArrayLike,
-                        rstd: ArrayLike, weight: ArrayLike | None = None, *, axis: int = 1,
-                        out: np.ndarray | None = None) -> tuple[Any, Any, Any]:
+def group_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    num_groups: int,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> tuple[Any, Any, Any]:
     """Gradients of group normalization.
 
     Parameters
@@ -310,17 +429,23 @@ def group_norm_backward(dy: ArrayLike, x: ArrayLike, num_groups: int, mean: Arra
     dweight, dbias : ndarray
         ``(C,)`` gradients.
     """
-    return _driver.backward(GROUP_NORM, dy, x, (mean, rstd), weight, num_groups=num_groups,
-                            axis=axis, out=out)
+    return _driver.backward(
+        GROUP_NORM, dy, x, (mean, rstd), weight, num_groups=num_groups, axis=axis, out=out
+    )
 
 
 # ----------------------------------------------------------------------------
 # layer norm
 
 
-def layer_norm_forward(x: ArrayLike, weight: ArrayLike | None = None,
-                       bias: ArrayLike | None = None, *, axis: int | tuple[int, ...] = -1,
-                       eps: float = 1e-5) -> tuple[Any, Any, Any]:
+def layer_norm_forward(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    eps: float = 1e-5,
+) -> tuple[Any, Any, Any]:
     """Layer normalization, returning the statistics the backward needs.
 
     Parameters
@@ -343,9 +468,15 @@ def layer_norm_forward(x: ArrayLike, weight: ArrayLike | None = None,
     return _driver.forward(LAYER_NORM, x, weight, bias, axis=axis, eps=eps)
 
 
-def layer_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
-               axis: int | tuple[int, ...] = -1, eps: float = 1e-5,
-               out: np.ndarray | None = None) -> Any:
+def layer_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    eps: float = 1e-5,
+    out: np.ndarray | None = None,
+) -> Any:
     """Layer normalization: each slice over ``axis`` to zero mean and unit variance.
 
     Parameters
@@ -370,13 +501,19 @@ def layer_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | 
     --------
     layer_norm_forward : the same, also returning the statistics.
     """
-    return _driver.forward(LAYER_NORM, x, weight, bias, axis=axis, eps=eps, out=out,
-                           stats=False)[0]
+    return _driver.forward(LAYER_NORM, x, weight, bias, axis=axis, eps=eps, out=out, stats=False)[0]
 
 
-def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
-                        weight: ArrayLike | None = None, *, axis: int | tuple[int, ...] = -1,
-                        out: np.ndarray | None = None) -> tuple[Any, Any, Any]:
+def layer_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    out: np.ndarray | None = None,
+) -> tuple[Any, Any, Any]:
     """Gradients of layer normalization.
 
     Parameters
@@ -405,9 +542,13 @@ def layer_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Arra
 # RMS norm
 
 
-def rms_norm_forward(x: ArrayLike, weight: ArrayLike | None = None, *,
-                     axis: int | tuple[int, ...] = -1,
-                     eps: float | None = None) -> tuple[Any, Any]:
+def rms_norm_forward(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    eps: float | None = None,
+) -> tuple[Any, Any]:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
 
     Parameters
@@ -433,9 +574,14 @@ def rms_norm_forward(x: ArrayLike, weight: ArrayLike | None = None, *,
     return _driver.forward(RMS_NORM, x, weight, axis=axis, eps=eps)
 
 
-def rms_norm(x: ArrayLike, weight: ArrayLike | None = None, *,
-             axis: int | tuple[int, ...] = -1, eps: float | None = None,
-             out: np.ndarray | None = None) -> Any:
+def rms_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    eps: float | None = None,
+    out: np.ndarray | None = None,
+) -> Any:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
 
     Parameters
@@ -452,9 +598,15 @@ def rms_norm(x: ArrayLike, weight: ArrayLike | None = None, *,
     return _driver.forward(RMS_NORM, x, weight, axis=axis, eps=eps, out=out, stats=False)[0]
 
 
-def rms_norm_backward(dy: ArrayLike, x: ArrayLike, rrms: ArrayLike,
-                      weight: ArrayLike | None = None, *, axis: int | tuple[int, ...] = -1,
-                      out: np.ndarray | None = None) -> tuple[Any, Any]:
+def rms_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    rrms: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    out: np.ndarray | None = None,
+) -> tuple[Any, Any]:
     """Gradients of RMS normalization.
 
     Parameters

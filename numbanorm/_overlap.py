@@ -49,8 +49,9 @@ def _device_bounds(pointer, shape, strides, itemsize):
 
 def _device_overlap(a, b):
     layout_a, layout_b = _device_layout(a), _device_layout(b)
-    bounds = [_device_bounds(*layout[:3], np.dtype(layout[3]).itemsize)
-              for layout in (layout_a, layout_b)]
+    bounds = [
+        _device_bounds(*layout[:3], np.dtype(layout[3]).itemsize) for layout in (layout_a, layout_b)
+    ]
     if None in bounds or bounds[0][1] <= bounds[1][0] or bounds[1][1] <= bounds[0][0]:
         return None
     return "same" if layout_a == layout_b else "partial"
@@ -70,9 +71,12 @@ def overlap(a, b):
         return None  # host and device memory are apart
     if not np.may_share_memory(host_a, host_b):
         return None
-    if (host_a.shape == host_b.shape and host_a.strides == host_b.strides
-            and host_a.dtype == host_b.dtype
-            and host_a.__array_interface__["data"][0] == host_b.__array_interface__["data"][0]):
+    if (
+        host_a.shape == host_b.shape
+        and host_a.strides == host_b.strides
+        and host_a.dtype == host_b.dtype
+        and host_a.__array_interface__["data"][0] == host_b.__array_interface__["data"][0]
+    ):
         return "same"
     try:
         shared = np.shares_memory(host_a, host_b, max_work=_MAX_WORK)
@@ -94,8 +98,9 @@ def check_disjoint(named_outputs):
     """
     present = [(name, a) for name, a in named_outputs if a is not None]
     for i, (name_a, a) in enumerate(present):
-        for name_b, b in present[i + 1:]:
+        for name_b, b in present[i + 1 :]:
             if a is b or overlap(a, b) is not None:
                 raise ValueError(
                     f"{name_a} and {name_b} share memory: both are written, so the result "
-                    f"would depend on the order of the writes; pass separate arrays")
+                    f"would depend on the order of the writes; pass separate arrays"
+                )

@@ -86,9 +86,16 @@ class Norm:
         """What the backward returns after ``dx``."""
         return tuple("d" + p for p in self.parameters)
 
-    def forward_arguments(self, x: Any, weight: Any = None, bias: Any = None, *,
-                          num_groups: Any = None, running_mean: Any = None,
-                          running_var: Any = None) -> list[Any]:
+    def forward_arguments(
+        self,
+        x: Any,
+        weight: Any = None,
+        bias: Any = None,
+        *,
+        num_groups: Any = None,
+        running_mean: Any = None,
+        running_var: Any = None,
+    ) -> list[Any]:
         """The positional arguments of the public ``name`` and ``name + "_forward"``."""
         arguments = [x]
         if self.grouped:
@@ -100,18 +107,25 @@ class Norm:
             arguments.append(bias)
         return arguments
 
-    def backward_arguments(self, dy: Any, x: Any, stats: tuple[Any, ...], weight: Any = None, *,
-                           num_groups: Any = None) -> list[Any]:
+    def backward_arguments(
+        self, dy: Any, x: Any, stats: tuple[Any, ...], weight: Any = None, *, num_groups: Any = None
+    ) -> list[Any]:
         """The positional arguments of the public ``name + "_backward"``."""
         return [dy, x, *([num_groups] if self.grouped else []), *stats, weight]
 
-    def layout(self, shape: tuple[int, ...], axis: Any, num_groups: Any = None, *,
-               what: str | None = None) -> Layout:
+    def layout(
+        self, shape: tuple[int, ...], axis: Any, num_groups: Any = None, *, what: str | None = None
+    ) -> Layout:
         """The axis roles of an input of ``shape`` (``what`` names the caller in errors)."""
         if self.per_channel:
-            return ChannelLayout(shape, axis, per_sample=self.per_sample, min_ndim=self.min_ndim,
-                                 what=what or self.name,
-                                 num_groups=num_groups if self.grouped else None)
+            return ChannelLayout(
+                shape,
+                axis,
+                per_sample=self.per_sample,
+                min_ndim=self.min_ndim,
+                what=what or self.name,
+                num_groups=num_groups if self.grouped else None,
+            )
         return NormalizedLayout(shape, axis)
 
 
@@ -163,11 +177,15 @@ class ChannelLayout(Layout):
         self.channels = shape[self.axis]
         if num_groups is None:
             num_groups = self.channels
-        elif (not isinstance(num_groups, numbers.Integral) or num_groups < 1
-              or self.channels % num_groups):
+        elif (
+            not isinstance(num_groups, numbers.Integral)
+            or num_groups < 1
+            or self.channels % num_groups
+        ):
             raise ValueError(
                 f"num_groups must be a positive integer dividing the number of channels "
-                f"({self.channels}), got {num_groups!r}")
+                f"({self.channels}), got {num_groups!r}"
+            )
         self.groups = int(num_groups)
         self.per_group = self.channels // self.groups if self.groups else 1
         self.sample = (1 if self.axis == 0 else 0) if per_sample else None
@@ -175,7 +193,9 @@ class ChannelLayout(Layout):
         self.spatial = math.prod(shape[a] for a in reduced)
         self.count = self.spatial * self.per_group
         self.n_samples = shape[self.sample] if per_sample else 1
-        self.split_shape = shape[:self.axis] + (self.groups, self.per_group) + shape[self.axis + 1:]
+        self.split_shape = (
+            shape[: self.axis] + (self.groups, self.per_group) + shape[self.axis + 1 :]
+        )
         roles = ["R"] * len(self.split_shape)
         roles[self.axis] = "C"
         roles[self.axis + 1] = "W"
@@ -193,12 +213,12 @@ class ChannelLayout(Layout):
         """Refuse to compute statistics from one element per group, as PyTorch does."""
         if per_sample and self.spatial <= 1:
             raise ValueError(
-                f"Expected more than 1 spatial element when training, got input size "
-                f"{self.shape}")
+                f"Expected more than 1 spatial element when training, got input size {self.shape}"
+            )
         if not per_sample and self.count <= 1:
             raise ValueError(
-                f"Expected more than 1 value per channel when training, got input size "
-                f"{self.shape}")
+                f"Expected more than 1 value per channel when training, got input size {self.shape}"
+            )
 
 
 class NormalizedLayout(Layout):
@@ -213,32 +233,87 @@ class NormalizedLayout(Layout):
         self.count = math.prod(self.weight_shape)
         if self.count == 0:
             raise ValueError(
-                f"cannot normalize over an empty set: axis {axis!r} of an array of shape "
-                f"{shape}")
+                f"cannot normalize over an empty set: axis {axis!r} of an array of shape {shape}"
+            )
         self.stat_axes = [a for a in range(len(shape)) if a not in self.axes]
         self.stat_shape = tuple(shape[a] for a in self.stat_axes)
         self.param_shape2 = (1, self.count)
 
 
-BATCH_NORM = Norm("batch_norm", per_channel=True, per_sample=False, grouped=False,
-                  centered=True, bias=True, running_stats=True, mode_argument="training",
-                  default_eps=1e-5, default_axis=1, min_ndim=2,
-                  example_shape=(32, 64, 28, 28), layer="BatchNorm")
-INSTANCE_NORM = Norm("instance_norm", per_channel=True, per_sample=True, grouped=False,
-                     centered=True, bias=True, running_stats=True,
-                     mode_argument="use_input_stats", default_eps=1e-5, default_axis=1,
-                     min_ndim=3, example_shape=(8, 64, 28, 28), layer="InstanceNorm")
-GROUP_NORM = Norm("group_norm", per_channel=True, per_sample=True, grouped=True,
-                  centered=True, bias=True, running_stats=False, mode_argument=None,
-                  default_eps=1e-5, default_axis=1, min_ndim=2,
-                  example_shape=(8, 64, 28, 28), layer="GroupNorm")
-LAYER_NORM = Norm("layer_norm", per_channel=False, per_sample=True, grouped=False,
-                  centered=True, bias=True, running_stats=False, mode_argument=None,
-                  default_eps=1e-5, default_axis=-1, min_ndim=1,
-                  example_shape=(256, 1024), layer="LayerNorm")
-RMS_NORM = Norm("rms_norm", per_channel=False, per_sample=True, grouped=False,
-                centered=False, bias=False, running_stats=False, mode_argument=None,
-                default_eps=None, default_axis=-1, min_ndim=1,
-                example_shape=(256, 1024), layer="RMSNorm")
+BATCH_NORM = Norm(
+    "batch_norm",
+    per_channel=True,
+    per_sample=False,
+    grouped=False,
+    centered=True,
+    bias=True,
+    running_stats=True,
+    mode_argument="training",
+    default_eps=1e-5,
+    default_axis=1,
+    min_ndim=2,
+    example_shape=(32, 64, 28, 28),
+    layer="BatchNorm",
+)
+INSTANCE_NORM = Norm(
+    "instance_norm",
+    per_channel=True,
+    per_sample=True,
+    grouped=False,
+    centered=True,
+    bias=True,
+    running_stats=True,
+    mode_argument="use_input_stats",
+    default_eps=1e-5,
+    default_axis=1,
+    min_ndim=3,
+    example_shape=(8, 64, 28, 28),
+    layer="InstanceNorm",
+)
+GROUP_NORM = Norm(
+    "group_norm",
+    per_channel=True,
+    per_sample=True,
+    grouped=True,
+    centered=True,
+    bias=True,
+    running_stats=False,
+    mode_argument=None,
+    default_eps=1e-5,
+    default_axis=1,
+    min_ndim=2,
+    example_shape=(8, 64, 28, 28),
+    layer="GroupNorm",
+)
+LAYER_NORM = Norm(
+    "layer_norm",
+    per_channel=False,
+    per_sample=True,
+    grouped=False,
+    centered=True,
+    bias=True,
+    running_stats=False,
+    mode_argument=None,
+    default_eps=1e-5,
+    default_axis=-1,
+    min_ndim=1,
+    example_shape=(256, 1024),
+    layer="LayerNorm",
+)
+RMS_NORM = Norm(
+    "rms_norm",
+    per_channel=False,
+    per_sample=True,
+    grouped=False,
+    centered=False,
+    bias=False,
+    running_stats=False,
+    mode_argument=None,
+    default_eps=None,
+    default_axis=-1,
+    min_ndim=1,
+    example_shape=(256, 1024),
+    layer="RMSNorm",
+)
 
 NORMS: tuple[Norm, ...] = (BATCH_NORM, INSTANCE_NORM, GROUP_NORM, LAYER_NORM, RMS_NORM)

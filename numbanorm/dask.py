@@ -23,11 +23,11 @@ except ModuleNotFoundError as error:
     if error.name is None or error.name.partition(".")[0] != "dask":
         raise
     raise ImportError(
-        'numbanorm.dask needs dask; install it with: pip install "numbanorm[dask]"') from error
+        'numbanorm.dask needs dask; install it with: pip install "numbanorm[dask]"'
+    ) from error
 
 from ._accumulator import Moments
-from ._arrays import axes_tuple
-from ._arrays import host_input
+from ._arrays import axes_tuple, host_input
 from ._host import welford_state
 
 __all__ = ["moments"]
@@ -36,8 +36,14 @@ __all__ = ["moments"]
 _STATE_DTYPE = np.dtype([("count", np.int64), ("mean", np.float64), ("m2", np.float64)])
 
 
-def moments(darr: Any, axis: int | tuple[int, ...] | None = None, *, ddof: int = 0,
-            keepdims: bool = False, split_every: Any = None) -> tuple[Any, Any]:
+def moments(
+    darr: Any,
+    axis: int | tuple[int, ...] | None = None,
+    *,
+    ddof: int = 0,
+    keepdims: bool = False,
+    split_every: Any = None,
+) -> tuple[Any, Any]:
     """Lazy mean and variance of a dask array, as :func:`numbanorm.moments`.
 
     Parameters
@@ -72,8 +78,9 @@ def moments(darr: Any, axis: int | tuple[int, ...] | None = None, *, ddof: int =
     """
     darr = da.asarray(darr)
     result_dtype = host_input(np.empty(0, darr.dtype))[1]
-    axes = (tuple(range(darr.ndim)) if axis is None
-            else axes_tuple(axis, darr.ndim, allow_empty=True))
+    axes = (
+        tuple(range(darr.ndim)) if axis is None else axes_tuple(axis, darr.ndim, allow_empty=True)
+    )
     count = math.prod(darr.shape[a] for a in axes)
     # With chunks of unknown size the count is NaN and known only when computed.
     if count == 0:
@@ -81,10 +88,19 @@ def moments(darr: Any, axis: int | tuple[int, ...] | None = None, *, ddof: int =
     elif count - ddof <= 0:
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
     out_ndim = darr.ndim if keepdims else darr.ndim - len(axes)
-    state = da.reduction(darr, _chunk_state, _state_array, combine=_merged_state, axis=axes,
-                         keepdims=keepdims, dtype=_STATE_DTYPE, split_every=split_every,
-                         concatenate=False, meta=np.empty((0,) * out_ndim, _STATE_DTYPE),
-                         name="numbanorm-moments")
+    state = da.reduction(
+        darr,
+        _chunk_state,
+        _state_array,
+        combine=_merged_state,
+        axis=axes,
+        keepdims=keepdims,
+        dtype=_STATE_DTYPE,
+        split_every=split_every,
+        concatenate=False,
+        meta=np.empty((0,) * out_ndim, _STATE_DTYPE),
+        name="numbanorm-moments",
+    )
     meta = np.empty((0,) * out_ndim, result_dtype)
     mean = state.map_blocks(_mean, result_dtype, dtype=result_dtype, meta=meta)
     var = state.map_blocks(_variance, ddof, result_dtype, dtype=result_dtype, meta=meta)

@@ -24,8 +24,8 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._accumulator import Moments
 from . import _driver
+from ._accumulator import Moments
 from ._engine import refines_mean
 from ._layers import BatchNorm
 from ._norms import batch_norm_forward
@@ -34,11 +34,19 @@ from ._specs import BATCH_NORM, ChannelLayout
 __all__ = ["SyncBatchNorm", "sync_batch_norm_backward", "sync_batch_norm_forward"]
 
 
-def sync_batch_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None,
-                            running_var: np.ndarray | None = None,
-                            weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
-                            comm: Any, training: bool = True, momentum: float = 0.1,
-                            eps: float = 1e-5, axis: int = 1) -> tuple[Any, Any, Any]:
+def sync_batch_norm_forward(
+    x: ArrayLike,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    comm: Any,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Batch normalization of a batch split across the ranks of ``comm``.
 
     Each rank passes its own part of the batch; the parts may have different
@@ -77,22 +85,49 @@ def sync_batch_norm_forward(x: ArrayLike, running_mean: np.ndarray | None = None
         evaluation mode), as :func:`sync_batch_norm_backward` takes them.
     """
     if not training:
-        return batch_norm_forward(x, running_mean, running_var, weight, bias, training=False,
-                                  momentum=momentum, eps=eps, axis=axis)
-    args = _driver.forward_arguments(BATCH_NORM, x, weight, bias, running_mean=running_mean,
-                                     running_var=running_var, momentum=momentum, eps=eps,
-                                     axis=axis, what="sync_batch_norm")
+        return batch_norm_forward(
+            x,
+            running_mean,
+            running_var,
+            weight,
+            bias,
+            training=False,
+            momentum=momentum,
+            eps=eps,
+            axis=axis,
+        )
+    args = _driver.forward_arguments(
+        BATCH_NORM,
+        x,
+        weight,
+        bias,
+        running_mean=running_mean,
+        running_var=running_var,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+        what="sync_batch_norm",
+    )
     backend, layout = args.backend, cast(ChannelLayout, args.layout)
     batch = _batch_moments(comm, backend, args.x, layout.axis)
     if batch.count <= 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got "
-                         f"{batch.count} over all ranks")
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got "
+            f"{batch.count} over all ranks"
+        )
     mean = backend.from_host(batch.mean[None])
     y, canon, _, _, rstd = _driver.normalized(
-        args, (backend.reshaped(mean, (layout.channels,)), backend.from_host(batch.var())))
+        args, (backend.reshaped(mean, (layout.channels,)), backend.from_host(batch.var()))
+    )
     if args.running_mean is not None:
-        backend.update_running(args.running_mean, args.running_var, mean,
-                               backend.from_host(batch.var(ddof=1)[None]), args.momentum, 1.0)
+        backend.update_running(
+            args.running_mean,
+            args.running_var,
+            mean,
+            backend.from_host(batch.var(ddof=1)[None]),
+            args.momentum,
+            1.0,
+        )
     return (y, *_driver.statistics_out(args, canon, mean, rstd))
 
 
@@ -110,13 +145,20 @@ def _batch_moments(comm, backend, xc, channel_axis):
     comm.Allgather(np.concatenate(([count], mean, m2)), gathered)
     batch = Moments()
     for state in gathered:
-        batch.merge(Moments.from_state(state[0], state[1:C + 1], state[C + 1:]))
+        batch.merge(Moments.from_state(state[0], state[1 : C + 1], state[C + 1 :]))
     return batch
 
 
-def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
-                             weight: ArrayLike | None = None, *, comm: Any,
-                             axis: int = 1) -> tuple[Any, Any, Any]:
+def sync_batch_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    comm: Any,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Gradients of :func:`sync_batch_norm_forward` in training mode.
 
     Parameters
@@ -155,8 +197,9 @@ def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd:
     in the reduction), and the gradients are those of the exact batch mean,
     as :func:`numbanorm.batch_norm_backward` gives on one process.
     """
-    args = _driver.backward_arguments(BATCH_NORM, dy, x, (mean, rstd), weight, axis=axis,
-                                      what="sync_batch_norm_backward")
+    args = _driver.backward_arguments(
+        BATCH_NORM, dy, x, (mean, rstd), weight, axis=axis, what="sync_batch_norm_backward"
+    )
     backend, layout, canon = args.backend, cast(ChannelLayout, args.layout), args.canon
     mean2, rstd2, weight2 = args.mean, args.rstd, args.weight2
     dweight2, dbias2 = backend.parameter_sums(canon, args.dy4, mean2, rstd2, weight2)
@@ -166,23 +209,25 @@ def sync_batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd:
         reduced = tuple(a for a in range(args.x.ndim) if a != layout.axis)
         local_count, local_mean, _ = backend.welford_state(args.x, reduced)
         given_mean = backend.to_host(mean2)[0]
-        local.append(local_count * (local_mean - given_mean) if local_count
-                     else np.zeros(layout.channels))
+        local.append(
+            local_count * (local_mean - given_mean) if local_count else np.zeros(layout.channels)
+        )
     sums = np.concatenate(local)
     total = np.empty_like(sums)
     comm.Allreduce(sums, total)  # mpi4py's default operation is the sum
     count = int(total[0])
     C = layout.channels
-    dbias, dweight = total[1:1 + C], total[1 + C:1 + 2 * C]
+    dbias, dweight = total[1 : 1 + C], total[1 + C : 1 + 2 * C]
     if refine:
-        delta = total[1 + 2 * C:] / count
+        delta = total[1 + 2 * C :] / count
         dweight = dweight - delta * backend.to_host(rstd2)[0] * dbias
         mean2 = backend.from_host((given_mean + delta)[None])
     # With one weight per channel the group sums of the input gradient follow
     # from the parameter gradients: sum(dy*w) = w*dbias, sum(dy*w*x̂) = w*dweight.
     w = 1.0 if args.weight is None else backend.to_host(args.weight).astype(np.float64)
-    dx = backend.input_gradient(canon, args.dy4, mean2, rstd2, weight2, (w * dbias)[None],
-                                (w * dweight)[None], count)
+    dx = backend.input_gradient(
+        canon, args.dy4, mean2, rstd2, weight2, (w * dbias)[None], (w * dweight)[None], count
+    )
     dx = backend.deliver(dx, None, None, layout.shape, args.result_dtype)
     return (dx, *args.gradients_out(*(backend.from_host(g[:, None]) for g in (dweight, dbias))))
 
@@ -211,10 +256,27 @@ class SyncBatchNorm(BatchNorm):
         As in :class:`numbanorm.BatchNorm`.
     """
 
-    def __init__(self, num_features, *, comm, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, axis=1, dtype=np.float32):
-        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
-                         track_running_stats=track_running_stats, axis=axis, dtype=dtype)
+    def __init__(
+        self,
+        num_features,
+        *,
+        comm,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        axis=1,
+        dtype=np.float32,
+    ):
+        super().__init__(
+            num_features,
+            eps=eps,
+            momentum=momentum,
+            affine=affine,
+            track_running_stats=track_running_stats,
+            axis=axis,
+            dtype=dtype,
+        )
         self.comm = comm
         self._synchronized = False
 
@@ -227,12 +289,19 @@ class SyncBatchNorm(BatchNorm):
     def _normalize(self, x, input_stats, momentum):
         if not self._synchronized:
             return super()._normalize(x, input_stats, momentum)
-        return sync_batch_norm_forward(x, self.running_mean, self.running_var, self.weight,
-                                       self.bias, comm=self.comm, momentum=momentum,
-                                       eps=self.eps, axis=self.axis)
+        return sync_batch_norm_forward(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            comm=self.comm,
+            momentum=momentum,
+            eps=self.eps,
+            axis=self.axis,
+        )
 
     def _backward(self, dy, x, stats, input_stats):
         if not self._synchronized:
             return super()._backward(dy, x, stats, input_stats)
-        return sync_batch_norm_backward(dy, x, *stats, self.weight, comm=self.comm,
-                                        axis=self.axis)
+        return sync_batch_norm_backward(dy, x, *stats, self.weight, comm=self.comm, axis=self.axis)

@@ -53,7 +53,8 @@ except ModuleNotFoundError as error:
     if error.name is None or error.name.partition(".")[0] not in ("jax", "jaxlib"):
         raise
     raise ImportError(
-        'numbanorm.jax needs JAX; install it with: pip install "numbanorm[jax]"') from error
+        'numbanorm.jax needs JAX; install it with: pip install "numbanorm[jax]"'
+    ) from error
 
 try:
     from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
@@ -118,8 +119,7 @@ class _HostNorm:
         # A single axis as an int: numbanorm's fast path for the last axis takes only that.
         return axes[0] if len(axes) == 1 else axes
 
-    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats,
-                batch_ndim=0):
+    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats, batch_ndim=0):
         """Write ``y``, the statistics and the new running statistics into ``outs``.
 
         ``batch_ndim`` leading axes of ``x`` are more rows.
@@ -129,19 +129,37 @@ class _HostNorm:
             _copy_into((mean_out, var_out), (running_mean, running_var))
             running_mean, running_var = mean_out, var_out
         results = _driver.forward(
-            self.norm, x, weight, bias, axis=self._axis(batch_ndim), eps=self.eps,
-            num_groups=self.num_groups, running_mean=running_mean, running_var=running_var,
-            input_stats=self.input_stats, momentum=self.momentum,
-            out=None if stats else y_out, stats=stats)
+            self.norm,
+            x,
+            weight,
+            bias,
+            axis=self._axis(batch_ndim),
+            eps=self.eps,
+            num_groups=self.num_groups,
+            running_mean=running_mean,
+            running_var=running_var,
+            input_stats=self.input_stats,
+            momentum=self.momentum,
+            out=None if stats else y_out,
+            stats=stats,
+        )
         if stats:
             _copy_into((y_out, *stat_outs), results)
 
     def backward(self, outs, dy, x, stats, weight):
         """Write ``(dx, dweight, dbias)`` into ``outs``."""
         dx_out, *param_outs = outs
-        _, *param_grads = _driver.backward(self.norm, dy, x, stats, weight,
-                                           axis=self._axis(0), num_groups=self.num_groups,
-                                           input_stats=self.input_stats, out=dx_out)
+        _, *param_grads = _driver.backward(
+            self.norm,
+            dy,
+            x,
+            stats,
+            weight,
+            axis=self._axis(0),
+            num_groups=self.num_groups,
+            input_stats=self.input_stats,
+            out=dx_out,
+        )
         _copy_into(param_outs, param_grads)
 
 
@@ -179,8 +197,9 @@ class _HostCall:
             return None
         args = jax.tree.map(np.asarray, args)
         batch_shape = self._batch_shape(args)
-        outs = jax.tree.map(lambda spec: np.empty(batch_shape + spec.shape, spec.dtype),
-                            self.result_specs)
+        outs = jax.tree.map(
+            lambda spec: np.empty(batch_shape + spec.shape, spec.dtype), self.result_specs
+        )
         self._run(outs, args, batch_shape)
         return outs
 
@@ -200,18 +219,23 @@ class _HostCall:
             function(outs, *args)
             return
         unbatched = (1,) * batch_ndim
-        if (self.direction != "backward" and self.norm.merges_batch
-                and all(leaf.shape[:batch_ndim] == unbatched
-                        for leaf in jax.tree.leaves(args[1:]))):
+        if (
+            self.direction != "backward"
+            and self.norm.merges_batch
+            and all(leaf.shape[:batch_ndim] == unbatched for leaf in jax.tree.leaves(args[1:]))
+        ):
             x = np.broadcast_to(args[0], batch_shape + args[0].shape[batch_ndim:])
             rest = jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[batch_ndim:]), args[1:])
             function(outs, x, *rest, batch_ndim=batch_ndim)
             return
         for index in np.ndindex(batch_shape):
             element = jax.tree.map(
-                lambda leaf: leaf[tuple(i if n > 1 else 0 for i, n in zip(index, leaf.shape))],
-                args)
-            function(jax.tree.map(lambda out: out[index], outs), *element)
+                lambda leaf, index=index: leaf[
+                    tuple(i if n > 1 else 0 for i, n in zip(index, leaf.shape))
+                ],
+                args,
+            )
+            function(jax.tree.map(lambda out, index=index: out[index], outs), *element)
 
 
 # ----------------------------------------------------------------------------
@@ -226,6 +250,7 @@ def _on_host(norm, direction, result_specs, core_ndim, *args):
     ``pure_callback`` copies the arguments to host arrays and the results
     back.
     """
+
     def copying(*args):
         call = _HostCall(norm, direction, result_specs, core_ndim, in_place=False)
         return jax.pure_callback(call, result_specs, *args, vmap_method="expand_dims")
@@ -252,24 +277,38 @@ def _forward(norm, x, weight, bias, running_mean, running_var, *, stats):
     """``(y, statistics or None, new running mean, new running variance)``."""
     stat = jax.ShapeDtypeStruct(norm.stat_shape, _stat_dtype(x))
     updates = norm.updates_running_stats
-    result_specs = (_spec(x), ((stat, stat) if norm.centered else (stat,)) if stats else None,
-                    _spec(running_mean) if updates else None,
-                    _spec(running_var) if updates else None)
-    return _on_host(norm, "forward" if stats else "apply", result_specs, x.ndim,
-                    x, weight, bias, running_mean, running_var)
+    result_specs = (
+        _spec(x),
+        ((stat, stat) if norm.centered else (stat,)) if stats else None,
+        _spec(running_mean) if updates else None,
+        _spec(running_var) if updates else None,
+    )
+    return _on_host(
+        norm,
+        "forward" if stats else "apply",
+        result_specs,
+        x.ndim,
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _normalize(norm, x, weight, bias, running_mean, running_var):
     """``(y, new running mean, new running variance)``; the last two None unless updated."""
-    y, _, new_mean, new_var = _forward(norm, x, weight, bias, running_mean, running_var,
-                                       stats=False)
+    y, _, new_mean, new_var = _forward(
+        norm, x, weight, bias, running_mean, running_var, stats=False
+    )
     return y, new_mean, new_var
 
 
 def _normalize_fwd(norm, x, weight, bias, running_mean, running_var):
-    y, stats, new_mean, new_var = _forward(norm, x, weight, bias, running_mean, running_var,
-                                           stats=True)
+    y, stats, new_mean, new_var = _forward(
+        norm, x, weight, bias, running_mean, running_var, stats=True
+    )
     return (y, new_mean, new_var), (x, weight, bias, stats, running_mean, running_var)
 
 
@@ -303,9 +342,11 @@ def _host_float(array, name):
     """
     array = jnp.asarray(array)
     if jnp.issubdtype(array.dtype, jnp.complexfloating) or not (
-            jnp.issubdtype(array.dtype, jnp.number) or array.dtype == jnp.bool_):
-        raise TypeError(f"{name} must be a real floating, integer or boolean array, "
-                        f"got dtype {array.dtype}")
+        jnp.issubdtype(array.dtype, jnp.number) or array.dtype == jnp.bool_
+    ):
+        raise TypeError(
+            f"{name} must be a real floating, integer or boolean array, got dtype {array.dtype}"
+        )
     if array.dtype in _HOST_FLOATS:
         return array, array.dtype
     if jnp.issubdtype(array.dtype, jnp.floating):
@@ -339,8 +380,20 @@ def _jax_running_stats(running_mean, running_var, channels):
     return mean, var, (mean_dtype, var_dtype)
 
 
-def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None, *, axis, eps,
-           num_groups=None, input_stats=True, momentum=0.0):
+def _apply(
+    norm,
+    x,
+    weight=None,
+    bias=None,
+    running_mean=None,
+    running_var=None,
+    *,
+    axis,
+    eps,
+    num_groups=None,
+    input_stats=True,
+    momentum=0.0,
+):
     """Any norm, differentiable; with running statistics ``(y, new mean, new var)``, else ``y``."""
     x, y_dtype = _host_float(x, "x")
     layout = norm.layout(x.shape, axis, num_groups)
@@ -354,16 +407,25 @@ def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None,
     if norm.running_stats:
         momentum = check_momentum(momentum)
         given = running_mean, running_var
-        running_mean, running_var, stat_dtypes = _jax_running_stats(running_mean, running_var,
-                                                                layout.channels)
+        running_mean, running_var, stat_dtypes = _jax_running_stats(
+            running_mean, running_var, layout.channels
+        )
         if input_stats:
             layout.check_training(norm.per_sample)
         elif running_mean is None:
             raise ValueError(
-                f"{norm.name} without input statistics needs running_mean and running_var")
+                f"{norm.name} without input statistics needs running_mean and running_var"
+            )
     axes = layout.axis if norm.per_channel else layout.axes
-    host = _HostNorm(norm, axes, eps, momentum, bool(input_stats),
-                     num_groups if norm.grouped else None, layout.stat_shape)
+    host = _HostNorm(
+        norm,
+        axes,
+        eps,
+        momentum,
+        bool(input_stats),
+        num_groups if norm.grouped else None,
+        layout.stat_shape,
+    )
     y, new_mean, new_var = _normalize(host, x, weight, bias, running_mean, running_var)
     y = y.astype(y_dtype)
     if not norm.running_stats:
@@ -372,16 +434,24 @@ def _apply(norm, x, weight=None, bias=None, running_mean=None, running_var=None,
         return y, None, None
     if not input_stats:
         return (y, *(jax.lax.stop_gradient(jnp.asarray(s)) for s in given))
-    return (y, *(jax.lax.stop_gradient(s).astype(d) for s, d in zip((new_mean, new_var),
-                                                                    stat_dtypes)))
+    return (
+        y,
+        *(jax.lax.stop_gradient(s).astype(d) for s, d in zip((new_mean, new_var), stat_dtypes)),
+    )
 
 
 # ----------------------------------------------------------------------------
 # Public functions
 
 
-def layer_norm(x: Any, weight: Any = None, bias: Any = None, *,
-               axis: int | tuple[int, ...] = -1, eps: float = 1e-5) -> Any:
+def layer_norm(
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    eps: float = 1e-5,
+) -> Any:
     """Layer normalization; differentiable with respect to ``x``, ``weight`` and ``bias``.
 
     Parameters
@@ -407,8 +477,9 @@ def layer_norm(x: Any, weight: Any = None, bias: Any = None, *,
     return _apply(LAYER_NORM, x, weight, bias, axis=axis, eps=eps)
 
 
-def rms_norm(x: Any, weight: Any = None, *, axis: int | tuple[int, ...] = -1,
-             eps: float | None = None) -> Any:
+def rms_norm(
+    x: Any, weight: Any = None, *, axis: int | tuple[int, ...] = -1, eps: float | None = None
+) -> Any:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
 
     Parameters
@@ -430,8 +501,15 @@ def rms_norm(x: Any, weight: Any = None, *, axis: int | tuple[int, ...] = -1,
     return _apply(RMS_NORM, x, weight, axis=axis, eps=eps)
 
 
-def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, *,
-               eps: float = 1e-5, axis: int = 1) -> Any:
+def group_norm(
+    x: Any,
+    num_groups: int,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> Any:
     """Group normalization: each (sample, group of consecutive channels) normalized.
 
     Parameters
@@ -455,9 +533,18 @@ def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, *,
     return _apply(GROUP_NORM, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups)
 
 
-def batch_norm(x: Any, running_mean: Any = None, running_var: Any = None, weight: Any = None,
-               bias: Any = None, *, training: bool = True, momentum: float = 0.1,
-               eps: float = 1e-5, axis: int = 1) -> tuple[Any, Any, Any]:
+def batch_norm(
+    x: Any,
+    running_mean: Any = None,
+    running_var: Any = None,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Batch normalization with functional running statistics.
 
     Parameters
@@ -487,14 +574,32 @@ def batch_norm(x: Any, running_mean: Any = None, running_var: Any = None, weight
         The updated running statistics in training, the given ones in
         evaluation, None when none were given.  They carry no gradient.
     """
-    return _apply(BATCH_NORM, x, weight, bias, running_mean, running_var, axis=axis, eps=eps,
-                  input_stats=training, momentum=momentum)
+    return _apply(
+        BATCH_NORM,
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        axis=axis,
+        eps=eps,
+        input_stats=training,
+        momentum=momentum,
+    )
 
 
-def instance_norm(x: Any, running_mean: Any = None, running_var: Any = None,
-                  weight: Any = None, bias: Any = None, *, use_input_stats: bool = True,
-                  momentum: float = 0.1, eps: float = 1e-5,
-                  axis: int = 1) -> tuple[Any, Any, Any]:
+def instance_norm(
+    x: Any,
+    running_mean: Any = None,
+    running_var: Any = None,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+) -> tuple[Any, Any, Any]:
     """Instance normalization with functional running statistics.
 
     Each (sample, channel) is normalized over the spatial axes; the sample
@@ -522,5 +627,15 @@ def instance_norm(x: Any, running_mean: Any = None, running_var: Any = None,
     new_running_mean, new_running_var : jax.Array or None
         As in :func:`batch_norm`.
     """
-    return _apply(INSTANCE_NORM, x, weight, bias, running_mean, running_var, axis=axis,
-                  eps=eps, input_stats=use_input_stats, momentum=momentum)
+    return _apply(
+        INSTANCE_NORM,
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        axis=axis,
+        eps=eps,
+        input_stats=use_input_stats,
+        momentum=momentum,
+    )

@@ -139,8 +139,10 @@ RMS_CASES = [
 
 def coarser_dtype(*dtypes):
     """The least precise of the given float dtypes (integer dtypes count as float64)."""
-    return max((np.dtype(d) if np.dtype(d) in TOLERANCES else np.dtype(np.float64) for d in dtypes),
-               key=lambda d: np.finfo(d).eps)
+    return max(
+        (np.dtype(d) if np.dtype(d) in TOLERANCES else np.dtype(np.float64) for d in dtypes),
+        key=lambda d: np.finfo(d).eps,
+    )
 
 
 def run_concurrently(work, n_threads):
@@ -169,8 +171,9 @@ def run_in_own_session(command, *, env, timeout, what, stderr=subprocess.PIPE):
     On timeout the whole session (forked workers, MPI ranks) is killed and
     the test fails, naming ``what``.
     """
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
+    )
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -184,14 +187,21 @@ def run_in_own_session(command, *, env, timeout, what, stderr=subprocess.PIPE):
 def environment(*paths, **variables):
     """``os.environ`` with ``variables`` set and ``paths`` (default: ``PACKAGE_ROOT``) first
     on ``PYTHONPATH``, for a subprocess that imports the numbanorm under test."""
-    path = os.pathsep.join(filter(None, [*(paths or (PACKAGE_ROOT,)),
-                                         os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(
+        filter(None, [*(paths or (PACKAGE_ROOT,)), os.environ.get("PYTHONPATH")])
+    )
     return dict(os.environ, **variables, PYTHONPATH=path)
 
 
 def run_python(script, *args, env=None, cwd=None, timeout=600):
     """The standard output of ``python -c script *args``; its failure fails the test."""
-    result = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout

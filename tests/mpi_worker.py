@@ -22,12 +22,33 @@ import numpy as np
 # and the samples on each rank for 2 and 3 ranks (unequal, some ranks empty or
 # with one sample, which batch norm in one process would refuse).
 CASES = {
-    "nchw_float64": dict(sample_shape=(3, 4, 8), axis=1, dtype=np.float64, loc=0.5, affine=True,
-                         running=True, sizes={2: (5, 2), 3: (4, 0, 3)}),
-    "nhwc_float32_offset": dict(sample_shape=(3, 5, 4), axis=-1, dtype=np.float32, loc=100.0,
-                                affine=True, running=True, sizes={2: (1, 4), 3: (0, 3, 2)}),
-    "rows_float64": dict(sample_shape=(6,), axis=1, dtype=np.float64, loc=-2.0, affine=False,
-                         running=False, sizes={2: (1, 6), 3: (2, 1, 4)}),
+    "nchw_float64": dict(
+        sample_shape=(3, 4, 8),
+        axis=1,
+        dtype=np.float64,
+        loc=0.5,
+        affine=True,
+        running=True,
+        sizes={2: (5, 2), 3: (4, 0, 3)},
+    ),
+    "nhwc_float32_offset": dict(
+        sample_shape=(3, 5, 4),
+        axis=-1,
+        dtype=np.float32,
+        loc=100.0,
+        affine=True,
+        running=True,
+        sizes={2: (1, 4), 3: (0, 3, 2)},
+    ),
+    "rows_float64": dict(
+        sample_shape=(6,),
+        axis=1,
+        dtype=np.float64,
+        loc=-2.0,
+        affine=False,
+        running=False,
+        sizes={2: (1, 6), 3: (2, 1, 4)},
+    ),
 }
 MOMENTUM = 0.2
 
@@ -44,8 +65,10 @@ def case_arrays(name, n_ranks):
     shape = (sum(case["sizes"][n_ranks]),) + case["sample_shape"]
     channels = shape[case["axis"]]
     dtype = case["dtype"]
-    arrays = {"x": (case["loc"] + 2.0 * rng.standard_normal(shape)).astype(dtype),
-              "dy": rng.standard_normal(shape).astype(dtype)}
+    arrays = {
+        "x": (case["loc"] + 2.0 * rng.standard_normal(shape)).astype(dtype),
+        "dy": rng.standard_normal(shape).astype(dtype),
+    }
     if case["affine"]:
         arrays["weight"] = (1.0 + 0.5 * rng.standard_normal(channels)).astype(dtype)
         arrays["bias"] = rng.standard_normal(channels).astype(dtype)
@@ -58,15 +81,19 @@ def case_arrays(name, n_ranks):
 def layer_batches(n_ranks):
     """``[(x, dy), ...]``: the whole batches of the layer's steps (float32)."""
     rng = np.random.default_rng(zlib.crc32(f"layer-{n_ranks}".encode()))
-    return [tuple((1.5 + rng.standard_normal((sum(sizes),) + LAYER_SAMPLE_SHAPE))
-                  .astype(np.float32) for _ in range(2))
-            for sizes in LAYER_SIZES[n_ranks]]
+    return [
+        tuple(
+            (1.5 + rng.standard_normal((sum(sizes),) + LAYER_SAMPLE_SHAPE)).astype(np.float32)
+            for _ in range(2)
+        )
+        for sizes in LAYER_SIZES[n_ranks]
+    ]
 
 
 def rank_part(whole, sizes, rank):
     """The samples of ``whole`` (along axis 0) that belong to ``rank``."""
     start = sum(sizes[:rank])
-    return whole[start:start + sizes[rank]]
+    return whole[start : start + sizes[rank]]
 
 
 def run_case(comm, name, device=False):
@@ -82,16 +109,19 @@ def run_case(comm, name, device=False):
     case = CASES[name]
     arrays = case_arrays(name, comm.size)
     for key in ("x", "dy"):
-        arrays[key] = np.ascontiguousarray(rank_part(arrays[key], case["sizes"][comm.size],
-                                                     comm.rank))
+        arrays[key] = np.ascontiguousarray(
+            rank_part(arrays[key], case["sizes"][comm.size], comm.rank)
+        )
     arrays = {key: place(value) for key, value in arrays.items()}
     x, dy = arrays["x"], arrays["dy"]
     weight, bias = arrays.get("weight"), arrays.get("bias")
     running_mean, running_var = arrays.get("running_mean"), arrays.get("running_var")
-    y, mean, rstd = sync_batch_norm_forward(x, running_mean, running_var, weight, bias,
-                                            comm=comm, momentum=MOMENTUM, axis=case["axis"])
-    dx, dweight, dbias = sync_batch_norm_backward(dy, x, mean, rstd, weight, comm=comm,
-                                                  axis=case["axis"])
+    y, mean, rstd = sync_batch_norm_forward(
+        x, running_mean, running_var, weight, bias, comm=comm, momentum=MOMENTUM, axis=case["axis"]
+    )
+    dx, dweight, dbias = sync_batch_norm_backward(
+        dy, x, mean, rstd, weight, comm=comm, axis=case["axis"]
+    )
     results = dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dweight, dbias=dbias)
     if running_mean is not None:
         results.update(running_mean=running_mean, running_var=running_var)
@@ -123,8 +153,11 @@ def main(out_dir, device=False):
 
     comm = MPI.COMM_WORLD
     try:
-        results = {f"{name}.{key}": value for name in CASES
-                   for key, value in run_case(comm, name, device).items()}
+        results = {
+            f"{name}.{key}": value
+            for name in CASES
+            for key, value in run_case(comm, name, device).items()
+        }
         if not device:
             results.update({f"layer.{key}": value for key, value in run_layer(comm).items()})
         np.savez(pathlib.Path(out_dir) / f"rank{comm.rank}.npz", **results)

@@ -46,22 +46,30 @@ class NormCase:
     def forward(self, x, weight=None, bias=None, *, module=nbn, **options):
         """``module``'s ``<name>_forward(x, ...)``: ``(y, *statistics)``."""
         function = getattr(module, self.name + "_forward")
-        return function(*self.norm.forward_arguments(x, weight, bias, num_groups=self.num_groups),
-                        **self._options(), **options)
+        return function(
+            *self.norm.forward_arguments(x, weight, bias, num_groups=self.num_groups),
+            **self._options(),
+            **options,
+        )
 
     def plain(self, x, weight=None, bias=None, **options):
         """numbanorm's ``<name>(x, ...)``: ``y``."""
         function = getattr(nbn, self.name)
-        return function(*self.norm.forward_arguments(x, weight, bias, num_groups=self.num_groups),
-                        **self._options(), **options)
+        return function(
+            *self.norm.forward_arguments(x, weight, bias, num_groups=self.num_groups),
+            **self._options(),
+            **options,
+        )
 
     def backward(self, dy, x, stats, weight=None, *, module=nbn, **options):
         """``module``'s ``<name>_backward``: ``(dx, dweight[, dbias])``."""
         function = getattr(module, self.name + "_backward")
         axis = {} if self.axis is None else {"axis": self.axis}
-        return function(*self.norm.backward_arguments(dy, x, stats, weight,
-                                                      num_groups=self.num_groups),
-                        **axis, **options)
+        return function(
+            *self.norm.backward_arguments(dy, x, stats, weight, num_groups=self.num_groups),
+            **axis,
+            **options,
+        )
 
     def with_axis(self, axis):
         return dataclasses.replace(self, axis=axis)

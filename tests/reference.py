@@ -85,8 +85,18 @@ def _unbiased(var, count):
 # batch norm
 # --------------------------------------------------------------------------
 
-def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-                       training=True, eps=1e-5, axis=1):
+
+def batch_norm_forward(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    *,
+    training=True,
+    eps=1e-5,
+    axis=1,
+):
     """Batch norm forward; returns ``(y, mean, rstd)`` with stats of shape ``(C,)``."""
     ncs, moved_shape = _ncs_view(_f64(x), axis)
     if training:
@@ -137,6 +147,7 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, training=True, axis=1
 # layer norm
 # --------------------------------------------------------------------------
 
+
 def layer_norm_forward(x, weight=None, bias=None, *, axis=-1, eps=1e-5):
     """Layer norm forward; returns ``(y, mean, rstd)``."""
     rows, moved_shape, axes = _rows_view(_f64(x), axis)
@@ -155,7 +166,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     """Layer norm backward; returns ``(dx, dweight, dbias)``."""
     rows, moved_shape, axes = _rows_view(_f64(x), axis)
     dy_rows, _, _ = _rows_view(_f64(dy), axis)
-    weight_shape = moved_shape[len(moved_shape) - len(axes):]
+    weight_shape = moved_shape[len(moved_shape) - len(axes) :]
     mean = _f64(mean).reshape(-1, 1)
     rstd = _f64(rstd).reshape(-1, 1)
     w = np.ones(rows.shape[1]) if weight is None else _f64(weight).reshape(-1)
@@ -169,6 +180,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
 # --------------------------------------------------------------------------
 # group norm
 # --------------------------------------------------------------------------
+
 
 def _grouped(ncs, num_groups):
     n, c, s = ncs.shape
@@ -210,8 +222,18 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, axis=1):
 # instance norm
 # --------------------------------------------------------------------------
 
-def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-                          use_input_stats=True, eps=1e-5, axis=1):
+
+def instance_norm_forward(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    *,
+    use_input_stats=True,
+    eps=1e-5,
+    axis=1,
+):
     """Instance norm forward; returns ``(y, mean, rstd)`` with stats of shape ``(N, C)``."""
     ncs, moved_shape = _ncs_view(_f64(x), axis)
     n, c, _ = ncs.shape
@@ -263,6 +285,7 @@ def instance_norm_backward(dy, x, mean, rstd, weight=None, *, use_input_stats=Tr
 # RMS norm
 # --------------------------------------------------------------------------
 
+
 def rms_norm_forward(x, weight=None, *, axis=-1, eps):
     """RMS norm forward; returns ``(y, rrms)`` with ``rrms = 1 / sqrt(mean(x**2) + eps)``."""
     rows, moved_shape, axes = _rows_view(_f64(x), axis)
@@ -282,7 +305,7 @@ def rms_norm_backward(dy, x, rrms, weight=None, *, axis=-1):
     """
     rows, moved_shape, axes = _rows_view(_f64(x), axis)
     dy_rows, _, _ = _rows_view(_f64(dy), axis)
-    weight_shape = moved_shape[len(moved_shape) - len(axes):]
+    weight_shape = moved_shape[len(moved_shape) - len(axes) :]
     rrms = _f64(rrms).reshape(-1, 1)
     w = np.ones(rows.shape[1]) if weight is None else _f64(weight).reshape(-1)
     g = dy_rows * w[None, :]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 from helpers import assert_close
 
 
@@ -17,13 +18,16 @@ def _split(rng, x, n_pieces, axis=0):
 # Moments
 
 
-@pytest.mark.parametrize("shape, axis", [
-    ((60,), None),
-    ((60, 3), 0),
-    ((60, 3, 4, 5), (0, 2, 3)),
-    ((60, 4, 3), (0, 1)),
-    ((60, 2, 3), None),
-])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [
+        ((60,), None),
+        ((60, 3), 0),
+        ((60, 3, 4, 5), (0, 2, 3)),
+        ((60, 4, 3), (0, 1)),
+        ((60, 2, 3), None),
+    ],
+)
 def test_moments_of_batches_equal_moments_of_their_concatenation(rng, shape, axis):
     x = 0.5 + 2.0 * rng.standard_normal(shape)
     acc = nbn.Moments()
@@ -128,11 +132,13 @@ def test_states_travel_between_accumulators(rng):
 def test_moments_errors(rng):
     acc = nbn.Moments()
     with pytest.raises(ValueError, match="no data yet"):
-        acc.mean
+        _ = acc.mean
     with pytest.raises(ValueError, match="no data yet"):
         acc.var()
     acc.update(rng.standard_normal((4, 3)), axis=0)
-    with pytest.raises(ValueError, match=r"shape \(5,\) cannot be merged into statistics of shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"shape \(5,\) cannot be merged into statistics of shape \(3,\)"
+    ):
         acc.update(rng.standard_normal((4, 5)), axis=0)
     with pytest.raises(ValueError, match=r"cannot be merged"):
         acc.merge(nbn.Moments().update(np.ones(4)))
@@ -151,7 +157,7 @@ def test_recompute_stats_gives_the_exact_statistics_of_the_data_set(rng):
     data = 100.0 + 5.0 * rng.standard_normal((203, 3, 4, 4))
     layer = nbn.BatchNorm(3, dtype=np.float64)
     layer(data[:16])
-    batches = (data[start:start + 32] for start in range(0, len(data), 32))
+    batches = (data[start : start + 32] for start in range(0, len(data), 32))
     assert nbn.recompute_stats(layer, batches) is layer
     assert_close(layer.running_mean, data.mean(axis=(0, 2, 3)), np.float64)
     assert_close(layer.running_var, data.var(axis=(0, 2, 3), ddof=1), np.float64)
@@ -189,7 +195,9 @@ def test_recompute_stats_with_forward_and_channels_last_float32(rng):
 def test_recompute_stats_of_instance_norm_averages_instance_stats(rng, axis):
     data = 2.0 + rng.standard_normal((17, 3, 6))
     layer = nbn.InstanceNorm(3, track_running_stats=True, axis=axis, dtype=np.float64)
-    batches = _split(rng, data, 4) if axis == 1 else [b.swapaxes(0, 1) for b in _split(rng, data, 4)]
+    batches = (
+        _split(rng, data, 4) if axis == 1 else [b.swapaxes(0, 1) for b in _split(rng, data, 4)]
+    )
     nbn.recompute_stats(layer, batches)
     assert_close(layer.running_mean, data.mean(axis=2).mean(axis=0), np.float64)
     assert_close(layer.running_var, data.var(axis=2, ddof=1).mean(axis=0), np.float64)

@@ -25,51 +25,87 @@ def _base(rng):
     x = rng.standard_normal(SHAPE)
     _, mean, rstd = nbn.batch_norm_forward(x)
     _, ln_mean, ln_rstd = nbn.layer_norm_forward(x)
-    return dict(x=x, dy=rng.standard_normal(SHAPE), out=np.empty(SHAPE),
-                running_mean=np.zeros(C), running_var=np.ones(C), weight=1 + rng.random(C),
-                bias=rng.standard_normal(C), mean=mean, rstd=rstd, ln_weight=1 + rng.random(5),
-                ln_bias=rng.standard_normal(5), ln_mean=ln_mean, ln_rstd=ln_rstd)
+    return dict(
+        x=x,
+        dy=rng.standard_normal(SHAPE),
+        out=np.empty(SHAPE),
+        running_mean=np.zeros(C),
+        running_var=np.ones(C),
+        weight=1 + rng.random(C),
+        bias=rng.standard_normal(C),
+        mean=mean,
+        rstd=rstd,
+        ln_weight=1 + rng.random(5),
+        ln_bias=rng.standard_normal(5),
+        ln_mean=ln_mean,
+        ln_rstd=ln_rstd,
+    )
 
 
 # Each call: the function of the arguments, and the array arguments it takes.
 CALLS = {
-    "batch_norm": (lambda a: nbn.batch_norm(a["x"], a["running_mean"], a["running_var"],
-                                            a["weight"], a["bias"], out=a["out"]),
-                   ("x", "running_mean", "running_var", "weight", "bias", "out")),
-    "batch_norm eval": (lambda a: nbn.batch_norm(a["x"], a["running_mean"], a["running_var"],
-                                                 training=False),
-                        ("running_mean", "running_var")),
-    "batch_norm_backward": (lambda a: nbn.batch_norm_backward(a["dy"], a["x"], a["mean"],
-                                                              a["rstd"], a["weight"],
-                                                              out=a["out"]),
-                            ("dy", "x", "mean", "rstd", "weight", "out")),
-    "group_norm": (lambda a: nbn.group_norm(a["x"], 3, a["weight"], a["bias"], out=a["out"]),
-                   ("x", "weight", "bias", "out")),
-    "instance_norm_forward": (lambda a: nbn.instance_norm_forward(
-        a["x"], a["running_mean"], a["running_var"], a["weight"], a["bias"]),
-        ("x", "running_mean", "running_var", "weight", "bias")),
-    "layer_norm": (lambda a: nbn.layer_norm(a["x"], a["ln_weight"], a["ln_bias"], out=a["out"]),
-                   ("x", "ln_weight", "ln_bias", "out")),
-    "layer_norm_backward": (lambda a: nbn.layer_norm_backward(a["dy"], a["x"], a["ln_mean"],
-                                                              a["ln_rstd"], a["ln_weight"],
-                                                              out=a["out"]),
-                            ("dy", "x", "ln_mean", "ln_rstd", "ln_weight", "out")),
-    "rms_norm": (lambda a: nbn.rms_norm(a["x"], a["ln_weight"], out=a["out"]),
-                 ("x", "ln_weight", "out")),
-    "rms_norm_backward": (lambda a: nbn.rms_norm_backward(a["dy"], a["x"], a["ln_rstd"],
-                                                          a["ln_weight"], out=a["out"]),
-                          ("dy", "x", "ln_rstd", "ln_weight", "out")),
+    "batch_norm": (
+        lambda a: nbn.batch_norm(
+            a["x"], a["running_mean"], a["running_var"], a["weight"], a["bias"], out=a["out"]
+        ),
+        ("x", "running_mean", "running_var", "weight", "bias", "out"),
+    ),
+    "batch_norm eval": (
+        lambda a: nbn.batch_norm(a["x"], a["running_mean"], a["running_var"], training=False),
+        ("running_mean", "running_var"),
+    ),
+    "batch_norm_backward": (
+        lambda a: nbn.batch_norm_backward(
+            a["dy"], a["x"], a["mean"], a["rstd"], a["weight"], out=a["out"]
+        ),
+        ("dy", "x", "mean", "rstd", "weight", "out"),
+    ),
+    "group_norm": (
+        lambda a: nbn.group_norm(a["x"], 3, a["weight"], a["bias"], out=a["out"]),
+        ("x", "weight", "bias", "out"),
+    ),
+    "instance_norm_forward": (
+        lambda a: nbn.instance_norm_forward(
+            a["x"], a["running_mean"], a["running_var"], a["weight"], a["bias"]
+        ),
+        ("x", "running_mean", "running_var", "weight", "bias"),
+    ),
+    "layer_norm": (
+        lambda a: nbn.layer_norm(a["x"], a["ln_weight"], a["ln_bias"], out=a["out"]),
+        ("x", "ln_weight", "ln_bias", "out"),
+    ),
+    "layer_norm_backward": (
+        lambda a: nbn.layer_norm_backward(
+            a["dy"], a["x"], a["ln_mean"], a["ln_rstd"], a["ln_weight"], out=a["out"]
+        ),
+        ("dy", "x", "ln_mean", "ln_rstd", "ln_weight", "out"),
+    ),
+    "rms_norm": (
+        lambda a: nbn.rms_norm(a["x"], a["ln_weight"], out=a["out"]),
+        ("x", "ln_weight", "out"),
+    ),
+    "rms_norm_backward": (
+        lambda a: nbn.rms_norm_backward(
+            a["dy"], a["x"], a["ln_rstd"], a["ln_weight"], out=a["out"]
+        ),
+        ("dy", "x", "ln_rstd", "ln_weight", "out"),
+    ),
     "moments": (lambda a: nbn.moments(a["x"], axis=(0, 2)), ("x",)),
 }
 # The public name of each argument, as error messages give it.
 PUBLIC = dict(ln_weight="weight", ln_bias="bias", ln_mean="mean", ln_rstd="rrms|rstd")
 # Arguments written in place: they must be writable arrays.
-WRITTEN = {("batch_norm", "running_mean"), ("batch_norm", "running_var"),
-           ("instance_norm_forward", "running_mean"), ("instance_norm_forward", "running_var")}
+WRITTEN = {
+    ("batch_norm", "running_mean"),
+    ("batch_norm", "running_var"),
+    ("instance_norm_forward", "running_mean"),
+    ("instance_norm_forward", "running_var"),
+}
 WRITTEN.update((call, "out") for call, (_, arguments) in CALLS.items() if "out" in arguments)
 
-ARGUMENT_CASES = [(call, argument) for call, (_, arguments) in CALLS.items()
-                  for argument in arguments]
+ARGUMENT_CASES = [
+    (call, argument) for call, (_, arguments) in CALLS.items() for argument in arguments
+]
 ARGUMENT_IDS = [f"{call}-{argument}" for call, argument in ARGUMENT_CASES]
 
 
@@ -144,12 +180,16 @@ def _as_2d(arrays):
     """``_base`` arrays whose ``x``-shaped members are 2-D, so that ``np.matrix`` holds them."""
     for name in ("x", "dy", "out"):
         arrays[name] = arrays[name].reshape(SHAPE[0], -1)
-    arrays["ln_weight"], arrays["ln_bias"] = (np.resize(arrays[k], SHAPE[1] * SHAPE[2])
-                                              for k in ("ln_weight", "ln_bias"))
-    arrays["weight"], arrays["bias"] = (np.resize(arrays[k], SHAPE[1] * SHAPE[2])
-                                        for k in ("weight", "bias"))
-    arrays["running_mean"], arrays["running_var"] = (np.zeros(SHAPE[1] * SHAPE[2]),
-                                                     np.ones(SHAPE[1] * SHAPE[2]))
+    arrays["ln_weight"], arrays["ln_bias"] = (
+        np.resize(arrays[k], SHAPE[1] * SHAPE[2]) for k in ("ln_weight", "ln_bias")
+    )
+    arrays["weight"], arrays["bias"] = (
+        np.resize(arrays[k], SHAPE[1] * SHAPE[2]) for k in ("weight", "bias")
+    )
+    arrays["running_mean"], arrays["running_var"] = (
+        np.zeros(SHAPE[1] * SHAPE[2]),
+        np.ones(SHAPE[1] * SHAPE[2]),
+    )
     for norm, names in (("batch_norm", ("mean", "rstd")), ("layer_norm", ("ln_mean", "ln_rstd"))):
         _, *stats = getattr(nbn, f"{norm}_forward")(arrays["x"])
         arrays.update(zip(names, stats))
@@ -199,19 +239,28 @@ def test_a_matrix_gives_a_plain_array(rng):
     np.testing.assert_array_equal(out, nbn.batch_norm(np.asarray(x)))
 
 
-@pytest.mark.parametrize("value", [np.array(2.5), 2.5, np.float32(2.5), [2.5]],
-                         ids=["0-d array", "float", "NumPy scalar", "list"])
+@pytest.mark.parametrize(
+    "value",
+    [np.array(2.5), 2.5, np.float32(2.5), [2.5]],
+    ids=["0-d array", "float", "NumPy scalar", "list"],
+)
 def test_moments_of_a_scalar_is_numpys(value):
     mean, var = nbn.moments(value)
     assert mean == np.mean(value) and var == np.var(value)
     assert np.asarray(mean).dtype == np.mean(value).dtype
 
 
-@pytest.mark.parametrize("call", [
-    lambda x: nbn.layer_norm(x), lambda x: nbn.rms_norm_forward(x),
-    lambda x: nbn.batch_norm(x), lambda x: nbn.group_norm(x, 1),
-    lambda x: nbn.instance_norm(x)], ids=["layer_norm", "rms_norm_forward", "batch_norm",
-                                          "group_norm", "instance_norm"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: nbn.layer_norm(x),
+        lambda x: nbn.rms_norm_forward(x),
+        lambda x: nbn.batch_norm(x),
+        lambda x: nbn.group_norm(x, 1),
+        lambda x: nbn.instance_norm(x),
+    ],
+    ids=["layer_norm", "rms_norm_forward", "batch_norm", "group_norm", "instance_norm"],
+)
 @pytest.mark.parametrize("value", [np.array(2.5), 2.5], ids=["0-d array", "float"])
 def test_norms_of_a_scalar_are_refused(call, value):
     with pytest.raises(ValueError, match=r"dimension|dimensions"):
@@ -232,8 +281,13 @@ ZERO_SIZE = {
     "rms_norm rows": ("rms_norm", (0, 5), (), {}, {}),
     "group_norm samples": ("group_norm", (0, 4, 5), (2,), {}, {}),
     "instance_norm samples": ("instance_norm", (0, 4, 5), (), {}, {}),
-    "batch_norm eval, no samples": ("batch_norm", (0, 4, 5), (np.zeros(4), np.ones(4)),
-                                    dict(training=False), dict(training=False)),
+    "batch_norm eval, no samples": (
+        "batch_norm",
+        (0, 4, 5),
+        (np.zeros(4), np.ones(4)),
+        dict(training=False),
+        dict(training=False),
+    ),
     "batch_norm no channels": ("batch_norm", (3, 0, 5), (), {}, {}),
 }
 
@@ -245,18 +299,23 @@ def test_zero_size_axes_give_empty_results(case):
     y, *stats = getattr(nbn, f"{norm}_forward")(x, *args, **forward_options)
     assert y.shape == shape
     groups = args if norm == "group_norm" else ()
-    dx, *grads = getattr(nbn, f"{norm}_backward")(np.ones(shape), x, *groups, *stats,
-                                                   **backward_options)
+    dx, *grads = getattr(nbn, f"{norm}_backward")(
+        np.ones(shape), x, *groups, *stats, **backward_options
+    )
     assert dx.shape == shape
     assert all(np.all(g == 0) for g in grads)
 
 
-@pytest.mark.parametrize("call, shape", [
-    (lambda x: nbn.layer_norm(x), (3, 0)),
-    (lambda x: nbn.layer_norm(x, axis=(0, 1)), (3, 0, 2)),
-    (lambda x: nbn.group_norm(x, 2), (3, 4, 0)),
-    (lambda x: nbn.batch_norm(x), (0, 4)),
-], ids=["layer_norm", "layer_norm axes", "group_norm", "batch_norm training"])
+@pytest.mark.parametrize(
+    "call, shape",
+    [
+        (lambda x: nbn.layer_norm(x), (3, 0)),
+        (lambda x: nbn.layer_norm(x, axis=(0, 1)), (3, 0, 2)),
+        (lambda x: nbn.group_norm(x, 2), (3, 4, 0)),
+        (lambda x: nbn.batch_norm(x), (0, 4)),
+    ],
+    ids=["layer_norm", "layer_norm axes", "group_norm", "batch_norm training"],
+)
 def test_normalizing_an_empty_set_is_refused(call, shape):
     with pytest.raises(ValueError):
         call(np.ones(shape))
@@ -267,8 +326,9 @@ def test_moments_of_zero_size_axes_are_numpys():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for axis in (0, 1, None):
-            for got, expected in zip(nbn.moments(x, axis=axis), (np.mean(x, axis=axis),
-                                                                  np.var(x, axis=axis))):
+            for got, expected in zip(
+                nbn.moments(x, axis=axis), (np.mean(x, axis=axis), np.var(x, axis=axis))
+            ):
                 np.testing.assert_array_equal(got, expected)
 
 

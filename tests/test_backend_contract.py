@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import numbanorm
-from helpers import assert_close, random_array
 from numbanorm._backends import backend_for
+
+from helpers import assert_close, random_array
 
 
 def _placements():
@@ -23,6 +24,7 @@ def _placements():
     yield pytest.param(np.array, id="host")
     if numbanorm.cuda_available():
         from numba import cuda
+
         yield pytest.param(lambda a: cuda.to_device(np.ascontiguousarray(a)), id="cuda")
 
 
@@ -41,8 +43,9 @@ VIEWS = [
     ("channels-last", (2, 5, 3, 1), "RRCW"),
     ("group", (2, 2, 3, 4), "SCWR"),
 ]
-view_cases = pytest.mark.parametrize("shape,roles", [v[1:] for v in VIEWS],
-                                     ids=[v[0] for v in VIEWS])
+view_cases = pytest.mark.parametrize(
+    "shape,roles", [v[1:] for v in VIEWS], ids=[v[0] for v in VIEWS]
+)
 EPS = 1e-3
 
 
@@ -89,8 +92,9 @@ class Setup:
 
     def to_groups(self, stat):
         """The inverse of :meth:`from_groups`."""
-        t = np.squeeze(stat, self.reduced).transpose([self.kept.index(a)
-                                                      for a in self.canon.stat_axes])
+        t = np.squeeze(stat, self.reduced).transpose(
+            [self.kept.index(a) for a in self.canon.stat_axes]
+        )
         return t.reshape(self.groups2)
 
     def broadcast_param(self, p2):
@@ -110,8 +114,9 @@ class Setup:
         """``(mean, rstd)`` on the backend: from ``x``, or from running statistics."""
         backend = self.backend
         if input_stats:
-            _, mean, _, rstd = backend.normalize(self.canon, weight2, weight2, None, eps=EPS,
-                                                 centered=centered, stats=None)
+            _, mean, _, rstd = backend.normalize(
+                self.canon, weight2, weight2, None, eps=EPS, centered=centered, stats=None
+            )
         else:
             C = self.groups2[1]
             running = self.place(np.linspace(-1, 1, C)), self.place(np.linspace(0.5, 2, C))
@@ -121,10 +126,16 @@ class Setup:
         return mean, rstd
 
 
-@pytest.mark.parametrize("dtype,result,stat", [
-    (np.float16, np.float16, np.float32), (np.float32, np.float32, np.float32),
-    (np.float64, np.float64, np.float64), (np.int32, np.float64, np.float64),
-    (np.bool_, np.float64, np.float64)])
+@pytest.mark.parametrize(
+    "dtype,result,stat",
+    [
+        (np.float16, np.float16, np.float32),
+        (np.float32, np.float32, np.float32),
+        (np.float64, np.float64, np.float64),
+        (np.int32, np.float64, np.float64),
+        (np.bool_, np.float64, np.float64),
+    ],
+)
 def test_input_gives_the_result_and_statistics_dtypes(place, rng, dtype, result, stat):
     x = random_array(rng, (3, 4), dtype)
     placed = place(x)
@@ -141,14 +152,19 @@ def test_input_gives_the_result_and_statistics_dtypes(place, rng, dtype, result,
 def test_normalize(place, rng, shape, roles, dtype, stats, centered):
     s = Setup(place, shape, roles, dtype, rng)
     weight2, w = s.param2(rng)
-    bias2, b = (s.param2(rng) if centered
-                else (s.backend.param2(None, s.params2, 0.0), np.zeros(s.params2)))
+    bias2, b = (
+        s.param2(rng) if centered else (s.backend.param2(None, s.params2, 0.0), np.zeros(s.params2))
+    )
     C = s.groups2[1]
     running = rng.standard_normal(C), rng.random(C) + 0.5
-    given = (s.backend.running_groups(tuple(map(place, running)), s.groups2, EPS)
-             if stats == "given" else None)
-    y, mean, var, rstd = s.backend.normalize(s.canon, weight2, bias2, None, eps=EPS,
-                                             centered=centered, stats=given)
+    given = (
+        s.backend.running_groups(tuple(map(place, running)), s.groups2, EPS)
+        if stats == "given"
+        else None
+    )
+    y, mean, var, rstd = s.backend.normalize(
+        s.canon, weight2, bias2, None, eps=EPS, centered=centered, stats=given
+    )
     if given is None:
         ref_mean = s.mean_over(s.x) if centered else np.zeros_like(s.mean_over(s.x))
         ref_var = s.mean_over((s.x - ref_mean) ** 2)
@@ -164,16 +180,18 @@ def test_normalize(place, rng, shape, roles, dtype, stats, centered):
     assert_close(s.host(y), expected, dtype, scale=2)
 
 
-@pytest.mark.parametrize("input_stats,centered", [(True, True), (True, False), (False, True),
-                                                  (False, False)])
+@pytest.mark.parametrize(
+    "input_stats,centered", [(True, True), (True, False), (False, True), (False, False)]
+)
 @view_cases
 def test_backward(place, rng, shape, roles, input_stats, centered):
     s = Setup(place, shape, roles, np.float64, rng)
     weight2, w = s.param2(rng)
     mean, rstd = s.statistics(input_stats, centered, weight2)
     dy = rng.standard_normal(shape)
-    dx, dweight2, dbias2 = s.backend.backward(s.canon, place(dy), mean, rstd, weight2,
-                                              input_stats, centered, out=None)
+    dx, dweight2, dbias2 = s.backend.backward(
+        s.canon, place(dy), mean, rstd, weight2, input_stats, centered, out=None
+    )
     m, r = (s.from_groups(s.host(a)) for a in (mean, rstd))
     g = dy * s.broadcast_param(w)
     x_hat = (s.x - m) * r
@@ -208,12 +226,16 @@ def test_input_gradient_from_group_sums(place, rng, shape, roles):
     dy = rng.standard_normal(shape)
     group_g, group_gxhat = rng.standard_normal((2, *s.groups2)) * s.count
     count = 3 * s.count
-    dx = s.backend.input_gradient(s.canon, place(dy), mean, rstd, weight2, group_g, group_gxhat,
-                                  count)
+    dx = s.backend.input_gradient(
+        s.canon, place(dy), mean, rstd, weight2, group_g, group_gxhat, count
+    )
     r = s.from_groups(s.host(rstd))
     x_hat = (s.x - s.from_groups(s.host(mean))) * r
-    expected = r * (dy * s.broadcast_param(w) - s.from_groups(group_g) / count
-                    - x_hat * s.from_groups(group_gxhat) / count)
+    expected = r * (
+        dy * s.broadcast_param(w)
+        - s.from_groups(group_g) / count
+        - x_hat * s.from_groups(group_gxhat) / count
+    )
     assert dx.dtype == s.xc.dtype
     assert_close(s.host(dx), expected, np.float64)
 
@@ -236,10 +258,16 @@ def test_statistics_and_gradients_out(place, rng, shape, roles):
 
 
 # (shape, reduced axes) of welford_state and moments
-REDUCTIONS = [((3, 4, 2), (0, 2)), ((3, 4, 2), (1,)), ((3, 4, 2), ()), ((3, 4, 2), (0, 1, 2)),
-              ((0, 3), (0,))]
-reduction_cases = pytest.mark.parametrize("shape,axes", REDUCTIONS,
-                                          ids=[f"{s}-{a}" for s, a in REDUCTIONS])
+REDUCTIONS = [
+    ((3, 4, 2), (0, 2)),
+    ((3, 4, 2), (1,)),
+    ((3, 4, 2), ()),
+    ((3, 4, 2), (0, 1, 2)),
+    ((0, 3), (0,)),
+]
+reduction_cases = pytest.mark.parametrize(
+    "shape,axes", REDUCTIONS, ids=[f"{s}-{a}" for s, a in REDUCTIONS]
+)
 
 
 def _reduction(place, rng, shape, axes):
@@ -290,14 +318,17 @@ def test_running_statistics(place, rng):
     backend = backend_for(place(running_mean))
     mean, rstd = backend.running_groups((place(running_mean), place(running_var)), (2, 3), EPS)
     assert_close(backend.to_host(mean), np.broadcast_to(running_mean, (2, 3)), np.float64)
-    assert_close(backend.to_host(rstd), np.broadcast_to(1 / np.sqrt(running_var + EPS), (2, 3)),
-                 np.float64)
+    assert_close(
+        backend.to_host(rstd), np.broadcast_to(1 / np.sqrt(running_var + EPS), (2, 3)), np.float64
+    )
     batch_mean, batch_var = rng.standard_normal((2, 2, 3))
     device_running = place(running_mean), place(running_var)
-    backend.update_running(*device_running, backend.from_host(batch_mean),
-                           backend.from_host(batch_var), 0.25, 1.5)
-    for got, old, new in zip(device_running, (running_mean, running_var),
-                             (batch_mean.mean(0), 1.5 * batch_var.mean(0))):
+    backend.update_running(
+        *device_running, backend.from_host(batch_mean), backend.from_host(batch_var), 0.25, 1.5
+    )
+    for got, old, new in zip(
+        device_running, (running_mean, running_var), (batch_mean.mean(0), 1.5 * batch_var.mean(0))
+    ):
         assert_close(backend.to_host(got), 0.75 * old + 0.25 * new, np.float64)
 
 
@@ -307,7 +338,7 @@ def test_deliver_returns_out_holding_the_result(place, rng):
     backend, public, dtype = s.backend, (2, 3, 4), np.dtype(np.float64)
     weight2, bias2 = (backend.param2(None, s.params2, fill) for fill in (1.0, 0.0))
     deviation = s.x - s.mean_over(s.x)
-    expected = (deviation / np.sqrt(s.mean_over(deviation ** 2) + EPS)).reshape(public)
+    expected = (deviation / np.sqrt(s.mean_over(deviation**2) + EPS)).reshape(public)
     out = place(np.zeros(public))
     target = backend.reshaped(out, s.shape)
     y = backend.normalize(s.canon, weight2, bias2, target, eps=EPS, centered=True, stats=None)[0]
@@ -331,12 +362,13 @@ def test_small_operations(place):
     backend.check_updatable(place(a), "running_mean")
     with pytest.raises(TypeError, match="running_mean"):
         backend.check_updatable(place(a.astype(np.int64)), "running_mean")
-    np.testing.assert_array_equal(backend.to_host(backend.reshaped(place(a), (3, 2))),
-                                  a.reshape(3, 2))
-    np.testing.assert_array_equal(backend.to_host(backend.param2(None, (2, 3), 1.5)),
-                                  np.full((2, 3), 1.5))
-    np.testing.assert_array_equal(backend.to_host(backend.param2(place(a.ravel()), (2, 3), 0.0)),
-                                  a)
+    np.testing.assert_array_equal(
+        backend.to_host(backend.reshaped(place(a), (3, 2))), a.reshape(3, 2)
+    )
+    np.testing.assert_array_equal(
+        backend.to_host(backend.param2(None, (2, 3), 1.5)), np.full((2, 3), 1.5)
+    )
+    np.testing.assert_array_equal(backend.to_host(backend.param2(place(a.ravel()), (2, 3), 0.0)), a)
     canon = backend.view(place(a), (2, 3), "SW")
     np.testing.assert_array_equal(backend.to_host(backend.group_zeros(canon)), np.zeros((2, 1)))
     transposed = backend.to_host(backend.from_host(a.T))

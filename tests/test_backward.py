@@ -4,12 +4,21 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 import reference as ref
-from norms import NORM_CASES
 from helpers import (
-    BN_CASES, GN_CASES, IN_CASES, LN_CASES, RMS_CASES,
-    assert_close, channel_count, coarser_dtype, normalized_shape, random_array,
+    BN_CASES,
+    GN_CASES,
+    IN_CASES,
+    LN_CASES,
+    RMS_CASES,
+    assert_close,
+    channel_count,
+    coarser_dtype,
+    normalized_shape,
+    random_array,
 )
+from norms import NORM_CASES
 
 DTYPE_AFFINE = [(np.float64, False), (np.float32, True)]
 REDUCED_SCALE = 10.0
@@ -47,14 +56,21 @@ def test_batch_norm(rng, shape, axis, training, dtype, affine):
     channels = channel_count(shape, axis)
     weight = _weight(rng, channels, dtype, affine)
     running_mean, running_var = random_array(rng, channels), rng.uniform(0.5, 2.0, channels)
-    _, mean, rstd = nbn.batch_norm_forward(x, running_mean, running_var, weight, training=training, axis=axis)
-    dx, dweight, dbias = nbn.batch_norm_backward(dy, x, mean, rstd, weight, training=training, axis=axis)
+    _, mean, rstd = nbn.batch_norm_forward(
+        x, running_mean, running_var, weight, training=training, axis=axis
+    )
+    dx, dweight, dbias = nbn.batch_norm_backward(
+        dy, x, mean, rstd, weight, training=training, axis=axis
+    )
     if training:
         mean, rstd = _input_stats(ref.batch_norm_forward, x, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.batch_norm_backward(
-        dy, x, mean, rstd, weight, training=training, axis=axis)
+        dy, x, mean, rstd, weight, training=training, axis=axis
+    )
     _check_dx(dx, expected_dx, dtype)
-    _check_param_grads((dweight, dbias), (expected_dweight, expected_dbias), weight, dtype, (channels,))
+    _check_param_grads(
+        (dweight, dbias), (expected_dweight, expected_dbias), weight, dtype, (channels,)
+    )
 
 
 @pytest.mark.parametrize("dtype, affine", DTYPE_AFFINE)
@@ -67,10 +83,16 @@ def test_layer_norm(rng, shape, axis, dtype, affine):
     dx, dweight, dbias = nbn.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis)
     mean, rstd = _input_stats(ref.layer_norm_forward, x, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.layer_norm_backward(
-        dy, x, mean, rstd, weight, axis=axis)
+        dy, x, mean, rstd, weight, axis=axis
+    )
     _check_dx(dx, expected_dx, dtype)
-    _check_param_grads((dweight, dbias), (expected_dweight, expected_dbias), weight, dtype,
-                       normalized_shape(shape, axis))
+    _check_param_grads(
+        (dweight, dbias),
+        (expected_dweight, expected_dbias),
+        weight,
+        dtype,
+        normalized_shape(shape, axis),
+    )
 
 
 @pytest.mark.parametrize("dtype, affine", DTYPE_AFFINE)
@@ -84,9 +106,12 @@ def test_group_norm(rng, shape, axis, num_groups, dtype, affine):
     dx, dweight, dbias = nbn.group_norm_backward(dy, x, num_groups, mean, rstd, weight, axis=axis)
     mean, rstd = _input_stats(ref.group_norm_forward, x, num_groups, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.group_norm_backward(
-        dy, x, num_groups, mean, rstd, weight, axis=axis)
+        dy, x, num_groups, mean, rstd, weight, axis=axis
+    )
     _check_dx(dx, expected_dx, dtype)
-    _check_param_grads((dweight, dbias), (expected_dweight, expected_dbias), weight, dtype, (channels,))
+    _check_param_grads(
+        (dweight, dbias), (expected_dweight, expected_dbias), weight, dtype, (channels,)
+    )
 
 
 @pytest.mark.parametrize("dtype, affine", DTYPE_AFFINE)
@@ -98,16 +123,21 @@ def test_instance_norm(rng, shape, axis, use_input_stats, dtype, affine):
     channels = channel_count(shape, axis)
     weight = _weight(rng, channels, dtype, affine)
     running_mean, running_var = random_array(rng, channels), rng.uniform(0.5, 2.0, channels)
-    _, mean, rstd = nbn.instance_norm_forward(x, running_mean, running_var, weight,
-                                              use_input_stats=use_input_stats, axis=axis)
-    dx, dweight, dbias = nbn.instance_norm_backward(dy, x, mean, rstd, weight,
-                                                    use_input_stats=use_input_stats, axis=axis)
+    _, mean, rstd = nbn.instance_norm_forward(
+        x, running_mean, running_var, weight, use_input_stats=use_input_stats, axis=axis
+    )
+    dx, dweight, dbias = nbn.instance_norm_backward(
+        dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis
+    )
     if use_input_stats:
         mean, rstd = _input_stats(ref.instance_norm_forward, x, axis=axis)
     expected_dx, expected_dweight, expected_dbias = ref.instance_norm_backward(
-        dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis)
+        dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis
+    )
     _check_dx(dx, expected_dx, dtype)
-    _check_param_grads((dweight, dbias), (expected_dweight, expected_dbias), weight, dtype, (channels,))
+    _check_param_grads(
+        (dweight, dbias), (expected_dweight, expected_dbias), weight, dtype, (channels,)
+    )
 
 
 @pytest.mark.parametrize("dtype, affine", DTYPE_AFFINE)
@@ -120,11 +150,15 @@ def test_rms_norm(rng, shape, axis, dtype, affine):
     dx, dweight = nbn.rms_norm_backward(dy, x, rrms, weight, axis=axis)
     expected_dx, expected_dweight = ref.rms_norm_backward(dy, x, rrms, weight, axis=axis)
     _check_dx(dx, expected_dx, dtype)
-    _check_param_grads((dweight,), (expected_dweight,), weight, dtype, normalized_shape(shape, axis))
+    _check_param_grads(
+        (dweight,), (expected_dweight,), weight, dtype, normalized_shape(shape, axis)
+    )
 
 
-@pytest.mark.parametrize("x_dtype, weight_dtype", [(np.float32, np.float64), (np.float64, np.float32),
-                                                    (np.float16, None), (np.int32, None)])
+@pytest.mark.parametrize(
+    "x_dtype, weight_dtype",
+    [(np.float32, np.float64), (np.float64, np.float32), (np.float16, None), (np.int32, None)],
+)
 def test_gradient_dtypes(rng, x_dtype, weight_dtype):
     shape = (4, 3, 6)
     x = random_array(rng, shape, x_dtype)
@@ -149,15 +183,21 @@ def test_gradient_dtypes(rng, x_dtype, weight_dtype):
     rms = nbn.rms_norm_backward(dy, x, rrms, row_weight)
     rms_expected = ref.rms_norm_backward(dy, x, rrms, row_weight)
 
-    for name, grads, expected in [("batch_norm", bn, bn_expected), ("layer_norm", ln, ln_expected),
-                                  ("group_norm", gn, gn_expected), ("instance_norm", inn, inn_expected),
-                                  ("rms_norm", rms, rms_expected)]:
+    for name, grads, expected in [
+        ("batch_norm", bn, bn_expected),
+        ("layer_norm", ln, ln_expected),
+        ("group_norm", gn, gn_expected),
+        ("instance_norm", inn, inn_expected),
+        ("rms_norm", rms, rms_expected),
+    ]:
         dx, *param_grads = grads
         assert dx.dtype == ref.result_dtype(x_dtype), name
         assert_close(dx, expected[0], x_dtype, err_msg=name)
         for grad, truth in zip(param_grads, expected[1:]):
             assert grad.dtype == grad_dtype, name
-            assert_close(grad, truth, coarser_dtype(x_dtype, grad_dtype), scale=REDUCED_SCALE, err_msg=name)
+            assert_close(
+                grad, truth, coarser_dtype(x_dtype, grad_dtype), scale=REDUCED_SCALE, err_msg=name
+            )
 
 
 # (case, shape): a dense and a strided layout each
@@ -180,10 +220,17 @@ def test_backward_out_receives_dx(rng, name, into):
     dy = random_array(rng, shape, np.float32, loc=0.0, scale=1.0)
     _, *stats = case.forward(x)
     expected = case.backward(dy, x, stats, out=None)
-    out = {"new array": np.empty_like(x), "dy": dy, "x": x,
-           "fortran-ordered array": np.asfortranarray(np.empty_like(x))}[into]
-    result = case.backward(dy.copy(), x.copy(), stats, out=out) if into not in (
-        "dy", "x") else case.backward(dy, x, stats, out=out)
+    out = {
+        "new array": np.empty_like(x),
+        "dy": dy,
+        "x": x,
+        "fortran-ordered array": np.asfortranarray(np.empty_like(x)),
+    }[into]
+    result = (
+        case.backward(dy.copy(), x.copy(), stats, out=out)
+        if into not in ("dy", "x")
+        else case.backward(dy, x, stats, out=out)
+    )
     assert result[0] is out
     for actual, truth in zip(result, expected):
         np.testing.assert_array_equal(actual, truth)

@@ -81,10 +81,14 @@ def test_out_directions_write_what_the_allocating_ones_return(direction):
 
 
 def test_run_reports_bandwidth_and_peer_ratios():
-    results = bench.run(["layer_norm.backward", "moments"], quick=True, peers=("numpy",),
-                        cases=SMALL_CASES)
-    assert [r["op"] for r in results] == ["layer_norm.backward", "moments.forward",
-                                          "moments.forward"]
+    results = bench.run(
+        ["layer_norm.backward", "moments"], quick=True, peers=("numpy",), cases=SMALL_CASES
+    )
+    assert [r["op"] for r in results] == [
+        "layer_norm.backward",
+        "moments.forward",
+        "moments.forward",
+    ]
     for r in results:
         moved = 4 * np.prod(r["shape"]) * (3 if r["op"].endswith("backward") else 1)
         assert r["gb_per_s"] == pytest.approx(moved / r["seconds"] / 1e9)
@@ -94,11 +98,14 @@ def test_run_reports_bandwidth_and_peer_ratios():
 
 def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",),
-                cases=SMALL_CASES[:2])
+    bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",), cases=SMALL_CASES[:2])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == [
-        "rms_norm.forward", "rms_norm.forward_out", "rms_norm.backward", "rms_norm.backward_out"]
+        "rms_norm.forward",
+        "rms_norm.forward_out",
+        "rms_norm.backward",
+        "rms_norm.backward_out",
+    ]
     saved = json.loads(path.read_text())
     assert saved["machine"]["threads"] >= 1
     assert [r["op"] for r in saved["results"]] == [line.split()[0] for line in lines[2:]]

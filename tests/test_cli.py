@@ -4,7 +4,6 @@ import math
 import re
 
 import pytest
-from helpers import environment, run_python
 
 import numbanorm
 from numbanorm.__main__ import main
@@ -12,10 +11,13 @@ from numbanorm._cli import warmup
 from numbanorm._kernels import SERIAL_MAX_ELEMENTS
 from numbanorm._specs import NORMS
 
+from helpers import environment, run_python
+
 
 def test_import_numbanorm_imports_no_command_line_code():
-    loaded = run_python("import sys, numbanorm; print(*sorted(sys.modules))",
-                        env=environment()).split()
+    loaded = run_python(
+        "import sys, numbanorm; print(*sorted(sys.modules))", env=environment()
+    ).split()
     assert "numbanorm" in loaded
     assert not [m for m in loaded if m == "numbanorm._cli" or m.startswith("numbanorm._cli.")]
 
@@ -30,11 +32,15 @@ def test_warmup_calls_every_norm_both_ways_on_both_sizes_and_layouts():
     for dtype in ("float32", "float64"):
         for norm in NORMS:
             for direction in ("forward", "backward"):
-                found = [c for c in calls
-                         if c.dtype == dtype and c.norm is norm and c.direction == direction]
-                layouts = ({"channels-first", "channels-last"} if norm.per_channel else {"rows"})
+                found = [
+                    c
+                    for c in calls
+                    if c.dtype == dtype and c.norm is norm and c.direction == direction
+                ]
+                layouts = {"channels-first", "channels-last"} if norm.per_channel else {"rows"}
                 assert {(c.layout, _small(c)) for c in found} == {
-                    (layout, small) for layout in layouts for small in (True, False)}
+                    (layout, small) for layout in layouts for small in (True, False)
+                }
                 for call in found:
                     assert call.function == f"{norm.name}_{direction}"
                     assert call.shape[call.axis] == norm.example_shape[norm.default_axis]
@@ -54,9 +60,13 @@ def test_warmup_units_share_no_kernel():
 @pytest.fixture
 def small_rows_plan(monkeypatch):
     """Warmup's plan cut down to layer and RMS norm on small inputs: two units."""
+
     def plan(dtypes):
-        return [[call for call in unit if call.norm is not None and not call.norm.per_channel]
-                for unit in full(dtypes) if _small(unit[0])]
+        return [
+            [call for call in unit if call.norm is not None and not call.norm.per_channel]
+            for unit in full(dtypes)
+            if _small(unit[0])
+        ]
 
     full = warmup.plan
     monkeypatch.setattr(warmup, "plan", plan)
@@ -66,12 +76,18 @@ def test_warmup_command_prints_a_line_per_call_and_the_totals(small_rows_plan, c
     main(["warmup", "--dtypes", "float64"])
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"numbanorm warmup: 4 calls in [12] processes; .*", lines[0])
-    progress = [re.fullmatch(r"\[(\d)/4\] float64 (\w+) +rows +16x1024 +\d+\.\d s", line)
-                for line in lines[1:-1]]
+    progress = [
+        re.fullmatch(r"\[(\d)/4\] float64 (\w+) +rows +16x1024 +\d+\.\d s", line)
+        for line in lines[1:-1]
+    ]
     assert all(progress), lines
     assert [int(match[1]) for match in progress] == [1, 2, 3, 4]
     assert sorted(match[2] for match in progress) == [
-        "layer_norm_backward", "layer_norm_forward", "rms_norm_backward", "rms_norm_forward"]
+        "layer_norm_backward",
+        "layer_norm_forward",
+        "rms_norm_backward",
+        "rms_norm_forward",
+    ]
     assert re.fullmatch(r"float64: \d+\.\d s  \(total \d+\.\d s wall\)", lines[-1])
 
 

@@ -61,8 +61,10 @@ def _factory_signatures(x, acc):
         (_cuda_rows.rows_backward, (x4, x4, stat, stat, stat, b, b, x4)),
         (_cuda_columns.columns_moments, (x3, b, i8, part, part)),
         (_cuda_columns.columns_gradient_sums, (x3, x3, stat, stat, i8, i8, i8, part, part)),
-        (_cuda_columns.column_coefficients, (stat, stat, stat, stat, stat, stat, i8, b, b, b, i8,
-                                             _array(acc, 3))),
+        (
+            _cuda_columns.column_coefficients,
+            (stat, stat, stat, stat, stat, stat, i8, b, b, b, i8, _array(acc, 3)),
+        ),
         (_cuda_columns.columns_affine, (x3, x3, b, i8, _array(acc, 3), x3)),
     ]
 
@@ -71,9 +73,11 @@ def _factory_signatures(x, acc):
 BLOCK_MERGES = (_cuda_rows.rows_forward, _cuda_rows.rows_backward)
 
 
-@pytest.mark.parametrize("x,acc", [(np.float16, np.float32), (np.float32, np.float32),
-                                   (np.float64, np.float64)], ids=["float16", "float32",
-                                                                    "float64"])
+@pytest.mark.parametrize(
+    "x,acc",
+    [(np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64)],
+    ids=["float16", "float32", "float64"],
+)
 def test_norm_kernels_compile(x, acc):
     for factory, signature in _factory_signatures(x, acc):
         ptx = _compile(factory(np.dtype(acc)), signature)
@@ -97,13 +101,25 @@ def test_elementwise_kernels_compile():
     shape = types.UniTuple(types.int64, 3)
     strided = _array(np.float32, 1, "A")
     for kernel, signature in [
-        (_cuda_elementwise.strided_copy, (_array(np.float16, 1), _array(np.float64, 1), shape,
-                                          shape, shape, types.float64)),
+        (
+            _cuda_elementwise.strided_copy,
+            (_array(np.float16, 1), _array(np.float64, 1), shape, shape, shape, types.float64),
+        ),
         (_cuda_elementwise.strided_fill, (_array(np.float32, 1), shape, shape, types.float64)),
-        (_cuda_elementwise.running_as_groups, (strided, strided, types.float64,
-                                               _array(np.float32, 2), _array(np.float32, 2))),
-        (_cuda_elementwise.update_running, (strided, strided, _array(np.float64, 2),
-                                            _array(np.float64, 2), types.float64,
-                                            types.float64)),
+        (
+            _cuda_elementwise.running_as_groups,
+            (strided, strided, types.float64, _array(np.float32, 2), _array(np.float32, 2)),
+        ),
+        (
+            _cuda_elementwise.update_running,
+            (
+                strided,
+                strided,
+                _array(np.float64, 2),
+                _array(np.float64, 2),
+                types.float64,
+                types.float64,
+            ),
+        ),
     ]:
         _compile(kernel, signature)

@@ -10,15 +10,17 @@ distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
 
 import numbanorm as nbn  # noqa: E402
-from helpers import assert_close  # noqa: E402
 from numbanorm.dask import moments  # noqa: E402
+
+from helpers import assert_close  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def client():
     """A client of a local cluster of two worker processes, the default scheduler while open."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         with distributed.Client(cluster) as client:
             yield client
 
@@ -29,25 +31,32 @@ def _computed(darr, **kwargs):
     return dask.compute(mean, var)
 
 
-@pytest.mark.parametrize("shape, chunks, axis, keepdims", [
-    ((50, 3, 4, 5), (7, 3, 2, 5), (0, 2, 3), False),     # batch norm, NCHW
-    ((20, 4, 5, 3), (6, 4, 3, 3), (0, 1, 2), False),     # batch norm, channels-last
-    ((30, 6), (4, 6), None, False),                      # everything: 0-d results
-    ((30, 6), (4, 4), None, True),
-    ((12, 5, 7), (5, 2, 3), 1, True),                    # a middle axis, chunked kept axes
-    ((12, 5, 7), (5, 2, 3), (2, 0), False),
-])
+@pytest.mark.parametrize(
+    "shape, chunks, axis, keepdims",
+    [
+        ((50, 3, 4, 5), (7, 3, 2, 5), (0, 2, 3), False),  # batch norm, NCHW
+        ((20, 4, 5, 3), (6, 4, 3, 3), (0, 1, 2), False),  # batch norm, channels-last
+        ((30, 6), (4, 6), None, False),  # everything: 0-d results
+        ((30, 6), (4, 4), None, True),
+        ((12, 5, 7), (5, 2, 3), 1, True),  # a middle axis, chunked kept axes
+        ((12, 5, 7), (5, 2, 3), (2, 0), False),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_moments_equal_numpy_on_the_materialized_array(client, rng, shape, chunks, axis,
-                                                       keepdims, dtype, ddof):
+def test_moments_equal_numpy_on_the_materialized_array(
+    client, rng, shape, chunks, axis, keepdims, dtype, ddof
+):
     data = (0.5 + 2.0 * rng.standard_normal(shape)).astype(dtype)
-    mean, var = _computed(da.from_array(data, chunks=chunks), axis=axis, ddof=ddof,
-                          keepdims=keepdims)
+    mean, var = _computed(
+        da.from_array(data, chunks=chunks), axis=axis, ddof=ddof, keepdims=keepdims
+    )
     expected_dtype = nbn.moments(data, axis=axis)[0].dtype
     exact = data.astype(np.float64)
-    for actual, truth in ((mean, np.mean(exact, axis=axis, keepdims=keepdims)),
-                          (var, np.var(exact, axis=axis, ddof=ddof, keepdims=keepdims))):
+    for actual, truth in (
+        (mean, np.mean(exact, axis=axis, keepdims=keepdims)),
+        (var, np.var(exact, axis=axis, ddof=ddof, keepdims=keepdims)),
+    ):
         assert actual.dtype == expected_dtype
         assert isinstance(actual, np.generic if np.ndim(truth) == 0 else np.ndarray)
         assert_close(actual, truth, dtype)
@@ -84,7 +93,7 @@ def test_float32_with_a_large_offset_keeps_its_variance(client, rng):
     data = (1e4 + rng.standard_normal((4096, 3))).astype(np.float32)
     darr = da.from_array(data, chunks=(512, 3))
     truth = data.astype(np.float64).var(axis=0)
-    naive = (darr ** 2).mean(axis=0, dtype=np.float32) - darr.mean(axis=0, dtype=np.float32) ** 2
+    naive = (darr**2).mean(axis=0, dtype=np.float32) - darr.mean(axis=0, dtype=np.float32) ** 2
     naive_error = np.abs(naive.compute() - truth) / truth
     assert naive.dtype == np.float32 and naive_error.min() > 0.5
     _, var = _computed(darr, axis=0)
@@ -98,13 +107,18 @@ def test_batch_norm_population_statistics_of_a_chunked_data_set(client, rng, axi
     data = (2.0 + rng.standard_normal(shape)).astype(np.float32)
     channel_axis = axis % data.ndim
     layer = nbn.BatchNorm(3, axis=axis)
-    mean, var = moments(da.from_array(data, chunks=(6,) + shape[1:]),
-                        axis=tuple(a for a in range(data.ndim) if a != channel_axis), ddof=1)
+    mean, var = moments(
+        da.from_array(data, chunks=(6,) + shape[1:]),
+        axis=tuple(a for a in range(data.ndim) if a != channel_axis),
+        ddof=1,
+    )
     layer.running_mean[...], layer.running_var[...] = dask.compute(mean, var)
     batches = nbn.recompute_stats(nbn.BatchNorm(3, axis=axis), np.split(data, 8))
     whole = np.moveaxis(data.astype(np.float64), channel_axis, 0).reshape(3, -1)
-    for name, truth in (("running_mean", whole.mean(axis=1)),
-                        ("running_var", whole.var(axis=1, ddof=1))):
+    for name, truth in (
+        ("running_mean", whole.mean(axis=1)),
+        ("running_var", whole.var(axis=1, ddof=1)),
+    ):
         assert_close(getattr(layer, name), truth, np.float32, err_msg=name)
         assert_close(getattr(layer, name), getattr(batches, name), np.float32, err_msg=name)
 

@@ -20,8 +20,10 @@ def digits():
 @pytest.fixture(scope="module")
 def lenets(digits):
     """``{norm: (network, history)}`` after 4 epochs at lr=1.0, same seed."""
-    return {norm: demo.train("lenet", norm, 1.0, digits, epochs=4, batch_size=32, seed=0)
-            for norm in ("none", "batch")}
+    return {
+        norm: demo.train("lenet", norm, 1.0, digits, epochs=4, batch_size=32, seed=0)
+        for norm in ("none", "batch")
+    }
 
 
 def test_batch_norm_beats_the_plain_sigmoid_lenet_at_a_high_rate(digits, lenets):
@@ -79,8 +81,13 @@ def test_network_gradients_match_finite_differences(monkeypatch, model, norm):
             param -= 2 * step * direction
             minus = loss(x)
             param += step * direction
-            np.testing.assert_allclose(analytic, (plus - minus) / (2 * step), rtol=1e-4,
-                                       atol=1e-7, err_msg=f"{type(layer).__name__}.{name}")
+            np.testing.assert_allclose(
+                analytic,
+                (plus - minus) / (2 * step),
+                rtol=1e-4,
+                atol=1e-7,
+                err_msg=f"{type(layer).__name__}.{name}",
+            )
 
 
 def test_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
@@ -89,8 +96,22 @@ def test_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     from numbanorm.__main__ import main
 
     output = tmp_path / "curves.png"
-    main(["demo", "--epochs", "1", "--models", "mlp", "--lr", "1.0", "--norms", "none", "batch",
-          "--output", str(output)])
+    main(
+        [
+            "demo",
+            "--epochs",
+            "1",
+            "--models",
+            "mlp",
+            "--lr",
+            "1.0",
+            "--norms",
+            "none",
+            "batch",
+            "--output",
+            str(output),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| model | norm | lr | train acc | test acc | test acc, exact BN stats |" in printed
     assert "| mlp | none | 1.0 |" in printed and "| mlp | batch | 1.0 |" in printed

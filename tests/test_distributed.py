@@ -17,17 +17,18 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py")
+import mpi_worker  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-import mpi_worker  # noqa: E402
 import numbanorm as nbn  # noqa: E402
-import reference as ref  # noqa: E402
-from helpers import assert_close, run_in_own_session  # noqa: E402
 from numbanorm.distributed import (  # noqa: E402
     SyncBatchNorm,
     sync_batch_norm_backward,
     sync_batch_norm_forward,
 )
+
+import reference as ref  # noqa: E402
+from helpers import assert_close, run_in_own_session  # noqa: E402
 
 WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
 LAUNCH_TIMEOUT = 300
@@ -64,8 +65,9 @@ class CountingComm:
         MPI.COMM_SELF.Allreduce(send, receive)
 
 
-@pytest.mark.parametrize("shape, axis, dtype", [((4, 3, 5, 8), 1, np.float32),
-                                                ((4, 5, 3), -1, np.float64)])
+@pytest.mark.parametrize(
+    "shape, axis, dtype", [((4, 3, 5, 8), 1, np.float32), ((4, 5, 3), -1, np.float64)]
+)
 def test_one_rank_is_plain_batch_norm(rng, shape, axis, dtype):
     x = (3.0 + rng.standard_normal(shape)).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
@@ -73,8 +75,9 @@ def test_one_rank_is_plain_batch_norm(rng, shape, axis, dtype):
     weight, bias = rng.standard_normal(channels), rng.standard_normal(channels)
     running = [np.zeros(channels), np.ones(channels)]
     expected_running = [np.zeros(channels), np.ones(channels)]
-    y, mean, rstd = sync_batch_norm_forward(x, *running, weight, bias, comm=MPI.COMM_SELF,
-                                            axis=axis)
+    y, mean, rstd = sync_batch_norm_forward(
+        x, *running, weight, bias, comm=MPI.COMM_SELF, axis=axis
+    )
     expected = nbn.batch_norm_forward(x, *expected_running, weight, bias, axis=axis)
     for actual, truth in zip((y, mean, rstd, *running), (*expected, *expected_running)):
         assert actual.dtype == truth.dtype
@@ -90,8 +93,7 @@ def test_evaluation_communicates_nothing(rng):
     x = rng.standard_normal((4, 3, 5))
     running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
     comm = CountingComm()
-    y, mean, rstd = sync_batch_norm_forward(x, running_mean, running_var, comm=comm,
-                                            training=False)
+    y, mean, rstd = sync_batch_norm_forward(x, running_mean, running_var, comm=comm, training=False)
     assert comm.calls == []
     expected = nbn.batch_norm_forward(x, running_mean, running_var, training=False)
     for actual, truth in zip((y, mean, rstd), expected):
@@ -144,10 +146,13 @@ def test_layer_synchronizes_in_training_mode_only(rng):
 
 
 def test_importing_numbanorm_imports_no_optional_dependency():
-    code = ("import sys, numbanorm, numbanorm.distributed; "
-            "print(sorted({'mpi4py', 'dask', 'distributed'} & set(sys.modules)))")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout
+    code = (
+        "import sys, numbanorm, numbanorm.distributed; "
+        "print(sorted({'mpi4py', 'dask', 'distributed'} & set(sys.modules)))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert output.strip() == "[]"
 
 
@@ -160,8 +165,11 @@ def _mpiexec():
     return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
-@pytest.fixture(scope="module", params=[(2, False), (3, False), (3, True)],
-                ids=["2ranks", "3ranks", "3ranks-device"])
+@pytest.fixture(
+    scope="module",
+    params=[(2, False), (3, False), (3, True)],
+    ids=["2ranks", "3ranks", "3ranks-device"],
+)
 def ranks(request, tmp_path_factory):
     """``(number of ranks, [each rank's saved results])`` of one mpiexec launch.
 
@@ -174,10 +182,21 @@ def ranks(request, tmp_path_factory):
     n_ranks, device = request.param
     out_dir = tmp_path_factory.mktemp(f"ranks{n_ranks}")
     env = {**os.environ, **OPEN_MPI_ENV, **({"NUMBA_ENABLE_CUDASIM": "1"} if device else {})}
-    run_in_own_session([mpiexec, "-n", str(n_ranks), sys.executable, str(WORKER), str(out_dir),
-                        *(["device"] if device else [])],
-                       env=env, timeout=LAUNCH_TIMEOUT, what=f"mpiexec with {n_ranks} ranks",
-                       stderr=subprocess.STDOUT)
+    run_in_own_session(
+        [
+            mpiexec,
+            "-n",
+            str(n_ranks),
+            sys.executable,
+            str(WORKER),
+            str(out_dir),
+            *(["device"] if device else []),
+        ],
+        env=env,
+        timeout=LAUNCH_TIMEOUT,
+        what=f"mpiexec with {n_ranks} ranks",
+        stderr=subprocess.STDOUT,
+    )
     results = []
     for rank in range(n_ranks):
         with np.load(out_dir / f"rank{rank}.npz") as saved:
@@ -191,20 +210,26 @@ def _whole_batch_reference(name, n_ranks):
     arrays = mpi_worker.case_arrays(name, n_ranks)
     x, weight, bias = arrays["x"], arrays.get("weight"), arrays.get("bias")
     y, mean, rstd = ref.batch_norm_forward(x, None, None, weight, bias, axis=case["axis"])
-    dx, dweight, dbias = ref.batch_norm_backward(arrays["dy"], x, mean, rstd, weight,
-                                                 axis=case["axis"])
+    dx, dweight, dbias = ref.batch_norm_backward(
+        arrays["dy"], x, mean, rstd, weight, axis=case["axis"]
+    )
     expected = dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dweight, dbias=dbias)
     if case["running"]:
         expected["running_mean"], expected["running_var"] = ref.batch_norm_running_stats(
-            x, arrays["running_mean"], arrays["running_var"], momentum=mpi_worker.MOMENTUM,
-            axis=case["axis"])
+            x,
+            arrays["running_mean"],
+            arrays["running_var"],
+            momentum=mpi_worker.MOMENTUM,
+            axis=case["axis"],
+        )
     return expected
 
 
 def _assert_identical_on_every_rank(results, key):
     for rank, result in enumerate(results[1:], 1):
-        np.testing.assert_array_equal(result[key], results[0][key],
-                                      err_msg=f"{key} of rank {rank} differs from rank 0's")
+        np.testing.assert_array_equal(
+            result[key], results[0][key], err_msg=f"{key} of rank {rank} differs from rank 0's"
+        )
 
 
 def _check_case(ranks, name, part, shared, scale=1.0):
@@ -214,13 +239,17 @@ def _check_case(ranks, name, part, shared, scale=1.0):
     case = mpi_worker.CASES[name]
     expected = _whole_batch_reference(name, n_ranks)
     for rank, result in enumerate(results):
-        assert_close(result[f"{name}.{part}"],
-                     mpi_worker.rank_part(expected[part], case["sizes"][n_ranks], rank),
-                     case["dtype"], err_msg=f"{part} of rank {rank}")
+        assert_close(
+            result[f"{name}.{part}"],
+            mpi_worker.rank_part(expected[part], case["sizes"][n_ranks], rank),
+            case["dtype"],
+            err_msg=f"{part} of rank {rank}",
+        )
     for key in shared:
         _assert_identical_on_every_rank(results, f"{name}.{key}")
-        assert_close(results[0][f"{name}.{key}"], expected[key], case["dtype"], scale=scale,
-                     err_msg=key)
+        assert_close(
+            results[0][f"{name}.{key}"], expected[key], case["dtype"], scale=scale, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("name", list(mpi_worker.CASES))
@@ -254,13 +283,22 @@ def test_layer_equals_batch_norm_layer_on_the_whole_batch(ranks):
         y = single(x)
         dx = single.backward(dy)
         for rank, result in enumerate(results):
-            assert_close(result[f"layer.y{step}"], mpi_worker.rank_part(y, sizes, rank),
-                         np.float32, err_msg=f"y of step {step}, rank {rank}")
-            assert_close(result[f"layer.dx{step}"], mpi_worker.rank_part(dx, sizes, rank),
-                         np.float32, err_msg=f"dx of step {step}, rank {rank}")
+            assert_close(
+                result[f"layer.y{step}"],
+                mpi_worker.rank_part(y, sizes, rank),
+                np.float32,
+                err_msg=f"y of step {step}, rank {rank}",
+            )
+            assert_close(
+                result[f"layer.dx{step}"],
+                mpi_worker.rank_part(dx, sizes, rank),
+                np.float32,
+                err_msg=f"dx of step {step}, rank {rank}",
+            )
     expected.update(single.state_dict())
     for key, value in expected.items():
         _assert_identical_on_every_rank(results, f"layer.{key}")
-        assert_close(results[0][f"layer.{key}"], value, np.float32, scale=REDUCED_SCALE,
-                     err_msg=key)
+        assert_close(
+            results[0][f"layer.{key}"], value, np.float32, scale=REDUCED_SCALE, err_msg=key
+        )
     assert int(results[0]["layer.num_batches_tracked"]) == 2

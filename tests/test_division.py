@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+from numbanorm._kernels import SERIAL_MAX_ELEMENTS
+
 import reference as ref
 from helpers import assert_close, random_array
-from numbanorm._kernels import SERIAL_MAX_ELEMENTS
 
 DTYPES = [np.float32, np.float64]
 
@@ -50,8 +51,10 @@ def _input(rng, shape, dtype, size):
 
 
 def _parameters(rng, channels, dtype):
-    return (random_array(rng, channels, dtype, loc=1.0, scale=0.5),
-            random_array(rng, channels, dtype, loc=0.0, scale=0.5))
+    return (
+        random_array(rng, channels, dtype, loc=1.0, scale=0.5),
+        random_array(rng, channels, dtype, loc=0.0, scale=0.5),
+    )
 
 
 # norm: (shape with the last axis sized by SIZES, the constant group's index,
@@ -81,8 +84,9 @@ def test_a_constant_group_is_nan_alone(rng, norm, size, dtype):
     healthy[group] = False
 
     y, *stats = getattr(nbn, f"{norm}_forward")(x, *extra, eps=0.0, **affine)
-    expected_y, *expected_stats = _reference(getattr(ref, f"{norm}_forward"), x, *extra,
-                                             eps=0.0, **affine)
+    expected_y, *expected_stats = _reference(
+        getattr(ref, f"{norm}_forward"), x, *extra, eps=0.0, **affine
+    )
     assert np.isnan(y[group]).all() and np.isinf(stats[-1]).any()
     assert np.isfinite(y[healthy]).all()
     _assert_like_reference(y, expected_y, dtype)
@@ -92,7 +96,8 @@ def test_a_constant_group_is_nan_alone(rng, norm, size, dtype):
 
     dx, dweight, *dbias = getattr(nbn, f"{norm}_backward")(dy, x, *extra, *stats, weight=weight)
     expected_dx, expected_dweight, *expected_dbias = _reference(
-        getattr(ref, f"{norm}_backward"), dy, x, *extra, *stats, weight=weight)
+        getattr(ref, f"{norm}_backward"), dy, x, *extra, *stats, weight=weight
+    )
     assert np.isnan(dx[group]).all() and np.isfinite(dx[healthy]).all()
     _assert_like_reference(dx, expected_dx, dtype)
     assert np.isnan(dweight[poisoned_weights]).all()

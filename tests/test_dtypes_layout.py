@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 import reference as ref
 from helpers import assert_close, random_array
 from norms import NORM_CASES
@@ -9,9 +10,11 @@ from norms import NORM_CASES
 SHAPE = (8, 6, 12)
 
 # Every norm with its default axis, and the other layouts worth a case of their own.
-CASES = {**NORM_CASES,
-         "batch_norm_last": NORM_CASES["batch_norm"].with_axis(-1),
-         "layer_norm_outer": NORM_CASES["layer_norm"].with_axis((0, 2))}
+CASES = {
+    **NORM_CASES,
+    "batch_norm_last": NORM_CASES["batch_norm"].with_axis(-1),
+    "layer_norm_outer": NORM_CASES["layer_norm"].with_axis((0, 2)),
+}
 
 
 def _view(base, kind):
@@ -36,9 +39,15 @@ def _view(base, kind):
     raise ValueError(kind)
 
 
-VIEW_DTYPES = [("transposed", np.float32), ("channels_swapped", np.float64), ("strided", np.float32),
-               ("reversed", np.float64), ("fortran", np.float32), ("broadcast", np.float64),
-               ("read_only", np.float32)]
+VIEW_DTYPES = [
+    ("transposed", np.float32),
+    ("channels_swapped", np.float64),
+    ("strided", np.float32),
+    ("reversed", np.float64),
+    ("fortran", np.float32),
+    ("broadcast", np.float64),
+    ("read_only", np.float32),
+]
 
 
 def _forward_and_backward(name, x, dy):
@@ -99,10 +108,16 @@ def test_nested_lists_are_accepted():
     x = np.array(data)
     assert_close(nbn.layer_norm(data), ref.layer_norm_forward(x)[0], np.float64)
     assert_close(nbn.batch_norm(data), ref.batch_norm_forward(x)[0], np.float64)
-    assert_close(nbn.rms_norm(data), ref.rms_norm_forward(x, eps=ref.rms_norm_default_eps(x.dtype))[0],
-                 np.float64)
-    assert_close(nbn.layer_norm(data, [1.0, 2.0, 3.0], [0.0, 1.0, 0.0]),
-                 ref.layer_norm_forward(x, [1.0, 2.0, 3.0], [0.0, 1.0, 0.0])[0], np.float64)
+    assert_close(
+        nbn.rms_norm(data),
+        ref.rms_norm_forward(x, eps=ref.rms_norm_default_eps(x.dtype))[0],
+        np.float64,
+    )
+    assert_close(
+        nbn.layer_norm(data, [1.0, 2.0, 3.0], [0.0, 1.0, 0.0]),
+        ref.layer_norm_forward(x, [1.0, 2.0, 3.0], [0.0, 1.0, 0.0])[0],
+        np.float64,
+    )
 
 
 def test_strided_weight_and_bias(rng):
@@ -110,28 +125,55 @@ def test_strided_weight_and_bias(rng):
     buffer = random_array(rng, (4, 24))
     channel_weight, channel_bias = buffer[0, ::4], buffer[1, 1::4]
     row_weight, row_bias = buffer[2, ::2], buffer[3, ::-2]
-    assert_close(nbn.batch_norm(x, weight=channel_weight, bias=channel_bias),
-                 ref.batch_norm_forward(x, weight=channel_weight, bias=channel_bias)[0], x.dtype)
-    assert_close(nbn.layer_norm(x, row_weight, row_bias),
-                 ref.layer_norm_forward(x, row_weight, row_bias)[0], x.dtype)
+    assert_close(
+        nbn.batch_norm(x, weight=channel_weight, bias=channel_bias),
+        ref.batch_norm_forward(x, weight=channel_weight, bias=channel_bias)[0],
+        x.dtype,
+    )
+    assert_close(
+        nbn.layer_norm(x, row_weight, row_bias),
+        ref.layer_norm_forward(x, row_weight, row_bias)[0],
+        x.dtype,
+    )
     group_norm = NORM_CASES["group_norm"]
-    assert_close(group_norm.plain(x, channel_weight, channel_bias),
-                 group_norm.forward(x, channel_weight, channel_bias, module=ref)[0], x.dtype)
+    assert_close(
+        group_norm.plain(x, channel_weight, channel_bias),
+        group_norm.forward(x, channel_weight, channel_bias, module=ref)[0],
+        x.dtype,
+    )
 
 
 ZERO_BATCH = {
     "batch_norm_eval": (
         lambda x, rm, rv: nbn.batch_norm_forward(x, rm, rv, training=False),
-        lambda dy, x, s: nbn.batch_norm_backward(dy, x, *s, training=False), (6,), (6,)),
-    "layer_norm": (lambda x, rm, rv: nbn.layer_norm_forward(x),
-                   lambda dy, x, s: nbn.layer_norm_backward(dy, x, *s), (0, 6), (12,)),
-    "group_norm": (lambda x, rm, rv: NORM_CASES["group_norm"].forward(x),
-                   lambda dy, x, s: NORM_CASES["group_norm"].backward(dy, x, s),
-                   (0, NORM_CASES["group_norm"].num_groups), (6,)),
-    "instance_norm": (lambda x, rm, rv: nbn.instance_norm_forward(x),
-                      lambda dy, x, s: nbn.instance_norm_backward(dy, x, *s), (0, 6), (6,)),
-    "rms_norm": (lambda x, rm, rv: nbn.rms_norm_forward(x),
-                 lambda dy, x, s: nbn.rms_norm_backward(dy, x, *s), (0, 6), (12,)),
+        lambda dy, x, s: nbn.batch_norm_backward(dy, x, *s, training=False),
+        (6,),
+        (6,),
+    ),
+    "layer_norm": (
+        lambda x, rm, rv: nbn.layer_norm_forward(x),
+        lambda dy, x, s: nbn.layer_norm_backward(dy, x, *s),
+        (0, 6),
+        (12,),
+    ),
+    "group_norm": (
+        lambda x, rm, rv: NORM_CASES["group_norm"].forward(x),
+        lambda dy, x, s: NORM_CASES["group_norm"].backward(dy, x, s),
+        (0, NORM_CASES["group_norm"].num_groups),
+        (6,),
+    ),
+    "instance_norm": (
+        lambda x, rm, rv: nbn.instance_norm_forward(x),
+        lambda dy, x, s: nbn.instance_norm_backward(dy, x, *s),
+        (0, 6),
+        (6,),
+    ),
+    "rms_norm": (
+        lambda x, rm, rv: nbn.rms_norm_forward(x),
+        lambda dy, x, s: nbn.rms_norm_backward(dy, x, *s),
+        (0, 6),
+        (12,),
+    ),
 }
 
 

@@ -39,7 +39,9 @@ def _check(forward, backward, x, params, rng):
 
     np.testing.assert_allclose(dx, _numerical_gradient(loss, x), rtol=RTOL, atol=ATOL, err_msg="dx")
     for name, param, grad in zip(("weight", "bias"), params, param_grads):
-        np.testing.assert_allclose(grad, _numerical_gradient(loss, param), rtol=RTOL, atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            grad, _numerical_gradient(loss, param), rtol=RTOL, atol=ATOL, err_msg=name
+        )
 
 
 def _params(rng, shape, count=2):
@@ -49,59 +51,94 @@ def _params(rng, shape, count=2):
 @pytest.mark.parametrize("shape, axis", [((3, 4, 2), 1), ((4, 2, 3), -1), ((3, 5), 0)])
 def test_batch_norm_training(rng, shape, axis):
     x = rng.standard_normal(shape)
-    _check(lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b, axis=axis),
-           lambda g, x, s, w, b: nbn.batch_norm_backward(g, x, *s, w, axis=axis),
-           x, _params(rng, shape[axis]), rng)
+    _check(
+        lambda x, w, b: nbn.batch_norm_forward(x, None, None, w, b, axis=axis),
+        lambda g, x, s, w, b: nbn.batch_norm_backward(g, x, *s, w, axis=axis),
+        x,
+        _params(rng, shape[axis]),
+        rng,
+    )
 
 
 def test_batch_norm_eval(rng):
     x = rng.standard_normal((3, 4, 2))
     running_mean, running_var = rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)
-    _check(lambda x, w, b: nbn.batch_norm_forward(x, running_mean, running_var, w, b, training=False),
-           lambda g, x, s, w, b: nbn.batch_norm_backward(g, x, *s, w, training=False),
-           x, _params(rng, 4), rng)
+    _check(
+        lambda x, w, b: nbn.batch_norm_forward(x, running_mean, running_var, w, b, training=False),
+        lambda g, x, s, w, b: nbn.batch_norm_backward(g, x, *s, w, training=False),
+        x,
+        _params(rng, 4),
+        rng,
+    )
 
 
-@pytest.mark.parametrize("shape, axis, weight_shape", [((3, 5), -1, (5,)), ((2, 3, 4), (0, 2), (2, 4)),
-                                                       ((3, 2, 4), 1, (2,))])
+@pytest.mark.parametrize(
+    "shape, axis, weight_shape",
+    [((3, 5), -1, (5,)), ((2, 3, 4), (0, 2), (2, 4)), ((3, 2, 4), 1, (2,))],
+)
 def test_layer_norm(rng, shape, axis, weight_shape):
     x = rng.standard_normal(shape)
-    _check(lambda x, w, b: nbn.layer_norm_forward(x, w, b, axis=axis),
-           lambda g, x, s, w, b: nbn.layer_norm_backward(g, x, *s, w, axis=axis),
-           x, _params(rng, weight_shape), rng)
+    _check(
+        lambda x, w, b: nbn.layer_norm_forward(x, w, b, axis=axis),
+        lambda g, x, s, w, b: nbn.layer_norm_backward(g, x, *s, w, axis=axis),
+        x,
+        _params(rng, weight_shape),
+        rng,
+    )
 
 
 @pytest.mark.parametrize("shape, axis, num_groups", [((2, 4, 3), 1, 2), ((2, 3, 6), -1, 3)])
 def test_group_norm(rng, shape, axis, num_groups):
     x = rng.standard_normal(shape)
-    _check(lambda x, w, b: nbn.group_norm_forward(x, num_groups, w, b, axis=axis),
-           lambda g, x, s, w, b: nbn.group_norm_backward(g, x, num_groups, *s, w, axis=axis),
-           x, _params(rng, shape[axis]), rng)
+    _check(
+        lambda x, w, b: nbn.group_norm_forward(x, num_groups, w, b, axis=axis),
+        lambda g, x, s, w, b: nbn.group_norm_backward(g, x, num_groups, *s, w, axis=axis),
+        x,
+        _params(rng, shape[axis]),
+        rng,
+    )
 
 
 @pytest.mark.parametrize("use_input_stats", [True, False])
 def test_instance_norm(rng, use_input_stats):
     x = rng.standard_normal((2, 3, 4))
     running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
-    _check(lambda x, w, b: nbn.instance_norm_forward(x, running_mean.copy(), running_var.copy(), w, b,
-                                                     use_input_stats=use_input_stats),
-           lambda g, x, s, w, b: nbn.instance_norm_backward(g, x, *s, w, use_input_stats=use_input_stats),
-           x, _params(rng, 3), rng)
+    _check(
+        lambda x, w, b: nbn.instance_norm_forward(
+            x, running_mean.copy(), running_var.copy(), w, b, use_input_stats=use_input_stats
+        ),
+        lambda g, x, s, w, b: nbn.instance_norm_backward(
+            g, x, *s, w, use_input_stats=use_input_stats
+        ),
+        x,
+        _params(rng, 3),
+        rng,
+    )
 
 
 def test_instance_norm_channels_last(rng):
     x = rng.standard_normal((2, 4, 3))
-    _check(lambda x, w, b: nbn.instance_norm_forward(x, None, None, w, b, axis=-1),
-           lambda g, x, s, w, b: nbn.instance_norm_backward(g, x, *s, w, axis=-1),
-           x, _params(rng, 3), rng)
+    _check(
+        lambda x, w, b: nbn.instance_norm_forward(x, None, None, w, b, axis=-1),
+        lambda g, x, s, w, b: nbn.instance_norm_backward(g, x, *s, w, axis=-1),
+        x,
+        _params(rng, 3),
+        rng,
+    )
 
 
-@pytest.mark.parametrize("shape, axis, weight_shape", [((3, 5), -1, (5,)), ((2, 3, 4), (0, 2), (2, 4))])
+@pytest.mark.parametrize(
+    "shape, axis, weight_shape", [((3, 5), -1, (5,)), ((2, 3, 4), (0, 2), (2, 4))]
+)
 def test_rms_norm(rng, shape, axis, weight_shape):
     x = rng.standard_normal(shape)
-    _check(lambda x, w: nbn.rms_norm_forward(x, w, axis=axis, eps=1e-6),
-           lambda g, x, s, w: nbn.rms_norm_backward(g, x, *s, w, axis=axis),
-           x, _params(rng, weight_shape, count=1), rng)
+    _check(
+        lambda x, w: nbn.rms_norm_forward(x, w, axis=axis, eps=1e-6),
+        lambda g, x, s, w: nbn.rms_norm_backward(g, x, *s, w, axis=axis),
+        x,
+        _params(rng, weight_shape, count=1),
+        rng,
+    )
 
 
 def test_gradients_without_weight_are_those_of_unit_weight(rng):

@@ -16,9 +16,15 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 import reference as ref
 from helpers import (
-    PACKAGE_ROOT, assert_close, environment, random_array, run_concurrently, run_in_own_session,
+    PACKAGE_ROOT,
+    assert_close,
+    environment,
+    random_array,
+    run_concurrently,
+    run_in_own_session,
 )
 
 DTYPE = np.float32
@@ -34,8 +40,10 @@ TIMEOUT = 300
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
-needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
-                                reason="the fork start method is unavailable")
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(),
+    reason="the fork start method is unavailable",
+)
 
 
 def norm_cases(seed):
@@ -63,24 +71,33 @@ def norm_cases(seed):
     inst = ref.instance_norm_forward(xc, weight=weightc, bias=biasc)
     return {
         "layer_norm_forward": (lambda: nbn.layer_norm_forward(x, weight, bias), ln),
-        "layer_norm_backward": (lambda: nbn.layer_norm_backward(dy, x, *ln[1:], weight),
-                                ref.layer_norm_backward(dy, x, *ln[1:], weight)),
+        "layer_norm_backward": (
+            lambda: nbn.layer_norm_backward(dy, x, *ln[1:], weight),
+            ref.layer_norm_backward(dy, x, *ln[1:], weight),
+        ),
         "rms_norm_forward": (lambda: nbn.rms_norm_forward(x, weight, eps=RMS_EPS), rms),
-        "rms_norm_backward": (lambda: nbn.rms_norm_backward(dy, x, rms[1], weight),
-                              ref.rms_norm_backward(dy, x, rms[1], weight)),
-        "batch_norm_forward": (lambda: nbn.batch_norm_forward(xc, weight=weightc, bias=biasc),
-                               bn),
-        "batch_norm_backward": (lambda: nbn.batch_norm_backward(dyc, xc, *bn[1:], weightc),
-                                ref.batch_norm_backward(dyc, xc, *bn[1:], weightc)),
+        "rms_norm_backward": (
+            lambda: nbn.rms_norm_backward(dy, x, rms[1], weight),
+            ref.rms_norm_backward(dy, x, rms[1], weight),
+        ),
+        "batch_norm_forward": (lambda: nbn.batch_norm_forward(xc, weight=weightc, bias=biasc), bn),
+        "batch_norm_backward": (
+            lambda: nbn.batch_norm_backward(dyc, xc, *bn[1:], weightc),
+            ref.batch_norm_backward(dyc, xc, *bn[1:], weightc),
+        ),
         "group_norm_forward": (lambda: nbn.group_norm_forward(xc, GROUPS, weightc, biasc), gn),
         "group_norm_backward": (
             lambda: nbn.group_norm_backward(dyc, xc, GROUPS, *gn[1:], weightc),
-            ref.group_norm_backward(dyc, xc, GROUPS, *gn[1:], weightc)),
+            ref.group_norm_backward(dyc, xc, GROUPS, *gn[1:], weightc),
+        ),
         "instance_norm_forward": (
-            lambda: nbn.instance_norm_forward(xc, weight=weightc, bias=biasc), inst),
+            lambda: nbn.instance_norm_forward(xc, weight=weightc, bias=biasc),
+            inst,
+        ),
         "instance_norm_backward": (
             lambda: nbn.instance_norm_backward(dyc, xc, *inst[1:], weightc),
-            ref.instance_norm_backward(dyc, xc, *inst[1:], weightc)),
+            ref.instance_norm_backward(dyc, xc, *inst[1:], weightc),
+        ),
     }
 
 
@@ -99,9 +116,12 @@ def _run_isolated(script):
 
     On timeout the whole session, forked workers included, is killed.
     """
-    return run_in_own_session([sys.executable, "-c", script],
-                              env=environment(PACKAGE_ROOT, TESTS_DIR), timeout=TIMEOUT,
-                              what="a forked worker (it aborted or hung)")
+    return run_in_own_session(
+        [sys.executable, "-c", script],
+        env=environment(PACKAGE_ROOT, TESTS_DIR),
+        timeout=TIMEOUT,
+        what="a forked worker (it aborted or hung)",
+    )
 
 
 # The last line printed reports the parent's threading layer, its OpenMP
@@ -120,7 +140,9 @@ def report(children):
     print(repr((numba.threading_layer(), vendor, children)))
 """
 
-POOL_SCRIPT = PREAMBLE + """
+POOL_SCRIPT = (
+    PREAMBLE
+    + """
 import test_fork
 cases = test_fork.norm_cases(0)
 for name in cases:
@@ -133,10 +155,13 @@ def work(name):
 with multiprocessing.get_context("fork").Pool(2) as pool:
     report(sorted(set(pool.map(work, sorted(cases)))))
 """
+)
 
 # The parent starts the threading layer with Numba code of its own; a forked
 # child forks a grandchild, both of which normalize after the fork.
-OTHER_NUMBA_SCRIPT = PREAMBLE + """
+OTHER_NUMBA_SCRIPT = (
+    PREAMBLE
+    + """
 import reference
 
 @numba.njit(parallel=True)
@@ -170,6 +195,7 @@ found = queue.get()
 child.join()
 report(found)
 """
+)
 
 
 def _parse(out):
@@ -200,6 +226,7 @@ def test_eight_threads_every_norm_forward_and_backward():
     """Eight Python threads run different norms, forward and backward, at once."""
     cases = norm_cases(1)
     names = sorted(cases)
+
     def work(index):
         # Each thread starts at another case, so different kernels overlap.
         for step in range(ITERATIONS * len(names)):

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numbanorm as nbn
+
 import reference as ref
 from helpers import assert_close
 
@@ -37,8 +38,11 @@ def channel_cases(draw, min_ndim=2):
 
 def _data(seed, shape, dtype):
     rng = np.random.default_rng(seed)
-    return ((0.5 + 2.0 * rng.standard_normal(shape)).astype(dtype),
-            rng.standard_normal(shape).astype(dtype), rng)
+    return (
+        (0.5 + 2.0 * rng.standard_normal(shape)).astype(dtype),
+        rng.standard_normal(shape).astype(dtype),
+        rng,
+    )
 
 
 def _maybe(rng, present, shape, dtype):
@@ -46,8 +50,14 @@ def _maybe(rng, present, shape, dtype):
 
 
 @SETTINGS
-@given(shape=shapes, data=st.data(), ddof=st.integers(0, 1), keepdims=st.booleans(), dtype=float_dtypes,
-       seed=seeds)
+@given(
+    shape=shapes,
+    data=st.data(),
+    ddof=st.integers(0, 1),
+    keepdims=st.booleans(),
+    dtype=float_dtypes,
+    seed=seeds,
+)
 def test_moments(shape, data, ddof, keepdims, dtype, seed):
     axis = data.draw(st.one_of(st.none(), layer_axes(len(shape))))
     x, _, _ = _data(seed, shape, dtype)
@@ -92,7 +102,13 @@ def test_rms_norm(shape, data, affine, dtype, seed):
 
 
 @SETTINGS
-@given(case=channel_cases(), affine=st.booleans(), training=st.booleans(), dtype=float_dtypes, seed=seeds)
+@given(
+    case=channel_cases(),
+    affine=st.booleans(),
+    training=st.booleans(),
+    dtype=float_dtypes,
+    seed=seeds,
+)
 def test_batch_norm(case, affine, training, dtype, seed):
     shape, axis = case
     x, dy, rng = _data(seed, shape, dtype)
@@ -102,18 +118,24 @@ def test_batch_norm(case, affine, training, dtype, seed):
     weight, bias = _maybe(rng, affine, channels, dtype), _maybe(rng, affine, channels, dtype)
     running_mean, running_var = rng.standard_normal(channels), rng.uniform(0.5, 2.0, channels)
     if training:
-        expected_running = ref.batch_norm_running_stats(x, running_mean, running_var, momentum=0.2, axis=axis)
-    expected = ref.batch_norm_forward(x, running_mean, running_var, weight, bias, training=training,
-                                      axis=axis)
-    y, mean, rstd = nbn.batch_norm_forward(x, running_mean, running_var, weight, bias, training=training,
-                                           momentum=0.2, axis=axis)
+        expected_running = ref.batch_norm_running_stats(
+            x, running_mean, running_var, momentum=0.2, axis=axis
+        )
+    expected = ref.batch_norm_forward(
+        x, running_mean, running_var, weight, bias, training=training, axis=axis
+    )
+    y, mean, rstd = nbn.batch_norm_forward(
+        x, running_mean, running_var, weight, bias, training=training, momentum=0.2, axis=axis
+    )
     for value, truth in zip((y, mean, rstd), expected):
         assert_close(value, truth, dtype)
     if training:
         assert_close(running_mean, expected_running[0], dtype)
         assert_close(running_var, expected_running[1], dtype)
     grads = nbn.batch_norm_backward(dy, x, mean, rstd, weight, training=training, axis=axis)
-    expected_grads = ref.batch_norm_backward(dy, x, mean, rstd, weight, training=training, axis=axis)
+    expected_grads = ref.batch_norm_backward(
+        dy, x, mean, rstd, weight, training=training, axis=axis
+    )
     for value, truth in zip(grads, expected_grads):
         assert_close(value, truth, dtype, scale=10.0)
 
@@ -123,11 +145,15 @@ def test_batch_norm(case, affine, training, dtype, seed):
 def test_group_norm(case, data, affine, dtype, seed):
     shape, axis = case
     channels = shape[axis]
-    num_groups = data.draw(st.sampled_from([g for g in range(1, channels + 1) if channels % g == 0]))
+    num_groups = data.draw(
+        st.sampled_from([g for g in range(1, channels + 1) if channels % g == 0])
+    )
     x, dy, rng = _data(seed, shape, dtype)
     weight, bias = _maybe(rng, affine, channels, dtype), _maybe(rng, affine, channels, dtype)
     y, mean, rstd = nbn.group_norm_forward(x, num_groups, weight, bias, axis=axis)
-    for value, truth in zip((y, mean, rstd), ref.group_norm_forward(x, num_groups, weight, bias, axis=axis)):
+    for value, truth in zip(
+        (y, mean, rstd), ref.group_norm_forward(x, num_groups, weight, bias, axis=axis)
+    ):
         assert_close(value, truth, dtype)
     grads = nbn.group_norm_backward(dy, x, num_groups, mean, rstd, weight, axis=axis)
     expected_grads = ref.group_norm_backward(dy, x, num_groups, mean, rstd, weight, axis=axis)
@@ -136,8 +162,13 @@ def test_group_norm(case, data, affine, dtype, seed):
 
 
 @SETTINGS
-@given(case=channel_cases(min_ndim=3), affine=st.booleans(), use_input_stats=st.booleans(),
-       dtype=float_dtypes, seed=seeds)
+@given(
+    case=channel_cases(min_ndim=3),
+    affine=st.booleans(),
+    use_input_stats=st.booleans(),
+    dtype=float_dtypes,
+    seed=seeds,
+)
 def test_instance_norm(case, affine, use_input_stats, dtype, seed):
     shape, axis = case
     x, dy, rng = _data(seed, shape, dtype)
@@ -147,14 +178,25 @@ def test_instance_norm(case, affine, use_input_stats, dtype, seed):
         use_input_stats = False
     weight, bias = _maybe(rng, affine, channels, dtype), _maybe(rng, affine, channels, dtype)
     running_mean, running_var = rng.standard_normal(channels), rng.uniform(0.5, 2.0, channels)
-    expected = ref.instance_norm_forward(x, running_mean, running_var, weight, bias,
-                                         use_input_stats=use_input_stats, axis=axis)
-    y, mean, rstd = nbn.instance_norm_forward(x, running_mean.copy(), running_var.copy(), weight, bias,
-                                              use_input_stats=use_input_stats, axis=axis)
+    expected = ref.instance_norm_forward(
+        x, running_mean, running_var, weight, bias, use_input_stats=use_input_stats, axis=axis
+    )
+    y, mean, rstd = nbn.instance_norm_forward(
+        x,
+        running_mean.copy(),
+        running_var.copy(),
+        weight,
+        bias,
+        use_input_stats=use_input_stats,
+        axis=axis,
+    )
     for value, truth in zip((y, mean, rstd), expected):
         assert_close(value, truth, dtype)
-    grads = nbn.instance_norm_backward(dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis)
-    expected_grads = ref.instance_norm_backward(dy, x, mean, rstd, weight, use_input_stats=use_input_stats,
-                                                axis=axis)
+    grads = nbn.instance_norm_backward(
+        dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis
+    )
+    expected_grads = ref.instance_norm_backward(
+        dy, x, mean, rstd, weight, use_input_stats=use_input_stats, axis=axis
+    )
     for value, truth in zip(grads, expected_grads):
         assert_close(value, truth, dtype, scale=10.0)

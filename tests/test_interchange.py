@@ -55,8 +55,7 @@ def test_forward_and_backward_of_foreign_arrays_match_numpy(rng, kind):
         np.testing.assert_array_equal(a, e)
     channels = nbn.batch_norm(wrap(x), axis=1)
     np.testing.assert_array_equal(channels, nbn.batch_norm(x, axis=1))
-    np.testing.assert_array_equal(nbn.moments(wrap(x), axis=(0, 2)),
-                                  nbn.moments(x, axis=(0, 2)))
+    np.testing.assert_array_equal(nbn.moments(wrap(x), axis=(0, 2)), nbn.moments(x, axis=(0, 2)))
 
 
 @pytest.mark.parametrize("kind", ["dlpack only", "buffer protocol", "torch"])

@@ -72,8 +72,9 @@ def ref_group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1):
     return _affine(y, weight, bias, axis % x.ndim)
 
 
-def _ref_channel_norm(x, running_mean, running_var, weight, bias, from_input, momentum, eps,
-                      axis, reduced):
+def _ref_channel_norm(
+    x, running_mean, running_var, weight, bias, from_input, momentum, eps, axis, reduced
+):
     shape = [1] * x.ndim
     shape[axis] = -1
     if from_input:
@@ -92,22 +93,43 @@ def _ref_channel_norm(x, running_mean, running_var, weight, bias, from_input, mo
 
 
 @functools.partial(jax.jit, static_argnames=("training", "momentum", "eps", "axis"))
-def ref_batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-                   training=True, momentum=0.1, eps=1e-5, axis=1):
+def ref_batch_norm(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    *,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+):
     axis %= x.ndim
     reduced = tuple(a for a in range(x.ndim) if a != axis)
-    return _ref_channel_norm(x, running_mean, running_var, weight, bias, training, momentum,
-                             eps, axis, reduced)
+    return _ref_channel_norm(
+        x, running_mean, running_var, weight, bias, training, momentum, eps, axis, reduced
+    )
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("use_input_stats", "momentum", "eps", "axis"))
-def ref_instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *,
-                      use_input_stats=True, momentum=0.1, eps=1e-5, axis=1):
+@functools.partial(jax.jit, static_argnames=("use_input_stats", "momentum", "eps", "axis"))
+def ref_instance_norm(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    *,
+    use_input_stats=True,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+):
     axis %= x.ndim
     reduced = tuple(a for a in range(x.ndim) if a not in (0, axis))
-    return _ref_channel_norm(x, running_mean, running_var, weight, bias, use_input_stats,
-                             momentum, eps, axis, reduced)
+    return _ref_channel_norm(
+        x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, axis, reduced
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -115,17 +137,23 @@ def ref_instance_norm(x, running_mean=None, running_var=None, weight=None, bias=
 
 
 def _data(rng, shape, param_shape, dtype):
-    return (jnp.asarray(0.5 + 2.0 * rng.standard_normal(shape), dtype),
-            jnp.asarray(1.0 + 0.5 * rng.standard_normal(param_shape), dtype),
-            jnp.asarray(rng.standard_normal(param_shape), dtype),
-            jnp.asarray(rng.standard_normal(shape), dtype))
+    return (
+        jnp.asarray(0.5 + 2.0 * rng.standard_normal(shape), dtype),
+        jnp.asarray(1.0 + 0.5 * rng.standard_normal(param_shape), dtype),
+        jnp.asarray(rng.standard_normal(param_shape), dtype),
+        jnp.asarray(rng.standard_normal(shape), dtype),
+    )
 
 
 def _assert_close(actual, expected, dtype, scale=1.0):
     tol = tolerance(dtype)
     assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
-                               rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=tol["rtol"] * scale,
+        atol=tol["atol"] * scale,
+    )
 
 
 def _check_against_reference(function, reference, args, upstream, dtype):
@@ -136,15 +164,18 @@ def _check_against_reference(function, reference, args, upstream, dtype):
     once, in :func:`test_eager_calls`: each compiles its small operations
     anew, which would dominate the time of these tests.)
     """
+
     def loss(f):
         return lambda *args: jnp.sum(f(*args) * upstream)
 
     def value_and_grads(f):
-        return jax.jit(lambda *args: (f(*args),
-                                      jax.grad(loss(f), argnums=tuple(range(len(args))))(*args)))
+        return jax.jit(
+            lambda *args: (f(*args), jax.grad(loss(f), argnums=tuple(range(len(args))))(*args))
+        )
 
-    (y, grads), (expected, expected_grads) = (value_and_grads(f)(*args)
-                                              for f in (function, reference))
+    (y, grads), (expected, expected_grads) = (
+        value_and_grads(f)(*args) for f in (function, reference)
+    )
     _assert_close(y, expected, dtype)
     for index, (grad, expected_grad) in enumerate(zip(grads, expected_grads)):
         _assert_close(grad, expected_grad, dtype, scale=10.0 if index else 1.0)
@@ -154,30 +185,44 @@ def _check_against_reference(function, reference, args, upstream, dtype):
 def test_layer_norm(rng, dtype, shape, axis):
     normalized = tuple(shape[a] for a in sorted(a % len(shape) for a in np.atleast_1d(axis)))
     x, weight, bias, upstream = _data(rng, shape, normalized, dtype)
-    _check_against_reference(lambda x, w, b: nnj.layer_norm(x, w, b, axis=axis, eps=1e-4),
-                             lambda x, w, b: ref_layer_norm(x, w, b, axis=axis, eps=1e-4),
-                             (x, weight, bias), upstream, dtype)
+    _check_against_reference(
+        lambda x, w, b: nnj.layer_norm(x, w, b, axis=axis, eps=1e-4),
+        lambda x, w, b: ref_layer_norm(x, w, b, axis=axis, eps=1e-4),
+        (x, weight, bias),
+        upstream,
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("shape, axis", [((4, 6), -1), ((2, 3, 5), (1, 2))])
 def test_rms_norm(rng, dtype, shape, axis):
-    x, weight, _, upstream = _data(rng, shape, shape[-(len(np.atleast_1d(axis))):], dtype)
-    _check_against_reference(lambda x, w: nnj.rms_norm(x, w, axis=axis),
-                             lambda x, w: ref_rms_norm(x, w, axis=axis),
-                             (x, weight), upstream, dtype)
+    x, weight, _, upstream = _data(rng, shape, shape[-(len(np.atleast_1d(axis))) :], dtype)
+    _check_against_reference(
+        lambda x, w: nnj.rms_norm(x, w, axis=axis),
+        lambda x, w: ref_rms_norm(x, w, axis=axis),
+        (x, weight),
+        upstream,
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("shape, num_groups, axis", [((2, 6, 5), 3, 1), ((2, 4, 6), 2, -1)])
 def test_group_norm(rng, dtype, shape, num_groups, axis):
     x, weight, bias, upstream = _data(rng, shape, shape[axis], dtype)
-    _check_against_reference(lambda x, w, b: nnj.group_norm(x, num_groups, w, b, axis=axis),
-                             lambda x, w, b: ref_group_norm(x, num_groups, w, b, axis=axis),
-                             (x, weight, bias), upstream, dtype)
+    _check_against_reference(
+        lambda x, w, b: nnj.group_norm(x, num_groups, w, b, axis=axis),
+        lambda x, w, b: ref_group_norm(x, num_groups, w, b, axis=axis),
+        (x, weight, bias),
+        upstream,
+        dtype,
+    )
 
 
 def _running(rng, channels, dtype):
-    return (jnp.asarray(rng.standard_normal(channels), dtype),
-            jnp.asarray(rng.uniform(0.5, 2.0, channels), dtype))
+    return (
+        jnp.asarray(rng.standard_normal(channels), dtype),
+        jnp.asarray(rng.uniform(0.5, 2.0, channels), dtype),
+    )
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
@@ -186,9 +231,13 @@ def test_batch_norm(rng, dtype, shape, axis, training):
     x, weight, bias, upstream = _data(rng, shape, shape[axis], dtype)
     running = _running(rng, shape[axis], dtype)
     options = dict(training=training, momentum=0.3, eps=1e-4, axis=axis)
-    _check_against_reference(lambda x, w, b: nnj.batch_norm(x, *running, w, b, **options)[0],
-                             lambda x, w, b: ref_batch_norm(x, *running, w, b, **options)[0],
-                             (x, weight, bias), upstream, dtype)
+    _check_against_reference(
+        lambda x, w, b: nnj.batch_norm(x, *running, w, b, **options)[0],
+        lambda x, w, b: ref_batch_norm(x, *running, w, b, **options)[0],
+        (x, weight, bias),
+        upstream,
+        dtype,
+    )
     _, *new_running = jax.jit(lambda x: nnj.batch_norm(x, *running, **options))(x)
     _, *expected = ref_batch_norm(x, *running, **options)
     for actual, expected_stat in zip(new_running, expected):
@@ -200,9 +249,13 @@ def test_instance_norm(rng, dtype, use_input_stats):
     x, weight, bias, upstream = _data(rng, (2, 3, 4, 5), 3, dtype)
     running = _running(rng, 3, dtype)
     options = dict(use_input_stats=use_input_stats, momentum=0.2)
-    _check_against_reference(lambda x, w, b: nnj.instance_norm(x, *running, w, b, **options)[0],
-                             lambda x, w, b: ref_instance_norm(x, *running, w, b, **options)[0],
-                             (x, weight, bias), upstream, dtype)
+    _check_against_reference(
+        lambda x, w, b: nnj.instance_norm(x, *running, w, b, **options)[0],
+        lambda x, w, b: ref_instance_norm(x, *running, w, b, **options)[0],
+        (x, weight, bias),
+        upstream,
+        dtype,
+    )
     _, *new_running = nnj.instance_norm(x, *running, **options)
     _, *expected = ref_instance_norm(x, *running, **options)
     for actual, expected_stat in zip(new_running, expected):
@@ -212,15 +265,19 @@ def test_instance_norm(rng, dtype, use_input_stats):
 def test_eager_calls(rng, dtype):
     x, weight, bias, upstream = _data(rng, (4, 3, 5), 3, dtype)
     running = _running(rng, 3, dtype)
-    for function, reference in ((nnj.batch_norm, ref_batch_norm),
-                                (nnj.instance_norm, ref_instance_norm)):
-        for actual, expected in zip(function(x, *running, weight, bias),
-                                    reference(x, *running, weight, bias)):
+    for function, reference in (
+        (nnj.batch_norm, ref_batch_norm),
+        (nnj.instance_norm, ref_instance_norm),
+    ):
+        for actual, expected in zip(
+            function(x, *running, weight, bias), reference(x, *running, weight, bias)
+        ):
             _assert_close(actual, expected, dtype)
     _assert_close(nnj.layer_norm(x, x[0, 0], x[1, 0]), ref_layer_norm(x, x[0, 0], x[1, 0]), dtype)
     grads = jax.grad(lambda x, w: jnp.sum(nnj.group_norm(x, 3, w) * upstream), argnums=(0, 1))
-    expected = jax.jit(jax.grad(lambda x, w: jnp.sum(ref_group_norm(x, 3, w) * upstream),
-                                argnums=(0, 1)))
+    expected = jax.jit(
+        jax.grad(lambda x, w: jnp.sum(ref_group_norm(x, 3, w) * upstream), argnums=(0, 1))
+    )
     for index, (grad, expected_grad) in enumerate(zip(grads(x, weight), expected(x, weight))):
         _assert_close(grad, expected_grad, dtype, scale=10.0 if index else 1.0)
 
@@ -242,8 +299,9 @@ def test_without_affine_parameters_or_running_statistics(rng):
     _assert_close(nnj.layer_norm(x), ref_layer_norm(x), np.float32)
     _assert_close(nnj.group_norm(x, 1), ref_group_norm(x, 1), np.float32)
     grad = jax.grad(lambda x: jnp.sum(nnj.layer_norm(x) * jnp.arange(5.0)))(x)
-    _assert_close(grad, jax.grad(lambda x: jnp.sum(ref_layer_norm(x) * jnp.arange(5.0)))(x),
-                  np.float32)
+    _assert_close(
+        grad, jax.grad(lambda x: jnp.sum(ref_layer_norm(x) * jnp.arange(5.0)))(x), np.float32
+    )
 
 
 def test_running_statistics_are_constants(rng):
@@ -268,20 +326,25 @@ def test_running_statistics_are_constants(rng):
 def test_vmap_layer_norm(rng):
     x, weight, bias, _ = _data(rng, (3, 4, 6), 6, np.float32)
     expected = ref_layer_norm(x, weight, bias)
-    _assert_close(jax.vmap(nnj.layer_norm, (0, None, None))(x, weight, bias), expected,
-                  np.float32)
-    _assert_close(jax.jit(jax.vmap(nnj.layer_norm, (1, None, None), 1))(x, weight, bias),
-                  expected, np.float32)
+    _assert_close(jax.vmap(nnj.layer_norm, (0, None, None))(x, weight, bias), expected, np.float32)
+    _assert_close(
+        jax.jit(jax.vmap(nnj.layer_norm, (1, None, None), 1))(x, weight, bias), expected, np.float32
+    )
     # Nested, with the inner vmap's axes counted from the front: positive axes move.
-    nested = jax.vmap(jax.vmap(lambda row, w: nnj.layer_norm(row, w, axis=0), (0, None)),
-                      (0, None))
+    nested = jax.vmap(jax.vmap(lambda row, w: nnj.layer_norm(row, w, axis=0), (0, None)), (0, None))
     _assert_close(nested(x, weight), ref_layer_norm(x, weight), np.float32)
     # Batched parameters (an ensemble): one set of parameters per batch element.
     weights = jnp.asarray(rng.standard_normal((3, 6)), jnp.float32)
-    _assert_close(jax.vmap(nnj.layer_norm, (0, 0, None))(x, weights, bias),
-                  jax.vmap(ref_layer_norm, (0, 0, None))(x, weights, bias), np.float32)
-    _assert_close(jax.vmap(nnj.layer_norm, (None, 0, None))(x[0], weights, bias),
-                  jax.vmap(ref_layer_norm, (None, 0, None))(x[0], weights, bias), np.float32)
+    _assert_close(
+        jax.vmap(nnj.layer_norm, (0, 0, None))(x, weights, bias),
+        jax.vmap(ref_layer_norm, (0, 0, None))(x, weights, bias),
+        np.float32,
+    )
+    _assert_close(
+        jax.vmap(nnj.layer_norm, (None, 0, None))(x[0], weights, bias),
+        jax.vmap(ref_layer_norm, (None, 0, None))(x[0], weights, bias),
+        np.float32,
+    )
 
 
 def test_vmap_of_layer_norm_gradient(rng):
@@ -292,16 +355,22 @@ def test_vmap_of_layer_norm_gradient(rng):
 
     # Per-example gradients, and the gradient of a vmapped function.
     for transform in (
-            lambda f: jax.vmap(jax.grad(loss(f), argnums=(0, 1, 2)), (0, None, None)),
-            lambda f: jax.grad(lambda x, w, b: jnp.sum(jax.vmap(loss(f), (0, None, None))(x, w, b)),
-                               argnums=(0, 1, 2))):
+        lambda f: jax.vmap(jax.grad(loss(f), argnums=(0, 1, 2)), (0, None, None)),
+        lambda f: jax.grad(
+            lambda x, w, b: jnp.sum(jax.vmap(loss(f), (0, None, None))(x, w, b)), argnums=(0, 1, 2)
+        ),
+    ):
         expected = jax.jit(transform(ref_layer_norm))(x, weight, bias)
         for index, (grad, expected_grad) in enumerate(
-                zip(jax.jit(transform(nnj.layer_norm))(x, weight, bias), expected)):
+            zip(jax.jit(transform(nnj.layer_norm))(x, weight, bias), expected)
+        ):
             _assert_close(grad, expected_grad, np.float32, scale=10.0 if index else 1.0)
     # jax.jacrev vmaps the backward over the cotangents, not over x.
-    _assert_close(jax.jacrev(nnj.layer_norm)(x[0], weight, bias),
-                  jax.jit(jax.jacrev(ref_layer_norm))(x[0], weight, bias), np.float32)
+    _assert_close(
+        jax.jacrev(nnj.layer_norm)(x[0], weight, bias),
+        jax.jit(jax.jacrev(ref_layer_norm))(x[0], weight, bias),
+        np.float32,
+    )
 
 
 def test_vmap_of_the_other_norms(rng):
@@ -309,21 +378,29 @@ def test_vmap_of_the_other_norms(rng):
     running = _running(rng, 6, np.float32)
     # batch norm: each vmapped element has its own statistics and running statistics.
     y, new_mean, new_var = jax.vmap(nnj.batch_norm, (0, None, None, None, None))(
-        x, *running, weight, bias)
+        x, *running, weight, bias
+    )
     expected = jax.vmap(ref_batch_norm, (0, None, None, None, None))(x, *running, weight, bias)
     for actual, expected_value in zip((y, new_mean, new_var), expected):
         _assert_close(actual, expected_value, np.float32)
-    _assert_close(jax.vmap(nnj.group_norm, (0, None))(x, 3),
-                  jax.vmap(ref_group_norm, (0, None))(x, 3), np.float32)
-    _assert_close(jax.vmap(nnj.instance_norm)(x)[0], jax.vmap(ref_instance_norm)(x)[0],
-                  np.float32)
+    _assert_close(
+        jax.vmap(nnj.group_norm, (0, None))(x, 3),
+        jax.vmap(ref_group_norm, (0, None))(x, 3),
+        np.float32,
+    )
+    _assert_close(jax.vmap(nnj.instance_norm)(x)[0], jax.vmap(ref_instance_norm)(x)[0], np.float32)
     weights = jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)
-    _assert_close(jax.vmap(nnj.rms_norm)(x, weights), jax.vmap(ref_rms_norm)(x, weights),
-                  np.float32)
-    grad = jax.vmap(jax.grad(lambda x, w: jnp.sum(nnj.batch_norm(x, weight=w)[0] ** 3),
-                             argnums=(0, 1)), (0, None))
-    ref_grad = jax.vmap(jax.grad(lambda x, w: jnp.sum(ref_batch_norm(x, weight=w)[0] ** 3),
-                                 argnums=(0, 1)), (0, None))
+    _assert_close(
+        jax.vmap(nnj.rms_norm)(x, weights), jax.vmap(ref_rms_norm)(x, weights), np.float32
+    )
+    grad = jax.vmap(
+        jax.grad(lambda x, w: jnp.sum(nnj.batch_norm(x, weight=w)[0] ** 3), argnums=(0, 1)),
+        (0, None),
+    )
+    ref_grad = jax.vmap(
+        jax.grad(lambda x, w: jnp.sum(ref_batch_norm(x, weight=w)[0] ** 3), argnums=(0, 1)),
+        (0, None),
+    )
     for actual, expected_grad in zip(grad(x, weight), ref_grad(x, weight)):
         _assert_close(actual, expected_grad, np.float32, scale=10.0)
     # An empty vmapped axis runs nothing.
@@ -338,22 +415,27 @@ def copying_callbacks(monkeypatch):
 
 def test_copying_callback_path(rng, copying_callbacks):
     x, weight, bias, upstream = _data(rng, (3, 4, 6), 6, np.float32)
-    _check_against_reference(nnj.layer_norm, ref_layer_norm, (x, weight, bias), upstream,
-                             np.float32)
+    _check_against_reference(
+        nnj.layer_norm, ref_layer_norm, (x, weight, bias), upstream, np.float32
+    )
     running = _running(rng, 4, np.float32)
     actual = jax.jit(lambda x: nnj.batch_norm(x, *running, weight[:4], axis=1))(x)
     expected = ref_batch_norm(x, *running, weight[:4], axis=1)
     for actual_value, expected_value in zip(actual, expected):
         _assert_close(actual_value, expected_value, np.float32)
     # vmap: one call over the whole batch, and once per element (the gradient).
-    _assert_close(jax.vmap(nnj.layer_norm, (0, None, None))(x, weight, bias),
-                  ref_layer_norm(x, weight, bias), np.float32)
-    per_example = jax.vmap(jax.grad(lambda x, w: jnp.sum(nnj.layer_norm(x, w) ** 3),
-                                    argnums=(0, 1)), (0, None))
-    expected = jax.vmap(jax.grad(lambda x, w: jnp.sum(ref_layer_norm(x, w) ** 3),
-                                 argnums=(0, 1)), (0, None))
-    for index, (grad, expected_grad) in enumerate(zip(per_example(x, weight),
-                                                      expected(x, weight))):
+    _assert_close(
+        jax.vmap(nnj.layer_norm, (0, None, None))(x, weight, bias),
+        ref_layer_norm(x, weight, bias),
+        np.float32,
+    )
+    per_example = jax.vmap(
+        jax.grad(lambda x, w: jnp.sum(nnj.layer_norm(x, w) ** 3), argnums=(0, 1)), (0, None)
+    )
+    expected = jax.vmap(
+        jax.grad(lambda x, w: jnp.sum(ref_layer_norm(x, w) ** 3), argnums=(0, 1)), (0, None)
+    )
+    for index, (grad, expected_grad) in enumerate(zip(per_example(x, weight), expected(x, weight))):
         _assert_close(grad, expected_grad, np.float32, scale=10.0 if index else 1.0)
 
 
@@ -367,20 +449,24 @@ def test_dtypes(rng):
         xl = jnp.asarray(x, jax_dtype)
         y = nnj.layer_norm(xl, jnp.ones(8, jax_dtype))
         assert y.dtype == jax_dtype
-        np.testing.assert_allclose(np.asarray(y, np.float64), ref_layer_norm(jnp.asarray(x)),
-                                   rtol=3e-2, atol=3e-2)
-        dx, dw = jax.grad(lambda x, w: jnp.sum(nnj.layer_norm(x, w) ** 3).astype(jnp.float32),
-                          argnums=(0, 1))(xl, jnp.ones(8, jax_dtype))
+        np.testing.assert_allclose(
+            np.asarray(y, np.float64), ref_layer_norm(jnp.asarray(x)), rtol=3e-2, atol=3e-2
+        )
+        dx, dw = jax.grad(
+            lambda x, w: jnp.sum(nnj.layer_norm(x, w) ** 3).astype(jnp.float32), argnums=(0, 1)
+        )(xl, jnp.ones(8, jax_dtype))
         assert dx.dtype == dw.dtype == jax_dtype
         # RMS norm's default eps is the machine epsilon of the input's own dtype.
         eps = float(jnp.finfo(jax_dtype).eps)
         big = jnp.full((2, 3), 1e-2, jax_dtype)
-        np.testing.assert_allclose(np.asarray(nnj.rms_norm(big), np.float64),
-                                   1e-2 / np.sqrt(1e-4 + eps), rtol=1e-2)
+        np.testing.assert_allclose(
+            np.asarray(nnj.rms_norm(big), np.float64), 1e-2 / np.sqrt(1e-4 + eps), rtol=1e-2
+        )
     assert nnj.layer_norm(jnp.arange(6).reshape(2, 3)).dtype == jnp.float32
     # Mixed parameter dtypes: y has x's dtype, each gradient its argument's dtype.
     grads = jax.grad(lambda x, w, b: jnp.sum(nnj.layer_norm(x, w, b)), argnums=(0, 1, 2))(
-        jnp.asarray(x, jnp.float16), jnp.ones(8, jnp.float32), jnp.zeros(8, jnp.bfloat16))
+        jnp.asarray(x, jnp.float16), jnp.ones(8, jnp.float32), jnp.zeros(8, jnp.bfloat16)
+    )
     assert [g.dtype for g in grads] == [jnp.float16, jnp.float32, jnp.bfloat16]
 
 
@@ -401,21 +487,27 @@ def test_float64_needs_x64():
 # Errors and what is not supported
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda x: nnj.layer_norm(x, axis=3), np.exceptions.AxisError, "out of bounds"),
-    (lambda x: nnj.layer_norm(x, jnp.ones(5)), ValueError, r"weight must have shape \(6,\)"),
-    (lambda x: nnj.rms_norm(x, eps=-1.0), ValueError, "eps must be non-negative"),
-    (lambda x: nnj.layer_norm(x.astype(jnp.complex64)), TypeError, "real floating"),
-    (lambda x: nnj.group_norm(x, 3), ValueError, "num_groups must be a positive integer"),
-    (lambda x: nnj.batch_norm(x, training=False), ValueError, "needs running_mean"),
-    (lambda x: nnj.batch_norm(x, jnp.zeros(4)), ValueError, "given together"),
-    (lambda x: nnj.batch_norm(x, jnp.zeros(3), jnp.ones(3)), ValueError,
-     r"running_mean must have shape \(4,\)"),
-    (lambda x: nnj.batch_norm(x, momentum=1.5), ValueError, "momentum"),
-    (lambda x: nnj.batch_norm(x[:1, :, :1]), ValueError, "more than 1 value per channel"),
-    (lambda x: nnj.instance_norm(x[:, :, :1]), ValueError, "more than 1 spatial element"),
-    (lambda x: nnj.instance_norm(x[0]), ValueError, "at least 3 dimensions"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda x: nnj.layer_norm(x, axis=3), np.exceptions.AxisError, "out of bounds"),
+        (lambda x: nnj.layer_norm(x, jnp.ones(5)), ValueError, r"weight must have shape \(6,\)"),
+        (lambda x: nnj.rms_norm(x, eps=-1.0), ValueError, "eps must be non-negative"),
+        (lambda x: nnj.layer_norm(x.astype(jnp.complex64)), TypeError, "real floating"),
+        (lambda x: nnj.group_norm(x, 3), ValueError, "num_groups must be a positive integer"),
+        (lambda x: nnj.batch_norm(x, training=False), ValueError, "needs running_mean"),
+        (lambda x: nnj.batch_norm(x, jnp.zeros(4)), ValueError, "given together"),
+        (
+            lambda x: nnj.batch_norm(x, jnp.zeros(3), jnp.ones(3)),
+            ValueError,
+            r"running_mean must have shape \(4,\)",
+        ),
+        (lambda x: nnj.batch_norm(x, momentum=1.5), ValueError, "momentum"),
+        (lambda x: nnj.batch_norm(x[:1, :, :1]), ValueError, "more than 1 value per channel"),
+        (lambda x: nnj.instance_norm(x[:, :, :1]), ValueError, "more than 1 spatial element"),
+        (lambda x: nnj.instance_norm(x[0]), ValueError, "at least 3 dimensions"),
+    ],
+)
 def test_errors(call, error, match):
     x = jnp.ones((2, 4, 6))
     with pytest.raises(error, match=match):
@@ -433,8 +525,7 @@ def test_forward_mode_and_second_derivatives_raise():
 
 
 def _run_python(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
 
 
 def test_import_numbanorm_does_not_import_jax():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 from helpers import assert_close
 
 try:
@@ -48,10 +49,18 @@ def test_batch_norm_is_the_functional_api_with_state(rng, axis, momentum):
         dx = layer.backward(dy)
         factor = 1.0 / (step + 1) if momentum is None else momentum
         y_ref, mean, rstd = nbn.batch_norm_forward(
-            x, before["running_mean"], before["running_var"], before["weight"], before["bias"],
-            training=training, momentum=factor, axis=axis)
-        dx_ref, *param_grads = nbn.batch_norm_backward(dy, x, mean, rstd, before["weight"],
-                                                       training=training, axis=axis)
+            x,
+            before["running_mean"],
+            before["running_var"],
+            before["weight"],
+            before["bias"],
+            training=training,
+            momentum=factor,
+            axis=axis,
+        )
+        dx_ref, *param_grads = nbn.batch_norm_backward(
+            dy, x, mean, rstd, before["weight"], training=training, axis=axis
+        )
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(dx, dx_ref)
         # The functional call updated the snapshot's running statistics in place.
@@ -63,8 +72,9 @@ def test_batch_norm_is_the_functional_api_with_state(rng, axis, momentum):
 
 
 def test_instance_norm_is_the_functional_api_with_state(rng):
-    layer = nbn.InstanceNorm(3, affine=True, track_running_stats=True, momentum=0.3,
-                             dtype=np.float64)
+    layer = nbn.InstanceNorm(
+        3, affine=True, track_running_stats=True, momentum=0.3, dtype=np.float64
+    )
     _randomize(layer, rng)
     for training in (True, False):
         before = _snapshot(layer)
@@ -72,12 +82,23 @@ def test_instance_norm_is_the_functional_api_with_state(rng):
         y = layer.train(training)(x)
         dx = layer.backward(dy)
         y_ref, mean, rstd = nbn.instance_norm_forward(
-            x, before["running_mean"], before["running_var"], before["weight"], before["bias"],
-            use_input_stats=training, momentum=0.3)
-        dx_ref, dweight, dbias = nbn.instance_norm_backward(dy, x, mean, rstd, before["weight"],
-                                                            use_input_stats=training)
-        for actual, expected in ((y, y_ref), (dx, dx_ref), (layer.grads["weight"], dweight),
-                                 (layer.grads["bias"], dbias)):
+            x,
+            before["running_mean"],
+            before["running_var"],
+            before["weight"],
+            before["bias"],
+            use_input_stats=training,
+            momentum=0.3,
+        )
+        dx_ref, dweight, dbias = nbn.instance_norm_backward(
+            dy, x, mean, rstd, before["weight"], use_input_stats=training
+        )
+        for actual, expected in (
+            (y, y_ref),
+            (dx, dx_ref),
+            (layer.grads["weight"], dweight),
+            (layer.grads["bias"], dbias),
+        ):
             np.testing.assert_array_equal(actual, expected)
         np.testing.assert_array_equal(layer.running_mean, before["running_mean"])
         layer.zero_grad()
@@ -92,32 +113,42 @@ def test_group_norm_is_the_functional_api(rng, axis):
     x, dy = _data(rng, tuple(shape))
     y, dx = layer(x), layer.backward(dy)
     y_ref, mean, rstd = nbn.group_norm_forward(x, 2, layer.weight, layer.bias, axis=axis)
-    dx_ref, dweight, dbias = nbn.group_norm_backward(dy, x, 2, mean, rstd, layer.weight,
-                                                     axis=axis)
-    for actual, expected in ((y, y_ref), (dx, dx_ref), (layer.grads["weight"], dweight),
-                             (layer.grads["bias"], dbias)):
+    dx_ref, dweight, dbias = nbn.group_norm_backward(dy, x, 2, mean, rstd, layer.weight, axis=axis)
+    for actual, expected in (
+        (y, y_ref),
+        (dx, dx_ref),
+        (layer.grads["weight"], dweight),
+        (layer.grads["bias"], dbias),
+    ):
         np.testing.assert_array_equal(actual, expected)
     np.testing.assert_array_equal(layer.eval()(x), y_ref)
 
 
-@pytest.mark.parametrize("normalized_shape, axis, functional_axis", [
-    (5, None, -1),
-    ((4, 5), None, (-2, -1)),
-    ((3, 5), (1, 3), (1, 3)),
-    ((3, 5), (3, 1), (1, 3)),
-    (3, 1, 1),
-])
+@pytest.mark.parametrize(
+    "normalized_shape, axis, functional_axis",
+    [
+        (5, None, -1),
+        ((4, 5), None, (-2, -1)),
+        ((3, 5), (1, 3), (1, 3)),
+        ((3, 5), (3, 1), (1, 3)),
+        (3, 1, 1),
+    ],
+)
 def test_layer_norm_is_the_functional_api(rng, normalized_shape, axis, functional_axis):
     layer = nbn.LayerNorm(normalized_shape, axis=axis, dtype=np.float64)
     _randomize(layer, rng)
     x, dy = _data(rng, (2, 3, 4, 5))
     y, dx = layer(x), layer.backward(dy)
-    y_ref, mean, rstd = nbn.layer_norm_forward(x, layer.weight, layer.bias,
-                                               axis=functional_axis)
-    dx_ref, dweight, dbias = nbn.layer_norm_backward(dy, x, mean, rstd, layer.weight,
-                                                     axis=functional_axis)
-    for actual, expected in ((y, y_ref), (dx, dx_ref), (layer.grads["weight"], dweight),
-                             (layer.grads["bias"], dbias)):
+    y_ref, mean, rstd = nbn.layer_norm_forward(x, layer.weight, layer.bias, axis=functional_axis)
+    dx_ref, dweight, dbias = nbn.layer_norm_backward(
+        dy, x, mean, rstd, layer.weight, axis=functional_axis
+    )
+    for actual, expected in (
+        (y, y_ref),
+        (dx, dx_ref),
+        (layer.grads["weight"], dweight),
+        (layer.grads["bias"], dbias),
+    ):
         np.testing.assert_array_equal(actual, expected)
 
 
@@ -163,8 +194,7 @@ def test_evaluation_mode_uses_and_keeps_running_stats(rng):
     x, _ = _data(rng, (4, 3, 5))
     y = layer.eval()(x)
     scale = before["weight"] / np.sqrt(before["running_var"] + 1e-3)
-    expected = ((x - before["running_mean"][:, None]) * scale[:, None]
-                + before["bias"][:, None])
+    expected = (x - before["running_mean"][:, None]) * scale[:, None] + before["bias"][:, None]
     assert_close(y, expected, np.float64)
     assert not layer.training
     for name, value in layer.state_dict().items():
@@ -194,8 +224,9 @@ def test_momentum_none_is_the_cumulative_average_of_batch_stats(rng, layer_class
     if layer_class is nbn.BatchNorm:
         batch_stats = [(x.mean(axis=(0, 2)), x.var(axis=(0, 2), ddof=1)) for x in batches]
     else:
-        batch_stats = [(x.mean(axis=2).mean(axis=0), x.var(axis=2, ddof=1).mean(axis=0))
-                       for x in batches]
+        batch_stats = [
+            (x.mean(axis=2).mean(axis=0), x.var(axis=2, ddof=1).mean(axis=0)) for x in batches
+        ]
     expected_mean, expected_var = np.mean(batch_stats, axis=0)
     assert_close(layer.running_mean, expected_mean, np.float64)
     assert_close(layer.running_var, expected_var, np.float64)
@@ -231,14 +262,17 @@ def test_parameters_are_the_layer_arrays_for_in_place_updates(rng):
     assert_close(layer(x), 2 * y.astype(np.float64) + 1, np.float32)
 
 
-@pytest.mark.parametrize("layer, names", [
-    (nbn.BatchNorm(3), ["weight", "bias"]),
-    (nbn.BatchNorm(3, affine=False), []),
-    (nbn.InstanceNorm(3), []),
-    (nbn.LayerNorm(3, bias=False), ["weight"]),
-    (nbn.LayerNorm(3, elementwise_affine=False), []),
-    (nbn.RMSNorm(3), ["weight"]),
-])
+@pytest.mark.parametrize(
+    "layer, names",
+    [
+        (nbn.BatchNorm(3), ["weight", "bias"]),
+        (nbn.BatchNorm(3, affine=False), []),
+        (nbn.InstanceNorm(3), []),
+        (nbn.LayerNorm(3, bias=False), ["weight"]),
+        (nbn.LayerNorm(3, elementwise_affine=False), []),
+        (nbn.RMSNorm(3), ["weight"]),
+    ],
+)
 def test_parameters_and_grads_have_the_same_names(layer, names):
     assert list(layer.parameters()) == names
     assert list(layer.grads) == names
@@ -248,11 +282,13 @@ def test_parameters_and_grads_have_the_same_names(layer, names):
 
 def test_dtype_of_parameters_and_running_stats(rng):
     layer = nbn.BatchNorm(3, dtype=np.float64)
-    assert all(v.dtype == np.float64 for k, v in layer.state_dict().items()
-               if k != "num_batches_tracked")
+    assert all(
+        v.dtype == np.float64 for k, v in layer.state_dict().items() if k != "num_batches_tracked"
+    )
     assert layer.num_batches_tracked.dtype == np.int64
-    layer.load_state_dict({name: value.astype(np.float32)
-                           for name, value in nbn.BatchNorm(3).state_dict().items()})
+    layer.load_state_dict(
+        {name: value.astype(np.float32) for name, value in nbn.BatchNorm(3).state_dict().items()}
+    )
     assert layer.weight.dtype == np.float64 and layer.running_var.dtype == np.float64
     y = nbn.BatchNorm(3)(_data(rng, (4, 3))[0].astype(np.float32))
     assert y.dtype == np.float32
@@ -275,8 +311,7 @@ def test_state_dict_is_a_copy_and_loads_in_place(rng):
     layer = nbn.BatchNorm(3)
     _randomize(layer, rng)
     state = layer.state_dict()
-    assert list(state) == ["weight", "bias", "running_mean", "running_var",
-                           "num_batches_tracked"]
+    assert list(state) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     assert state["weight"] is not layer.weight
     weight = layer.weight
     other = nbn.BatchNorm(3)
@@ -325,17 +360,28 @@ def test_load_state_dict_missing_unexpected_and_mis_shaped_keys():
 # Errors
 
 
-@pytest.mark.parametrize("layer, shape, message", [
-    (nbn.BatchNorm(3), (4, 5, 6), r"BatchNorm expects 3 channels on axis 1, got input of shape \(4, 5, 6\)"),
-    (nbn.BatchNorm(3, axis=-1), (4, 3, 5), r"expects 3 channels on axis -1"),
-    (nbn.BatchNorm(3), (3,), r"at least 2 dimensions, got shape \(3,\)"),
-    (nbn.BatchNorm(3, axis=3), (4, 3, 5), r"channel axis 3, out of range for input of shape"),
-    (nbn.InstanceNorm(3), (4, 3), r"InstanceNorm expects input with at least 3 dimensions"),
-    (nbn.GroupNorm(2, 4), (4, 6, 5), r"GroupNorm expects 4 channels on axis 1"),
-    (nbn.LayerNorm((4, 5)), (2, 5, 4), r"LayerNorm expects input of sizes \(4, 5\) on axes \(1, 2\)"),
-    (nbn.LayerNorm((4, 5)), (5,), r"trailing shape \(4, 5\), got shape \(5,\)"),
-    (nbn.RMSNorm(5, axis=0), (4, 5), r"RMSNorm expects input of sizes \(5,\) on axes \(0,\)"),
-])
+@pytest.mark.parametrize(
+    "layer, shape, message",
+    [
+        (
+            nbn.BatchNorm(3),
+            (4, 5, 6),
+            r"BatchNorm expects 3 channels on axis 1, got input of shape \(4, 5, 6\)",
+        ),
+        (nbn.BatchNorm(3, axis=-1), (4, 3, 5), r"expects 3 channels on axis -1"),
+        (nbn.BatchNorm(3), (3,), r"at least 2 dimensions, got shape \(3,\)"),
+        (nbn.BatchNorm(3, axis=3), (4, 3, 5), r"channel axis 3, out of range for input of shape"),
+        (nbn.InstanceNorm(3), (4, 3), r"InstanceNorm expects input with at least 3 dimensions"),
+        (nbn.GroupNorm(2, 4), (4, 6, 5), r"GroupNorm expects 4 channels on axis 1"),
+        (
+            nbn.LayerNorm((4, 5)),
+            (2, 5, 4),
+            r"LayerNorm expects input of sizes \(4, 5\) on axes \(1, 2\)",
+        ),
+        (nbn.LayerNorm((4, 5)), (5,), r"trailing shape \(4, 5\), got shape \(5,\)"),
+        (nbn.RMSNorm(5, axis=0), (4, 5), r"RMSNorm expects input of sizes \(5,\) on axes \(0,\)"),
+    ],
+)
 def test_wrong_input_shape(layer, shape, message):
     with pytest.raises(ValueError, match=message):
         layer(np.zeros(shape))
@@ -362,15 +408,34 @@ def test_backward_needs_one_forward_each(rng):
         layer.backward(dy)
 
 
-@pytest.mark.parametrize("make, error, message", [
-    (lambda: nbn.GroupNorm(3, 4), ValueError, r"num_groups must be a positive integer dividing num_channels \(4\), got 3"),
-    (lambda: nbn.BatchNorm(0), ValueError, "number of channels must be a positive integer"),
-    (lambda: nbn.BatchNorm(3, momentum=1.5), ValueError, r"momentum must be None or in \[0, 1\]"),
-    (lambda: nbn.BatchNorm(3, eps=-1.0), ValueError, "eps must be non-negative"),
-    (lambda: nbn.BatchNorm(3, dtype=np.int32), TypeError, "dtype must be a floating-point dtype"),
-    (lambda: nbn.LayerNorm((4, 5), axis=-1), ValueError, r"axis -1 names 1 axes but normalized_shape \(4, 5\) has 2"),
-    (lambda: nbn.LayerNorm(()), ValueError, "normalized_shape must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (
+            lambda: nbn.GroupNorm(3, 4),
+            ValueError,
+            r"num_groups must be a positive integer dividing num_channels \(4\), got 3",
+        ),
+        (lambda: nbn.BatchNorm(0), ValueError, "number of channels must be a positive integer"),
+        (
+            lambda: nbn.BatchNorm(3, momentum=1.5),
+            ValueError,
+            r"momentum must be None or in \[0, 1\]",
+        ),
+        (lambda: nbn.BatchNorm(3, eps=-1.0), ValueError, "eps must be non-negative"),
+        (
+            lambda: nbn.BatchNorm(3, dtype=np.int32),
+            TypeError,
+            "dtype must be a floating-point dtype",
+        ),
+        (
+            lambda: nbn.LayerNorm((4, 5), axis=-1),
+            ValueError,
+            r"axis -1 names 1 axes but normalized_shape \(4, 5\) has 2",
+        ),
+        (lambda: nbn.LayerNorm(()), ValueError, "normalized_shape must be a positive integer"),
+    ],
+)
 def test_invalid_configuration(make, error, message):
     with pytest.raises(error, match=message):
         make()
@@ -385,12 +450,18 @@ def _torch_pair(rng, kind):
     nn = torch.nn
     f64 = dict(dtype=np.float64)
     module, layer = {
-        "batch": (nn.BatchNorm2d(3, momentum=0.2, eps=1e-4),
-                  nbn.BatchNorm(3, momentum=0.2, eps=1e-4, **f64)),
-        "batch_cumulative": (nn.BatchNorm1d(3, momentum=None),
-                             nbn.BatchNorm(3, momentum=None, **f64)),
-        "instance": (nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
-                     nbn.InstanceNorm(3, affine=True, track_running_stats=True, **f64)),
+        "batch": (
+            nn.BatchNorm2d(3, momentum=0.2, eps=1e-4),
+            nbn.BatchNorm(3, momentum=0.2, eps=1e-4, **f64),
+        ),
+        "batch_cumulative": (
+            nn.BatchNorm1d(3, momentum=None),
+            nbn.BatchNorm(3, momentum=None, **f64),
+        ),
+        "instance": (
+            nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
+            nbn.InstanceNorm(3, affine=True, track_running_stats=True, **f64),
+        ),
         "instance_default": (nn.InstanceNorm1d(3), nbn.InstanceNorm(3, **f64)),
         "group": (nn.GroupNorm(3, 6, eps=1e-4), nbn.GroupNorm(3, 6, eps=1e-4, **f64)),
         "layer": (nn.LayerNorm((4, 5)), nbn.LayerNorm((4, 5), **f64)),
@@ -406,9 +477,17 @@ def _torch_pair(rng, kind):
     return module, layer
 
 
-TORCH_SHAPES = {"batch": (4, 3, 5, 2), "batch_cumulative": (6, 3), "instance": (2, 3, 4, 5),
-                "instance_default": (2, 3, 7), "group": (2, 6, 5), "layer": (2, 3, 4, 5),
-                "layer_no_bias": (3, 5), "rms": (2, 3, 4, 5), "rms_eps": (3, 5)}
+TORCH_SHAPES = {
+    "batch": (4, 3, 5, 2),
+    "batch_cumulative": (6, 3),
+    "instance": (2, 3, 4, 5),
+    "instance_default": (2, 3, 7),
+    "group": (2, 6, 5),
+    "layer": (2, 3, 4, 5),
+    "layer_no_bias": (3, 5),
+    "rms": (2, 3, 4, 5),
+    "rms_eps": (3, 5),
+}
 
 
 @needs_torch
@@ -457,8 +536,9 @@ def test_torch_state_dict_converts_to_the_layer_dtype(rng):
     layer = nbn.BatchNorm(3)
     layer.load_state_dict(module.state_dict())
     for name, value in module.state_dict().items():
-        assert layer.state_dict()[name].dtype == (np.int64 if name == "num_batches_tracked"
-                                                  else np.float32)
+        assert layer.state_dict()[name].dtype == (
+            np.int64 if name == "num_batches_tracked" else np.float32
+        )
         assert_close(layer.state_dict()[name], value.numpy(), np.float32)
 
 

@@ -145,12 +145,27 @@ WORKER = textwrap.dedent(r'''
     print(json.dumps(results))
 ''')
 
-GROUPS = ["layer_norm", "rms_norm", "batch_norm NCHW", "batch_norm NHWC", "group_norm",
-          "instance_norm NHWC", "layer_norm 1-D", "rms_norm 1-D", "batch_norm wide",
-          "moments wide", "new length", "row lengths"]
+GROUPS = [
+    "layer_norm",
+    "rms_norm",
+    "batch_norm NCHW",
+    "batch_norm NHWC",
+    "group_norm",
+    "instance_norm NHWC",
+    "layer_norm 1-D",
+    "rms_norm 1-D",
+    "batch_norm wide",
+    "moments wide",
+    "new length",
+    "row lengths",
+]
 LABELS = ["forward", "forward out=", "forward out=x", "backward", "backward out="]
-CASES = ([f"{group} {label}" for group in GROUPS[:-3] for label in LABELS]
-         + ["moments wide", "new length layer_norm", "new length rms_norm", "row lengths"])
+CASES = [f"{group} {label}" for group in GROUPS[:-3] for label in LABELS] + [
+    "moments wide",
+    "new length layer_norm",
+    "new length rms_norm",
+    "row lengths",
+]
 
 
 def _proc_works():
@@ -167,12 +182,13 @@ def _proc_works():
 @pytest.fixture(scope="module")
 def measured():
     if not _proc_works():
-        pytest.skip("needs Linux's /proc/self/status (VmHWM) and a writable "
-                    "/proc/self/clear_refs to measure the peak resident memory of a call")
+        pytest.skip(
+            "needs Linux's /proc/self/status (VmHWM) and a writable "
+            "/proc/self/clear_refs to measure the peak resident memory of a call"
+        )
     # Fixed thresholds: glibc's adaptive ones would keep a freed result in the
     # heap after the warm-up, and the measured call would reuse it unseen.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 18),
-               MALLOC_TRIM_THRESHOLD_=str(1 << 20))
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 18), MALLOC_TRIM_THRESHOLD_=str(1 << 20))
     return json.loads(run_python(WORKER, *GROUPS, env=env).splitlines()[-1])
 
 
@@ -181,4 +197,5 @@ def test_peak_memory_is_the_results_and_a_small_fraction_of_the_input(measured, 
     growth, allowed = measured[case]
     assert growth <= allowed, (
         f"{case}: the peak resident memory grew by {growth / MIB:.1f} MiB, "
-        f"{allowed / MIB:.1f} MiB allowed")
+        f"{allowed / MIB:.1f} MiB allowed"
+    )

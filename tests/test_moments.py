@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 from helpers import assert_close, random_array
 
 SHAPE = (4, 5, 6)
@@ -13,8 +14,10 @@ DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_]
 
 def _expected(x, axis, ddof, keepdims):
     x64 = x.astype(np.float64)
-    return (np.mean(x64, axis=axis, keepdims=keepdims),
-            np.var(x64, axis=axis, ddof=ddof, keepdims=keepdims))
+    return (
+        np.mean(x64, axis=axis, keepdims=keepdims),
+        np.var(x64, axis=axis, ddof=ddof, keepdims=keepdims),
+    )
 
 
 @pytest.mark.parametrize("axis", AXES)

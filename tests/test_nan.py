@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 import reference as ref
 from helpers import random_array
 
@@ -35,7 +36,9 @@ def test_batch_norm_channel(rng, bad, axis):
     channel = (slice(None), 1) if axis == 1 else (Ellipsis, 2)
     x[channel][2, 1] = bad
     running_mean, running_var = np.zeros(x.shape[axis]), np.ones(x.shape[axis])
-    expected_running = _reference(ref.batch_norm_running_stats, x, running_mean, running_var, axis=axis)
+    expected_running = _reference(
+        ref.batch_norm_running_stats, x, running_mean, running_var, axis=axis
+    )
     y, mean, rstd = nbn.batch_norm_forward(x, running_mean, running_var, axis=axis)
     expected_y, expected_mean, expected_rstd = _reference(ref.batch_norm_forward, x, axis=axis)
     _assert_poisoned_only(y, expected_y, channel)
@@ -50,10 +53,14 @@ def test_batch_norm_channel(rng, bad, axis):
 
     dy = random_array(rng, x.shape)
     dx, dweight, dbias = nbn.batch_norm_backward(dy, x, mean, rstd, axis=axis)
-    expected_dx, expected_dweight, _ = _reference(ref.batch_norm_backward, dy, x, mean, rstd, axis=axis)
+    expected_dx, expected_dweight, _ = _reference(
+        ref.batch_norm_backward, dy, x, mean, rstd, axis=axis
+    )
     _assert_poisoned_only(dx, expected_dx, channel)
     _assert_poisoned_only(dweight, expected_dweight, stat_index)
-    np.testing.assert_allclose(dbias, dy.sum(axis=tuple(a for a in range(3) if a != axis % 3)), rtol=1e-10)
+    np.testing.assert_allclose(
+        dbias, dy.sum(axis=tuple(a for a in range(3) if a != axis % 3)), rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("bad", BAD_VALUES)
@@ -134,5 +141,9 @@ def test_moments_column(rng, dtype):
     mean, var = nbn.moments(x, axis=0)
     assert np.isnan(mean[1]) and np.isnan(var[1])
     healthy = [0, 2, 3]
-    np.testing.assert_allclose(mean[healthy], x[:, healthy].astype(np.float64).mean(axis=0), rtol=1e-5)
-    np.testing.assert_allclose(var[healthy], x[:, healthy].astype(np.float64).var(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(
+        mean[healthy], x[:, healthy].astype(np.float64).mean(axis=0), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        var[healthy], x[:, healthy].astype(np.float64).var(axis=0), rtol=1e-4
+    )

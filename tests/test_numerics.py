@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 import reference
 
 OFFSET = 1e4
@@ -66,19 +67,43 @@ def _variance_from_rstd(rstd):
 
 NORM_LAYOUTS = {
     "layer_norm": (lambda x: nbn.layer_norm_forward(x, eps=0.0)[2], (4, 4096), (1,), None),
-    "batch_norm NCHW": (lambda x: nbn.batch_norm_forward(x, eps=0.0)[2], (16, 8, 24, 24),
-                        (0, 2, 3), None),
+    "batch_norm NCHW": (
+        lambda x: nbn.batch_norm_forward(x, eps=0.0)[2],
+        (16, 8, 24, 24),
+        (0, 2, 3),
+        None,
+    ),
     "batch_norm 2-D": (lambda x: nbn.batch_norm_forward(x, eps=0.0)[2], (8192, 16), (0,), None),
-    "batch_norm NHWC": (lambda x: nbn.batch_norm_forward(x, eps=0.0, axis=-1)[2],
-                        (16, 24, 24, 8), (0, 1, 2), None),
-    "group_norm NCHW": (lambda x: nbn.group_norm_forward(x, 4, eps=0.0)[2], (4, 8, 24, 24),
-                        (2, 3, 4), (4, 4, 2, 24, 24)),
-    "group_norm NHWC": (lambda x: nbn.group_norm_forward(x, 4, eps=0.0, axis=-1)[2],
-                        (4, 24, 24, 8), (1, 2, 4), (4, 24, 24, 4, 2)),
-    "instance_norm NCHW": (lambda x: nbn.instance_norm_forward(x, eps=0.0)[2], (4, 8, 24, 24),
-                           (2, 3), None),
-    "instance_norm NHWC": (lambda x: nbn.instance_norm_forward(x, eps=0.0, axis=-1)[2],
-                           (4, 24, 24, 8), (1, 2), None),
+    "batch_norm NHWC": (
+        lambda x: nbn.batch_norm_forward(x, eps=0.0, axis=-1)[2],
+        (16, 24, 24, 8),
+        (0, 1, 2),
+        None,
+    ),
+    "group_norm NCHW": (
+        lambda x: nbn.group_norm_forward(x, 4, eps=0.0)[2],
+        (4, 8, 24, 24),
+        (2, 3, 4),
+        (4, 4, 2, 24, 24),
+    ),
+    "group_norm NHWC": (
+        lambda x: nbn.group_norm_forward(x, 4, eps=0.0, axis=-1)[2],
+        (4, 24, 24, 8),
+        (1, 2, 4),
+        (4, 24, 24, 4, 2),
+    ),
+    "instance_norm NCHW": (
+        lambda x: nbn.instance_norm_forward(x, eps=0.0)[2],
+        (4, 8, 24, 24),
+        (2, 3),
+        None,
+    ),
+    "instance_norm NHWC": (
+        lambda x: nbn.instance_norm_forward(x, eps=0.0, axis=-1)[2],
+        (4, 24, 24, 8),
+        (1, 2),
+        None,
+    ),
 }
 
 
@@ -193,19 +218,21 @@ def test_float32_data_of_large_magnitude_normalizes_right(rng, name, scale):
         # dx's coefficient of x - mean scales like 1/var, below float32's range:
         # every group that needs it is NaN, none finite and wrong.
         finite = np.isfinite(dx)
-        np.testing.assert_allclose(dx[finite], dx_ref[finite], rtol=0,
-                                   atol=1e-5 * np.abs(dx_ref).max())
+        np.testing.assert_allclose(
+            dx[finite], dx_ref[finite], rtol=0, atol=1e-5 * np.abs(dx_ref).max()
+        )
         assert not finite.all()
 
 
 @pytest.mark.parametrize("shape, axis", [((4, 5000), 1), ((5000, 4), 0), ((20000,), None)])
 def test_moments_of_large_float32_values_are_right_where_they_fit(rng, shape, axis):
-    x = (4e18 * rng.standard_normal(shape)).astype(np.float32)   # variance about 1.6e37
+    x = (4e18 * rng.standard_normal(shape)).astype(np.float32)  # variance about 1.6e37
     mean, var = nbn.moments(x, axis=axis)
     exact = x.astype(np.float64)
     np.testing.assert_allclose(var, exact.var(axis=axis), rtol=1e-6)
-    np.testing.assert_allclose(mean, exact.mean(axis=axis), rtol=0,
-                               atol=1e-6 * np.sqrt(exact.var(axis=axis)).max())
+    np.testing.assert_allclose(
+        mean, exact.mean(axis=axis), rtol=0, atol=1e-6 * np.sqrt(exact.var(axis=axis)).max()
+    )
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # the variance: inf

@@ -21,21 +21,30 @@ assert math.prod(SHAPES["small"]) <= SERIAL_MAX_ELEMENTS < math.prod(SHAPES["lar
 
 def _channel_forward(function, **options):
     def call(a, out):
-        return function(a["x"], a["running_mean"], a["running_var"], a["weight"], a["bias"],
-                        out=out, **options)
+        return function(
+            a["x"], a["running_mean"], a["running_var"], a["weight"], a["bias"], out=out, **options
+        )
+
     return call
 
 
 def _channel_arrays(rng, shape):
     C = shape[1]
-    return dict(x=rng.standard_normal(shape), weight=1 + rng.standard_normal(C),
-                bias=rng.standard_normal(C), running_mean=rng.standard_normal(C),
-                running_var=1 + rng.random(C))
+    return dict(
+        x=rng.standard_normal(shape),
+        weight=1 + rng.standard_normal(C),
+        bias=rng.standard_normal(C),
+        running_mean=rng.standard_normal(C),
+        running_var=1 + rng.random(C),
+    )
 
 
 def _row_arrays(rng, shape, *names):
-    arrays = dict(x=rng.standard_normal(shape), weight=1 + rng.standard_normal(shape[-1]),
-                  bias=rng.standard_normal(shape[-1]))
+    arrays = dict(
+        x=rng.standard_normal(shape),
+        weight=1 + rng.standard_normal(shape[-1]),
+        bias=rng.standard_normal(shape[-1]),
+    )
     return {name: arrays[name] for name in names}
 
 
@@ -43,43 +52,69 @@ FORWARD = {
     "batch_norm": (_channel_arrays, _channel_forward(nbn.batch_norm)),
     "batch_norm eval": (_channel_arrays, _channel_forward(nbn.batch_norm, training=False)),
     "instance_norm": (_channel_arrays, _channel_forward(nbn.instance_norm)),
-    "instance_norm eval": (_channel_arrays,
-                           _channel_forward(nbn.instance_norm, use_input_stats=False)),
-    "group_norm": (lambda rng, shape: _channel_arrays(rng, shape),
-                   lambda a, out: nbn.group_norm(a["x"], 2, a["weight"], a["bias"], out=out)),
-    "layer_norm": (lambda rng, shape: _row_arrays(rng, shape, "x", "weight", "bias"),
-                   lambda a, out: nbn.layer_norm(a["x"], a["weight"], a["bias"], out=out)),
+    "instance_norm eval": (
+        _channel_arrays,
+        _channel_forward(nbn.instance_norm, use_input_stats=False),
+    ),
+    "group_norm": (
+        lambda rng, shape: _channel_arrays(rng, shape),
+        lambda a, out: nbn.group_norm(a["x"], 2, a["weight"], a["bias"], out=out),
+    ),
+    "layer_norm": (
+        lambda rng, shape: _row_arrays(rng, shape, "x", "weight", "bias"),
+        lambda a, out: nbn.layer_norm(a["x"], a["weight"], a["bias"], out=out),
+    ),
     "layer_norm axes (1, 2)": (
-        lambda rng, shape: dict(x=rng.standard_normal(shape),
-                                weight=1 + rng.standard_normal(shape[1:])),
-        lambda a, out: nbn.layer_norm(a["x"], a["weight"], axis=(1, 2), out=out)),
-    "rms_norm": (lambda rng, shape: _row_arrays(rng, shape, "x", "weight"),
-                 lambda a, out: nbn.rms_norm(a["x"], a["weight"], out=out)),
+        lambda rng, shape: dict(
+            x=rng.standard_normal(shape), weight=1 + rng.standard_normal(shape[1:])
+        ),
+        lambda a, out: nbn.layer_norm(a["x"], a["weight"], axis=(1, 2), out=out),
+    ),
+    "rms_norm": (
+        lambda rng, shape: _row_arrays(rng, shape, "x", "weight"),
+        lambda a, out: nbn.rms_norm(a["x"], a["weight"], out=out),
+    ),
 }
 # In training the running statistics are outputs, updated in place.
 RUNNING_OUTPUTS = {"batch_norm", "instance_norm"}
 
 BACKWARD = {
-    "batch_norm": (lambda x, w: nbn.batch_norm_forward(x, weight=w),
-                   lambda a, out: nbn.batch_norm_backward(a["dy"], a["x"], a["mean"], a["rstd"],
-                                                          a["weight"], out=out)),
+    "batch_norm": (
+        lambda x, w: nbn.batch_norm_forward(x, weight=w),
+        lambda a, out: nbn.batch_norm_backward(
+            a["dy"], a["x"], a["mean"], a["rstd"], a["weight"], out=out
+        ),
+    ),
     "batch_norm eval": (
-        lambda x, w: nbn.batch_norm_forward(x, np.zeros(x.shape[1]), np.ones(x.shape[1]),
-                                            weight=w, training=False),
-        lambda a, out: nbn.batch_norm_backward(a["dy"], a["x"], a["mean"], a["rstd"],
-                                               a["weight"], training=False, out=out)),
-    "instance_norm": (lambda x, w: nbn.instance_norm_forward(x, weight=w),
-                      lambda a, out: nbn.instance_norm_backward(a["dy"], a["x"], a["mean"],
-                                                                a["rstd"], a["weight"], out=out)),
-    "group_norm": (lambda x, w: nbn.group_norm_forward(x, 2, w),
-                   lambda a, out: nbn.group_norm_backward(a["dy"], a["x"], 2, a["mean"],
-                                                          a["rstd"], a["weight"], out=out)),
-    "layer_norm": (nbn.layer_norm_forward,
-                   lambda a, out: nbn.layer_norm_backward(a["dy"], a["x"], a["mean"], a["rstd"],
-                                                          a["weight"], out=out)),
-    "rms_norm": (lambda x, w: (lambda y, rrms: (y, None, rrms))(*nbn.rms_norm_forward(x, w)),
-                 lambda a, out: nbn.rms_norm_backward(a["dy"], a["x"], a["rstd"], a["weight"],
-                                                      out=out)),
+        lambda x, w: nbn.batch_norm_forward(
+            x, np.zeros(x.shape[1]), np.ones(x.shape[1]), weight=w, training=False
+        ),
+        lambda a, out: nbn.batch_norm_backward(
+            a["dy"], a["x"], a["mean"], a["rstd"], a["weight"], training=False, out=out
+        ),
+    ),
+    "instance_norm": (
+        lambda x, w: nbn.instance_norm_forward(x, weight=w),
+        lambda a, out: nbn.instance_norm_backward(
+            a["dy"], a["x"], a["mean"], a["rstd"], a["weight"], out=out
+        ),
+    ),
+    "group_norm": (
+        lambda x, w: nbn.group_norm_forward(x, 2, w),
+        lambda a, out: nbn.group_norm_backward(
+            a["dy"], a["x"], 2, a["mean"], a["rstd"], a["weight"], out=out
+        ),
+    ),
+    "layer_norm": (
+        nbn.layer_norm_forward,
+        lambda a, out: nbn.layer_norm_backward(
+            a["dy"], a["x"], a["mean"], a["rstd"], a["weight"], out=out
+        ),
+    ),
+    "rms_norm": (
+        lambda x, w: (lambda y, rrms: (y, None, rrms))(*nbn.rms_norm_forward(x, w)),
+        lambda a, out: nbn.rms_norm_backward(a["dy"], a["x"], a["rstd"], a["weight"], out=out),
+    ),
 }
 
 
@@ -87,7 +122,7 @@ def _backward_arrays(rng, name, shape):
     forward = BACKWARD[name][0]
     x = rng.standard_normal(shape)
     weight = 1 + rng.standard_normal(max(shape[1], shape[-1]))
-    weight = weight[:shape[-1]] if name in ("layer_norm", "rms_norm") else weight[:shape[1]]
+    weight = weight[: shape[-1]] if name in ("layer_norm", "rms_norm") else weight[: shape[1]]
     _, mean, rstd = forward(x, weight)
     arrays = dict(dy=rng.standard_normal(shape), x=x, mean=mean, rstd=rstd, weight=weight)
     return {k: v for k, v in arrays.items() if v is not None}
@@ -103,9 +138,9 @@ def _overlapping(arrays, name, out_shape, out_first):
     size, out_size = value.size, math.prod(out_shape)
     at, out_at = (out_size // 2, 0) if out_first else (0, max(size // 2, 1))
     buffer = np.full(max(at + size, out_at + out_size), np.nan)
-    moved = buffer[at:at + size].reshape(value.shape)
+    moved = buffer[at : at + size].reshape(value.shape)
     moved[...] = value
-    out = buffer[out_at:out_at + out_size].reshape(out_shape)
+    out = buffer[out_at : out_at + out_size].reshape(out_shape)
     assert np.shares_memory(moved, out)
     return dict(arrays, **{name: moved}), out
 
@@ -209,15 +244,19 @@ def _shifted_pair(size, shift):
 OUTPUT_PAIRS = {
     "running_mean and running_var": lambda x, C: (None, *_shifted_pair(C, C // 2)),
     "the same running array": lambda x, C: (None, *(2 * [np.ones(C)])),
-    "out and running_mean": lambda x, C: (lambda b: (b[:x.size].reshape(x.shape), b[-C:],
-                                                     np.ones(C)))(np.ones(x.size + C - 1)),
-    "out and running_var": lambda x, C: (lambda b: (b[C - 1:].reshape(x.shape), np.zeros(C),
-                                                    b[:C]))(np.ones(x.size + C - 1)),
+    "out and running_mean": lambda x, C: (
+        lambda b: (b[: x.size].reshape(x.shape), b[-C:], np.ones(C))
+    )(np.ones(x.size + C - 1)),
+    "out and running_var": lambda x, C: (
+        lambda b: (b[C - 1 :].reshape(x.shape), np.zeros(C), b[:C])
+    )(np.ones(x.size + C - 1)),
 }
 
 
-@pytest.mark.parametrize("function", [nbn.batch_norm, nbn.instance_norm, nbn.batch_norm_forward,
-                                      nbn.instance_norm_forward])
+@pytest.mark.parametrize(
+    "function",
+    [nbn.batch_norm, nbn.instance_norm, nbn.batch_norm_forward, nbn.instance_norm_forward],
+)
 @pytest.mark.parametrize("case", OUTPUT_PAIRS)
 def test_overlapping_outputs_are_refused(rng, case, function):
     x = rng.standard_normal(SHAPES["small"])
@@ -226,8 +265,9 @@ def test_overlapping_outputs_are_refused(rng, case, function):
         pytest.skip("no out")
     kwargs = {} if out is None else dict(out=out)
     before = [a.copy() for a in (running_mean, running_var)]
-    first, second = case.replace("the same running array", "running_mean and running_var"
-                                 ).split(" and ")
+    first, second = case.replace("the same running array", "running_mean and running_var").split(
+        " and "
+    )
     with pytest.raises(ValueError, match=f"(?s)(?=.*{first})(?=.*{second})"):
         function(x, running_mean, running_var, **kwargs)
     for a, b in zip((running_mean, running_var), before):
@@ -252,23 +292,38 @@ class _DeviceArray:
     """Only a CUDA array interface, as a GPU library's array shows it."""
 
     def __init__(self, pointer, shape, strides=None, typestr="<f4"):
-        self.__cuda_array_interface__ = dict(data=(pointer, False), shape=shape,
-                                             strides=strides, typestr=typestr, version=3)
+        self.__cuda_array_interface__ = dict(
+            data=(pointer, False), shape=shape, strides=strides, typestr=typestr, version=3
+        )
 
 
-@pytest.mark.parametrize("a, b, expected", [
-    (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000 + 128, (4, 8)), None),
-    (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000 + 124, (4, 8)), "partial"),
-    (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000, (4, 8), (32, 4)), "same"),
-    (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000, (8, 4)), "partial"),
-    (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000, (4, 8), typestr="<i4"), "partial"),
-    (_DeviceArray(0x1000, (4, 8), (4, 16)), _DeviceArray(0x1000 + 124, (2,)), "partial"),
-    (_DeviceArray(0x1000 + 12, (4,), (-4,)), _DeviceArray(0x1000 - 4, (1,)), None),
-    (_DeviceArray(0x1000 + 12, (4,), (-4,)), _DeviceArray(0x1000, (1,)), "partial"),
-    (_DeviceArray(0x1000, (0, 8)), _DeviceArray(0x1000, (4, 8)), None),
-    (_DeviceArray(0x1000, (4, 8)), np.ones(3), None),
-], ids=["disjoint", "one element", "same", "reshaped", "other dtype", "strided", "negative stride",
-        "negative stride, shared", "empty", "host and device"])
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000 + 128, (4, 8)), None),
+        (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000 + 124, (4, 8)), "partial"),
+        (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000, (4, 8), (32, 4)), "same"),
+        (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000, (8, 4)), "partial"),
+        (_DeviceArray(0x1000, (4, 8)), _DeviceArray(0x1000, (4, 8), typestr="<i4"), "partial"),
+        (_DeviceArray(0x1000, (4, 8), (4, 16)), _DeviceArray(0x1000 + 124, (2,)), "partial"),
+        (_DeviceArray(0x1000 + 12, (4,), (-4,)), _DeviceArray(0x1000 - 4, (1,)), None),
+        (_DeviceArray(0x1000 + 12, (4,), (-4,)), _DeviceArray(0x1000, (1,)), "partial"),
+        (_DeviceArray(0x1000, (0, 8)), _DeviceArray(0x1000, (4, 8)), None),
+        (_DeviceArray(0x1000, (4, 8)), np.ones(3), None),
+    ],
+    ids=[
+        "disjoint",
+        "one element",
+        "same",
+        "reshaped",
+        "other dtype",
+        "strided",
+        "negative stride",
+        "negative stride, shared",
+        "empty",
+        "host and device",
+    ],
+)
 def test_device_arrays_overlap_by_their_bounds(a, b, expected):
     assert _overlap.overlap(a, b) == expected
     assert _overlap.overlap(b, a) == expected

@@ -2,22 +2,28 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 import reference as ref
 from helpers import assert_close, channel_count, random_array
 
 
 def _running(rng, channels, dtype=np.float64):
-    return (random_array(rng, channels, dtype, loc=0.2, scale=1.0),
-            rng.uniform(0.5, 2.0, channels).astype(dtype))
+    return (
+        random_array(rng, channels, dtype, loc=0.2, scale=1.0),
+        rng.uniform(0.5, 2.0, channels).astype(dtype),
+    )
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.1, 0.7, 1.0])
-@pytest.mark.parametrize("shape, axis", [((6, 3), 1), ((4, 3, 5), 1), ((2, 4, 5, 3), -1), ((3, 4, 5), 0)])
+@pytest.mark.parametrize(
+    "shape, axis", [((6, 3), 1), ((4, 3, 5), 1), ((2, 4, 5, 3), -1), ((3, 4, 5), 0)]
+)
 def test_batch_norm_updates_in_place(rng, shape, axis, momentum):
     x = random_array(rng, shape)
     running_mean, running_var = _running(rng, channel_count(shape, axis))
     expected_mean, expected_var = ref.batch_norm_running_stats(
-        x, running_mean, running_var, momentum=momentum, axis=axis)
+        x, running_mean, running_var, momentum=momentum, axis=axis
+    )
     nbn.batch_norm_forward(x, running_mean, running_var, momentum=momentum, axis=axis)
     assert_close(running_mean, expected_mean, np.float64)
     assert_close(running_var, expected_var, np.float64)
@@ -29,7 +35,8 @@ def test_instance_norm_averages_instance_stats_over_batch(rng, shape, axis, mome
     x = random_array(rng, shape)
     running_mean, running_var = _running(rng, channel_count(shape, axis))
     expected_mean, expected_var = ref.instance_norm_running_stats(
-        x, running_mean, running_var, momentum=momentum, axis=axis)
+        x, running_mean, running_var, momentum=momentum, axis=axis
+    )
     nbn.instance_norm_forward(x, running_mean, running_var, momentum=momentum, axis=axis)
     assert_close(running_mean, expected_mean, np.float64)
     assert_close(running_var, expected_var, np.float64)
@@ -69,12 +76,21 @@ def test_successive_updates_accumulate(rng):
     assert_close(running_var, expected_var, np.float64)
 
 
-@pytest.mark.parametrize("x_dtype, stats_dtype", [(np.float64, np.float32), (np.float32, np.float64),
-                                                   (np.float32, np.float16), (np.int64, np.float32)])
+@pytest.mark.parametrize(
+    "x_dtype, stats_dtype",
+    [
+        (np.float64, np.float32),
+        (np.float32, np.float64),
+        (np.float32, np.float16),
+        (np.int64, np.float32),
+    ],
+)
 def test_running_stats_keep_their_own_dtype(rng, x_dtype, stats_dtype):
     x = random_array(rng, (6, 3, 4), x_dtype)
-    for update, forward in [(ref.batch_norm_running_stats, nbn.batch_norm_forward),
-                            (ref.instance_norm_running_stats, nbn.instance_norm_forward)]:
+    for update, forward in [
+        (ref.batch_norm_running_stats, nbn.batch_norm_forward),
+        (ref.instance_norm_running_stats, nbn.instance_norm_forward),
+    ]:
         running_mean, running_var = _running(rng, 3, stats_dtype)
         expected_mean, expected_var = update(x, running_mean, running_var, momentum=0.5)
         forward(x, running_mean, running_var, momentum=0.5)
@@ -117,7 +133,9 @@ def test_eval_mode_accepts_read_only_running_stats(rng):
     expected, _, _ = ref.batch_norm_forward(x, running_mean, running_var, training=False)
     assert_close(nbn.batch_norm(x, running_mean, running_var, training=False), expected, np.float64)
     expected, _, _ = ref.instance_norm_forward(x, running_mean, running_var, use_input_stats=False)
-    assert_close(nbn.instance_norm(x, running_mean, running_var, use_input_stats=False), expected, np.float64)
+    assert_close(
+        nbn.instance_norm(x, running_mean, running_var, use_input_stats=False), expected, np.float64
+    )
 
 
 def test_training_output_does_not_depend_on_running_stats(rng):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
-from norms import NORM_CASES
 from numbanorm._specs import NORMS
+
+from norms import NORM_CASES
 
 NAMES = [norm.name for norm in NORMS]
 

@@ -1,9 +1,9 @@
 """Concurrent calls from several Python threads return correct results."""
 
-
 import numpy as np
 
 import numbanorm as nbn
+
 import reference as ref
 from helpers import assert_close, environment, run_concurrently, run_python
 
@@ -17,8 +17,11 @@ def test_concurrent_layer_norm_and_batch_norm(rng):
     channels_inputs = [rng.standard_normal((64, 16, 32)) * (i + 1) for i in range(THREADS)]
     expected_ln = [ref.layer_norm_forward(x)[0] for x in inputs]
     expected_bn = [ref.batch_norm_forward(x)[0] for x in channels_inputs]
-    expected_running = [ref.batch_norm_running_stats(x, np.zeros(16), np.ones(16), momentum=1.0)
-                        for x in channels_inputs]
+    expected_running = [
+        ref.batch_norm_running_stats(x, np.zeros(16), np.ones(16), momentum=1.0)
+        for x in channels_inputs
+    ]
+
     def work(index):
         for _ in range(ITERATIONS):
             assert_close(nbn.layer_norm(inputs[index]), expected_ln[index], np.float64)

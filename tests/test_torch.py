@@ -4,13 +4,17 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+
 from helpers import tolerance
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
-                np.dtype(np.float64): torch.float64}
+TORCH_DTYPES = {
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float64): torch.float64,
+}
 
 
 def _tensor(array, requires_grad=False):
@@ -24,8 +28,12 @@ def _numpy(tensor):
 def _assert_close(actual, expected, dtype, scale=1.0):
     tol = tolerance(dtype)
     assert actual.shape == expected.shape
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
-                               rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)
+    np.testing.assert_allclose(
+        np.asarray(actual, dtype=np.float64),
+        np.asarray(expected, dtype=np.float64),
+        rtol=tol["rtol"] * scale,
+        atol=tol["atol"] * scale,
+    )
 
 
 def _assert_matches_torch(outputs, torch_outputs, dtype):
@@ -35,10 +43,12 @@ def _assert_matches_torch(outputs, torch_outputs, dtype):
 
 
 def _data(rng, shape, dtype):
-    return ((0.5 + 2.0 * rng.standard_normal(shape)).astype(dtype),
-            rng.standard_normal(shape).astype(dtype),
-            (1.0 + 0.5 * rng.standard_normal(shape[1])).astype(dtype),
-            rng.standard_normal(shape[1]).astype(dtype))
+    return (
+        (0.5 + 2.0 * rng.standard_normal(shape)).astype(dtype),
+        rng.standard_normal(shape).astype(dtype),
+        (1.0 + 0.5 * rng.standard_normal(shape[1])).astype(dtype),
+        rng.standard_normal(shape[1]).astype(dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -46,7 +56,10 @@ def _data(rng, shape, dtype):
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm(rng, training, channels_last, dtype):
     x, dy, weight, bias = _data(rng, (4, 3, 5, 2), dtype)
-    running_mean, running_var = rng.standard_normal(3).astype(dtype), rng.uniform(0.5, 2.0, 3).astype(dtype)
+    running_mean, running_var = (
+        rng.standard_normal(3).astype(dtype),
+        rng.uniform(0.5, 2.0, 3).astype(dtype),
+    )
     torch_mean, torch_var = _tensor(running_mean), _tensor(running_var)
     xt, wt, bt = _tensor(x, True), _tensor(weight, True), _tensor(bias, True)
     yt = F.batch_norm(xt, torch_mean, torch_var, wt, bt, training=training, momentum=0.3, eps=1e-4)
@@ -55,9 +68,20 @@ def test_batch_norm(rng, training, channels_last, dtype):
     if channels_last:
         x, dy = np.moveaxis(x, 1, -1), np.moveaxis(dy, 1, -1)
     axis = -1 if channels_last else 1
-    y, mean, rstd = nbn.batch_norm_forward(x, running_mean, running_var, weight, bias, training=training,
-                                           momentum=0.3, eps=1e-4, axis=axis)
-    dx, dweight, dbias = nbn.batch_norm_backward(dy, x, mean, rstd, weight, training=training, axis=axis)
+    y, mean, rstd = nbn.batch_norm_forward(
+        x,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        training=training,
+        momentum=0.3,
+        eps=1e-4,
+        axis=axis,
+    )
+    dx, dweight, dbias = nbn.batch_norm_backward(
+        dy, x, mean, rstd, weight, training=training, axis=axis
+    )
     if channels_last:
         y, dx = np.moveaxis(y, -1, 1), np.moveaxis(dx, -1, 1)
     _assert_matches_torch((y, dx, dweight, dbias), (yt, xt.grad, wt.grad, bt.grad), dtype)
@@ -75,7 +99,9 @@ def test_layer_norm(rng, axis, dtype):
     weight = (1.0 + 0.5 * rng.standard_normal(normalized)).astype(dtype)
     bias = rng.standard_normal(normalized).astype(dtype)
     xt, wt, bt = _tensor(x, True), _tensor(weight, True), _tensor(bias, True)
-    yt = F.layer_norm(xt.permute(order), normalized, wt, bt, eps=1e-4).permute(*np.argsort(order).tolist())
+    yt = F.layer_norm(xt.permute(order), normalized, wt, bt, eps=1e-4).permute(
+        *np.argsort(order).tolist()
+    )
     yt.backward(_tensor(dy))
 
     y, mean, rstd = nbn.layer_norm_forward(x, weight, bias, axis=axis, eps=1e-4)
@@ -100,17 +126,30 @@ def test_group_norm(rng, num_groups, dtype):
 @pytest.mark.parametrize("use_input_stats", [True, False])
 def test_instance_norm(rng, use_input_stats, dtype):
     x, dy, weight, bias = _data(rng, (3, 4, 5, 2), dtype)
-    running_mean, running_var = rng.standard_normal(4).astype(dtype), rng.uniform(0.5, 2.0, 4).astype(dtype)
+    running_mean, running_var = (
+        rng.standard_normal(4).astype(dtype),
+        rng.uniform(0.5, 2.0, 4).astype(dtype),
+    )
     torch_mean, torch_var = _tensor(running_mean), _tensor(running_var)
     xt, wt, bt = _tensor(x, True), _tensor(weight, True), _tensor(bias, True)
-    yt = F.instance_norm(xt, torch_mean, torch_var, wt, bt, use_input_stats=use_input_stats, momentum=0.3,
-                         eps=1e-4)
+    yt = F.instance_norm(
+        xt, torch_mean, torch_var, wt, bt, use_input_stats=use_input_stats, momentum=0.3, eps=1e-4
+    )
     yt.backward(_tensor(dy))
 
-    y, mean, rstd = nbn.instance_norm_forward(x, running_mean, running_var, weight, bias,
-                                              use_input_stats=use_input_stats, momentum=0.3, eps=1e-4)
-    dx, dweight, dbias = nbn.instance_norm_backward(dy, x, mean, rstd, weight,
-                                                    use_input_stats=use_input_stats)
+    y, mean, rstd = nbn.instance_norm_forward(
+        x,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        use_input_stats=use_input_stats,
+        momentum=0.3,
+        eps=1e-4,
+    )
+    dx, dweight, dbias = nbn.instance_norm_backward(
+        dy, x, mean, rstd, weight, use_input_stats=use_input_stats
+    )
     _assert_matches_torch((y, dx, dweight, dbias), (yt, xt.grad, wt.grad, bt.grad), dtype)
     _assert_close(running_mean, _numpy(torch_mean), dtype)
     _assert_close(running_var, _numpy(torch_var), dtype)

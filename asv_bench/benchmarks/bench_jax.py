@@ -28,10 +28,12 @@ class JaxLayerNorm:
             raise NotImplementedError("jax is not importable") from error
         rows, count = map(int, shape.split("x"))
         rng = np.random.default_rng(0)
-        args = (jax.numpy.asarray(rng.standard_normal((rows, count), dtype=np.float32)),
-                jax.numpy.ones(count, np.float32), jax.numpy.zeros(count, np.float32))
-        layer_norm = (numbanorm.jax.layer_norm if impl == "numbanorm.jax"
-                      else _jax_numpy_layer_norm)
+        args = (
+            jax.numpy.asarray(rng.standard_normal((rows, count), dtype=np.float32)),
+            jax.numpy.ones(count, np.float32),
+            jax.numpy.zeros(count, np.float32),
+        )
+        layer_norm = numbanorm.jax.layer_norm if impl == "numbanorm.jax" else _jax_numpy_layer_norm
         if call == "forward":
             fn = jax.jit(layer_norm)
         else:

@@ -6,8 +6,10 @@ import numbanorm
 
 LAYERS = {
     "BatchNorm NCHW": (lambda dtype: numbanorm.BatchNorm(64, dtype=dtype), (32, 64, 28, 28)),
-    "BatchNorm NHWC": (lambda dtype: numbanorm.BatchNorm(64, axis=-1, dtype=dtype),
-                       (32, 28, 28, 64)),
+    "BatchNorm NHWC": (
+        lambda dtype: numbanorm.BatchNorm(64, axis=-1, dtype=dtype),
+        (32, 28, 28, 64),
+    ),
     "GroupNorm NCHW": (lambda dtype: numbanorm.GroupNorm(32, 64, dtype=dtype), (32, 64, 28, 28)),
     "LayerNorm": (lambda dtype: numbanorm.LayerNorm(1024, dtype=dtype), (4096, 1024)),
     "RMSNorm": (lambda dtype: numbanorm.RMSNorm(1024, dtype=dtype), (4096, 1024)),

@@ -29,13 +29,17 @@ class FirstCall:
     timeout = 900
 
     def setup_cache(self):
-        subprocess.run([sys.executable, "-m", "numbanorm", "warmup", "--dtypes", "float32"],
-                       capture_output=True, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "numbanorm", "warmup", "--dtypes", "float32"],
+            capture_output=True,
+            check=True,
+        )
 
     def track_first_call(self, norm):
         script = FIRST_CALL.format(norm=norm)
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
         return float(run.stdout)
 
     track_first_call.unit = "seconds"

@@ -67,9 +67,9 @@ class Case:
         if self.norm == "instance_norm":
             return shape, tuple(a for a in range(1, ndim) if a != axis), params
         G = self.groups
-        view = shape[:axis] + (G, C // G) + shape[axis + 1:]
+        view = shape[:axis] + (G, C // G) + shape[axis + 1 :]
         reduced = tuple(a for a in range(1, ndim + 1) if a != axis)
-        return view, reduced, params[:axis] + (G, C // G) + params[axis + 1:]
+        return view, reduced, params[:axis] + (G, C // G) + params[axis + 1 :]
 
     @property
     def centered(self):
@@ -139,8 +139,10 @@ def _numbanorm(direction, case, data, place=lambda a: a):
     extra = (case.groups,) if case.norm == "group_norm" else ()
     params = dict(weight=w, bias=b) if case.has_bias else dict(weight=w)
     if case.norm == "batch_norm":
-        params.update(running_mean=place(np.zeros(case.channels, data["x"].dtype)),
-                      running_var=place(np.ones(case.channels, data["x"].dtype)))
+        params.update(
+            running_mean=place(np.zeros(case.channels, data["x"].dtype)),
+            running_var=place(np.ones(case.channels, data["x"].dtype)),
+        )
     forward = getattr(numbanorm, case.norm + "_forward")
     if direction == "forward":
         return lambda: forward(x, *extra, **params, axis=axis)
@@ -167,8 +169,10 @@ def _formulas(direction, case, data, xp=np):
 
     def statistics(xv):
         if case.centered:
-            return (xv.mean(axis=axes, keepdims=True),
-                    1 / xp.sqrt(xv.var(axis=axes, keepdims=True) + EPS))
+            return (
+                xv.mean(axis=axes, keepdims=True),
+                1 / xp.sqrt(xv.var(axis=axes, keepdims=True) + EPS),
+            )
         return 0, 1 / xp.sqrt(xp.mean(xv * xv, axis=axes, keepdims=True) + EPS)
 
     def forward():
@@ -229,8 +233,10 @@ def _torch(direction, case, data, device="cpu"):
     C = case.channels
     if case.norm == "moments":
         return lambda: torch.var_mean(x, dim=case.grouped_view[1], correction=0)[::-1]
-    running = (torch.zeros(C, dtype=x.dtype, device=device),
-               torch.ones(C, dtype=x.dtype, device=device))
+    running = (
+        torch.zeros(C, dtype=x.dtype, device=device),
+        torch.ones(C, dtype=x.dtype, device=device),
+    )
     functions = {
         "layer_norm": lambda x, w, b: F.layer_norm(x, (C,), w, b, EPS),
         "rms_norm": lambda x, w: F.rms_norm(x, (C,), w, EPS),
@@ -241,9 +247,11 @@ def _torch(direction, case, data, device="cpu"):
     forward = functions[case.norm]
     params = (w, b) if case.has_bias else (w,)
     if direction == "forward":
+
         def run():
             with torch.no_grad():
                 return forward(x, *params)
+
         return run
     inputs = [t.detach().requires_grad_() for t in (x, *params)]
     y = forward(*inputs)
@@ -288,15 +296,18 @@ def _onnxruntime(direction, case, data):
         constants.update(mean=x.mean(axis=axes), var=x.var(axis=axes))
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     graph = helper.make_graph(
-        [helper.make_node(op, ["x", *constants], ["y"], **attributes)], "norm",
+        [helper.make_node(op, ["x", *constants], ["y"], **attributes)],
+        "norm",
         [helper.make_tensor_value_info("x", elem, x.shape)],
         [helper.make_tensor_value_info("y", elem, x.shape)],
-        [onnx.numpy_helper.from_array(v, k) for k, v in constants.items()])
+        [onnx.numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = numba.get_num_threads()
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return lambda: session.run(None, {"x": x})
 
 
@@ -341,11 +352,13 @@ def to_device(a):
     """``a`` on the GPU, as a CuPy array, else a PyTorch CUDA tensor, else a Numba array."""
     try:
         import cupy
+
         return cupy.asarray(a)
     except ImportError:
         pass
     try:
         import torch
+
         if torch.cuda.is_available():
             return torch.from_numpy(np.ascontiguousarray(a)).cuda()
     except ImportError:
@@ -361,6 +374,7 @@ def _synchronized(fn):
     def call():
         fn()
         cuda.synchronize()
+
     return call
 
 
@@ -375,7 +389,15 @@ def device_copy(case, dtype):
     return _synchronized(lambda: dst.copy_to_device(src))
 
 
-_CPU = {"numbanorm": _numbanorm, "numpy": _formulas, "torch": _torch,
-        "onnxruntime": _onnxruntime, "jax": _jax}
-_GPU = {"numbanorm": lambda *args: _numbanorm(*args, place=to_device),
-        "torch": lambda *args: _torch(*args, device="cuda"), "cupy": _cupy}
+_CPU = {
+    "numbanorm": _numbanorm,
+    "numpy": _formulas,
+    "torch": _torch,
+    "onnxruntime": _onnxruntime,
+    "jax": _jax,
+}
+_GPU = {
+    "numbanorm": lambda *args: _numbanorm(*args, place=to_device),
+    "torch": lambda *args: _torch(*args, device="cuda"),
+    "cupy": _cupy,
+}

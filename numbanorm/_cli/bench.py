@@ -28,8 +28,8 @@ COPY_BLOCK = 1 << 16
 def _parallel_copy(src, dst):
     for block in prange(-(-src.size // COPY_BLOCK)):
         start = block * COPY_BLOCK
-        s = src[start:start + COPY_BLOCK]
-        d = dst[start:start + COPY_BLOCK]
+        s = src[start : start + COPY_BLOCK]
+        d = dst[start : start + COPY_BLOCK]
         for i in range(s.size):
             d[i] = s[i]
 
@@ -46,7 +46,8 @@ def median_seconds(calls, *, min_time, min_repeats, max_repeats):
     start = time.perf_counter()
     repeats = 0
     while repeats < min_repeats or (
-            repeats < max_repeats and time.perf_counter() - start < min_time):
+        repeats < max_repeats and time.perf_counter() - start < min_time
+    ):
         for name, fn in calls.items():
             t0 = time.perf_counter()
             fn()
@@ -69,11 +70,11 @@ def operations(patterns=None, cases=BENCHMARK_CASES):
     or a shell-style wildcard (``*.forward_out``); None selects everything.
     """
     for case in cases:
-        for direction in (("forward",) if case.spec is None else DIRECTIONS):
+        for direction in ("forward",) if case.spec is None else DIRECTIONS:
             name = f"{case.norm}.{direction}"
             if patterns is None or any(
-                    fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(case.norm, p)
-                    for p in patterns):
+                fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(case.norm, p) for p in patterns
+            ):
                 yield case, direction
 
 
@@ -84,7 +85,8 @@ def _select(patterns, cases=BENCHMARK_CASES):
         raise ValueError(
             f"no benchmark matches {' '.join(patterns)}; the names are the norms ({norms}) "
             f"and '<norm>.<direction>' with the directions {', '.join(DIRECTIONS)} "
-            f"(moments: forward only); wildcards are allowed")
+            f"(moments: forward only); wildcards are allowed"
+        )
     return selected
 
 
@@ -97,8 +99,16 @@ def _target(gpu):
     return build, parallel_copy, PEERS
 
 
-def run(patterns=None, *, quick=False, dtype=np.float32, peers=None, cases=BENCHMARK_CASES,
-        progress=None, gpu=False):
+def run(
+    patterns=None,
+    *,
+    quick=False,
+    dtype=np.float32,
+    peers=None,
+    cases=BENCHMARK_CASES,
+    progress=None,
+    gpu=False,
+):
     """Time the selected operations of ``cases``, on the CPU or (``gpu``) on device arrays.
 
     Returns one dict per operation: ``op``, ``layout``, ``shape``, ``dtype``,
@@ -110,22 +120,29 @@ def run(patterns=None, *, quick=False, dtype=np.float32, peers=None, cases=BENCH
     selected = _select(patterns, cases)
     build_call, copy_call, all_peers = _target(gpu)
     peers = all_peers if peers is None else peers
-    timing = (dict(min_time=0.05, min_repeats=3, max_repeats=20) if quick
-              else dict(min_time=0.5, min_repeats=10, max_repeats=200))
+    timing = (
+        dict(min_time=0.05, min_repeats=3, max_repeats=20)
+        if quick
+        else dict(min_time=0.5, min_repeats=10, max_repeats=200)
+    )
     itemsize = np.dtype(dtype).itemsize
     results = []
     for case, direction in selected:
         data = case.data(dtype)
         numbanorm = build_call("numbanorm", direction, case, data)
-        seconds = median_seconds({"copy": copy_call(data["x"]), "numbanorm": numbanorm},
-                                 **timing)
+        seconds = median_seconds({"copy": copy_call(data["x"]), "numbanorm": numbanorm}, **timing)
         ours = seconds["numbanorm"]
         copy_bandwidth = 2 * data["x"].nbytes / seconds["copy"]
         moved = case.bytes_moved(direction, itemsize)
         result = {
-            "op": f"{case.norm}.{direction}", "layout": case.layout, "shape": list(case.shape),
-            "dtype": np.dtype(dtype).name, "seconds": ours, "gb_per_s": moved / ours / 1e9,
-            "copy_gb_per_s": copy_bandwidth / 1e9, "fraction_of_copy": moved / ours / copy_bandwidth,
+            "op": f"{case.norm}.{direction}",
+            "layout": case.layout,
+            "shape": list(case.shape),
+            "dtype": np.dtype(dtype).name,
+            "seconds": ours,
+            "gb_per_s": moved / ours / 1e9,
+            "copy_gb_per_s": copy_bandwidth / 1e9,
+            "fraction_of_copy": moved / ours / copy_bandwidth,
             "peers": {},
         }
         for peer in peers:
@@ -145,9 +162,14 @@ def run(patterns=None, *, quick=False, dtype=np.float32, peers=None, cases=BENCH
 
 def machine(gpu=False):
     """What the numbers were measured on."""
-    info = {"machine": platform.machine(), "processor": platform.processor(),
-            "threads": numba.get_num_threads(), "threading_layer": _threading_layer(),
-            "numba": numba.__version__, "numpy": np.__version__}
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "threads": numba.get_num_threads(),
+        "threading_layer": _threading_layer(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+    }
     if gpu:
         from numba import cuda
 
@@ -165,20 +187,29 @@ def _threading_layer():
 
 def format_row(result, peers=PEERS):
     shape = "x".join(map(str, result["shape"]))
-    ratios = "".join(f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}"
-                     for p in peers)
-    return (f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
-            f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
-            f"{result['fraction_of_copy']:>8.0%}{ratios}")
+    ratios = "".join(
+        f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}" for p in peers
+    )
+    return (
+        f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
+        f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
+        f"{result['fraction_of_copy']:>8.0%}{ratios}"
+    )
 
 
 def format_header(peers=PEERS):
-    return (f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}"
-            + "".join(f"{'vs ' + p:>16}" for p in peers))
+    return f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}" + "".join(
+        f"{'vs ' + p:>16}" for p in peers
+    )
 
 
-PEER_NAMES = {"torch": "torch", "onnxruntime": "ONNX Runtime", "jax": "JAX", "numpy": "NumPy",
-              "cupy": "CuPy"}
+PEER_NAMES = {
+    "torch": "torch",
+    "onnxruntime": "ONNX Runtime",
+    "jax": "JAX",
+    "numpy": "NumPy",
+    "cupy": "CuPy",
+}
 
 
 def markdown_table(results):
@@ -193,9 +224,14 @@ def markdown_table(results):
         norm, direction = r["op"].split(".")
         key = (norm, r["layout"], "x".join(map(str, r["shape"])))
         rows.setdefault(key, {})[direction] = r
-    ran = {direction: [p for p in PEER_NAMES if any(
-        p in r["peers"] for r in results if r["op"].endswith("." + direction))]
-        for direction in ("forward", "backward")}
+    ran = {
+        direction: [
+            p
+            for p in PEER_NAMES
+            if any(p in r["peers"] for r in results if r["op"].endswith("." + direction))
+        ]
+        for direction in ("forward", "backward")
+    }
 
     def cell(r):
         return f"{r['seconds'] * 1e3:.2f} ({r['fraction_of_copy']:.0%})" if r else ""
@@ -203,32 +239,67 @@ def markdown_table(results):
     def ratio(r, peer):
         return f"{r['peers'][peer]:.2f}x" if r and peer in r["peers"] else ""
 
-    header = ["op", "shape", "forward, out=", "forward",
-              *(f"vs {PEER_NAMES[p]}" for p in ran["forward"]), "backward, out=", "backward",
-              *(f"vs {PEER_NAMES[p]}" for p in ran["backward"])]
+    header = [
+        "op",
+        "shape",
+        "forward, out=",
+        "forward",
+        *(f"vs {PEER_NAMES[p]}" for p in ran["forward"]),
+        "backward, out=",
+        "backward",
+        *(f"vs {PEER_NAMES[p]}" for p in ran["backward"]),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (norm, layout, shape), d in rows.items():
         fwd, bwd = d.get("forward"), d.get("backward")
-        lines.append(" | ".join([
-            f"| {norm} {layout}", shape, cell(d.get("forward_out")), cell(fwd),
-            *(ratio(fwd, p) for p in ran["forward"]),
-            cell(d.get("backward_out")), cell(bwd),
-            *(ratio(bwd, p) for p in ran["backward"])]) + " |")
+        lines.append(
+            " | ".join(
+                [
+                    f"| {norm} {layout}",
+                    shape,
+                    cell(d.get("forward_out")),
+                    cell(fwd),
+                    *(ratio(fwd, p) for p in ran["forward"]),
+                    cell(d.get("backward_out")),
+                    cell(bwd),
+                    *(ratio(bwd, p) for p in ran["backward"]),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
-def bench(patterns=None, *, quick=False, json_path=None, dtype="float32", peers=None,
-          cases=BENCHMARK_CASES, markdown=False, gpu=False):
+def bench(
+    patterns=None,
+    *,
+    quick=False,
+    json_path=None,
+    dtype="float32",
+    peers=None,
+    cases=BENCHMARK_CASES,
+    markdown=False,
+    gpu=False,
+):
     """Print the benchmark table and optionally write the results as JSON or Markdown."""
     _select(patterns, cases)
     peers = _target(gpu)[2] if peers is None else peers
     info = machine(gpu)
     where = f"GPU {info['gpu']}" if gpu else f"{info['threads']} threads"
-    print(f"numbanorm bench: {where}, {dtype}, "
-          f"{'quick' if quick else 'full'} timing; ratios are peer time / numbanorm time")
+    print(
+        f"numbanorm bench: {where}, {dtype}, "
+        f"{'quick' if quick else 'full'} timing; ratios are peer time / numbanorm time"
+    )
     print(format_header(peers))
-    results = run(patterns, quick=quick, dtype=np.dtype(dtype), peers=peers, cases=cases,
-                  gpu=gpu, progress=lambda r: print(format_row(r, peers), flush=True))
+    results = run(
+        patterns,
+        quick=quick,
+        dtype=np.dtype(dtype),
+        peers=peers,
+        cases=cases,
+        gpu=gpu,
+        progress=lambda r: print(format_row(r, peers), flush=True),
+    )
     if markdown:
         print()
         print(markdown_table(results))

@@ -29,9 +29,11 @@ def _import_extras():
     except ImportError as error:
         raise ImportError(
             f"the demo needs scikit-learn, matplotlib and tqdm ({error}); install them with "
-            f'pip install "numbanorm[examples]"') from error
+            f'pip install "numbanorm[examples]"'
+        ) from error
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return sklearn.datasets, plt, tqdm.tqdm
 
 
@@ -116,7 +118,7 @@ class Conv2d(Linear):
         dpadded = np.zeros((n, dpatches.shape[3], h + 2, w + 2), DTYPE)
         for i in range(3):
             for j in range(3):
-                dpadded[:, :, i:i + h, j:j + w] += dpatches[..., i, j].transpose(0, 3, 1, 2)
+                dpadded[:, :, i : i + h, j : j + w] += dpatches[..., i, j].transpose(0, 3, 1, 2)
         return dpadded[:, :, 1:-1, 1:-1]
 
 
@@ -211,14 +213,20 @@ def build_network(model, norm, rng):
     then (dense, norm, sigmoid) twice and a dense output layer.  The MLP has
     four (dense, norm, sigmoid) blocks of 128, 128, 120 and 84 units.
     """
+
     def block(layer, shape):
         norm_layer = _norm_layer(norm, shape)
         return [layer] + ([norm_layer] if norm_layer is not None else []) + [Sigmoid()]
 
     if model == "lenet":
-        layers = (block(Conv2d(1, 6, rng), (6, 8, 8)) + [AvgPool2d()]
-                  + block(Conv2d(6, 16, rng), (16, 4, 4)) + [AvgPool2d(), Flatten()]
-                  + block(Linear(64, 120, rng), (120,)) + block(Linear(120, 84, rng), (84,)))
+        layers = (
+            block(Conv2d(1, 6, rng), (6, 8, 8))
+            + [AvgPool2d()]
+            + block(Conv2d(6, 16, rng), (16, 4, 4))
+            + [AvgPool2d(), Flatten()]
+            + block(Linear(64, 120, rng), (120,))
+            + block(Linear(120, 84, rng), (84,))
+        )
     elif model == "mlp":
         layers = [Flatten()]
         for n_in, n_out in ((64, 128), (128, 128), (128, 120), (120, 84)):
@@ -244,7 +252,8 @@ def load_digits(seed=0, test_size=0.2):
     digits = datasets.load_digits()
     images = (digits.images / 16.0).astype(DTYPE)[:, None]
     x_train, x_test, y_train, y_test = train_test_split(
-        images, digits.target, test_size=test_size, random_state=seed, stratify=digits.target)
+        images, digits.target, test_size=test_size, random_state=seed, stratify=digits.target
+    )
     return x_train, y_train, x_test, y_test
 
 
@@ -303,7 +312,7 @@ def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=N
         losses = []
         # The last partial batch is dropped: batch norm needs more than one sample.
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             loss, dlogits = cross_entropy(network(x_train[batch]), y_train[batch])
             network.zero_grad()
             network.backward(dlogits)
@@ -313,8 +322,9 @@ def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=N
         history["train_acc"].append(accuracy(network, x_train, y_train))
         history["test_acc"].append(accuracy(network, x_test, y_test))
         if progress is not None:
-            epoch_range.set_postfix(loss=f"{history['loss'][-1]:.3f}",
-                                    test_acc=f"{history['test_acc'][-1]:.3f}")
+            epoch_range.set_postfix(
+                loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_acc'][-1]:.3f}"
+            )
     return network, history
 
 
@@ -328,7 +338,7 @@ def recompute_network_stats(network, x):
     for index, layer in enumerate(network.layers):
         if isinstance(layer, BatchNorm):
             before = Sequential(network.layers[:index])
-            batches = (x[start:start + 256] for start in range(0, len(x), 256))
+            batches = (x[start : start + 256] for start in range(0, len(x), 256))
             recompute_stats(layer, batches, forward=before)
     network.train()
 
@@ -337,8 +347,16 @@ def recompute_network_stats(network, x):
 # The command
 
 
-def run_demo(*, epochs=10, lrs=(1.0, 0.1), models=MODELS, norms=NORMS, batch_size=64, seed=0,
-        output="numbanorm-demo.png"):
+def run_demo(
+    *,
+    epochs=10,
+    lrs=(1.0, 0.1),
+    models=MODELS,
+    norms=NORMS,
+    batch_size=64,
+    seed=0,
+    output="numbanorm-demo.png",
+):
     """Train every (model, norm, lr), print a table of accuracies and plot the curves.
 
     For batch norm the table also gives the test accuracy after
@@ -379,15 +397,32 @@ def _train_all(data, epochs, lrs, models, norms, batch_size, seed, tqdm):
             for norm in norms:
                 desc = f"{model:<5} {norm:<5} lr={lr}"
                 network, history = train(
-                    model, norm, lr, data, epochs=epochs, batch_size=batch_size, seed=seed,
-                    progress=lambda epoch_range: tqdm(epoch_range, desc=desc, unit="epoch"))
+                    model,
+                    norm,
+                    lr,
+                    data,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    seed=seed,
+                    progress=lambda epoch_range, desc=desc: tqdm(
+                        epoch_range, desc=desc, unit="epoch"
+                    ),
+                )
                 exact = None
                 if norm == "batch":
                     recompute_network_stats(network, x_train)
                     exact = accuracy(network, x_test, y_test)
-                runs.append(dict(model=model, norm=norm, lr=lr, history=history,
-                                 train_acc=history["train_acc"][-1],
-                                 test_acc=history["test_acc"][-1], exact_test_acc=exact))
+                runs.append(
+                    dict(
+                        model=model,
+                        norm=norm,
+                        lr=lr,
+                        history=history,
+                        train_acc=history["train_acc"][-1],
+                        test_acc=history["test_acc"][-1],
+                        exact_test_acc=exact,
+                    )
+                )
     return runs, time.perf_counter() - start
 
 
@@ -397,8 +432,14 @@ def format_table(runs):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run in runs:
         exact = "" if run["exact_test_acc"] is None else f"{run['exact_test_acc']:.3f}"
-        cells = (run["model"], run["norm"], str(run["lr"]), f"{run['train_acc']:.3f}",
-                 f"{run['test_acc']:.3f}", exact)
+        cells = (
+            run["model"],
+            run["norm"],
+            str(run["lr"]),
+            f"{run['train_acc']:.3f}",
+            f"{run['test_acc']:.3f}",
+            exact,
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -412,16 +453,24 @@ def plot(runs, path, plt):
     for run in runs:
         loss_axes, acc_axes = axes[lrs.index(run["lr"])]
         epochs = np.arange(1, len(run["history"]["loss"]) + 1)
-        style = dict(color=colors[run["norm"]], linestyle=styles[run["model"]],
-                     label=f"{run['model']}, {run['norm']}")
+        style = dict(
+            color=colors[run["norm"]],
+            linestyle=styles[run["model"]],
+            label=f"{run['model']}, {run['norm']}",
+        )
         loss_axes.plot(epochs, run["history"]["loss"], **style)
         acc_axes.plot(epochs, run["history"]["test_acc"], **style)
     for (loss_axes, acc_axes), lr in zip(axes, lrs):
         loss_axes.set(title=f"training loss, lr = {lr}", xlabel="epoch", yscale="log")
-        acc_axes.set(title=f"test accuracy (evaluation mode), lr = {lr}", xlabel="epoch",
-                     ylim=(0, 1))
-    figure.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center",
-                  ncol=len(NORMS), fontsize="small")
+        acc_axes.set(
+            title=f"test accuracy (evaluation mode), lr = {lr}", xlabel="epoch", ylim=(0, 1)
+        )
+    figure.legend(
+        *axes[0, 0].get_legend_handles_labels(),
+        loc="lower center",
+        ncol=len(NORMS),
+        fontsize="small",
+    )
     figure.tight_layout(rect=(0, 0.1 / len(lrs), 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)

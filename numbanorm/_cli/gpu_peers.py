@@ -21,6 +21,7 @@ def _synchronized(fn):
     def call():
         fn()
         cuda.synchronize()
+
     return call
 
 
@@ -28,11 +29,13 @@ def to_device(a):
     """``a`` on the GPU, as a CuPy array, else a PyTorch CUDA tensor, else a Numba array."""
     try:
         import cupy
+
         return cupy.asarray(a)
     except ImportError:
         pass
     try:
         import torch
+
         if torch.cuda.is_available():
             return torch.from_numpy(np.ascontiguousarray(a)).cuda()
     except ImportError:

@@ -88,8 +88,11 @@ class Case:
         """
         layout = self.spec.layout(self.shape, self.axis, self.num_groups)
         view, roles = layout.split_shape, layout.roles
-        return (view, tuple(a for a, role in enumerate(roles) if role in "RW"),
-                tuple(n if role in "CW" else 1 for n, role in zip(view, roles)))
+        return (
+            view,
+            tuple(a for a, role in enumerate(roles) if role in "RW"),
+            tuple(n if role in "CW" else 1 for n, role in zip(view, roles)),
+        )
 
     def bytes_moved(self, direction, itemsize):
         """Bytes that must move: read x and write y; the backward also reads dy."""
@@ -154,8 +157,10 @@ def _numbanorm(direction, case, data, place=None):
         return lambda: numbanorm.moments(x, axis=case.moment_axes)
     running = {}
     if norm.running_stats:
-        running = dict(running_mean=place(np.zeros(case.channels, data["x"].dtype)),
-                       running_var=place(np.ones(case.channels, data["x"].dtype)))
+        running = dict(
+            running_mean=place(np.zeros(case.channels, data["x"].dtype)),
+            running_var=place(np.ones(case.channels, data["x"].dtype)),
+        )
     arguments = norm.forward_arguments(x, w, b, num_groups=case.num_groups, **running)
     forward = getattr(numbanorm, norm.name + "_forward")
     if direction == "forward":
@@ -224,12 +229,13 @@ def _numpy(direction, case, data, xp=np):
 # statistics as keywords (empty without them), the input and the parameters.
 TORCH_FUNCTIONS = {
     "batch_norm": lambda F, case, running, x, w, b: F.batch_norm(
-        x, **running, weight=w, bias=b, training=True, eps=EPS),
+        x, **running, weight=w, bias=b, training=True, eps=EPS
+    ),
     "instance_norm": lambda F, case, running, x, w, b: F.instance_norm(
-        x, **running, weight=w, bias=b, use_input_stats=True, eps=EPS),
+        x, **running, weight=w, bias=b, use_input_stats=True, eps=EPS
+    ),
     "group_norm": lambda F, case, running, x, w, b: F.group_norm(x, case.groups, w, b, EPS),
-    "layer_norm": lambda F, case, running, x, w, b: F.layer_norm(
-        x, (case.channels,), w, b, EPS),
+    "layer_norm": lambda F, case, running, x, w, b: F.layer_norm(x, (case.channels,), w, b, EPS),
     "rms_norm": lambda F, case, running, x, w: F.rms_norm(x, (case.channels,), w, EPS),
 }
 
@@ -259,13 +265,17 @@ def _torch(direction, case, data, device="cpu"):
     params = [torch.from_numpy(data[name]).to(device) for name in norm.parameters]
     running = {}
     if norm.running_stats:
-        running = dict(running_mean=torch.zeros(case.channels, dtype=x.dtype, device=device),
-                       running_var=torch.ones(case.channels, dtype=x.dtype, device=device))
+        running = dict(
+            running_mean=torch.zeros(case.channels, dtype=x.dtype, device=device),
+            running_var=torch.ones(case.channels, dtype=x.dtype, device=device),
+        )
     forward = functools.partial(TORCH_FUNCTIONS[norm.name], F, case, running)
     if direction == "forward":
+
         def run():
             with torch.no_grad():
                 return forward(x, *params)
+
         return run
     inputs = [t.detach().requires_grad_() for t in (x, *params)]
     y = forward(*inputs)
@@ -314,15 +324,18 @@ def _onnxruntime(direction, case, data):
         constants.update(mean=view.mean(axis=axes).reshape(-1), var=view.var(axis=axes).reshape(-1))
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     graph = helper.make_graph(
-        [helper.make_node(op, ["x", *constants], ["y"], **attributes)], "norm",
+        [helper.make_node(op, ["x", *constants], ["y"], **attributes)],
+        "norm",
         [helper.make_tensor_value_info("x", elem, x.shape)],
         [helper.make_tensor_value_info("y", elem, x.shape)],
-        [onnx.numpy_helper.from_array(v, k) for k, v in constants.items()])
+        [onnx.numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = numba.get_num_threads()
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return lambda: session.run(None, {"x": x})
 
 

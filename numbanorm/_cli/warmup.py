@@ -85,8 +85,10 @@ class Call:
             # forward's kernels in this unit too.
             shape = self.norm.layout(self.shape, self.axis, self.num_groups).stat_shape
             stats = [np.ones(shape, self.dtype) for _ in self.norm.statistics]
-            function(*self.norm.backward_arguments(x, x, stats, num_groups=self.num_groups),
-                     axis=self.axis)
+            function(
+                *self.norm.backward_arguments(x, x, stats, num_groups=self.num_groups),
+                axis=self.axis,
+            )
 
 
 def small_shape(shape, keep):
@@ -107,7 +109,7 @@ def _inputs(norm, small):
         shape = small_shape(shape, axis)
     if not norm.per_channel:
         return [("rows", shape, axis)]
-    last = shape[:axis] + shape[axis + 1:] + (shape[axis],)
+    last = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
     return [("channels-first", shape, axis), ("channels-last", last, len(shape) - 1)]
 
 
@@ -121,23 +123,33 @@ def calls(dtype, direction, small):
     if direction == "forward":
         # Per-channel moments, the statistics of batch norm's channels-first input.
         layout, shape, axis = _inputs(BATCH_NORM, small)[0]
-        found.append(Call(dtype, None, direction, layout, shape,
-                          tuple(a for a in range(len(shape)) if a != axis)))
+        found.append(
+            Call(
+                dtype,
+                None,
+                direction,
+                layout,
+                shape,
+                tuple(a for a in range(len(shape)) if a != axis),
+            )
+        )
     return found
 
 
 def plan(dtypes):
     """The warmup's calls, as units that share no kernel, the longest first."""
-    return [[call for dtype in dtypes for call in calls(dtype, direction, small)]
-            for small in (False, True) for direction in ("backward", "forward")]
+    return [
+        [call for dtype in dtypes for call in calls(dtype, direction, small)]
+        for small in (False, True)
+        for direction in ("backward", "forward")
+    ]
 
 
 def check_dtypes(dtypes):
     """``dtypes`` without repeats; a ValueError names any that is not in ``DTYPES``."""
     unknown = [dtype for dtype in dtypes if dtype not in DTYPES]
     if unknown:
-        raise ValueError(f"cannot warm up {', '.join(unknown)}: the dtypes are "
-                         f"{', '.join(DTYPES)}")
+        raise ValueError(f"cannot warm up {', '.join(unknown)}: the dtypes are {', '.join(DTYPES)}")
     return list(dict.fromkeys(dtypes))
 
 
@@ -200,8 +212,12 @@ def run(units, *, workers=None, progress=None):
     # Not fork: Numba's threads may be running in this process.
     context = multiprocessing.get_context("spawn")
     finished = context.Queue()
-    with ProcessPoolExecutor(workers or worker_count(units), mp_context=context,
-                             initializer=_report_to, initargs=(finished,)) as pool:
+    with ProcessPoolExecutor(
+        workers or worker_count(units),
+        mp_context=context,
+        initializer=_report_to,
+        initargs=(finished,),
+    ) as pool:
         futures = [pool.submit(_run_unit, unit) for unit in units]
         try:
             for done in range(1, total + 1):
@@ -236,18 +252,27 @@ def warmup(dtypes=DEFAULT_DTYPES, *, progress=None):
 def print_progress(done, total, call, seconds):
     """One line per completed call: ``[ 3/68] float32 batch_norm_forward ...  2.1 s``."""
     shape = "x".join(map(str, call.shape))
-    print(f"[{done:>{len(str(total))}}/{total}] {call.dtype:<7} {call.function:<22} "
-          f"{call.layout:<14} {shape:<12} {seconds:5.1f} s", flush=True)
+    print(
+        f"[{done:>{len(str(total))}}/{total}] {call.dtype:<7} {call.function:<22} "
+        f"{call.layout:<14} {shape:<12} {seconds:5.1f} s",
+        flush=True,
+    )
 
 
 def command(dtypes):
     """``python -m numbanorm warmup``: :func:`warmup`, a line per call, then the totals."""
     units = plan(check_dtypes(dtypes))
     workers = worker_count(units)
-    print(f"numbanorm warmup: {sum(map(len, units))} calls in {workers} processes; "
-          f"a kernel's first call compiles it, later ones load it", flush=True)
+    print(
+        f"numbanorm warmup: {sum(map(len, units))} calls in {workers} processes; "
+        f"a kernel's first call compiles it, later ones load it",
+        flush=True,
+    )
     start = time.perf_counter()
     timings = run(units, workers=workers, progress=print_progress)
-    print("  ".join(f"{dtype}: {seconds:.1f} s" for dtype, seconds in timings.items())
-          + f"  (total {time.perf_counter() - start:.1f} s wall)", flush=True)
+    print(
+        "  ".join(f"{dtype}: {seconds:.1f} s" for dtype, seconds in timings.items())
+        + f"  (total {time.perf_counter() - start:.1f} s wall)",
+        flush=True,
+    )
     return timings

@@ -38,8 +38,12 @@ def assert_matches(got, expected, dtype, scale=1.0):
     assert got.shape == expected.shape
     assert got.dtype == expected.dtype
     tol = TOLERANCE[np.dtype(dtype)]
-    np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64),
-                               rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)
+    np.testing.assert_allclose(
+        got.astype(np.float64),
+        expected.astype(np.float64),
+        rtol=tol["rtol"] * scale,
+        atol=tol["atol"] * scale,
+    )
 
 
 # (name, shape, call kwargs, function pairs)
@@ -56,8 +60,7 @@ def _data(rng, shape, dtype, offset=0.0):
     return (rng.standard_normal(shape) * 2 + 0.5 + offset).astype(dtype)
 
 
-def _check_forward_backward(rng, forward, backward, x, param_shape, dtype, centered=True,
-                            **kwargs):
+def _check_forward_backward(rng, forward, backward, x, param_shape, dtype, centered=True, **kwargs):
     weight = rng.standard_normal(param_shape).astype(dtype)
     params = {"weight": weight}
     if centered:
@@ -79,16 +82,30 @@ def _check_forward_backward(rng, forward, backward, x, param_shape, dtype, cente
 def test_batch_norm(rng, dtype, name, shape, kwargs):
     x = _data(rng, shape, dtype)
     channels = shape[kwargs["axis"]]
-    _check_forward_backward(rng, numbanorm.batch_norm_forward, numbanorm.batch_norm_backward,
-                            x, (channels,), dtype, **kwargs)
+    _check_forward_backward(
+        rng,
+        numbanorm.batch_norm_forward,
+        numbanorm.batch_norm_backward,
+        x,
+        (channels,),
+        dtype,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("axis", [1, -1])
 def test_instance_norm(rng, dtype, axis):
     x = _data(rng, (2, 3, 5, 4) if axis == 1 else (2, 5, 4, 3), dtype)
-    _check_forward_backward(rng, numbanorm.instance_norm_forward,
-                            numbanorm.instance_norm_backward, x, (3,), dtype, axis=axis)
+    _check_forward_backward(
+        rng,
+        numbanorm.instance_norm_forward,
+        numbanorm.instance_norm_backward,
+        x,
+        (3,),
+        dtype,
+        axis=axis,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -106,22 +123,38 @@ def test_group_norm(rng, dtype, shape, axis):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,axis", [((3, 8), -1), ((2, 3, 4), (1, 2)), ((4, 3, 2), 0),
-                                        ((3, 2, 5), 1)])
+@pytest.mark.parametrize(
+    "shape,axis", [((3, 8), -1), ((2, 3, 4), (1, 2)), ((4, 3, 2), 0), ((3, 2, 5), 1)]
+)
 def test_layer_norm(rng, dtype, shape, axis):
     x = _data(rng, shape, dtype)
     axes = (axis,) if isinstance(axis, int) else axis
     param_shape = tuple(shape[a] for a in sorted(a % len(shape) for a in axes))
-    _check_forward_backward(rng, numbanorm.layer_norm_forward, numbanorm.layer_norm_backward,
-                            x, param_shape, dtype, axis=axis)
+    _check_forward_backward(
+        rng,
+        numbanorm.layer_norm_forward,
+        numbanorm.layer_norm_backward,
+        x,
+        param_shape,
+        dtype,
+        axis=axis,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,axis", [((3, 8), -1), ((2, 6, 2), 1)])
 def test_rms_norm(rng, dtype, shape, axis):
     x = _data(rng, shape, dtype)
-    _check_forward_backward(rng, numbanorm.rms_norm_forward, numbanorm.rms_norm_backward, x,
-                            (shape[axis],), dtype, centered=False, axis=axis)
+    _check_forward_backward(
+        rng,
+        numbanorm.rms_norm_forward,
+        numbanorm.rms_norm_backward,
+        x,
+        (shape[axis],),
+        dtype,
+        centered=False,
+        axis=axis,
+    )
 
 
 def test_both_regimes_are_covered():
@@ -136,19 +169,18 @@ def test_running_statistics_update_on_the_device(rng, training):
     x = _data(rng, (4, 3, 5), np.float32)
     running = [rng.random(3).astype(np.float32) + 0.5 for _ in range(2)]
     expected_running = [r.copy() for r in running]
-    expected = numbanorm.batch_norm_forward(x, *expected_running, training=training,
-                                            momentum=0.3)
+    expected = numbanorm.batch_norm_forward(x, *expected_running, training=training, momentum=0.3)
     device_running = [device(r) for r in running]
-    got = numbanorm.batch_norm_forward(device(x), *device_running, training=training,
-                                       momentum=0.3)
+    got = numbanorm.batch_norm_forward(device(x), *device_running, training=training, momentum=0.3)
     for g, e in zip(got, expected):
         assert_matches(g, e, np.float32)
     for g, e in zip(device_running, expected_running):
         assert_matches(g, e, np.float32)
     dy = _data(rng, x.shape, np.float32)
     expected_grads = numbanorm.batch_norm_backward(dy, x, *expected[1:], training=training)
-    got_grads = numbanorm.batch_norm_backward(device(dy), device(x), *map(device, expected[1:]),
-                                              training=training)
+    got_grads = numbanorm.batch_norm_backward(
+        device(dy), device(x), *map(device, expected[1:]), training=training
+    )
     for g, e in zip(got_grads, expected_grads):
         assert_matches(g, e, np.float32, scale=10)
 
@@ -181,11 +213,13 @@ def test_out_receives_the_result(rng, layout):
     dy = _data(rng, x.shape, np.float32)
     _, mean, rstd = numbanorm.layer_norm_forward(x, axis=(1, 2))
     dx_out = _out_array(x.shape, layout)
-    dx, _, _ = numbanorm.layer_norm_backward(device(dy), device(x), device(mean), device(rstd),
-                                             axis=(1, 2), out=dx_out)
+    dx, _, _ = numbanorm.layer_norm_backward(
+        device(dy), device(x), device(mean), device(rstd), axis=(1, 2), out=dx_out
+    )
     assert dx is dx_out
-    assert_matches(dx_out, numbanorm.layer_norm_backward(dy, x, mean, rstd, axis=(1, 2))[0],
-                   np.float32)
+    assert_matches(
+        dx_out, numbanorm.layer_norm_backward(dy, x, mean, rstd, axis=(1, 2))[0], np.float32
+    )
 
 
 def test_out_in_another_layout_and_in_place(rng):
@@ -209,8 +243,9 @@ def test_strided_and_transposed_inputs_are_copied_on_the_device(rng):
         assert_matches(g, e, np.float32)
 
 
-@pytest.mark.parametrize("axis,keepdims", [(None, False), (None, True), ((0, 2), False),
-                                           (1, True), ((), False)])
+@pytest.mark.parametrize(
+    "axis,keepdims", [(None, False), (None, True), ((0, 2), False), (1, True), ((), False)]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
 def test_moments(rng, axis, keepdims, dtype):
     x = (rng.standard_normal((3, 4, 2)) * 3 + 1).astype(dtype)
@@ -281,13 +316,17 @@ def test_mixing_host_and_device_arrays_is_a_type_error(rng):
         numbanorm.batch_norm(device(x), out=np.empty_like(x))
 
 
-@pytest.mark.parametrize("call", [
-    lambda x: numbanorm.layer_norm(x, weight=x[0, :2]),
-    lambda x: numbanorm.batch_norm(x, axis=3),
-    lambda x: numbanorm.group_norm(x, 3),
-    lambda x: numbanorm.batch_norm(x, training=False),
-    lambda x: numbanorm.batch_norm(x, eps=-1.0),
-], ids=["weight shape", "axis", "groups", "no running stats", "eps"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: numbanorm.layer_norm(x, weight=x[0, :2]),
+        lambda x: numbanorm.batch_norm(x, axis=3),
+        lambda x: numbanorm.group_norm(x, 3),
+        lambda x: numbanorm.batch_norm(x, training=False),
+        lambda x: numbanorm.batch_norm(x, eps=-1.0),
+    ],
+    ids=["weight shape", "axis", "groups", "no running stats", "eps"],
+)
 def test_errors_match_the_cpu_backend(rng, call):
     x = _data(rng, (3, 4), np.float32)
     with pytest.raises(Exception) as on_host:
@@ -362,8 +401,7 @@ def test_random_layouts_match_the_cpu_backend(seed):
         (numbanorm.rms_norm_forward, numbanorm.rms_norm_backward, dict(axis=axis)),
     ]
     if x.size // shape[axis] > 1:
-        calls.append((numbanorm.batch_norm_forward, numbanorm.batch_norm_backward,
-                      dict(axis=axis)))
+        calls.append((numbanorm.batch_norm_forward, numbanorm.batch_norm_backward, dict(axis=axis)))
     for forward, backward, kwargs in calls:
         expected = forward(x, **kwargs)
         got = forward(device_x, **kwargs)
@@ -375,8 +413,7 @@ def test_random_layouts_match_the_cpu_backend(seed):
             assert_matches(g, e, np.float64, scale=10)
     mean, var = numbanorm.moments(device_x, axis=axis, keepdims=True)
     np.testing.assert_allclose(host(mean), x.mean(axis=axis, keepdims=True), rtol=1e-12)
-    np.testing.assert_allclose(host(var), x.var(axis=axis, keepdims=True), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(host(var), x.var(axis=axis, keepdims=True), rtol=1e-12, atol=1e-12)
 
 
 def test_moments_accumulator_updates_from_device_batches(rng):
@@ -384,8 +421,10 @@ def test_moments_accumulator_updates_from_device_batches(rng):
     accumulator = numbanorm.Moments()
     for batch in np.split(data, 3):
         accumulator.update(device(batch), axis=(0, 2))
-    np.testing.assert_allclose(accumulator.mean, data.astype(np.float64).mean(axis=(0, 2)),
-                               rtol=1e-6)
-    np.testing.assert_allclose(accumulator.var(ddof=1),
-                               data.astype(np.float64).var(axis=(0, 2), ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(
+        accumulator.mean, data.astype(np.float64).mean(axis=(0, 2)), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        accumulator.var(ddof=1), data.astype(np.float64).var(axis=(0, 2), ddof=1), rtol=1e-5
+    )
     assert accumulator.count == 6 * 4
