@@ -11,11 +11,18 @@ instead, with one :class:`CompileCacheWarning` per kind of problem and
 process.
 """
 
+import contextlib
+import os
 import warnings
 
 from numba import njit
 from numba.core.caching import FunctionCache
 from numba.core.dispatcher import Dispatcher
+
+try:
+    import fcntl
+except ImportError:  # Windows: Numba's own writes, without a lock between processes
+    fcntl = None  # type: ignore[assignment]
 
 # Reassociation lets LLVM vectorize the reductions; 'nnan' and 'ninf' are left
 # out on purpose so that NaN and Inf propagate into their own groups.
@@ -29,7 +36,7 @@ class CompileCacheWarning(RuntimeWarning):
     """The on-disk cache of compiled kernels could not be used; they are compiled instead."""
 
 
-_warned = set()
+_warned: set[str] = set()
 
 
 def _warn_once(kind, message):
@@ -41,6 +48,32 @@ def _warn_once(kind, message):
 
 def _describe(error):
     return f"{type(error).__name__}: {error}"
+
+
+@contextlib.contextmanager
+def _entries_locked(index_path, exclusive):
+    """Hold the lock of one kernel's cache entries: shared to read, exclusive to add one.
+
+    Numba adds an entry by reading the kernel's index, choosing a free data
+    file name and writing both, with no lock: processes compiling one kernel
+    at once (MPI ranks, a pool's workers) would drop each other's entries,
+    or map one signature to another's code, and a reader could find an
+    index entry whose data file is not written yet.
+    """
+    descriptor = None
+    if fcntl is not None:
+        try:
+            descriptor = os.open(index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a read-only cache: nothing will be written to it
+            pass
+    if descriptor is None:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 class _FallbackCache(FunctionCache):
@@ -63,7 +96,8 @@ class _FallbackCache(FunctionCache):
 
     def load_overload(self, sig, target_context):
         try:
-            return super().load_overload(sig, target_context)
+            with _entries_locked(self._cache_file._index_path, exclusive=False):
+                return super().load_overload(sig, target_context)
         except Exception as error:
             _warn_once("load", f"numbanorm could not read a compiled kernel from the cache in "
                                f"{self.cache_path!r} ({_describe(error)}); it is compiled "
@@ -78,7 +112,8 @@ class _FallbackCache(FunctionCache):
 
     def save_overload(self, sig, data):
         try:
-            super().save_overload(sig, data)
+            with _entries_locked(self._cache_file._index_path, exclusive=True):
+                super().save_overload(sig, data)
         except Exception as error:
             _warn_once("save", f"numbanorm could not save a compiled kernel to the cache in "
                                f"{self.cache_path!r} ({_describe(error)}); it will be compiled "
