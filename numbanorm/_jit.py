@@ -95,7 +95,7 @@ def _enable_cache(dispatcher):
                              f"which takes tens of seconds.  To fix it, {_HOW_TO_FIX}.")
 
 
-def jit(py_func=None, *, parallel=False, inline=False, fastmath=True):
+def jit(py_func=None, *, parallel=False, helper=False, fastmath=True):
     """Compile ``py_func`` with numbanorm's options.
 
     Parameters
@@ -104,9 +104,10 @@ def jit(py_func=None, *, parallel=False, inline=False, fastmath=True):
         The function to compile; without it, ``jit`` returns a decorator.
     parallel : bool, optional
         Compile ``prange`` loops to run on Numba's threads.
-    inline : bool, optional
-        Mark a helper that is only called from other compiled code: it is
-        inlined into its callers and needs no cache of its own.  Anything
+    helper : bool, optional
+        Mark a function that is only called from other compiled code: it
+        is compiled once per process and specialization, and linked into
+        the kernels that call it, whose cache entries hold it.  Anything
         else is a kernel, cached on disk.
     fastmath : bool, optional
         Compile with the flags of ``FASTMATH``.
@@ -118,11 +119,13 @@ def jit(py_func=None, *, parallel=False, inline=False, fastmath=True):
     """
 
     def decorate(function):
-        options = dict(error_model="numpy", parallel=parallel)
+        # No wrapper to call the function through a C function pointer, which
+        # numbanorm never does; a helper is not called from Python either.
+        options = dict(error_model="numpy", parallel=parallel, no_cfunc_wrapper=True)
         if fastmath:
             options["fastmath"] = set(FASTMATH)
-        if inline:
-            return njit(inline="always", **options)(function)
+        if helper:
+            return njit(no_cpython_wrapper=True, **options)(function)
         dispatcher = njit(**options)(function)
         # Numba's own cache=True raises at decoration when no cache directory is
         # usable, and lets a corrupted cache file fail the first call.
