@@ -95,7 +95,7 @@ def _enable_cache(dispatcher):
                              f"which takes tens of seconds.  To fix it, {_HOW_TO_FIX}.")
 
 
-def jit(py_func=None, *, parallel=False, helper=False, fastmath=True):
+def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=True):
     """Compile ``py_func`` with numbanorm's options.
 
     Parameters
@@ -109,6 +109,10 @@ def jit(py_func=None, *, parallel=False, helper=False, fastmath=True):
         is compiled once per process and specialization, and linked into
         the kernels that call it, whose cache entries hold it.  Anything
         else is a kernel, cached on disk.
+    inline : bool, optional
+        A helper that Numba inlines into its callers, which costs
+        compilation time: only for a small function called in a loop that
+        must vectorize, where LLVM would leave the call.
     fastmath : bool, optional
         Compile with the flags of ``FASTMATH``.
 
@@ -124,8 +128,9 @@ def jit(py_func=None, *, parallel=False, helper=False, fastmath=True):
         options = dict(error_model="numpy", parallel=parallel, no_cfunc_wrapper=True)
         if fastmath:
             options["fastmath"] = set(FASTMATH)
-        if helper:
-            return njit(no_cpython_wrapper=True, **options)(function)
+        if helper or inline:
+            return njit(no_cpython_wrapper=True, inline="always" if inline else "never",
+                        **options)(function)
         dispatcher = njit(**options)(function)
         # Numba's own cache=True raises at decoration when no cache directory is
         # usable, and lets a corrupted cache file fail the first call.

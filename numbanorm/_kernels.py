@@ -29,17 +29,21 @@ compiles only the code it runs: compilation, not the kernels' speed, is
 what a first call costs.  A kernel is a parallel loop over the calls of
 one serial *task* function, which its serial variant shares; tasks call
 helpers, compiled once per process and linked into the kernels.  Numba
-types and lowers a ``prange`` body, and code it inlines itself
-(``inline="always"``), several times over, and optimizes a kernel's code
-once per level of its parallel wrappers: kernel bodies stay small.
+compiles code in a ``prange`` body, or code it inlines itself
+(``inline="always"``), several times more slowly than a call, and LLVM
+optimizes a parallel kernel with everything it calls once per level of
+Numba's parallel wrappers (four): kernel bodies stay small, and the code
+under them too.
 
 The elementwise passes have one form, ``out = (x - p) * a + t [+ dy * u]``
-with coefficients per group and weight index (:func:`_coefficients`), ``p``
+with coefficients per group and weight index (:func:`_coefficient`), ``p``
 the group's mean rounded to the precision of ``x``.  Helpers take
-``dy=None`` for the forward: Numba compiles a function for each argument
-type, and drops the branches that test an argument against None.  So do
-the row helpers for ``segments``: None with a weight per element, True with
-a weight per segment.
+``dy=None`` in the forward and ``bias_row=None`` in the backward: Numba
+compiles a function for each type of its arguments, and where one is None
+(or a constant) drops the branches that testing it against None rules
+out.  The row helpers take ``segments``: None with a weight per element,
+the constant True with a weight per segment, so that each row kernel
+compiles one of the two.
 """
 
 import collections
@@ -112,7 +116,7 @@ def _n_tasks(shape, tiling):
     return -(-B // b_block) * -(-O // o_chunk) * -(-C // c_block)
 
 
-@jit(helper=True)
+@jit(inline=True)
 def _task_bounds(t, shape, tiling):
     """``(b0, b1, o0, o1, c0, c1, q)``: the ranges of b, o and c of task ``t``.
 
@@ -147,7 +151,7 @@ def _n_nonfinite(stat):
     return n
 
 
-@jit(helper=True, fastmath=False)
+@jit(inline=True, fastmath=False)
 def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     if n_b == 0:
         return n_a, mean_a, m2_a
@@ -157,7 +161,7 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
 
 
-@jit(helper=True, fastmath=False)
+@jit(inline=True, fastmath=False)
 def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered, tiny):
     """``(shift, offset)`` of ``dx = dy*w*rstd + (x - mean)*shift + offset``.
 
@@ -176,54 +180,57 @@ def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered, t
     return shift, -rstd * mean_g
 
 
-@jit(helper=True)
-def _coefficients(group, w_row, bias_row, start, stop, coef):
-    """The coefficients of a group's elementwise pass for the weights ``[start, stop)``.
+@jit(inline=True)
+def _pivoted(group, x):
+    """The per-group terms of the elementwise pass of :func:`_coefficient`.
 
-    With ``group = (mean, scale, shift, offset, dy_scale)``,
-    ``out = (x - mean) * (scale*w + shift) + bias + offset + dy * dy_scale*w``
-    is computed as ``(x - p) * a + t + dy * u`` in the precision of ``x``
-    (that of ``coef``), where the pivot ``p`` is ``mean`` rounded to it:
+    ``group = (mean, scale, shift, offset, dy_scale)`` describes ``out =
+    (x - mean) * (scale*w + shift) + bias + offset + dy * dy_scale*w``,
+    which is computed as ``(x - p) * a + t + dy * u`` in the precision of
+    ``x``, where the pivot ``p`` is ``mean`` rounded to that precision:
     ``x - p`` is exact for ``x`` near the mean, so a large offset costs no
-    accuracy.  ``coef[:, wi - start]`` receives ``(p, a, t, u)``.  The
-    forward is ``scale = rstd`` with a ``bias_row``, the input gradient
-    ``dy_scale = rstd`` with ``shift`` and ``offset``
-    (:func:`_input_grad_coefficients`) and ``bias_row=None``.
+    accuracy.  Returns ``(p, scale, shift, t0, ds, dy_scale)`` (float64),
+    with ``delta = mean - p`` folded into ``t0 = offset - delta*shift`` and
+    ``ds = delta*scale``: kept apart from ``p``, where fast-math
+    reassociation would add it back to ``p`` and lose it.
     """
     mean, scale, shift, offset, dy_scale = group
-    pivot = coef.dtype.type(mean)
+    pivot = x.dtype.type(mean)
     delta = mean - np.float64(pivot)
-    for wi in range(start, stop):
-        w = np.float64(w_row[wi])
-        a = scale * w + shift
-        t = offset - delta * a
-        if bias_row is not None:
-            t += bias_row[wi]
-        coef[0, wi - start] = pivot
-        coef[1, wi - start] = a
-        coef[2, wi - start] = t
-        coef[3, wi - start] = dy_scale * w
+    return pivot, scale, shift, offset - delta * shift, delta * scale, dy_scale
+
+
+@jit(inline=True)
+def _coefficient(w_row, bias_row, wi, scale, shift, t0, ds, dy_scale):
+    """``(a, t, u)`` of weight ``wi``: ``a = scale*w + shift``, ``t = t0 - ds*w [+ bias]``.
+
+    ``u = dy_scale*w``; the terms are :func:`_pivoted`'s, in the precision
+    the result is to have.  The forward is ``scale = rstd`` with a
+    ``bias_row``, the input gradient ``dy_scale = rstd`` with ``shift`` and
+    ``offset`` (:func:`_input_grad_coefficients`) and ``bias_row=None``.
+    """
+    w = w_row[wi]
+    t = t0 - ds * w
+    if bias_row is not None:
+        t += bias_row[wi]
+    return scale * w + shift, t, dy_scale * w
 
 
 @jit(helper=True)
-def _affine(x, dy, row, start, stop, coef, out):
-    """``out = (x - p) * a + t [+ dy * u]`` over ``x[row][start:stop]``, coefficients per element."""
-    xs = x[row][start:stop]
-    ys = out[row][start:stop]
-    p = coef[0]
-    a = coef[1]
-    t = coef[2]
-    if dy is None:
-        for k in range(xs.size):
-            ys[k] = (xs[k] - p[k]) * a[k] + t[k]
-    else:
-        dys = dy[row][start:stop]
-        u = coef[3]
-        for k in range(xs.size):
-            ys[k] = dys[k] * u[k] + ((xs[k] - p[k]) * a[k] + t[k])
+def _coefficients(group, w_row, bias_row, coef):
+    """:func:`_coefficient` of every weight of a group into ``coef[:, wi]``: ``(p, a, t, u)``.
+
+    ``group`` is ``(mean, scale, shift, offset, dy_scale)``; computed in
+    float64 and rounded to the precision of ``coef``, that of ``x``.
+    """
+    pivot, scale, shift, t0, ds, dy_scale = _pivoted(group, coef)
+    for wi in range(w_row.size):
+        coef[0, wi] = pivot
+        coef[1, wi], coef[2, wi], coef[3, wi] = _coefficient(w_row, bias_row, wi, scale, shift,
+                                                             t0, ds, dy_scale)
 
 
-@jit(helper=True, fastmath=False)
+@jit(inline=True, fastmath=False)
 def _rounding_counts(m, r):
     """Whether rounding the mean ``m`` to float32 counts against float32's own precision.
 
@@ -237,7 +244,7 @@ def _rounding_counts(m, r):
 # Row regime: one (b, c) group, rows x4[b, o, c, :] for o in [o0, o1)
 
 
-@jit(helper=True)
+@jit(inline=True)
 def _rows_moments(x4, b, o0, o1, c, centered):
     """``(mean, M2)`` of the rows ``x4[b, o0:o1, c]``, as float64.
 
@@ -280,7 +287,7 @@ def _rows_moments(x4, b, o0, o1, c, centered):
     return mean, m2
 
 
-@jit(helper=True)
+@jit(inline=True)
 def _rows_mean(x4, b, o0, o1, c, m):
     """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
 
@@ -301,7 +308,7 @@ def _rows_mean(x4, b, o0, o1, c, m):
     return np.float64(pivot) + s_x / ((o1 - o0) * x4.shape[3])
 
 
-@jit(helper=True)
+@jit(inline=True)
 def _flush_partials(part, param_dy, param_dyx):
     """Add the partial parameter sums ``part`` into the float64 ones and clear them."""
     for i in range(part.shape[1]):
@@ -311,25 +318,37 @@ def _flush_partials(part, param_dy, param_dyx):
         part[1, i] = 0
 
 
-@jit(helper=True)
+@jit(inline=True)
 def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, out4):
-    """The elementwise pass of one group (see :func:`_coefficients`) over ``x4[b, o0:o1, c]``.
+    """The elementwise pass of one group (see :func:`_coefficient`) over ``x4[b, o0:o1, c]``.
 
-    With a weight per element the coefficients are computed for blocks of
-    ``ROW_BLOCK`` elements at a time (``coef`` holds one block), with a
-    weight per segment for the whole row (``coef`` holds ``W``), and are
-    constant over each segment of ``R`` elements.
+    ``group`` is ``(mean, scale, shift, offset, dy_scale)``.  With a weight
+    per element the coefficients are computed in the loop, in the
+    precision of ``x`` (an array of them would cost a pass; ``coef`` is not
+    used); with a weight per segment ``coef`` (scratch) receives them, and
+    they are constant over each segment of ``R`` elements.
     """
-    W = w_row.size
     if segments is None:
+        pivot, scale, shift, t0, ds, dy_scale = _pivoted(group, x4)
+        scale, shift, t0, ds, dy_scale = (x4.dtype.type(scale), x4.dtype.type(shift),
+                                          x4.dtype.type(t0), x4.dtype.type(ds),
+                                          x4.dtype.type(dy_scale))
         for o in range(o0, o1):
-            for start in range(0, W, ROW_BLOCK):
-                stop = min(W, start + ROW_BLOCK)
-                _coefficients(group, w_row, bias_row, start, stop, coef)
-                _affine(x4, dy4, (b, o, c), start, stop, coef, out4)
+            xs = x4[b, o, c]
+            ys = out4[b, o, c]
+            if dy4 is None:
+                for k in range(xs.size):
+                    a, t, _ = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
+                    ys[k] = (xs[k] - pivot) * a + t
+            else:
+                dys = dy4[b, o, c]
+                for k in range(xs.size):
+                    a, t, u = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
+                    ys[k] = dys[k] * u + ((xs[k] - pivot) * a + t)
         return
+    W = w_row.size
     R = x4.shape[3] // W
-    _coefficients(group, w_row, bias_row, 0, W, coef)
+    _coefficients(group, w_row, bias_row, coef)
     p = coef[0, 0]
     for o in range(o0, o1):
         for wi in range(W):
@@ -347,32 +366,34 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
                     ys[k] = dys[k] * u + ((xs[k] - p) * a + t)
 
 
-@jit(helper=True)
-def _rows_gradient(dy4, x4, segments, b, o0, o1, c, m, r, w_row, refine, whole, part, first_row,
-                   group_h, param_dy, param_dyx):
+@jit(inline=True)
+def _rows_gradient(dy4, x4, segments, b, o0, o1, c, m, r, w_row, refine, part, first_row, group_h,
+                   param_dy, param_dyx):
     """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group.
 
-    See :func:`_elements_gradient` (whose arguments ``part`` and
-    ``first_row`` are) and :func:`_segments_gradient` (``group_h``).
+    :func:`_elements_gradient`, which uses ``part`` and ``first_row``, with
+    a weight per element (``segments`` None); :func:`_segments_gradient`,
+    which uses ``group_h``, with a weight per segment.
     """
     if segments is None:
-        return _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, part,
-                                  first_row, param_dy, param_dyx)
-    return _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, group_h,
-                              param_dy, param_dyx)
+        return _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row,
+                                  param_dy, param_dyx)
+    return _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy,
+                              param_dyx)
 
 
-@jit(helper=True)
-def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, part, first_row,
-                       param_dy, param_dyx):
+@jit(inline=True)
+def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy,
+                       param_dyx):
     """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group, a weight per element.
 
     The parameter sums accumulate.  With ``refine`` the mean ``m`` is to be
     refined from ``x`` (see :func:`_rows_mean`), which takes a pass of its
     own, only where the offset exceeds the standard deviation: where the
-    rows are the ``whole`` group it is refined here, the sums are around the
-    refined mean and it is returned; otherwise ``sum(x - m)`` is returned
-    for the caller to refine it (0 where its rounding does not count).
+    rows are the whole group (all of ``O``) it is refined here, the sums are
+    around the refined mean and it is returned; otherwise ``sum(x - m)`` is
+    returned for the caller to refine it (0 where its rounding does not
+    count).
 
     Products are formed in the precision of ``x`` around the rounded mean
     and the group sums are summed in float64.  The parameter sums go to
@@ -384,7 +405,7 @@ def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, part, 
     deviations = 0.0
     if refine and _rounding_counts(m, r):
         refined = _rows_mean(x4, b, o0, o1, c, m)
-        if whole:
+        if o1 - o0 == x4.shape[1]:
             m = refined
         else:
             deviations = (refined - m) * count
@@ -421,15 +442,14 @@ def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, part, 
     return m, s_g, s_gd - delta * s_g, deviations
 
 
-@jit(helper=True)
-def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, group_h, param_dy,
-                       param_dyx):
+@jit(inline=True)
+def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx):
     """:func:`_elements_gradient` with a weight per segment of ``R`` elements.
 
     The group's sums of ``dy`` per weight go to ``group_h`` (scratch) and
     the parameter sums are completed once the mean is known, so refining
-    costs no pass: where the rows are the ``whole`` group and ``refine``
-    asks for it the mean is always refined.
+    costs no pass: where the rows are the whole group and ``refine`` asks
+    for it the mean is always refined.
     """
     W = w_row.size
     R = x4.shape[3] // W
@@ -465,7 +485,7 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, group_
             s_gd += hd * w_row[wi]
             group_h[wi] += h
             param_dyx[wi] += hd * r
-    if refine and whole:
+    if refine and o1 - o0 == x4.shape[1]:
         delta = s_x / count
         m = np.float64(pivot) + delta
     for wi in range(W):
@@ -474,10 +494,7 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, whole, group_
     return m, s_g, s_gd - delta * s_g, s_x - count * delta
 
 
-@jit(helper=True)
-def _coefficient_width(segments, W):
-    """The number of weights :func:`_rows_affine` holds coefficients for at a time."""
-    return min(W, ROW_BLOCK) if segments is None else W
+# The tasks of the row kernels (see the kernels of the same name).
 
 
 @jit(helper=True)
@@ -492,14 +509,16 @@ def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
 def _rows_normalize_task(t, segments, x4, compute_stats, centered, eps, tiling, mean, var, rstd,
                          weight2, bias2, out4):
     b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
-    coef = np.empty((4, _coefficient_width(segments, weight2.shape[1])), x4.dtype)
+    w_row = weight2[c]
+    bias_row = bias2[c]
+    coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
     for b in range(b0, b1):
         if compute_stats:
             mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
             var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
             rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
         _rows_affine(x4, None, segments, b, o0, o1, c, (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
-                     weight2[c], bias2[c], coef, out4)
+                     w_row, bias_row, coef, out4)
 
 
 @jit(helper=True)
@@ -507,13 +526,16 @@ def _rows_gradient_sums_task(t, segments, dy4, x4, mean, rstd, weight2, refine, 
                              part_gx, part_d, param_dy, param_dyx):
     b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
-    part = np.zeros((2, weight2.shape[1]), x4.dtype)
-    group_h = np.empty((1, weight2.shape[1]), np.float64)
+    w_row = weight2[c]
+    param_dy_c = param_dy[q, c]
+    param_dyx_c = param_dyx[q, c]
+    part = np.zeros((2, w_row.size), x4.dtype)
+    group_h = np.empty((1, w_row.size), np.float64)[0]
     for b in range(b0, b1):
         _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
-            dy4, x4, segments, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], refine, False, part,
-            (b - b0) * (o1 - o0), group_h[0], param_dy[q, c], param_dyx[q, c])
-    _flush_partials(part, param_dy[q, c], param_dyx[q, c])
+            dy4, x4, segments, b, o0, o1, c, mean[b, c], rstd[b, c], w_row, refine, part,
+            (b - b0) * (o1 - o0), group_h, param_dy_c, param_dyx_c)
+    _flush_partials(part, param_dy_c, param_dyx_c)
 
 
 @jit(helper=True)
@@ -521,23 +543,25 @@ def _rows_input_gradient_task(t, segments, dy4, x4, mean, rstd, weight2, from_in
                               centered, compute_sums, refine, count, tiling, group_g, group_gx,
                               param_dy, param_dyx, dx4):
     b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
-    W = weight2.shape[1]
+    w_row = weight2[c]
+    param_dy_c = param_dy[q, c]
+    param_dyx_c = param_dyx[q, c]
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
-    coef = np.empty((4, _coefficient_width(segments, W)), x4.dtype)
-    part = np.zeros((2, W), x4.dtype)
-    group_h = np.empty((1, W), np.float64)
+    coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
+    part = np.zeros((2, w_row.size), x4.dtype)
+    group_h = np.empty((1, w_row.size), np.float64)[0]
     for b in range(b0, b1):
         m = mean[b, c]
         if compute_sums:
             m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
-                dy4, x4, segments, b, o0, o1, c, m, rstd[b, c], weight2[c], refine, True, part,
-                (b - b0) * (o1 - o0), group_h[0], param_dy[q, c], param_dyx[q, c])
+                dy4, x4, segments, b, o0, o1, c, m, rstd[b, c], w_row, refine, part,
+                (b - b0) * (o1 - o0), group_h, param_dy_c, param_dyx_c)
         shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], rstd[b, c], count,
                                                  from_input, centered, tiny)
         _rows_affine(x4, dy4, segments, b, o0, o1, c, (m, 0.0, shift, offset, rstd[b, c]),
-                     weight2[c], None, coef, dx4)
+                     w_row, None, coef, dx4)
     if compute_sums:
-        _flush_partials(part, param_dy[q, c], param_dyx[q, c])
+        _flush_partials(part, param_dy_c, param_dyx_c)
 
 
 # ----------------------------------------------------------------------------
@@ -555,12 +579,13 @@ def _slab_scratch(x3, width):
 
 
 @jit(helper=True)
-def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
+def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, gradient, deviations, part, total):
     """Per-element sums over the slabs ``x3[b, o0:o1, k0:k1]`` into ``total`` (float64).
 
-    ``what`` 0: ``total[0] = sum(x)``; 1: ``sum(x - p)`` and ``sum((x - p)**2)``;
-    2: ``sum(dy)`` and ``sum(dy * (x - p))``; 3: these and ``total[2] = sum(x - p)``; with
-    the pivots ``p = pivot_k``.
+    With pivots ``p = pivot_k``, and ``gradient`` and ``deviations`` each
+    None or True: ``total[0] = sum(x)`` (both None); ``sum(x - p)`` and
+    ``sum((x - p)**2)`` (``deviations``); ``sum(dy)`` and ``sum(dy * (x -
+    p))`` (``gradient``); these and ``total[2] = sum(x - p)`` (both).
     Summed in the input's precision over ``SLAB_PARTIAL_ROWS`` slabs at a
     time (``part``: scratch), then in float64.
     """
@@ -572,30 +597,29 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
         part[:3] = 0
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
             xs = x3[b, o, k0:k1]
-            if what == 0:
-                for k in range(xs.size):
-                    part0[k] += xs[k]
-            elif what == 1:
-                for k in range(xs.size):
-                    d = xs[k] - pivot_k[k]
-                    part0[k] += d
-                    part1[k] += d * d
-            elif what == 2:
-                gs = dy3[b, o, k0:k1]
+            gs = dy3[b, o, k0:k1]
+            if gradient is None:
+                if deviations is None:
+                    for k in range(xs.size):
+                        part0[k] += xs[k]
+                else:
+                    for k in range(xs.size):
+                        d = xs[k] - pivot_k[k]
+                        part0[k] += d
+                        part1[k] += d * d
+            elif deviations is None:
                 for k in range(xs.size):
                     part0[k] += gs[k]
                     part1[k] += gs[k] * (xs[k] - pivot_k[k])
             else:
-                gs = dy3[b, o, k0:k1]
                 for k in range(xs.size):
                     d = xs[k] - pivot_k[k]
                     part0[k] += gs[k]
                     part1[k] += gs[k] * d
                     part2[k] += d
-        for k in range(part0.size):
-            total[0, k] += part0[k]
-            total[1, k] += part1[k]
-            total[2, k] += part2[k]
+        for n in range(3):
+            for k in range(k1 - k0):
+                total[n, k] += part[n, k]
 
 
 @jit(helper=True)
@@ -611,10 +635,10 @@ def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c)
     pivot_k = part[3]
     pivot_k[:] = 0
     if centered:
-        _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, 0, part, total)
+        _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, None, part, total)
         for c in range(C):
             pivot_k[c * I:(c + 1) * I] = total[0, c * I:(c + 1) * I].sum() / count
-    _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, 1, part, total)
+    _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, True, part, total)
     for c in range(C):
         s1 = total[0, c * I:(c + 1) * I].sum()
         s2 = total[1, c * I:(c + 1) * I].sum()
@@ -629,11 +653,11 @@ def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c)
 
 @jit(helper=True)
 def _slab_affine(x3, dy3, b, o0, o1, k0, k1, coef, coef_k, out3):
-    """The elementwise pass (see :func:`_affine`) over the slabs ``x3[b, o0:o1, k0:k1]``.
+    """The elementwise pass (see :func:`_coefficient`) over the slabs ``x3[b, o0:o1, k0:k1]``.
 
-    ``coef`` holds the coefficients of each channel ``c`` per weight index
-    in rows ``4c`` to ``4c + 3``; ``coef_k`` (scratch) receives them per
-    element.
+    ``coef`` holds the coefficients ``(p, a, t, u)`` of each channel ``c``
+    per weight index in rows ``4c`` to ``4c + 3`` (:func:`_coefficients`);
+    ``coef_k`` (scratch) receives them per element.
     """
     W = coef.shape[1]
     C = coef.shape[0] // 4
@@ -643,19 +667,31 @@ def _slab_affine(x3, dy3, b, o0, o1, k0, k1, coef, coef_k, out3):
         for i in range(I):
             for n in range(4):
                 coef_k[n, c * I + i] = coef[4 * c + n, i // R]
+    p = coef_k[0]
+    a = coef_k[1]
+    t = coef_k[2]
+    u = coef_k[3]
     for o in range(o0, o1):
-        _affine(x3, dy3, (b, o), k0, k1, coef_k, out3)
+        xs = x3[b, o, k0:k1]
+        ys = out3[b, o, k0:k1]
+        if dy3 is None:
+            for k in range(xs.size):
+                ys[k] = (xs[k] - p[k]) * a[k] + t[k]
+        else:
+            dys = dy3[b, o, k0:k1]
+            for k in range(xs.size):
+                ys[k] = dys[k] * u[k] + ((xs[k] - p[k]) * a[k] + t[k])
 
 
 @jit(helper=True)
 def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, total, refine,
-                   whole, used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
+                   used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
     """:func:`_segments_gradient` for every c at once (``part``, ``total``: scratch).
 
     With ``refine`` the mean is to be refined from ``x`` (see
     :func:`_rows_mean`), where its rounding counts (:func:`_rounding_counts`
     for some channel): the slabs' sums of ``x - mean`` are then taken too.
-    Slabs that hold ``whole`` groups refine it here; otherwise ``d_c``
+    Slabs that hold whole groups (all of ``O``) refine it here; otherwise ``d_c``
     receives ``sum(x - mean)`` for the caller to refine it (0 where not
     summed).  The sums are around ``used_mean_c``, the mean used.
     """
@@ -668,11 +704,14 @@ def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, to
     for c in range(C):
         pivot_k[c * I:(c + 1) * I] = mean_c[c]
         deviations = deviations or (refine and _rounding_counts(mean_c[c], rstd_c[c]))
-    _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, 3 if deviations else 2, part, total)
+    if deviations:
+        _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, True, part, total)
+    else:
+        _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, None, part, total)
     for c in range(C):
         pivot = np.float64(pivot_k[c * I])
         s_x = total[2, c * I:(c + 1) * I].sum() if deviations else 0.0
-        delta = s_x / count if deviations and whole else mean_c[c] - pivot
+        delta = s_x / count if deviations and o1 - o0 == x3.shape[1] else mean_c[c] - pivot
         used_mean_c[c] = pivot + delta
         d_c[c] = s_x - count * delta if deviations else 0.0
         s_g = 0.0
@@ -688,6 +727,9 @@ def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, to
             param_dyx[c, i // R] += hx * rstd_c[c]
         g_c[c] = s_g
         gx_c[c] = s_gx
+
+
+# The tasks of the slab kernels (see the kernels of the same name).
 
 
 @jit(helper=True)
@@ -720,8 +762,8 @@ def _slab_normalize_task(t, x4, compute_stats, centered, eps, tiling, mean, var,
             if compute_stats:
                 var[b, c] /= O * I
                 rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
-            _coefficients((mean[b, c], rstd[b, c], 0.0, 0.0, 0.0), weight2[c], bias2[c], 0,
-                          weight2.shape[1], coef[4 * (c - c0):4 * (c - c0 + 1)])
+            _coefficients((mean[b, c], rstd[b, c], 0.0, 0.0, 0.0), weight2[c], bias2[c],
+                          coef[4 * (c - c0):4 * (c - c0 + 1)])
         _slab_affine(x3, None, b, o0, o1, c0 * I, c1 * I, coef, coef_k, out3)
 
 
@@ -737,7 +779,7 @@ def _slab_gradient_sums_task(t, dy4, x4, mean, rstd, weight2, refine, tiling, pa
     used_mean = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
         _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                       weight2[c0:c1], part, total, refine, False, used_mean[0],
+                       weight2[c0:c1], part, total, refine, used_mean[0],
                        part_g[b, j, c0:c1], part_gx[b, j, c0:c1], part_d[b, j, c0:c1],
                        param_dy[q, c0:c1], param_dyx[q, c0:c1])
 
@@ -760,14 +802,14 @@ def _slab_input_gradient_task(t, dy4, x4, mean, rstd, weight2, from_input, cente
     for b in range(b0, b1):
         if compute_sums:
             _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                           weight2[c0:c1], part, total, refine, True, used[0],
+                           weight2[c0:c1], part, total, refine, used[0],
                            group_g[b, c0:c1], group_gx[b, c0:c1], used[1],
                            param_dy[q, c0:c1], param_dyx[q, c0:c1])
         for c in range(c0, c1):
             m = used[0, c - c0] if compute_sums else mean[b, c]
             shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], rstd[b, c],
                                                      count, from_input, centered, tiny)
-            _coefficients((m, 0.0, shift, offset, rstd[b, c]), weight2[c], None, 0, W,
+            _coefficients((m, 0.0, shift, offset, rstd[b, c]), weight2[c], None,
                           coef[4 * (c - c0):4 * (c - c0 + 1)])
         _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, coef, coef_k, dx3)
 
