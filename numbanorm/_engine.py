@@ -209,8 +209,8 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     else:
         mean, rstd = stats
     fused = stats is None and whole_groups
-    if out4.size and _launch(kernels.normalize, canon.x4, fused, centered, eps, tiling, mean,
-                             rstd if var is None else var, rstd, weight2, bias2, out4) and fused:
+    if out4.size and _launch(kernels.normalize, canon.x4, centered, eps, tiling, mean,
+                             var if fused else None, rstd, weight2, bias2, out4):
         _renormalize_resummed(canon.x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return y, mean, var, rstd
 
@@ -228,8 +228,7 @@ def normalize_rows(x2, weight2, bias2, out2, eps, centered):
     mean, var, rstd = np.empty((3, rows, 1))
     out4 = out2.reshape(x4.shape)
     kernels, tiling, _ = _plan(x4.shape, weight2.shape[1])
-    if _launch(kernels.normalize, x4, True, centered, eps, tiling, mean, var, rstd, weight2, bias2,
-               out4):
+    if _launch(kernels.normalize, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
         _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return mean, rstd
 
@@ -378,5 +377,6 @@ def _input_gradient(kernels, canon, dy4, mean, rstd, weight2, from_input, center
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
-                compute_sums, refine, count, tiling, *sums[:2], *sums[3:], dx4)
+                refine, count, tiling, *sums[:2], *(sums[3:] if compute_sums else (None, None)),
+                dx4)
     return dx

@@ -110,9 +110,10 @@ def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=Tr
         the kernels that call it, whose cache entries hold it.  Anything
         else is a kernel, cached on disk.
     inline : bool, optional
-        A helper that Numba inlines into its callers, which costs
-        compilation time: only for a small function called in a loop that
-        must vectorize, where LLVM would leave the call.
+        A helper that Numba inlines into its callers, for a function called
+        per element or per group, where a call would keep a loop from
+        vectorizing or cost more than the work.  Inlined into a ``prange``
+        body, it would be compiled several times over.
     fastmath : bool, optional
         Compile with the flags of ``FASTMATH``.
 

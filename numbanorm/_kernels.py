@@ -27,13 +27,14 @@ elements (batch, instance and group norm).  Each of the three has its own
 kernels (:data:`ELEMENTS`, :data:`ROWS`, :data:`SLAB`), so that a call
 compiles only the code it runs: compilation, not the kernels' speed, is
 what a first call costs.  A kernel is a parallel loop over the calls of
-one serial *task* function, which its serial variant shares; tasks call
-helpers, compiled once per process and linked into the kernels.  Numba
-compiles code in a ``prange`` body, or code it inlines itself
-(``inline="always"``), several times more slowly than a call, and LLVM
-optimizes a parallel kernel with everything it calls once per level of
-Numba's parallel wrappers (four): kernel bodies stay small, and the code
-under them too.
+one serial *task* function, which its serial variant shares.  Numba
+compiles the code of a ``prange`` body several times over, and LLVM
+optimizes a parallel kernel, with all the code it calls, once per level of
+Numba's parallel wrappers (four): kernel bodies stay small, and so does
+the code under them.  The row regime's helpers are inlined into its tasks,
+since a call per group would cost small groups more than their work;
+the other helpers are compiled once per process and linked into the
+kernels that call them.
 
 The elementwise passes have one form, ``out = (x - p) * a + t [+ dy * u]``
 with coefficients per group and weight index (:func:`_coefficient`), ``p``
@@ -320,7 +321,7 @@ def _flush_partials(part, param_dy, param_dyx):
 
 @jit(inline=True)
 def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, out4):
-    """The elementwise pass of one group (see :func:`_coefficient`) over ``x4[b, o0:o1, c]``.
+    """The elementwise pass of one group (see :func:`_pivoted`) over ``x4[b, o0:o1, c]``.
 
     ``group`` is ``(mean, scale, shift, offset, dy_scale)``.  With a weight
     per element the coefficients are computed in the loop, in the
@@ -506,14 +507,14 @@ def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
 
 
 @jit(helper=True)
-def _rows_normalize_task(t, segments, x4, compute_stats, centered, eps, tiling, mean, var, rstd,
+def _rows_normalize_task(t, segments, x4, centered, eps, tiling, mean, var, rstd,
                          weight2, bias2, out4):
     b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
     w_row = weight2[c]
     bias_row = bias2[c]
     coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
     for b in range(b0, b1):
-        if compute_stats:
+        if var is not None:
             mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
             var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
             rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
@@ -540,28 +541,26 @@ def _rows_gradient_sums_task(t, segments, dy4, x4, mean, rstd, weight2, refine, 
 
 @jit(helper=True)
 def _rows_input_gradient_task(t, segments, dy4, x4, mean, rstd, weight2, from_input,
-                              centered, compute_sums, refine, count, tiling, group_g, group_gx,
-                              param_dy, param_dyx, dx4):
+                              centered, refine, count, tiling, group_g, group_gx, param_dy,
+                              param_dyx, dx4):
     b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
     w_row = weight2[c]
-    param_dy_c = param_dy[q, c]
-    param_dyx_c = param_dyx[q, c]
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
     coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
     part = np.zeros((2, w_row.size), x4.dtype)
     group_h = np.empty((1, w_row.size), np.float64)[0]
     for b in range(b0, b1):
         m = mean[b, c]
-        if compute_sums:
+        if param_dy is not None:
             m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
                 dy4, x4, segments, b, o0, o1, c, m, rstd[b, c], w_row, refine, part,
-                (b - b0) * (o1 - o0), group_h, param_dy_c, param_dyx_c)
+                (b - b0) * (o1 - o0), group_h, param_dy[q, c], param_dyx[q, c])
         shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], rstd[b, c], count,
                                                  from_input, centered, tiny)
         _rows_affine(x4, dy4, segments, b, o0, o1, c, (m, 0.0, shift, offset, rstd[b, c]),
                      w_row, None, coef, dx4)
-    if compute_sums:
-        _flush_partials(part, param_dy_c, param_dyx_c)
+    if param_dy is not None:
+        _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
 
 # ----------------------------------------------------------------------------
@@ -652,21 +651,25 @@ def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c)
 
 
 @jit(helper=True)
-def _slab_affine(x3, dy3, b, o0, o1, k0, k1, coef, coef_k, out3):
-    """The elementwise pass (see :func:`_coefficient`) over the slabs ``x3[b, o0:o1, k0:k1]``.
+def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out3):
+    """The elementwise pass (see :func:`_pivoted`) over the slabs ``x3[b, o0:o1, k0:k1]``.
 
-    ``coef`` holds the coefficients ``(p, a, t, u)`` of each channel ``c``
-    per weight index in rows ``4c`` to ``4c + 3`` (:func:`_coefficients`);
-    ``coef_k`` (scratch) receives them per element.
+    ``groups[:, c]`` is ``(mean, scale, shift, offset, dy_scale)`` of each
+    channel of the slabs; ``coef_k`` (scratch) receives the coefficients
+    ``(p, a, t, u)`` of every element, which the slabs share.
     """
-    W = coef.shape[1]
-    C = coef.shape[0] // 4
+    C, W = weight2.shape
     I = (k1 - k0) // C
     R = I // W
     for c in range(C):
+        pivot, scale, shift, t0, ds, dy_scale = _pivoted(
+            (groups[0, c], groups[1, c], groups[2, c], groups[3, c], groups[4, c]), x3)
+        bias_row = None if bias2 is None else bias2[c]
         for i in range(I):
-            for n in range(4):
-                coef_k[n, c * I + i] = coef[4 * c + n, i // R]
+            k = c * I + i
+            coef_k[0, k] = pivot
+            coef_k[1, k], coef_k[2, k], coef_k[3, k] = _coefficient(
+                weight2[c], bias_row, i // R, scale, shift, t0, ds, dy_scale)
     p = coef_k[0]
     a = coef_k[1]
     t = coef_k[2]
@@ -745,26 +748,27 @@ def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2):
 
 
 @jit(helper=True)
-def _slab_normalize_task(t, x4, compute_stats, centered, eps, tiling, mean, var, rstd, weight2,
+def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2,
                          bias2, out4):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     out3 = out4.reshape((B, O, C * I))
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     part, total = _slab_scratch(x3, (c1 - c0) * I)
-    coef = np.empty((4 * (c1 - c0), weight2.shape[1]), x4.dtype)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
+    groups = np.zeros((5, c1 - c0), np.float64)
     for b in range(b0, b1):
-        if compute_stats:
+        if var is not None:
             _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
                           mean[b, c0:c1], var[b, c0:c1])
         for c in range(c0, c1):
-            if compute_stats:
+            if var is not None:
                 var[b, c] /= O * I
                 rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
-            _coefficients((mean[b, c], rstd[b, c], 0.0, 0.0, 0.0), weight2[c], bias2[c],
-                          coef[4 * (c - c0):4 * (c - c0 + 1)])
-        _slab_affine(x3, None, b, o0, o1, c0 * I, c1 * I, coef, coef_k, out3)
+            groups[0, c - c0] = mean[b, c]
+            groups[1, c - c0] = rstd[b, c]
+        _slab_affine(x3, None, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], bias2[c0:c1],
+                     coef_k, out3)
 
 
 @jit(helper=True)
@@ -785,33 +789,33 @@ def _slab_gradient_sums_task(t, dy4, x4, mean, rstd, weight2, refine, tiling, pa
 
 
 @jit(helper=True)
-def _slab_input_gradient_task(t, dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums,
-                              refine, count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def _slab_input_gradient_task(t, dy4, x4, mean, rstd, weight2, from_input, centered, refine,
+                              count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
     dx3 = dx4.reshape((B, O, C * I))
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
-    W = weight2.shape[1]
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
     part, total = _slab_scratch(x3, (c1 - c0) * I)
-    coef = np.empty((4 * (c1 - c0), W), x4.dtype)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
-    # The mean used, and sums of x - mean that whole groups need not return.
-    used = np.empty((2, c1 - c0), np.float64)
+    groups = np.zeros((5, c1 - c0), np.float64)
+    # Sums of x - mean, which whole groups need not return.
+    deviation_sums = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
-        if compute_sums:
+        if param_dy is not None:
             _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                           weight2[c0:c1], part, total, refine, used[0],
-                           group_g[b, c0:c1], group_gx[b, c0:c1], used[1],
+                           weight2[c0:c1], part, total, refine, groups[0],
+                           group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums[0],
                            param_dy[q, c0:c1], param_dyx[q, c0:c1])
         for c in range(c0, c1):
-            m = used[0, c - c0] if compute_sums else mean[b, c]
-            shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], rstd[b, c],
-                                                     count, from_input, centered, tiny)
-            _coefficients((m, 0.0, shift, offset, rstd[b, c]), weight2[c], None,
-                          coef[4 * (c - c0):4 * (c - c0 + 1)])
-        _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, coef, coef_k, dx3)
+            if param_dy is None:
+                groups[0, c - c0] = mean[b, c]
+            groups[2, c - c0], groups[3, c - c0] = _input_grad_coefficients(
+                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny)
+            groups[4, c - c0] = rstd[b, c]
+        _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], None, coef_k,
+                     dx3)
 
 
 # ----------------------------------------------------------------------------
@@ -862,38 +866,38 @@ def merge_moments(part_mean, part_m2, O, o_chunk, I, mean, m2):
 
 
 @jit(parallel=True)
-def rows_normalize(x4, compute_stats, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     """``out = (x - mean) * rstd * w + bias``, a weight per segment of the rows.
 
-    With ``compute_stats`` (tasks must own whole groups: ``o_chunk == O``)
+    With an array ``var`` (tasks must own whole groups: ``o_chunk == O``)
     each task first computes its groups' statistics into ``mean``, ``var``
-    and ``rstd``, and normalizes them while they are still in cache;
-    otherwise ``mean`` and ``rstd`` are given and ``var`` is not used.
-    Returns the number of groups whose computed variance is not finite.
+    and ``rstd``, and normalizes them while they are still in cache; with
+    ``var=None``, ``mean`` and ``rstd`` are given, and the statistics'
+    code is not compiled.  Returns the number of groups whose computed
+    variance is not finite.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_normalize_task(np.int64(t), True, x4, compute_stats, centered, eps,
+        _rows_normalize_task(np.int64(t), True, x4, centered, eps,
                              tiling, mean, var, rstd, weight2, bias2, out4)
-    return _n_nonfinite(var) if compute_stats else 0
+    return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
-def elements_normalize(x4, compute_stats, centered, eps, tiling, mean, var, rstd, weight2, bias2,
-                       out4):
+def elements_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     """:func:`rows_normalize` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_normalize_task(np.int64(t), None, x4, compute_stats, centered, eps,
+        _rows_normalize_task(np.int64(t), None, x4, centered, eps,
                              tiling, mean, var, rstd, weight2, bias2, out4)
-    return _n_nonfinite(var) if compute_stats else 0
+    return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
-def slab_normalize(x4, compute_stats, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+def slab_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     """:func:`rows_normalize` in the slab regime."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _slab_normalize_task(np.int64(t), x4, compute_stats, centered, eps, tiling, mean, var,
+        _slab_normalize_task(np.int64(t), x4, centered, eps, tiling, mean, var,
                              rstd, weight2, bias2, out4)
-    return _n_nonfinite(var) if compute_stats else 0
+    return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
@@ -932,44 +936,45 @@ def slab_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, par
 
 
 @jit(parallel=True)
-def rows_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, refine,
-                        count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
-    """``dx``, and with ``compute_sums`` the reductions of :func:`rows_gradient_sums` too.
+def rows_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
+                        tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+    """``dx``, and with arrays ``param_dy``/``param_dyx`` the reductions of
+    :func:`rows_gradient_sums` too; a weight per segment of the rows.
 
-    With ``compute_sums`` (tasks must own whole groups) each task reduces its
-    groups and writes their ``dx`` while they are still in cache; otherwise
-    ``group_g`` and ``group_gx`` are given.  ``count`` is the number of
-    elements each group's statistics came from: ``O * I``, or more when the
-    groups span other processes and the given sums are theirs too.
-
-    With ``compute_sums`` and ``refine`` the mean is taken as an
-    approximation and refined from ``x`` (see :func:`_elements_gradient`;
-    ``_engine.refines_mean`` says when).
+    With the parameter sums (tasks must own whole groups) each task reduces
+    its groups and writes their ``dx`` while they are still in cache, and
+    with ``refine`` the mean is taken as an approximation and refined from
+    ``x`` (see :func:`_elements_gradient`; ``_engine.refines_mean`` says
+    when).  With ``param_dy=param_dyx=None``, ``group_g`` and ``group_gx``
+    are given, and the reductions' code is not compiled.  ``count`` is the
+    number of elements each group's statistics came from: ``O * I``, or
+    more when the groups span other processes and the given sums are
+    theirs too.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_input_gradient_task(np.int64(t), True, dy4, x4,
-                                  mean, rstd, weight2, from_input, centered, compute_sums, refine,
-                                  count, tiling, group_g, group_gx, param_dy, param_dyx, dx4)
+                                  mean, rstd, weight2, from_input, centered, refine, count,
+                                  tiling, group_g, group_gx, param_dy, param_dyx, dx4)
 
 
 @jit(parallel=True)
-def elements_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums,
-                            refine, count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def elements_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
+                            tiling, group_g, group_gx, param_dy, param_dyx, dx4):
     """:func:`rows_input_gradient` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_input_gradient_task(np.int64(t), None, dy4, x4,
-                                  mean, rstd, weight2, from_input, centered, compute_sums, refine,
-                                  count, tiling, group_g, group_gx, param_dy, param_dyx, dx4)
+                                  mean, rstd, weight2, from_input, centered, refine, count,
+                                  tiling, group_g, group_gx, param_dy, param_dyx, dx4)
 
 
 @jit(parallel=True)
-def slab_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, refine,
-                        count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def slab_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
+                        tiling, group_g, group_gx, param_dy, param_dyx, dx4):
     """:func:`rows_input_gradient` in the slab regime (see :func:`_slab_gradient`)."""
     for t in prange(_n_tasks(x4.shape, tiling)):
         _slab_input_gradient_task(np.int64(t), dy4, x4, mean, rstd, weight2, from_input, centered,
-                                  compute_sums, refine, count, tiling, group_g, group_gx,
-                                  param_dy, param_dyx, dx4)
+                                  refine, count, tiling, group_g, group_gx, param_dy, param_dyx,
+                                  dx4)
 
 
 Regime = collections.namedtuple("Regime", "moments normalize gradient_sums input_gradient")
