@@ -48,9 +48,19 @@ def _launch(kernel, *args):
     return _guard.launch(kernel, args)
 
 
-def _plan(canon):
-    plan = _kernels.plan_tasks(*canon.shape4)
-    return plan, plan[2] == canon.shape4[1]
+def _plan(shape4, W=0):
+    """``(kernels, tiling, whole_groups)`` of a canonical shape with ``W`` weights per group.
+
+    The kernels of its regime (``_kernels.ROWS``, ``ELEMENTS`` or ``SLAB``),
+    the ``(b_block, o_chunk, c_block)`` of its tasks, and whether each task
+    owns whole groups.
+    """
+    plan = _kernels.plan_tasks(*shape4)
+    if not plan[0]:
+        kernels = _kernels.SLAB
+    else:
+        kernels = _kernels.ELEMENTS if W == shape4[3] else _kernels.ROWS
+    return kernels, plan[1:], plan[2] == shape4[1]
 
 
 def group_moments(canon):
@@ -67,7 +77,7 @@ def group_moments(canon):
         row = x4.reshape(I)
         length = I // _kernels.TARGET_TASKS
         head = row[:length * _kernels.TARGET_TASKS].reshape(1, _kernels.TARGET_TASKS, 1, length)
-        _group_moments(head, True, _kernels.plan_tasks(*head.shape), mean, m2)
+        _group_moments(head, True, mean, m2)
         tail = row[head.size:].astype(np.float64)
         if tail.size:
             tail_mean = tail.mean()
@@ -76,17 +86,27 @@ def group_moments(canon):
             m2 += ((tail - tail_mean) ** 2).sum() + delta * delta * head.size * tail.size / n
             mean += delta * tail.size / n
         return mean, m2
-    _group_moments(x4, True, _plan(canon)[0], mean, m2)
+    _group_moments(x4, True, mean, m2)
     return mean, m2
 
 
-def _group_moments(x4, centered, plan, mean, m2):
-    """The ``group_moments`` kernel, with overflowed float32 groups summed again.
+def _group_moments(x4, centered, mean, m2):
+    """The moments kernel of ``x4``'s regime into ``(B, C)`` ``mean`` and ``m2``.
 
-    Returns the groups whose M2 overflowed even in float64 (see
-    :func:`resum_overflowed`).
+    The o-chunks of split groups are merged, and overflowed float32 groups
+    summed again.  Returns the groups whose M2 overflowed even in float64
+    (see :func:`resum_overflowed`).
     """
-    if _launch(_kernels.group_moments, x4, centered, *plan, mean, m2):
+    B, O, C, I = x4.shape
+    kernels, tiling, whole_groups = _plan(x4.shape)
+    if whole_groups:
+        n_nonfinite = _launch(kernels.moments, x4, centered, tiling, mean.reshape(B, 1, C),
+                              m2.reshape(B, 1, C))
+    else:
+        part_mean, part_m2 = np.empty((2, B, -(-O // tiling[1]), C))
+        _launch(kernels.moments, x4, centered, tiling, part_mean, part_m2)
+        n_nonfinite = _kernels.merge_moments(part_mean, part_m2, O, tiling[1], I, mean, m2)
+    if n_nonfinite:
         return resum_overflowed(x4, centered, mean, m2, 1)[1]
     return []
 
@@ -176,21 +196,21 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     y, out4 = canon.output(out)
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     bias2 = bias2.astype(canon.x4.dtype, copy=False)
-    plan, whole_groups = _plan(canon)
+    kernels, tiling, whole_groups = _plan(canon.shape4, weight2.shape[1])
     var = None
     if stats is None:
         mean, var, rstd = np.zeros((3, B, C))
         if not B * C:
             return y, mean, var, rstd
         if not whole_groups:
-            overflowed = _group_moments(canon.x4, centered, plan, mean, var)
+            overflowed = _group_moments(canon.x4, centered, mean, var)
             var /= O * I
             rstd[...] = _reciprocal_std(var, eps, overflowed)
     else:
         mean, rstd = stats
     fused = stats is None and whole_groups
-    if out4.size and _launch(_kernels.normalize, canon.x4, fused, centered, eps, *plan, mean,
-                             rstd if var is None else var, rstd, weight2, bias2, out4) and fused:
+    if out4.size and _launch(kernels.normalize, canon.x4, centered, eps, tiling, mean,
+                             var if fused else None, rstd, weight2, bias2, out4):
         _renormalize_resummed(canon.x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return y, mean, var, rstd
 
@@ -199,15 +219,16 @@ def normalize_rows(x2, weight2, bias2, out2, eps, centered):
     """:func:`normalize` of each row of a C-contiguous ``(rows, K)`` array, into ``out2``.
 
     Its canonical view is ``(rows, 1, 1, K)`` whatever the input's shape was,
-    so the view analysis is skipped; ``weight2``/``bias2`` are ``(1, K)`` in
-    the input's dtype.  Returns ``(mean, rstd)``, ``(rows, 1)`` float64.
+    so the view analysis is skipped; ``weight2``/``bias2`` are ``(1, K)``, or
+    ``(1, 1)`` for a single weight, in the input's dtype.  Returns ``(mean,
+    rstd)``, ``(rows, 1)`` float64.
     """
     rows, count = x2.shape
     x4 = x2.reshape(rows, 1, 1, count)
     mean, var, rstd = np.empty((3, rows, 1))
     out4 = out2.reshape(x4.shape)
-    if _launch(_kernels.normalize, x4, True, centered, eps, *_kernels.plan_tasks(rows, 1, 1, count),
-               mean, var, rstd, weight2, bias2, out4):
+    kernels, tiling, _ = _plan(x4.shape, weight2.shape[1])
+    if _launch(kernels.normalize, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
         _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return mean, rstd
 
@@ -243,16 +264,16 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     """
     _, O, _, I = canon.shape4
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    plan, whole_groups = _plan(canon)
+    kernels, tiling, whole_groups = _plan(canon.shape4, weight2.shape[1])
     dy4 = canon.view(dy)
-    sums = _gradient_buffers(canon, plan, weight2.shape[1])
+    sums = _gradient_buffers(canon, tiling, weight2.shape[1])
     refine = refines_mean(canon.x4.dtype, stats_from_input, centered)
     if not whole_groups:
-        _gradient_sums(canon, dy4, mean, rstd, weight2, refine, plan, sums)
+        _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums)
         if refine:
-            mean = _refine_mean(canon, mean, rstd, plan, sums)
-    dx = _input_gradient(canon, dy4, mean, rstd, weight2, stats_from_input, centered,
-                         whole_groups, refine, O * I, plan, sums, out)
+            mean = _refine_mean(canon, mean, rstd, tiling, sums)
+    dx = _input_gradient(kernels, canon, dy4, mean, rstd, weight2, stats_from_input, centered,
+                         whole_groups, refine, O * I, tiling, sums, out)
     param_dy, param_dyx = sums[3:]
     return dx, _block_total(param_dyx), _block_total(param_dy)
 
@@ -268,7 +289,7 @@ def refines_mean(dtype, stats_from_input, centered):
     return stats_from_input and centered and np.dtype(dtype).itemsize < 8
 
 
-def _refine_mean(canon, mean, rstd, plan, sums):
+def _refine_mean(canon, mean, rstd, tiling, sums):
     """The group means refined from ``sums``, which are updated to be around them.
 
     float32 statistics round the mean by up to half an ulp of the data's
@@ -279,7 +300,7 @@ def _refine_mean(canon, mean, rstd, plan, sums):
     """
     _, O, _, I = canon.shape4
     group_g, group_gx, group_d, param_dy, param_dyx = sums
-    n_o = -(-O // plan[2])
+    n_o = -(-O // tiling[1])
     block_group = np.arange(param_dy.shape[0]) // n_o
     with np.errstate(invalid="ignore"):  # groups with NaN or inf stay NaN, silently
         delta = group_d / (O * I)
@@ -302,9 +323,9 @@ def gradient_sums(canon, dy, mean, rstd, weight2):
         ``(C, W)`` float64 parameter gradients.
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    plan = _plan(canon)[0]
-    sums = _gradient_buffers(canon, plan, weight2.shape[1])
-    _gradient_sums(canon, canon.view(dy), mean, rstd, weight2, False, plan, sums)
+    kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
+    sums = _gradient_buffers(canon, tiling, weight2.shape[1])
+    _gradient_sums(kernels, canon, canon.view(dy), mean, rstd, weight2, False, tiling, sums)
     group_g, group_gx, _, param_dy, param_dyx = sums
     return group_g, group_gx, _block_total(param_dyx), _block_total(param_dy)
 
@@ -318,10 +339,10 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     ``count`` the number of elements the statistics came from.
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    plan = _plan(canon)[0]
-    param_sums = _gradient_buffers(canon, plan, weight2.shape[1])[2:]
-    return _input_gradient(canon, canon.view(dy), mean, rstd, weight2, True, True, False, False,
-                           count, plan, (group_g, group_gx, *param_sums), out)
+    kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
+    param_sums = _gradient_buffers(canon, tiling, weight2.shape[1])[3:]
+    return _input_gradient(kernels, canon, canon.view(dy), mean, rstd, weight2, True, True, False,
+                           False, count, tiling, (group_g, group_gx, None, *param_sums), out)
 
 
 def _block_total(partial_sums):
@@ -332,23 +353,30 @@ def _block_total(partial_sums):
         return partial_sums.sum(axis=0)
 
 
-def _gradient_buffers(canon, plan, W):
+def _gradient_buffers(canon, tiling, W):
     """Zeroed ``(group_g, group_gx, group_d, param_dy, param_dyx)`` for the backward kernels."""
     B, O, C, _ = canon.shape4
-    n_blocks = _kernels.n_param_blocks(B, O, plan[1], plan[2])
-    return (np.zeros((B, C)), np.zeros((B, C)), np.zeros((B, C)), np.zeros((n_blocks, C, W)),
-            np.zeros((n_blocks, C, W)))
+    n_blocks = _kernels.n_param_blocks(B, O, *tiling[:2])
+    return (*np.zeros((3, B, C)), *np.zeros((2, n_blocks, C, W)))
 
 
-def _gradient_sums(canon, dy4, mean, rstd, weight2, refine, plan, sums):
+def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums):
+    """The gradient-sums kernel into ``sums``; the o-chunks of each group add up in order."""
+    B, O, C, _ = canon.shape4
+    parts = np.zeros((3, B, -(-O // tiling[1]), C))
     if canon.x4.size:
-        _launch(_kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, refine, *plan, *sums)
+        _launch(kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, refine, tiling,
+                *parts, *sums[3:])
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN silently, as in the kernels
+        for total, part in zip(sums[:3], parts):
+            part.sum(axis=1, out=total)
 
 
-def _input_gradient(canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums, refine,
-                    count, plan, sums, out):
+def _input_gradient(kernels, canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums,
+                    refine, count, tiling, sums, out):
     dx, dx4 = canon.output(out)
     if dx4.size:
-        _launch(_kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
-                compute_sums, refine, count, *plan, *sums[:2], *sums[3:], dx4)
+        _launch(kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
+                refine, count, tiling, *sums[:2], *(sums[3:] if compute_sums else (None, None)),
+                dx4)
     return dx

@@ -130,7 +130,7 @@ def _enable_cache(dispatcher):
                              f"which takes tens of seconds.  To fix it, {_HOW_TO_FIX}.")
 
 
-def jit(py_func=None, *, parallel=False, inline=False, fastmath=True):
+def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=True):
     """Compile ``py_func`` with numbanorm's options.
 
     Parameters
@@ -139,10 +139,16 @@ def jit(py_func=None, *, parallel=False, inline=False, fastmath=True):
         The function to compile; without it, ``jit`` returns a decorator.
     parallel : bool, optional
         Compile ``prange`` loops to run on Numba's threads.
-    inline : bool, optional
-        Mark a helper that is only called from other compiled code: it is
-        inlined into its callers and needs no cache of its own.  Anything
+    helper : bool, optional
+        Mark a function that is only called from other compiled code: it
+        is compiled once per process and specialization, and linked into
+        the kernels that call it, whose cache entries hold it.  Anything
         else is a kernel, cached on disk.
+    inline : bool, optional
+        A helper that Numba inlines into its callers, for a function called
+        per element or per group, where a call would keep a loop from
+        vectorizing or cost more than the work.  Inlined into a ``prange``
+        body, it would be compiled several times over.
     fastmath : bool, optional
         Compile with the flags of ``FASTMATH``.
 
@@ -153,11 +159,14 @@ def jit(py_func=None, *, parallel=False, inline=False, fastmath=True):
     """
 
     def decorate(function):
-        options = dict(error_model="numpy", parallel=parallel)
+        # No wrapper to call the function through a C function pointer, which
+        # numbanorm never does; a helper is not called from Python either.
+        options = dict(error_model="numpy", parallel=parallel, no_cfunc_wrapper=True)
         if fastmath:
             options["fastmath"] = set(FASTMATH)
-        if inline:
-            return njit(inline="always", **options)(function)
+        if helper or inline:
+            return njit(no_cpython_wrapper=True, inline="always" if inline else "never",
+                        **options)(function)
         dispatcher = njit(**options)(function)
         # Numba's own cache=True raises at decoration when no cache directory is
         # usable, and lets a corrupted cache file fail the first call.

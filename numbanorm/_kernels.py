@@ -20,8 +20,34 @@ from cache: one pass over memory.  The partition depends only on the shape,
 never on the thread count, so results are bit-identical between runs;
 inputs of at most ``SERIAL_MAX_ELEMENTS`` run a serial compilation of the
 same kernels (``SERIAL``).
+
+The row regime comes in two forms: with a weight per element of a row
+(``W == I``: layer and RMS norm) and with a weight per segment of ``R > 1``
+elements (batch, instance and group norm).  Each of the three has its own
+kernels (:data:`ELEMENTS`, :data:`ROWS`, :data:`SLAB`), so that a call
+compiles only the code it runs: compilation, not the kernels' speed, is
+what a first call costs.  A kernel is a parallel loop over the calls of
+one serial *task* function, which its serial variant shares.  Numba
+compiles the code of a ``prange`` body several times over, and LLVM
+optimizes a parallel kernel, with all the code it calls, once per level of
+Numba's parallel wrappers (four): kernel bodies stay small, and so does
+the code under them.  The row regime's helpers are inlined into its tasks,
+since a call per group would cost small groups more than their work;
+the other helpers are compiled once per process and linked into the
+kernels that call them.
+
+The elementwise passes have one form, ``out = (x - p) * a + t [+ dy * u]``
+with coefficients per group and weight index (:func:`_coefficient`), ``p``
+the group's mean rounded to the precision of ``x``.  Helpers take
+``dy=None`` in the forward and ``bias_row=None`` in the backward: Numba
+compiles a function for each type of its arguments, and where one is None
+(or a constant) drops the branches that testing it against None rules
+out.  The row helpers take ``segments``: None with a weight per element,
+the constant True with a weight per segment, so that each row kernel
+compiles one of the two.
 """
 
+import collections
 import functools
 import math
 import types
@@ -49,18 +75,18 @@ def plan_tasks(B, O, C, I):
 
     Returns ``(rows, b_block, o_chunk, c_block)``: whether the row regime is
     used, how many consecutive ``b`` each task covers, how many consecutive
-    ``o``, and in the slab regime how many consecutive ``c``.  A slab task
-    spans at most ``SLAB_BLOCK`` elements of a slab, so that its scratch
-    stays small however wide the slabs are.  Groups are split along ``O``
-    only when there are too few of them to keep every core busy, and a task
-    gets at least ``MIN_TASK_ELEMENTS`` elements where the input has them:
-    below that, starting a task costs more than its work.
+    ``o``, and how many consecutive ``c`` (one in the row regime).  A slab
+    task spans at most ``SLAB_BLOCK`` elements of a slab, so that its
+    scratch stays small however wide the slabs are.  Groups are split along
+    ``O`` only when there are too few of them to keep every core busy, and
+    a task gets at least ``MIN_TASK_ELEMENTS`` elements where the input has
+    them: below that, starting a task costs more than its work.
     """
     rows = I >= ROW_MIN_LENGTH or O == 1
-    c_block = C if rows else max(1, min(C, SLAB_BLOCK // max(I, 1)))
-    n_c = C if rows else -(-C // c_block)
+    c_block = 1 if rows else max(1, min(C, SLAB_BLOCK // max(I, 1)))
+    n_c = -(-C // c_block)
     groups = B * n_c
-    per_o = I if rows else c_block * I
+    per_o = c_block * I
     if groups >= MIN_WHOLE_GROUPS or O == 1:
         o_chunk = O
         n_b_blocks = min(B, -(-TARGET_TASKS // max(n_c, 1)))
@@ -72,45 +98,57 @@ def plan_tasks(B, O, C, I):
             o_chunk = max(min(o_chunk, slab_rows), -(-O // TARGET_TASKS))
         o_chunk = max(o_chunk, -(-MIN_TASK_ELEMENTS // max(per_o, 1)))
         b_block = 1
-    return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1), max(c_block, 1)
+    return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1), c_block
 
 
 def n_param_blocks(B, O, b_block, o_chunk):
-    """Number of partial sums of the parameter gradients (see :func:`gradient_sums`)."""
+    """Number of partial sums of the parameter gradients (see ``gradient_sums``)."""
     return -(-B // b_block) * -(-O // o_chunk)
 
 
-@jit(inline=True, fastmath=False)
-def _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block):
-    """``(b0, b1, o0, o1, c, q)`` of task ``t``: ``c`` is a channel, or a block of
-    ``c_block`` channels in the slab regime; ``q`` indexes the parameter sums."""
+# ----------------------------------------------------------------------------
+# Helpers of every regime
+
+
+@jit(helper=True)
+def _n_tasks(shape, tiling):
+    B, O, C, _ = shape
+    b_block, o_chunk, c_block = tiling
+    return -(-B // b_block) * -(-O // o_chunk) * -(-C // c_block)
+
+
+@jit(inline=True)
+def _task_bounds(t, shape, tiling):
+    """``(b0, b1, o0, o1, c0, c1, q)``: the ranges of b, o and c of task ``t``.
+
+    ``tiling`` is ``(b_block, o_chunk, c_block)``.  ``q`` numbers the task's
+    (b-block, o-chunk) pair, which indexes the partial sums of the
+    parameter gradients; ``o0 // o_chunk`` indexes the partial statistics
+    of split groups.
+    """
+    B, O, C, _ = shape
+    b_block, o_chunk, c_block = tiling
     n_o = -(-O // o_chunk)
-    n_c = C if rows else -(-C // c_block)
+    n_c = -(-C // c_block)
     c = t % n_c
     j = (t // n_c) % n_o
     bb = t // (n_c * n_o)
-    return (bb * b_block, min(B, (bb + 1) * b_block), j * o_chunk,
-            min(O, (j + 1) * o_chunk), c, bb * n_o + j)
+    return (bb * b_block, min(B, (bb + 1) * b_block), j * o_chunk, min(O, (j + 1) * o_chunk),
+            c * c_block, min(C, (c + 1) * c_block), bb * n_o + j)
 
 
-@jit(inline=True, fastmath=False)
-def _n_tasks(B, O, C, rows, b_block, o_chunk, c_block):
-    return -(-B // b_block) * -(-O // o_chunk) * (C if rows else -(-C // c_block))
-
-
-@jit(inline=True, fastmath=False)
+@jit(helper=True, fastmath=False)
 def _n_nonfinite(stat):
-    """How many entries of a ``(B, C)`` statistic are inf or NaN.
+    """How many entries of a statistic are inf or NaN.
 
     float32 sums of squares overflow for values beyond about 1e17, and a
     group holding NaN or inf has no finite statistics: the engine looks at
     such groups again (``_engine.resum_overflowed``) when this is not 0.
     """
     n = 0
-    for b in range(stat.shape[0]):
-        for c in range(stat.shape[1]):
-            if not math.isfinite(stat[b, c]):
-                n += 1
+    for value in stat.flat:
+        if not math.isfinite(value):
+            n += 1
     return n
 
 
@@ -143,130 +181,132 @@ def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered, t
     return shift, -rstd * mean_g
 
 
+@jit(inline=True)
+def _pivoted(group, x):
+    """The per-group terms of the elementwise pass of :func:`_coefficient`.
+
+    ``group = (mean, scale, shift, offset, dy_scale)`` describes ``out =
+    (x - mean) * (scale*w + shift) + bias + offset + dy * dy_scale*w``,
+    which is computed as ``(x - p) * a + t + dy * u`` in the precision of
+    ``x``, where the pivot ``p`` is ``mean`` rounded to that precision:
+    ``x - p`` is exact for ``x`` near the mean, so a large offset costs no
+    accuracy.  Returns ``(p, scale, shift, t0, ds, dy_scale)`` (float64),
+    with ``delta = mean - p`` folded into ``t0 = offset - delta*shift`` and
+    ``ds = delta*scale``: kept apart from ``p``, where fast-math
+    reassociation would add it back to ``p`` and lose it.
+    """
+    mean, scale, shift, offset, dy_scale = group
+    pivot = x.dtype.type(mean)
+    delta = mean - np.float64(pivot)
+    return pivot, scale, shift, offset - delta * shift, delta * scale, dy_scale
+
+
+@jit(inline=True)
+def _coefficient(w_row, bias_row, wi, scale, shift, t0, ds, dy_scale):
+    """``(a, t, u)`` of weight ``wi``: ``a = scale*w + shift``, ``t = t0 - ds*w [+ bias]``.
+
+    ``u = dy_scale*w``; the terms are :func:`_pivoted`'s, in the precision
+    the result is to have.  The forward is ``scale = rstd`` with a
+    ``bias_row``, the input gradient ``dy_scale = rstd`` with ``shift`` and
+    ``offset`` (:func:`_input_grad_coefficients`) and ``bias_row=None``.
+    """
+    w = w_row[wi]
+    t = t0 - ds * w
+    if bias_row is not None:
+        t += bias_row[wi]
+    return scale * w + shift, t, dy_scale * w
+
+
+@jit(helper=True)
+def _coefficients(group, w_row, bias_row, coef):
+    """:func:`_coefficient` of every weight of a group into ``coef[:, wi]``: ``(p, a, t, u)``.
+
+    ``group`` is ``(mean, scale, shift, offset, dy_scale)``; computed in
+    float64 and rounded to the precision of ``coef``, that of ``x``.
+    """
+    pivot, scale, shift, t0, ds, dy_scale = _pivoted(group, coef)
+    for wi in range(w_row.size):
+        coef[0, wi] = pivot
+        coef[1, wi], coef[2, wi], coef[3, wi] = _coefficient(w_row, bias_row, wi, scale, shift,
+                                                             t0, ds, dy_scale)
+
+
+@jit(inline=True, fastmath=False)
+def _rounding_counts(m, r):
+    """Whether rounding the mean ``m`` to float32 counts against float32's own precision.
+
+    The rounding is at most ``|m| * 2**-24``, which ``rstd = r`` scales: it
+    matters only for an offset beyond the standard deviation.
+    """
+    return abs(m) * r > 1.0
+
+
 # ----------------------------------------------------------------------------
 # Row regime: one (b, c) group, rows x4[b, o, c, :] for o in [o0, o1)
 
 
 @jit(inline=True)
-def _block_moments(block, centered):
-    """``(mean, M2)`` of a short contiguous block, as float64.
-
-    Summed in the block's own precision, which vectorizes float32 twice as
-    wide as float64, around a pivot: the block's mean rounded to that
-    precision.  The pivot removes any offset before squaring, and the sum of
-    the deviations corrects for its rounding, so the result keeps float64
-    accuracy for blocks of ``ROW_BLOCK`` elements.  float32 sums of squares
-    overflow for values beyond about 1e17: the engine sums such groups again
-    in float64 (``_engine.resum_overflowed``).
-    """
-    n = block.size
-    pivot = block.dtype.type(0)
-    if centered:
-        total = block.dtype.type(0)
-        for i in range(n):
-            total += block[i]
-        pivot = block.dtype.type(total / n)
-    s1 = block.dtype.type(0)
-    s2 = block.dtype.type(0)
-    for i in range(n):
-        d = block[i] - pivot
-        s1 += d
-        s2 += d * d
-    if not centered:
-        return 0.0, np.float64(s2)
-    shift = np.float64(s1) / n
-    return np.float64(pivot) + shift, np.float64(s2) - np.float64(s1) * shift
-
-
-@jit(inline=True)
-def _row_moments(row, centered):
-    """(count, mean, M2) of a contiguous row: blockwise, Chan-merged in float64."""
-    if row.size <= ROW_BLOCK:
-        block_mean, block_m2 = _block_moments(row, centered)
-        return row.size, block_mean, block_m2
-    n_total = 0
-    mean = 0.0
-    m2 = 0.0
-    for start in range(0, row.size, ROW_BLOCK):
-        block = row[start:start + ROW_BLOCK]
-        block_mean, block_m2 = _block_moments(block, centered)
-        n_total, mean, m2 = _chan_merge(n_total, mean, m2, block.size, block_mean, block_m2)
-    return n_total, mean, m2
-
-
-@jit(inline=True)
 def _rows_moments(x4, b, o0, o1, c, centered):
+    """``(mean, M2)`` of the rows ``x4[b, o0:o1, c]``, as float64.
+
+    Each block of ``ROW_BLOCK`` elements is summed in its own precision,
+    which vectorizes float32 twice as wide as float64, around a pivot: the
+    block's mean rounded to that precision.  The pivot removes any offset
+    before squaring, and the sum of the deviations corrects for its
+    rounding, so each block keeps float64 accuracy; blocks are merged with
+    Chan's formula.  float32 sums of squares overflow for values beyond
+    about 1e17: the engine sums such groups again in float64
+    (``_engine.resum_overflowed``).
+    """
     n = 0
     mean = 0.0
     m2 = 0.0
+    zero = x4.dtype.type(0)
     for o in range(o0, o1):
-        n_r, mean_r, m2_r = _row_moments(x4[b, o, c], centered)
-        n, mean, m2 = _chan_merge(n, mean, m2, n_r, mean_r, m2_r)
+        row = x4[b, o, c]
+        for start in range(0, row.size, ROW_BLOCK):
+            block = row[start:start + ROW_BLOCK]
+            pivot = zero
+            if centered:
+                total = zero
+                for i in range(block.size):
+                    total += block[i]
+                pivot = x4.dtype.type(total / block.size)
+            s1 = zero
+            s2 = zero
+            for i in range(block.size):
+                d = block[i] - pivot
+                s1 += d
+                s2 += d * d
+            block_mean = 0.0
+            block_m2 = np.float64(s2)
+            if centered:
+                shift = np.float64(s1) / block.size
+                block_mean = np.float64(pivot) + shift
+                block_m2 -= np.float64(s1) * shift
+            n, mean, m2 = _chan_merge(n, mean, m2, block.size, block_mean, block_m2)
     return mean, m2
 
 
 @jit(inline=True)
-def _rows_normalize(x4, b, o0, o1, c, mean, rstd, w_row, bias_row, out4):
-    """``out = (x - mean) * rstd * w + bias`` over the rows ``x4[b, o0:o1, c]``.
+def _rows_mean(x4, b, o0, o1, c, m):
+    """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
 
-    Computed in the precision of ``x`` (``w_row`` and ``bias_row`` are
-    given in it) as ``(x - pivot) * a + (bias - delta * a)``, where ``pivot``
-    is ``mean`` rounded to that precision and ``delta = mean - pivot``:
-    ``x - pivot`` is exact for ``x`` near the mean, so a large offset costs
-    no accuracy.
+    ``m`` rounded to the precision of ``x`` is a pivot; the deviations from
+    it are exact for ``x`` near the mean, so their sum gives the mean to
+    float64 accuracy, whatever rounding ``m`` went through.
     """
-    pivot = x4.dtype.type(mean)
-    delta = mean - np.float64(pivot)
-    scale = x4.dtype.type(rstd)
-    delta_scale = x4.dtype.type(delta * rstd)
-    W = w_row.size
-    R = x4.shape[3] // W
+    pivot = x4.dtype.type(m)
+    s_x = 0.0
     for o in range(o0, o1):
         xr = x4[b, o, c]
-        yr = out4[b, o, c]
-        if R == 1:
-            for i in range(W):
-                yr[i] = (xr[i] - pivot) * (scale * w_row[i]) + (bias_row[i]
-                                                                - delta_scale * w_row[i])
-        else:
-            for wi in range(W):
-                a = x4.dtype.type(rstd * w_row[wi])
-                t = x4.dtype.type(bias_row[wi] - delta * rstd * w_row[wi])
-                xs = xr[wi * R:(wi + 1) * R]
-                ys = yr[wi * R:(wi + 1) * R]
-                for k in range(R):
-                    ys[k] = (xs[k] - pivot) * a + t
-
-
-@jit(inline=True)
-def _rows_input_gradient(dy4, x4, b, o0, o1, c, mean, rstd, shift, offset, w_row, dx4):
-    """``dx = dy * rstd * w + (x - mean) * shift + offset`` over the rows of one group.
-
-    In the precision of ``x``, around the rounded mean as in
-    :func:`_rows_normalize`.
-    """
-    pivot = x4.dtype.type(mean)
-    delta = mean - np.float64(pivot)
-    h = x4.dtype.type(shift)
-    t = x4.dtype.type(offset - delta * shift)
-    scale = x4.dtype.type(rstd)
-    W = w_row.size
-    R = x4.shape[3] // W
-    for o in range(o0, o1):
-        xr = x4[b, o, c]
-        gr = dy4[b, o, c]
-        dxr = dx4[b, o, c]
-        if R == 1:
-            for i in range(W):
-                dxr[i] = gr[i] * (scale * w_row[i]) + ((xr[i] - pivot) * h + t)
-        else:
-            for wi in range(W):
-                u = x4.dtype.type(rstd * w_row[wi])
-                xs = xr[wi * R:(wi + 1) * R]
-                gs = gr[wi * R:(wi + 1) * R]
-                dxs = dxr[wi * R:(wi + 1) * R]
-                for k in range(R):
-                    dxs[k] = gs[k] * u + ((xs[k] - pivot) * h + t)
+        for start in range(0, xr.size, ROW_BLOCK):
+            xs = xr[start:start + ROW_BLOCK]
+            block_x = x4.dtype.type(0)
+            for i in range(xs.size):
+                block_x += xs[i] - pivot
+            s_x += block_x
+    return np.float64(pivot) + s_x / ((o1 - o0) * x4.shape[3])
 
 
 @jit(inline=True)
@@ -275,72 +315,153 @@ def _flush_partials(part, param_dy, param_dyx):
     for i in range(part.shape[1]):
         param_dy[i] += part[0, i]
         param_dyx[i] += part[1, i]
-    part[:] = 0
+        part[0, i] = 0
+        part[1, i] = 0
 
 
 @jit(inline=True)
-def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, n_partial, group_h,
-                   param_dy, param_dyx):
-    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m), n_partial)`` of one group.
+def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, out4):
+    """The elementwise pass of one group (see :func:`_pivoted`) over ``x4[b, o0:o1, c]``.
 
-    The parameter sums accumulate.  With ``refine`` (the group's rows must
-    all be given) the mean ``m`` is refined from ``x`` (see
-    :func:`_rows_mean`), and the sums are around the refined mean, which is
-    returned.
+    ``group`` is ``(mean, scale, shift, offset, dy_scale)``.  With a weight
+    per element the coefficients are computed in the loop, in the
+    precision of ``x`` (an array of them would cost a pass; ``coef`` is not
+    used); with a weight per segment ``coef`` (scratch) receives them, and
+    they are constant over each segment of ``R`` elements.
+    """
+    if segments is None:
+        pivot, scale, shift, t0, ds, dy_scale = _pivoted(group, x4)
+        scale, shift, t0, ds, dy_scale = (x4.dtype.type(scale), x4.dtype.type(shift),
+                                          x4.dtype.type(t0), x4.dtype.type(ds),
+                                          x4.dtype.type(dy_scale))
+        for o in range(o0, o1):
+            xs = x4[b, o, c]
+            ys = out4[b, o, c]
+            if dy4 is None:
+                for k in range(xs.size):
+                    a, t, _ = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
+                    ys[k] = (xs[k] - pivot) * a + t
+            else:
+                dys = dy4[b, o, c]
+                for k in range(xs.size):
+                    a, t, u = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
+                    ys[k] = dys[k] * u + ((xs[k] - pivot) * a + t)
+        return
+    W = w_row.size
+    R = x4.shape[3] // W
+    _coefficients(group, w_row, bias_row, coef)
+    p = coef[0, 0]
+    for o in range(o0, o1):
+        for wi in range(W):
+            a = coef[1, wi]
+            t = coef[2, wi]
+            xs = x4[b, o, c, wi * R:(wi + 1) * R]
+            ys = out4[b, o, c, wi * R:(wi + 1) * R]
+            if dy4 is None:
+                for k in range(R):
+                    ys[k] = (xs[k] - p) * a + t
+            else:
+                u = coef[3, wi]
+                dys = dy4[b, o, c, wi * R:(wi + 1) * R]
+                for k in range(R):
+                    ys[k] = dys[k] * u + ((xs[k] - p) * a + t)
+
+
+@jit(inline=True)
+def _rows_gradient(dy4, x4, segments, b, o0, o1, c, m, r, w_row, refine, part, first_row, group_h,
+                   param_dy, param_dyx):
+    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group.
+
+    :func:`_elements_gradient`, which uses ``part`` and ``first_row``, with
+    a weight per element (``segments`` None); :func:`_segments_gradient`,
+    which uses ``group_h``, with a weight per segment.
+    """
+    if segments is None:
+        return _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row,
+                                  param_dy, param_dyx)
+    return _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy,
+                              param_dyx)
+
+
+@jit(inline=True)
+def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy,
+                       param_dyx):
+    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group, a weight per element.
+
+    The parameter sums accumulate.  With ``refine`` the mean ``m`` is to be
+    refined from ``x`` (see :func:`_rows_mean`), which takes a pass of its
+    own, only where the offset exceeds the standard deviation: where the
+    rows are the whole group (all of ``O``) it is refined here, the sums are
+    around the refined mean and it is returned; otherwise ``sum(x - m)`` is
+    returned for the caller to refine it (0 where its rounding does not
+    count).
 
     Products are formed in the precision of ``x`` around the rounded mean
-    and the group sums are summed in float64.  With a weight per element
-    (``R == 1``) the parameter sums go to ``part``, partial sums in the
-    precision of ``x`` over at most ``SLAB_PARTIAL_ROWS`` rows, which are
-    flushed into ``param_dy``/``param_dyx``; ``n_partial`` counts the rows
-    in ``part``.  Such rows are whole groups (``O == 1``), never split
-    between tasks: they skip ``sum(x - m)`` (NaN), and refining takes a
-    pass of its own, only where the offset exceeds the standard deviation.
-    With a weight per segment of ``R`` elements the group's sums of ``dy``
-    per weight go to ``group_h`` (scratch) and the parameter sums are
-    completed once the mean is known, so refining costs no pass.
+    and the group sums are summed in float64.  The parameter sums go to
+    ``part``, partial sums in the precision of ``x``, which are flushed into
+    ``param_dy``/``param_dyx`` every ``SLAB_PARTIAL_ROWS`` rows of the task;
+    the task's rows before these are ``first_row``.
+    """
+    count = (o1 - o0) * x4.shape[3]
+    deviations = 0.0
+    if refine and _rounding_counts(m, r):
+        refined = _rows_mean(x4, b, o0, o1, c, m)
+        if o1 - o0 == x4.shape[1]:
+            m = refined
+        else:
+            deviations = (refined - m) * count
+    pivot = x4.dtype.type(m)
+    delta = m - np.float64(pivot)
+    delta_t = x4.dtype.type(delta)
+    r_t = x4.dtype.type(r)
+    part_dy = part[0]
+    part_dyx = part[1]
+    s_g = 0.0
+    s_gd = 0.0
+    for o in range(o0, o1):
+        xr = x4[b, o, c]
+        gr = dy4[b, o, c]
+        for start in range(0, xr.size, ROW_BLOCK):
+            xs = xr[start:start + ROW_BLOCK]
+            gs = gr[start:start + ROW_BLOCK]
+            ws = w_row[start:start + ROW_BLOCK]
+            ps = part_dy[start:start + ROW_BLOCK]
+            pxs = part_dyx[start:start + ROW_BLOCK]
+            block_g = x4.dtype.type(0)
+            block_gd = x4.dtype.type(0)
+            for i in range(xs.size):
+                d = gs[i]
+                dd = d * (xs[i] - pivot)
+                block_g += d * ws[i]
+                block_gd += dd * ws[i]
+                ps[i] += d
+                pxs[i] += (dd - delta_t * d) * r_t
+            s_g += block_g
+            s_gd += block_gd
+        if (first_row + o - o0 + 1) % SLAB_PARTIAL_ROWS == 0:
+            _flush_partials(part, param_dy, param_dyx)
+    return m, s_g, s_gd - delta * s_g, deviations
+
+
+@jit(inline=True)
+def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx):
+    """:func:`_elements_gradient` with a weight per segment of ``R`` elements.
+
+    The group's sums of ``dy`` per weight go to ``group_h`` (scratch) and
+    the parameter sums are completed once the mean is known, so refining
+    costs no pass: where the rows are the whole group and ``refine`` asks
+    for it the mean is always refined.
     """
     W = w_row.size
     R = x4.shape[3] // W
-    if refine and R == 1 and _rounding_counts(m, r):
-        m = _rows_mean(x4, b, o0, o1, c, m)
+    count = (o1 - o0) * x4.shape[3]
     pivot = x4.dtype.type(m)
     delta = m - np.float64(pivot)
     s_g = 0.0
     s_gd = 0.0
     s_x = 0.0
-    count = (o1 - o0) * x4.shape[3]
-    if R == 1:
-        delta_t = x4.dtype.type(delta)
-        r_t = x4.dtype.type(r)
-        part_dy = part[0]
-        part_dyx = part[1]
-        for o in range(o0, o1):
-            xr = x4[b, o, c]
-            gr = dy4[b, o, c]
-            for start in range(0, W, ROW_BLOCK):
-                xs = xr[start:start + ROW_BLOCK]
-                gs = gr[start:start + ROW_BLOCK]
-                ws = w_row[start:start + ROW_BLOCK]
-                ps = part_dy[start:start + ROW_BLOCK]
-                pxs = part_dyx[start:start + ROW_BLOCK]
-                block_g = x4.dtype.type(0)
-                block_gd = x4.dtype.type(0)
-                for i in range(xs.size):
-                    d = gs[i]
-                    dd = d * (xs[i] - pivot)
-                    block_g += d * ws[i]
-                    block_gd += dd * ws[i]
-                    ps[i] += d
-                    pxs[i] += (dd - delta_t * d) * r_t
-                s_g += block_g
-                s_gd += block_gd
-            n_partial += 1
-            if n_partial == SLAB_PARTIAL_ROWS:
-                _flush_partials(part, param_dy, param_dyx)
-                n_partial = 0
-        return m, s_g, s_gd - delta * s_g, math.nan, n_partial
-    group_h[:] = 0.0
+    for wi in range(W):
+        group_h[wi] = 0.0
     for o in range(o0, o1):
         xr = x4[b, o, c]
         gr = dy4[b, o, c]
@@ -365,66 +486,105 @@ def _rows_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, n_partial, 
             s_gd += hd * w_row[wi]
             group_h[wi] += h
             param_dyx[wi] += hd * r
-    if refine:
+    if refine and o1 - o0 == x4.shape[1]:
         delta = s_x / count
         m = np.float64(pivot) + delta
     for wi in range(W):
         param_dy[wi] += group_h[wi]
         param_dyx[wi] -= delta * group_h[wi] * r
-    return m, s_g, s_gd - delta * s_g, s_x - count * delta, n_partial
+    return m, s_g, s_gd - delta * s_g, s_x - count * delta
 
 
-@jit(inline=True, fastmath=False)
-def _rounding_counts(m, r):
-    """Whether rounding the mean ``m`` to float32 counts against float32's own precision.
-
-    The rounding is at most ``|m| * 2**-24``, which ``rstd = r`` scales: it
-    matters only for an offset beyond the standard deviation.
-    """
-    return abs(m) * r > 1.0
+# The tasks of the row kernels (see the kernels of the same name).
 
 
-@jit(inline=True)
-def _rows_mean(x4, b, o0, o1, c, m):
-    """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
+@jit(helper=True)
+def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
+    b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
+    j = o0 // tiling[1]
+    for b in range(b0, b1):
+        part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
 
-    ``m`` rounded to the precision of ``x`` is a pivot; the deviations from
-    it are exact for ``x`` near the mean, so their sum gives the mean to
-    float64 accuracy, whatever rounding ``m`` went through.
-    """
-    pivot = x4.dtype.type(m)
-    s_x = 0.0
-    for o in range(o0, o1):
-        xr = x4[b, o, c]
-        for start in range(0, xr.size, ROW_BLOCK):
-            xs = xr[start:start + ROW_BLOCK]
-            block_x = x4.dtype.type(0)
-            for i in range(xs.size):
-                block_x += xs[i] - pivot
-            s_x += block_x
-    return np.float64(pivot) + s_x / ((o1 - o0) * x4.shape[3])
+
+@jit(helper=True)
+def _rows_normalize_task(t, segments, x4, centered, eps, tiling, mean, var, rstd,
+                         weight2, bias2, out4):
+    b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
+    w_row = weight2[c]
+    bias_row = bias2[c]
+    coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
+    for b in range(b0, b1):
+        if var is not None:
+            mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
+            var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
+            rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
+        _rows_affine(x4, None, segments, b, o0, o1, c, (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
+                     w_row, bias_row, coef, out4)
+
+
+@jit(helper=True)
+def _rows_gradient_sums_task(t, segments, dy4, x4, mean, rstd, weight2, refine, tiling, part_g,
+                             part_gx, part_d, param_dy, param_dyx):
+    b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
+    j = o0 // tiling[1]
+    w_row = weight2[c]
+    param_dy_c = param_dy[q, c]
+    param_dyx_c = param_dyx[q, c]
+    part = np.zeros((2, w_row.size), x4.dtype)
+    group_h = np.empty((1, w_row.size), np.float64)[0]
+    for b in range(b0, b1):
+        _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
+            dy4, x4, segments, b, o0, o1, c, mean[b, c], rstd[b, c], w_row, refine, part,
+            (b - b0) * (o1 - o0), group_h, param_dy_c, param_dyx_c)
+    _flush_partials(part, param_dy_c, param_dyx_c)
+
+
+@jit(helper=True)
+def _rows_input_gradient_task(t, segments, dy4, x4, mean, rstd, weight2, from_input,
+                              centered, refine, count, tiling, group_g, group_gx, param_dy,
+                              param_dyx, dx4):
+    b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
+    w_row = weight2[c]
+    tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
+    coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
+    part = np.zeros((2, w_row.size), x4.dtype)
+    group_h = np.empty((1, w_row.size), np.float64)[0]
+    for b in range(b0, b1):
+        m = mean[b, c]
+        if param_dy is not None:
+            m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
+                dy4, x4, segments, b, o0, o1, c, m, rstd[b, c], w_row, refine, part,
+                (b - b0) * (o1 - o0), group_h, param_dy[q, c], param_dyx[q, c])
+        shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], rstd[b, c], count,
+                                                 from_input, centered, tiny)
+        _rows_affine(x4, dy4, segments, b, o0, o1, c, (m, 0.0, shift, offset, rstd[b, c]),
+                     w_row, None, coef, dx4)
+    if param_dy is not None:
+        _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
 
 # ----------------------------------------------------------------------------
-# Slab regime: every c of one b, slabs x3[b, o, :] for o in [o0, o1)
+# Slab regime: every c of a block, slabs x3[b, o, k0:k1] for o in [o0, o1)
 
 
-@jit(fastmath=False)
+@jit(helper=True)
 def _slab_scratch(x3, width):
     """Per-task scratch of the slab helpers for slabs ``width`` elements wide.
 
-    Partial sums, float64 totals and pivots.
+    Partial sums (rows 0-2) and pivots (row 3) in the input's precision,
+    float64 totals.
     """
-    return np.empty((3, width), x3.dtype), np.empty((3, width)), np.empty(width, x3.dtype)
+    return np.empty((4, width), x3.dtype), np.empty((3, width), np.float64)
 
 
-@jit(inline=True)
-def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
+@jit(helper=True)
+def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, gradient, deviations, part, total):
     """Per-element sums over the slabs ``x3[b, o0:o1, k0:k1]`` into ``total`` (float64).
 
-    ``what`` 0: ``total[0] = sum(x)``; 1: ``sum(x - p)`` and ``sum((x - p)**2)``;
-    2: ``sum(dy)`` and ``sum(dy * (x - p))``; 3: these and ``total[2] = sum(x - p)``; with
-    the pivots ``p = pivot_k``.
+    With pivots ``p = pivot_k``, and ``gradient`` and ``deviations`` each
+    None or True: ``total[0] = sum(x)`` (both None); ``sum(x - p)`` and
+    ``sum((x - p)**2)`` (``deviations``); ``sum(dy)`` and ``sum(dy * (x -
+    p))`` (``gradient``); these and ``total[2] = sum(x - p)`` (both).
     Summed in the input's precision over ``SLAB_PARTIAL_ROWS`` slabs at a
     time (``part``: scratch), then in float64.
     """
@@ -433,51 +593,51 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, what, part, total):
     part1 = part[1]
     part2 = part[2]
     for start in range(o0, o1, SLAB_PARTIAL_ROWS):
-        part[:] = 0
+        part[:3] = 0
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
             xs = x3[b, o, k0:k1]
-            if what == 0:
-                for k in range(xs.size):
-                    part0[k] += xs[k]
-            elif what == 1:
-                for k in range(xs.size):
-                    d = xs[k] - pivot_k[k]
-                    part0[k] += d
-                    part1[k] += d * d
-            elif what == 2:
-                gs = dy3[b, o, k0:k1]
+            gs = dy3[b, o, k0:k1]
+            if gradient is None:
+                if deviations is None:
+                    for k in range(xs.size):
+                        part0[k] += xs[k]
+                else:
+                    for k in range(xs.size):
+                        d = xs[k] - pivot_k[k]
+                        part0[k] += d
+                        part1[k] += d * d
+            elif deviations is None:
                 for k in range(xs.size):
                     part0[k] += gs[k]
                     part1[k] += gs[k] * (xs[k] - pivot_k[k])
             else:
-                gs = dy3[b, o, k0:k1]
                 for k in range(xs.size):
                     d = xs[k] - pivot_k[k]
                     part0[k] += gs[k]
                     part1[k] += gs[k] * d
                     part2[k] += d
-        for k in range(part0.size):
-            total[0, k] += part0[k]
-            total[1, k] += part1[k]
-            total[2, k] += part2[k]
+        for n in range(3):
+            for k in range(k1 - k0):
+                total[n, k] += part[n, k]
 
 
-@jit(inline=True)
-def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean_c, m2_c):
+@jit(helper=True)
+def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c):
     """Mean and M2 of the ``C`` channels of ``x3[b, o0:o1, k0:k1]``, in two passes.
 
     The first pass finds each c's mean, rounded to the input's precision as a
-    pivot; the second sums deviations from it, as in :func:`_block_moments`.
-    ``part``, ``total`` and ``pivot_k`` are scratch.
+    pivot; the second sums deviations from it, as in :func:`_rows_moments`.
+    ``part`` and ``total`` are scratch (see :func:`_slab_scratch`).
     """
     I = (k1 - k0) // C
     count = (o1 - o0) * I
+    pivot_k = part[3]
     pivot_k[:] = 0
     if centered:
-        _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, 0, part, total)
+        _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, None, part, total)
         for c in range(C):
             pivot_k[c * I:(c + 1) * I] = total[0, c * I:(c + 1) * I].sum() / count
-    _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, 1, part, total)
+    _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, True, part, total)
     for c in range(C):
         s1 = total[0, c * I:(c + 1) * I].sum()
         s2 = total[1, c * I:(c + 1) * I].sum()
@@ -490,56 +650,51 @@ def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, pivot_k, mean
             m2_c[c] = s2
 
 
-@jit(inline=True)
-def _slab_affine(x3, dy3, use_dy, b, o0, o1, k0, k1, mean_c, scale_c, shift_c, offset_c,
-                 dy_scale_c, weight2, bias2, coef, out3):
-    """``out = (x - m)*(scale*w + shift) + bias + offset [+ dy*dy_scale*w]`` for every c at once.
+@jit(helper=True)
+def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out3):
+    """The elementwise pass (see :func:`_pivoted`) over the slabs ``x3[b, o0:o1, k0:k1]``.
 
-    The slab-regime counterpart of :func:`_rows_normalize` and
-    :func:`_rows_input_gradient`: per-element coefficients (``coef``,
-    scratch) in the input's precision, around the rounded means.
+    ``groups[:, c]`` is ``(mean, scale, shift, offset, dy_scale)`` of each
+    channel of the slabs; ``coef_k`` (scratch) receives the coefficients
+    ``(p, a, t, u)`` of every element, which the slabs share.
     """
     C, W = weight2.shape
-    CI = k1 - k0
-    I = CI // C
+    I = (k1 - k0) // C
     R = I // W
-    p_k = coef[0]
-    a_k = coef[1]
-    t_k = coef[2]
-    u_k = coef[3]
     for c in range(C):
-        pivot = x3.dtype.type(mean_c[c])
-        delta = mean_c[c] - np.float64(pivot)
+        pivot, scale, shift, t0, ds, dy_scale = _pivoted(
+            (groups[0, c], groups[1, c], groups[2, c], groups[3, c], groups[4, c]), x3)
+        bias_row = None if bias2 is None else bias2[c]
         for i in range(I):
             k = c * I + i
-            w = np.float64(weight2[c, i // R])
-            a = scale_c[c] * w + shift_c[c]
-            p_k[k] = pivot
-            a_k[k] = a
-            t_k[k] = bias2[c, i // R] + offset_c[c] - delta * a
-            u_k[k] = dy_scale_c[c] * w
+            coef_k[0, k] = pivot
+            coef_k[1, k], coef_k[2, k], coef_k[3, k] = _coefficient(
+                weight2[c], bias_row, i // R, scale, shift, t0, ds, dy_scale)
+    p = coef_k[0]
+    a = coef_k[1]
+    t = coef_k[2]
+    u = coef_k[3]
     for o in range(o0, o1):
         xs = x3[b, o, k0:k1]
         ys = out3[b, o, k0:k1]
-        gs = dy3[b, o, k0:k1]
-        if use_dy:
-            for k in range(CI):
-                ys[k] = gs[k] * u_k[k] + ((xs[k] - p_k[k]) * a_k[k] + t_k[k])
+        if dy3 is None:
+            for k in range(xs.size):
+                ys[k] = (xs[k] - p[k]) * a[k] + t[k]
         else:
-            for k in range(CI):
-                ys[k] = (xs[k] - p_k[k]) * a_k[k] + t_k[k]
+            dys = dy3[b, o, k0:k1]
+            for k in range(xs.size):
+                ys[k] = dys[k] * u[k] + ((xs[k] - p[k]) * a[k] + t[k])
 
 
-@jit(inline=True)
-def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, total, pivot_k,
-                   refine, whole, used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
-    """Row-regime :func:`_rows_gradient` for every c at once (``part``, ``total``,
-    ``pivot_k``: scratch).
+@jit(helper=True)
+def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, total, refine,
+                   used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
+    """:func:`_segments_gradient` for every c at once (``part``, ``total``: scratch).
 
     With ``refine`` the mean is to be refined from ``x`` (see
     :func:`_rows_mean`), where its rounding counts (:func:`_rounding_counts`
     for some channel): the slabs' sums of ``x - mean`` are then taken too.
-    Slabs that hold ``whole`` groups refine it here; otherwise ``d_c``
+    Slabs that hold whole groups (all of ``O``) refine it here; otherwise ``d_c``
     receives ``sum(x - mean)`` for the caller to refine it (0 where not
     summed).  The sums are around ``used_mean_c``, the mean used.
     """
@@ -547,15 +702,19 @@ def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, to
     I = (k1 - k0) // C
     R = I // W
     count = (o1 - o0) * I
+    pivot_k = part[3]
     deviations = False
     for c in range(C):
         pivot_k[c * I:(c + 1) * I] = mean_c[c]
         deviations = deviations or (refine and _rounding_counts(mean_c[c], rstd_c[c]))
-    _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, 3 if deviations else 2, part, total)
+    if deviations:
+        _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, True, part, total)
+    else:
+        _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, None, part, total)
     for c in range(C):
         pivot = np.float64(pivot_k[c * I])
         s_x = total[2, c * I:(c + 1) * I].sum() if deviations else 0.0
-        delta = s_x / count if deviations and whole else mean_c[c] - pivot
+        delta = s_x / count if deviations and o1 - o0 == x3.shape[1] else mean_c[c] - pivot
         used_mean_c[c] = pivot + delta
         d_c[c] = s_x - count * delta if deviations else 0.0
         s_g = 0.0
@@ -573,229 +732,256 @@ def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, to
         gx_c[c] = s_gx
 
 
-# ----------------------------------------------------------------------------
-# Kernels
+# The tasks of the slab kernels (see the kernels of the same name).
 
 
-@jit(parallel=True)
-def group_moments(x4, centered, rows, b_block, o_chunk, c_block, mean_out, m2_out):
-    """Mean and M2 of every ``(b, c)`` group of ``x4`` into ``(B, C)`` arrays.
-
-    For groups split into several o-chunks: per-chunk results are merged with
-    Chan's formula.  ``centered=False`` gives a zero mean and the sum of
-    squares (RMS norm).  Returns the number of groups whose M2 is not finite
-    (see :func:`_n_nonfinite`).
-    """
+@jit(helper=True)
+def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
-    n_o = -(-O // o_chunk)
-    if n_o == 1:  # whole groups: no partial statistics to merge
-        part_mean = mean_out.reshape((B, 1, C))
-        part_m2 = m2_out.reshape((B, 1, C))
-    else:
-        part_mean = np.empty((B, n_o, C))
-        part_m2 = np.empty((B, n_o, C))
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
-        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
-        c0 = c * c_block
-        c1 = min(C, c0 + c_block)
-        j = o0 // o_chunk
-        if rows:
-            for b in range(b0, b1):
-                part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
-        else:
-            part, total, pivot_k = _slab_scratch(x3, (c1 - c0) * I)
-            for b in range(b0, b1):
-                _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
-                              pivot_k, part_mean[b, j, c0:c1], part_m2[b, j, c0:c1])
-    if n_o == 1:
-        return _n_nonfinite(m2_out)
-    for g in prange(B * C):
-        b = g // C
-        c = g % C
-        n = 0
-        mean = 0.0
-        m2 = 0.0
-        for j in range(n_o):
-            n_j = (min(O, (j + 1) * o_chunk) - j * o_chunk) * I
-            n, mean, m2 = _chan_merge(n, mean, m2, n_j, part_mean[b, j, c], part_m2[b, j, c])
-        mean_out[b, c] = mean
-        m2_out[b, c] = m2
-    return _n_nonfinite(m2_out)
+    b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
+    j = o0 // tiling[1]
+    part, total = _slab_scratch(x3, (c1 - c0) * I)
+    for b in range(b0, b1):
+        _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
+                      part_mean[b, j, c0:c1], part_m2[b, j, c0:c1])
 
 
-@jit(parallel=True)
-def normalize(x4, compute_stats, centered, eps, rows, b_block, o_chunk, c_block, mean, var, rstd,
-              weight2, bias2, out4):
-    """``out = (x - mean) * rstd * w + bias``.
-
-    With ``compute_stats`` (tasks must own whole groups: ``o_chunk == O``)
-    each task first computes its groups' statistics into ``mean``, ``var``
-    and ``rstd``, and normalizes them while they are still in cache;
-    otherwise ``mean`` and ``rstd`` are given and ``var`` is not used.
-    Returns the number of groups whose computed variance is not finite.
-    """
+@jit(helper=True)
+def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2,
+                         bias2, out4):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     out3 = out4.reshape((B, O, C * I))
-    count = O * I
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
-        b0, b1, o0, o1, c, _ = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
-        c0 = c * c_block
-        c1 = min(C, c0 + c_block)
-        if rows:
-            for b in range(b0, b1):
-                if compute_stats:
-                    m, m2 = _rows_moments(x4, b, o0, o1, c, centered)
-                    mean[b, c] = m
-                    var[b, c] = m2 / count
-                    rstd[b, c] = 1.0 / math.sqrt(m2 / count + eps)
-                _rows_normalize(x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], bias2[c],
-                                out4)
-        else:
-            k0 = c0 * I
-            k1 = c1 * I
-            part, total, pivot_k = _slab_scratch(x3, k1 - k0)
-            coef = np.empty((4, k1 - k0), x3.dtype)
-            zeros = np.zeros(c1 - c0)
-            for b in range(b0, b1):
-                if compute_stats:
-                    _slab_moments(x3, b, o0, o1, k0, k1, c1 - c0, centered, part, total, pivot_k,
-                                  mean[b, c0:c1], var[b, c0:c1])
-                    for cc in range(c0, c1):
-                        var[b, cc] /= count
-                        rstd[b, cc] = 1.0 / math.sqrt(var[b, cc] + eps)
-                _slab_affine(x3, x3, False, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
-                             zeros, zeros, zeros, weight2[c0:c1], bias2[c0:c1], coef, out3)
-    return _n_nonfinite(var) if compute_stats else 0
+    b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
+    part, total = _slab_scratch(x3, (c1 - c0) * I)
+    coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
+    groups = np.zeros((5, c1 - c0), np.float64)
+    for b in range(b0, b1):
+        if var is not None:
+            _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
+                          mean[b, c0:c1], var[b, c0:c1])
+        for c in range(c0, c1):
+            if var is not None:
+                var[b, c] /= O * I
+                rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
+            groups[0, c - c0] = mean[b, c]
+            groups[1, c - c0] = rstd[b, c]
+        _slab_affine(x3, None, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], bias2[c0:c1],
+                     coef_k, out3)
 
 
-@jit(parallel=True)
-def gradient_sums(dy4, x4, mean, rstd, weight2, refine, rows, b_block, o_chunk, c_block,
-                  group_g, group_gx, group_d, param_dy, param_dyx):
-    """Reductions of the backward pass for groups split into o-chunks.
-
-    Per ``(b, c)`` group: ``group_g = sum(dy*w)``, ``group_gx =
-    sum(dy*w*(x - mean))``, and with ``refine`` ``group_d = sum(x - mean)``
-    for the caller to refine the mean (0 where its rounding does not count,
-    see :func:`_slab_gradient`).  Per task block ``q`` and parameter
-    ``(c, wi)``: ``param_dy[q] = sum(dy)``, ``param_dyx[q] =
-    sum(dy*(x - mean)*rstd)``; the caller sums over ``q`` in a fixed order.
-    """
+@jit(helper=True)
+def _slab_gradient_sums_task(t, dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx,
+                             part_d, param_dy, param_dyx):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
-    n_o = -(-O // o_chunk)
-    part_g = np.empty((B, n_o, C))
-    part_gx = np.empty((B, n_o, C))
-    part_d = np.empty((B, n_o, C))
-    param_dy[:] = 0.0
-    param_dyx[:] = 0.0
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
-        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
-        c0 = c * c_block
-        c1 = min(C, c0 + c_block)
-        j = o0 // o_chunk
-        if rows:
-            part = np.zeros((2, weight2.shape[1]), x4.dtype)
-            group_h = np.empty(weight2.shape[1])
-            n_partial = 0
-            for b in range(b0, b1):
-                _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c], n_partial = _rows_gradient(
-                    dy4, x4, b, o0, o1, c, mean[b, c], rstd[b, c], weight2[c], False, part,
-                    n_partial, group_h, param_dy[q, c], param_dyx[q, c])
-            _flush_partials(part, param_dy[q, c], param_dyx[q, c])
-        else:
-            part, total, pivot_k = _slab_scratch(x3, (c1 - c0) * I)
-            used_mean = np.empty(c1 - c0)
-            for b in range(b0, b1):
-                _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                               weight2[c0:c1], part, total, pivot_k, refine, False, used_mean,
-                               part_g[b, j, c0:c1], part_gx[b, j, c0:c1], part_d[b, j, c0:c1],
-                               param_dy[q, c0:c1], param_dyx[q, c0:c1])
-    for g in prange(B * C):
-        b = g // C
-        c = g % C
-        s_g = 0.0
-        s_gx = 0.0
-        s_d = 0.0
-        for j in range(n_o):
-            s_g += part_g[b, j, c]
-            s_gx += part_gx[b, j, c]
-            s_d += part_d[b, j, c]
-        group_g[b, c] = s_g
-        group_gx[b, c] = s_gx
-        group_d[b, c] = s_d
+    b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
+    j = o0 // tiling[1]
+    part, total = _slab_scratch(x3, (c1 - c0) * I)
+    used_mean = np.empty((1, c1 - c0), np.float64)
+    for b in range(b0, b1):
+        _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
+                       weight2[c0:c1], part, total, refine, used_mean[0],
+                       part_g[b, j, c0:c1], part_gx[b, j, c0:c1], part_d[b, j, c0:c1],
+                       param_dy[q, c0:c1], param_dyx[q, c0:c1])
 
 
-@jit(parallel=True)
-def input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, compute_sums, refine,
-                   count, rows, b_block, o_chunk, c_block, group_g, group_gx, param_dy, param_dyx,
-                   dx4):
-    """``dx``, and with ``compute_sums`` the reductions of :func:`gradient_sums` too.
-
-    With ``compute_sums`` (tasks must own whole groups) each task reduces its
-    groups and writes their ``dx`` while they are still in cache; otherwise
-    ``group_g`` and ``group_gx`` are given.  ``count`` is the number of
-    elements each group's statistics came from: ``O * I``, or more when the
-    groups span other processes and the given sums are theirs too.
-
-    With ``compute_sums`` and ``refine`` the mean is taken as an
-    approximation and refined from ``x`` (see :func:`_rows_gradient` and
-    :func:`_slab_gradient`; ``_engine.refines_mean`` says when).
-    """
+@jit(helper=True)
+def _slab_input_gradient_task(t, dy4, x4, mean, rstd, weight2, from_input, centered, refine,
+                              count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
     dx3 = dx4.reshape((B, O, C * I))
+    b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
-    if compute_sums:
-        param_dy[:] = 0.0
-        param_dyx[:] = 0.0
-    for t in prange(_n_tasks(B, O, C, rows, b_block, o_chunk, c_block)):
-        b0, b1, o0, o1, c, q = _task_bounds(t, B, O, C, rows, b_block, o_chunk, c_block)
-        c0 = c * c_block
-        c1 = min(C, c0 + c_block)
-        if rows:
-            part = np.zeros((2, weight2.shape[1]), x4.dtype)
-            group_h = np.empty(weight2.shape[1])
-            n_partial = 0
-            for b in range(b0, b1):
-                m = mean[b, c]
-                r = rstd[b, c]
-                if compute_sums:
-                    m, group_g[b, c], group_gx[b, c], _, n_partial = _rows_gradient(
-                        dy4, x4, b, o0, o1, c, m, r, weight2[c], refine, part, n_partial,
-                        group_h, param_dy[q, c], param_dyx[q, c])
-                shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], r,
-                                                         count, from_input, centered, tiny)
-                _rows_input_gradient(dy4, x4, b, o0, o1, c, m, r, shift, offset, weight2[c],
-                                     dx4)
-            _flush_partials(part, param_dy[q, c], param_dyx[q, c])
-        else:
-            k0 = c0 * I
-            k1 = c1 * I
-            part, total, pivot_k = _slab_scratch(x3, k1 - k0)
-            coef = np.empty((4, k1 - k0), x3.dtype)
-            zero_bias = np.zeros_like(weight2[c0:c1])
-            zeros = np.zeros(c1 - c0)
-            shift_c = np.empty(c1 - c0)
-            offset_c = np.empty(c1 - c0)
-            used_mean = np.empty(c1 - c0)
-            deviation_sums = np.empty(c1 - c0)
-            for b in range(b0, b1):
-                used_mean[:] = mean[b, c0:c1]
-                if compute_sums:
-                    _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean[b, c0:c1], rstd[b, c0:c1],
-                                   weight2[c0:c1], part, total, pivot_k, refine, True,
-                                   used_mean, group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums,
-                                   param_dy[q, c0:c1], param_dyx[q, c0:c1])
-                for cc in range(c0, c1):
-                    shift_c[cc - c0], offset_c[cc - c0] = _input_grad_coefficients(
-                        group_g[b, cc], group_gx[b, cc], rstd[b, cc], count, from_input,
-                        centered, tiny)
-                _slab_affine(x3, dy3, True, b, o0, o1, k0, k1, used_mean, zeros, shift_c,
-                             offset_c, rstd[b, c0:c1], weight2[c0:c1], zero_bias, coef, dx3)
+    part, total = _slab_scratch(x3, (c1 - c0) * I)
+    coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
+    groups = np.zeros((5, c1 - c0), np.float64)
+    # Sums of x - mean, which whole groups need not return.
+    deviation_sums = np.empty((1, c1 - c0), np.float64)
+    for b in range(b0, b1):
+        if param_dy is not None:
+            _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
+                           weight2[c0:c1], part, total, refine, groups[0],
+                           group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums[0],
+                           param_dy[q, c0:c1], param_dyx[q, c0:c1])
+        for c in range(c0, c1):
+            if param_dy is None:
+                groups[0, c - c0] = mean[b, c]
+            groups[2, c - c0], groups[3, c - c0] = _input_grad_coefficients(
+                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny)
+            groups[4, c - c0] = rstd[b, c]
+        _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], None, coef_k,
+                     dx3)
+
+
+# ----------------------------------------------------------------------------
+# Kernels: a parallel loop over the tasks of one regime.  The task index is
+# passed as int64, the type of the serial variant's loop index: a prange
+# index is unsigned, which would compile each task a second time.
+
+
+@jit(parallel=True)
+def rows_moments(x4, centered, tiling, part_mean, part_m2):
+    """Mean and M2 of each o-chunk ``j`` of every ``(b, c)`` group into ``part_*[b, j, c]``.
+
+    ``centered=False`` gives a zero mean and the sum of squares (RMS norm).
+    Returns the number of M2 that are not finite (see :func:`_n_nonfinite`).
+    """
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2)
+    return _n_nonfinite(part_m2)
+
+
+@jit(parallel=True)
+def slab_moments(x4, centered, tiling, part_mean, part_m2):
+    """:func:`rows_moments` in the slab regime."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _slab_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2)
+    return _n_nonfinite(part_m2)
+
+
+@jit
+def merge_moments(part_mean, part_m2, O, o_chunk, I, mean, m2):
+    """Merge the o-chunks' ``(mean, M2)`` of every group (Chan's formula) into ``(B, C)`` arrays.
+
+    Returns the number of M2 that are not finite.
+    """
+    B, n_o, C = part_mean.shape
+    for b in range(B):
+        for c in range(C):
+            n = 0
+            group_mean = 0.0
+            group_m2 = 0.0
+            for j in range(n_o):
+                n_j = (min(O, (j + 1) * o_chunk) - j * o_chunk) * I
+                n, group_mean, group_m2 = _chan_merge(n, group_mean, group_m2, n_j,
+                                                      part_mean[b, j, c], part_m2[b, j, c])
+            mean[b, c] = group_mean
+            m2[b, c] = group_m2
+    return _n_nonfinite(m2)
+
+
+@jit(parallel=True)
+def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+    """``out = (x - mean) * rstd * w + bias``, a weight per segment of the rows.
+
+    With an array ``var`` (tasks must own whole groups: ``o_chunk == O``)
+    each task first computes its groups' statistics into ``mean``, ``var``
+    and ``rstd``, and normalizes them while they are still in cache; with
+    ``var=None``, ``mean`` and ``rstd`` are given, and the statistics'
+    code is not compiled.  Returns the number of groups whose computed
+    variance is not finite.
+    """
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_normalize_task(np.int64(t), True, x4, centered, eps,
+                             tiling, mean, var, rstd, weight2, bias2, out4)
+    return 0 if var is None else _n_nonfinite(var)
+
+
+@jit(parallel=True)
+def elements_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+    """:func:`rows_normalize` with a weight per element of the rows."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_normalize_task(np.int64(t), None, x4, centered, eps,
+                             tiling, mean, var, rstd, weight2, bias2, out4)
+    return 0 if var is None else _n_nonfinite(var)
+
+
+@jit(parallel=True)
+def slab_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+    """:func:`rows_normalize` in the slab regime."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _slab_normalize_task(np.int64(t), x4, centered, eps, tiling, mean, var,
+                             rstd, weight2, bias2, out4)
+    return 0 if var is None else _n_nonfinite(var)
+
+
+@jit(parallel=True)
+def rows_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d,
+                       param_dy, param_dyx):
+    """The reductions of the backward pass, per o-chunk of each group; a weight per segment.
+
+    For o-chunk ``j`` of group ``(b, c)``: ``part_g[b, j, c] = sum(dy*w)``,
+    ``part_gx = sum(dy*w*(x - mean))``, and ``part_d = sum(x - mean)`` for
+    the caller to refine the mean where ``refine`` asks it to (see
+    :func:`_elements_gradient`).  Per task block ``q`` and parameter
+    ``(c, wi)``: ``param_dy[q] += sum(dy)``, ``param_dyx[q] +=
+    sum(dy*(x - mean)*rstd)``; the caller sums over ``q`` in a fixed order.
+    """
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_gradient_sums_task(np.int64(t), True, dy4, x4, mean, rstd, weight2,
+                                 refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx)
+
+
+@jit(parallel=True)
+def elements_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d,
+                           param_dy, param_dyx):
+    """:func:`rows_gradient_sums` with a weight per element of the rows."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_gradient_sums_task(np.int64(t), None, dy4, x4, mean, rstd, weight2,
+                                 refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx)
+
+
+@jit(parallel=True)
+def slab_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d,
+                       param_dy, param_dyx):
+    """:func:`rows_gradient_sums` in the slab regime (see :func:`_slab_gradient`)."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _slab_gradient_sums_task(np.int64(t), dy4, x4, mean, rstd, weight2, refine, tiling,
+                                 part_g, part_gx, part_d, param_dy, param_dyx)
+
+
+@jit(parallel=True)
+def rows_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
+                        tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+    """``dx``, and with arrays ``param_dy``/``param_dyx`` the reductions of
+    :func:`rows_gradient_sums` too; a weight per segment of the rows.
+
+    With the parameter sums (tasks must own whole groups) each task reduces
+    its groups and writes their ``dx`` while they are still in cache, and
+    with ``refine`` the mean is taken as an approximation and refined from
+    ``x`` (see :func:`_elements_gradient`; ``_engine.refines_mean`` says
+    when).  With ``param_dy=param_dyx=None``, ``group_g`` and ``group_gx``
+    are given, and the reductions' code is not compiled.  ``count`` is the
+    number of elements each group's statistics came from: ``O * I``, or
+    more when the groups span other processes and the given sums are
+    theirs too.
+    """
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_input_gradient_task(np.int64(t), True, dy4, x4,
+                                  mean, rstd, weight2, from_input, centered, refine, count,
+                                  tiling, group_g, group_gx, param_dy, param_dyx, dx4)
+
+
+@jit(parallel=True)
+def elements_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
+                            tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+    """:func:`rows_input_gradient` with a weight per element of the rows."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _rows_input_gradient_task(np.int64(t), None, dy4, x4,
+                                  mean, rstd, weight2, from_input, centered, refine, count,
+                                  tiling, group_g, group_gx, param_dy, param_dyx, dx4)
+
+
+@jit(parallel=True)
+def slab_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
+                        tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+    """:func:`rows_input_gradient` in the slab regime (see :func:`_slab_gradient`)."""
+    for t in prange(_n_tasks(x4.shape, tiling)):
+        _slab_input_gradient_task(np.int64(t), dy4, x4, mean, rstd, weight2, from_input, centered,
+                                  refine, count, tiling, group_g, group_gx, param_dy, param_dyx,
+                                  dx4)
+
+
+Regime = collections.namedtuple("Regime", "moments normalize gradient_sums input_gradient")
+ROWS = Regime(rows_moments, rows_normalize, rows_gradient_sums, rows_input_gradient)
+ELEMENTS = Regime(rows_moments, elements_normalize, elements_gradient_sums,
+                  elements_input_gradient)
+SLAB = Regime(slab_moments, slab_normalize, slab_gradient_sums, slab_input_gradient)
 
 
 def _serial_variant(kernel):
@@ -814,5 +1000,4 @@ def _serial_variant(kernel):
     return jit(serial)
 
 
-SERIAL = {kernel: _serial_variant(kernel)
-          for kernel in (group_moments, normalize, gradient_sums, input_gradient)}
+SERIAL = {kernel: _serial_variant(kernel) for kernel in {*ROWS, *ELEMENTS, *SLAB}}

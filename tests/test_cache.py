@@ -22,7 +22,8 @@ import numbanorm
 from numbanorm import _kernels
 numbanorm.layer_norm(np.ones((4, 8), np.float32))  # the serial variant
 numbanorm.layer_norm(np.ones((8, 4096), np.float32))  # the parallel kernel
-stats = [_kernels.normalize.stats, _kernels.SERIAL[_kernels.normalize].stats]
+kernel = _kernels.ROWS.normalize  # a single weight (none given): one per row
+stats = [kernel.stats, _kernels.SERIAL[kernel].stats]
 print(sum(sum(s.cache_hits.values()) for s in stats),
       sum(sum(s.cache_misses.values()) for s in stats))
 """
@@ -50,7 +51,7 @@ with warnings.catch_warnings(record=True) as caught:
 centered = x - x.mean(axis=1, keepdims=True)
 expected = centered / np.sqrt((centered ** 2).mean(axis=1, keepdims=True) + 1e-5)
 np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
-kernels = list(_kernels.SERIAL) + list(_kernels.SERIAL.values()) + [_kernels._slab_scratch]
+kernels = [*_kernels.SERIAL, *_kernels.SERIAL.values(), _kernels.merge_moments]
 print(json.dumps({
     "warnings": [str(w.message) for w in caught
                  if issubclass(w.category, _jit.CompileCacheWarning)],

@@ -26,6 +26,7 @@ CASES = [
     ("instance", (20, 7, 3), -1, (20, 7, 3, 1), False, True),
     ("instance", (2, 3, 50), 1, (2, 1, 3, 50), True, True),
     ("group", (3, 2000, 6), -1, (3, 2000, 2, 3), False, False),
+    ("group", (1, 2000, 128), -1, (1, 2000, 2, 64), True, False),
     ("group", (17, 10, 6), -1, (17, 10, 2, 3), False, True),
     ("group", (5, 6, 40), 1, (5, 1, 2, 120), True, True),
 ]
