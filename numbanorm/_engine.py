@@ -76,9 +76,9 @@ def group_moments(canon):
         # one group, which the kernel splits between tasks, plus a short tail.
         row = x4.reshape(I)
         length = I // _kernels.TARGET_TASKS
-        head = row[:length * _kernels.TARGET_TASKS].reshape(1, _kernels.TARGET_TASKS, 1, length)
+        head = row[: length * _kernels.TARGET_TASKS].reshape(1, _kernels.TARGET_TASKS, 1, length)
         _group_moments(head, True, mean, m2)
-        tail = row[head.size:].astype(np.float64)
+        tail = row[head.size :].astype(np.float64)
         if tail.size:
             tail_mean = tail.mean()
             n = head.size + tail.size
@@ -100,8 +100,9 @@ def _group_moments(x4, centered, mean, m2):
     B, O, C, I = x4.shape
     kernels, tiling, whole_groups = _plan(x4.shape)
     if whole_groups:
-        n_nonfinite = _launch(kernels.moments, x4, centered, tiling, mean.reshape(B, 1, C),
-                              m2.reshape(B, 1, C))
+        n_nonfinite = _launch(
+            kernels.moments, x4, centered, tiling, mean.reshape(B, 1, C), m2.reshape(B, 1, C)
+        )
     else:
         part_mean, part_m2 = np.empty((2, B, -(-O // tiling[1]), C))
         _launch(kernels.moments, x4, centered, tiling, part_mean, part_m2)
@@ -209,8 +210,19 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     else:
         mean, rstd = stats
     fused = stats is None and whole_groups
-    if out4.size and _launch(kernels.normalize, canon.x4, centered, eps, tiling, mean,
-                             var if fused else None, rstd, weight2, bias2, out4):
+    if out4.size and _launch(
+        kernels.normalize,
+        canon.x4,
+        centered,
+        eps,
+        tiling,
+        mean,
+        var if fused else None,
+        rstd,
+        weight2,
+        bias2,
+        out4,
+    ):
         _renormalize_resummed(canon.x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
     return y, mean, var, rstd
 
@@ -272,8 +284,22 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
         _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums)
         if refine:
             mean = _refine_mean(canon, mean, rstd, tiling, sums)
-    dx = _input_gradient(kernels, canon, dy4, mean, rstd, weight2, stats_from_input, centered,
-                         whole_groups, refine, O * I, tiling, sums, out)
+    dx = _input_gradient(
+        kernels,
+        canon,
+        dy4,
+        mean,
+        rstd,
+        weight2,
+        stats_from_input,
+        centered,
+        whole_groups,
+        refine,
+        O * I,
+        tiling,
+        sums,
+        out,
+    )
     param_dy, param_dyx = sums[3:]
     return dx, _block_total(param_dyx), _block_total(param_dy)
 
@@ -341,8 +367,22 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
     param_sums = _gradient_buffers(canon, tiling, weight2.shape[1])[3:]
-    return _input_gradient(kernels, canon, canon.view(dy), mean, rstd, weight2, True, True, False,
-                           False, count, tiling, (group_g, group_gx, None, *param_sums), out)
+    return _input_gradient(
+        kernels,
+        canon,
+        canon.view(dy),
+        mean,
+        rstd,
+        weight2,
+        True,
+        True,
+        False,
+        False,
+        count,
+        tiling,
+        (group_g, group_gx, None, *param_sums),
+        out,
+    )
 
 
 def _block_total(partial_sums):
@@ -365,18 +405,55 @@ def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sum
     B, O, C, _ = canon.shape4
     parts = np.zeros((3, B, -(-O // tiling[1]), C))
     if canon.x4.size:
-        _launch(kernels.gradient_sums, dy4, canon.x4, mean, rstd, weight2, refine, tiling,
-                *parts, *sums[3:])
+        _launch(
+            kernels.gradient_sums,
+            dy4,
+            canon.x4,
+            mean,
+            rstd,
+            weight2,
+            refine,
+            tiling,
+            *parts,
+            *sums[3:],
+        )
     with np.errstate(invalid="ignore"):  # inf - inf is NaN silently, as in the kernels
         for total, part in zip(sums[:3], parts):
             part.sum(axis=1, out=total)
 
 
-def _input_gradient(kernels, canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums,
-                    refine, count, tiling, sums, out):
+def _input_gradient(
+    kernels,
+    canon,
+    dy4,
+    mean,
+    rstd,
+    weight2,
+    from_input,
+    centered,
+    compute_sums,
+    refine,
+    count,
+    tiling,
+    sums,
+    out,
+):
     dx, dx4 = canon.output(out)
     if dx4.size:
-        _launch(kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
-                refine, count, tiling, *sums[:2], *(sums[3:] if compute_sums else (None, None)),
-                dx4)
+        _launch(
+            kernels.input_gradient,
+            dy4,
+            canon.x4,
+            mean,
+            rstd,
+            weight2,
+            from_input,
+            centered,
+            refine,
+            count,
+            tiling,
+            *sums[:2],
+            *(sums[3:] if compute_sums else (None, None)),
+            dx4,
+        )
     return dx

@@ -28,8 +28,10 @@ except ImportError:  # Windows: Numba's own writes, without a lock between proce
 # out on purpose so that NaN and Inf propagate into their own groups.
 FASTMATH = frozenset({"reassoc", "contract", "arcp", "nsz", "afn"})
 
-_HOW_TO_FIX = ("set the environment variable NUMBA_CACHE_DIR to a writable directory "
-               "to keep the compiled kernels between processes")
+_HOW_TO_FIX = (
+    "set the environment variable NUMBA_CACHE_DIR to a writable directory "
+    "to keep the compiled kernels between processes"
+)
 
 
 class CompileCacheWarning(RuntimeWarning):
@@ -87,9 +89,12 @@ class _FallbackCache(FunctionCache):
 
     def __init__(self, py_func, options):
         super().__init__(py_func)
-        self._options = repr(sorted(
-            (name, sorted(value) if isinstance(value, (set, frozenset)) else value)
-            for name, value in options.items()))
+        self._options = repr(
+            sorted(
+                (name, sorted(value) if isinstance(value, (set, frozenset)) else value)
+                for name, value in options.items()
+            )
+        )
 
     def _index_key(self, sig, codegen):
         return (*super()._index_key(sig, codegen), self._options)
@@ -99,9 +104,12 @@ class _FallbackCache(FunctionCache):
             with _entries_locked(self._cache_file._index_path, exclusive=False):
                 return super().load_overload(sig, target_context)
         except Exception as error:
-            _warn_once("load", f"numbanorm could not read a compiled kernel from the cache in "
-                               f"{self.cache_path!r} ({_describe(error)}); it is compiled "
-                               f"again and the cache entry replaced.")
+            _warn_once(
+                "load",
+                f"numbanorm could not read a compiled kernel from the cache in "
+                f"{self.cache_path!r} ({_describe(error)}); it is compiled "
+                f"again and the cache entry replaced.",
+            )
             try:
                 # An empty index makes the save after the compilation start afresh,
                 # where the unreadable one would fail it again.
@@ -115,9 +123,12 @@ class _FallbackCache(FunctionCache):
             with _entries_locked(self._cache_file._index_path, exclusive=True):
                 super().save_overload(sig, data)
         except Exception as error:
-            _warn_once("save", f"numbanorm could not save a compiled kernel to the cache in "
-                               f"{self.cache_path!r} ({_describe(error)}); it will be compiled "
-                               f"again in the next process.  To avoid that, {_HOW_TO_FIX}.")
+            _warn_once(
+                "save",
+                f"numbanorm could not save a compiled kernel to the cache in "
+                f"{self.cache_path!r} ({_describe(error)}); it will be compiled "
+                f"again in the next process.  To avoid that, {_HOW_TO_FIX}.",
+            )
 
 
 def _enable_cache(dispatcher):
@@ -125,9 +136,12 @@ def _enable_cache(dispatcher):
     try:
         dispatcher._cache = _FallbackCache(dispatcher.py_func, dispatcher.targetoptions)
     except Exception as error:
-        _warn_once("locate", f"numbanorm cannot cache its compiled kernels on disk "
-                             f"({_describe(error)}); they will be compiled on every start, "
-                             f"which takes tens of seconds.  To fix it, {_HOW_TO_FIX}.")
+        _warn_once(
+            "locate",
+            f"numbanorm cannot cache its compiled kernels on disk "
+            f"({_describe(error)}); they will be compiled on every start, "
+            f"which takes tens of seconds.  To fix it, {_HOW_TO_FIX}.",
+        )
 
 
 def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=True):
@@ -165,8 +179,9 @@ def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=Tr
         if fastmath:
             options["fastmath"] = set(FASTMATH)
         if helper or inline:
-            return njit(no_cpython_wrapper=True, inline="always" if inline else "never",
-                        **options)(function)
+            return njit(no_cpython_wrapper=True, inline="always" if inline else "never", **options)(
+                function
+            )
         dispatcher = njit(**options)(function)
         # Numba's own cache=True raises at decoration when no cache directory is
         # usable, and lets a corrupted cache file fail the first call.

@@ -133,8 +133,15 @@ def _task_bounds(t, shape, tiling):
     c = t % n_c
     j = (t // n_c) % n_o
     bb = t // (n_c * n_o)
-    return (bb * b_block, min(B, (bb + 1) * b_block), j * o_chunk, min(O, (j + 1) * o_chunk),
-            c * c_block, min(C, (c + 1) * c_block), bb * n_o + j)
+    return (
+        bb * b_block,
+        min(B, (bb + 1) * b_block),
+        j * o_chunk,
+        min(O, (j + 1) * o_chunk),
+        c * c_block,
+        min(C, (c + 1) * c_block),
+        bb * n_o + j,
+    )
 
 
 @jit(helper=True, fastmath=False)
@@ -227,8 +234,9 @@ def _coefficients(group, w_row, bias_row, coef):
     pivot, scale, shift, t0, ds, dy_scale = _pivoted(group, coef)
     for wi in range(w_row.size):
         coef[0, wi] = pivot
-        coef[1, wi], coef[2, wi], coef[3, wi] = _coefficient(w_row, bias_row, wi, scale, shift,
-                                                             t0, ds, dy_scale)
+        coef[1, wi], coef[2, wi], coef[3, wi] = _coefficient(
+            w_row, bias_row, wi, scale, shift, t0, ds, dy_scale
+        )
 
 
 @jit(inline=True, fastmath=False)
@@ -265,7 +273,7 @@ def _rows_moments(x4, b, o0, o1, c, centered):
     for o in range(o0, o1):
         row = x4[b, o, c]
         for start in range(0, row.size, ROW_BLOCK):
-            block = row[start:start + ROW_BLOCK]
+            block = row[start : start + ROW_BLOCK]
             pivot = zero
             if centered:
                 total = zero
@@ -301,7 +309,7 @@ def _rows_mean(x4, b, o0, o1, c, m):
     for o in range(o0, o1):
         xr = x4[b, o, c]
         for start in range(0, xr.size, ROW_BLOCK):
-            xs = xr[start:start + ROW_BLOCK]
+            xs = xr[start : start + ROW_BLOCK]
             block_x = x4.dtype.type(0)
             for i in range(xs.size):
                 block_x += xs[i] - pivot
@@ -331,9 +339,13 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
     """
     if segments is None:
         pivot, scale, shift, t0, ds, dy_scale = _pivoted(group, x4)
-        scale, shift, t0, ds, dy_scale = (x4.dtype.type(scale), x4.dtype.type(shift),
-                                          x4.dtype.type(t0), x4.dtype.type(ds),
-                                          x4.dtype.type(dy_scale))
+        scale, shift, t0, ds, dy_scale = (
+            x4.dtype.type(scale),
+            x4.dtype.type(shift),
+            x4.dtype.type(t0),
+            x4.dtype.type(ds),
+            x4.dtype.type(dy_scale),
+        )
         for o in range(o0, o1):
             xs = x4[b, o, c]
             ys = out4[b, o, c]
@@ -355,21 +367,37 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
         for wi in range(W):
             a = coef[1, wi]
             t = coef[2, wi]
-            xs = x4[b, o, c, wi * R:(wi + 1) * R]
-            ys = out4[b, o, c, wi * R:(wi + 1) * R]
+            xs = x4[b, o, c, wi * R : (wi + 1) * R]
+            ys = out4[b, o, c, wi * R : (wi + 1) * R]
             if dy4 is None:
                 for k in range(R):
                     ys[k] = (xs[k] - p) * a + t
             else:
                 u = coef[3, wi]
-                dys = dy4[b, o, c, wi * R:(wi + 1) * R]
+                dys = dy4[b, o, c, wi * R : (wi + 1) * R]
                 for k in range(R):
                     ys[k] = dys[k] * u + ((xs[k] - p) * a + t)
 
 
 @jit(inline=True)
-def _rows_gradient(dy4, x4, segments, b, o0, o1, c, m, r, w_row, refine, part, first_row, group_h,
-                   param_dy, param_dyx):
+def _rows_gradient(
+    dy4,
+    x4,
+    segments,
+    b,
+    o0,
+    o1,
+    c,
+    m,
+    r,
+    w_row,
+    refine,
+    part,
+    first_row,
+    group_h,
+    param_dy,
+    param_dyx,
+):
     """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group.
 
     :func:`_elements_gradient`, which uses ``part`` and ``first_row``, with
@@ -377,15 +405,18 @@ def _rows_gradient(dy4, x4, segments, b, o0, o1, c, m, r, w_row, refine, part, f
     which uses ``group_h``, with a weight per segment.
     """
     if segments is None:
-        return _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row,
-                                  param_dy, param_dyx)
-    return _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy,
-                              param_dyx)
+        return _elements_gradient(
+            dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx
+        )
+    return _segments_gradient(
+        dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx
+    )
 
 
 @jit(inline=True)
-def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy,
-                       param_dyx):
+def _elements_gradient(
+    dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx
+):
     """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group, a weight per element.
 
     The parameter sums accumulate.  With ``refine`` the mean ``m`` is to be
@@ -422,11 +453,11 @@ def _elements_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_r
         xr = x4[b, o, c]
         gr = dy4[b, o, c]
         for start in range(0, xr.size, ROW_BLOCK):
-            xs = xr[start:start + ROW_BLOCK]
-            gs = gr[start:start + ROW_BLOCK]
-            ws = w_row[start:start + ROW_BLOCK]
-            ps = part_dy[start:start + ROW_BLOCK]
-            pxs = part_dyx[start:start + ROW_BLOCK]
+            xs = xr[start : start + ROW_BLOCK]
+            gs = gr[start : start + ROW_BLOCK]
+            ws = w_row[start : start + ROW_BLOCK]
+            ps = part_dy[start : start + ROW_BLOCK]
+            pxs = part_dyx[start : start + ROW_BLOCK]
             block_g = x4.dtype.type(0)
             block_gd = x4.dtype.type(0)
             for i in range(xs.size):
@@ -469,8 +500,8 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
             h = 0.0
             hd = 0.0
             for start in range(wi * R, (wi + 1) * R, ROW_BLOCK):
-                xs = xr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
-                gs = gr[start:min(start + ROW_BLOCK, (wi + 1) * R)]
+                xs = xr[start : min(start + ROW_BLOCK, (wi + 1) * R)]
+                gs = gr[start : min(start + ROW_BLOCK, (wi + 1) * R)]
                 block_h = x4.dtype.type(0)
                 block_hd = x4.dtype.type(0)
                 block_x = x4.dtype.type(0)
@@ -507,8 +538,9 @@ def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
 
 
 @jit(helper=True)
-def _rows_normalize_task(t, segments, x4, centered, eps, tiling, mean, var, rstd,
-                         weight2, bias2, out4):
+def _rows_normalize_task(
+    t, segments, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+):
     b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
     w_row = weight2[c]
     bias_row = bias2[c]
@@ -518,13 +550,39 @@ def _rows_normalize_task(t, segments, x4, centered, eps, tiling, mean, var, rstd
             mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
             var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
             rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
-        _rows_affine(x4, None, segments, b, o0, o1, c, (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
-                     w_row, bias_row, coef, out4)
+        _rows_affine(
+            x4,
+            None,
+            segments,
+            b,
+            o0,
+            o1,
+            c,
+            (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
+            w_row,
+            bias_row,
+            coef,
+            out4,
+        )
 
 
 @jit(helper=True)
-def _rows_gradient_sums_task(t, segments, dy4, x4, mean, rstd, weight2, refine, tiling, part_g,
-                             part_gx, part_d, param_dy, param_dyx):
+def _rows_gradient_sums_task(
+    t,
+    segments,
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    refine,
+    tiling,
+    part_g,
+    part_gx,
+    part_d,
+    param_dy,
+    param_dyx,
+):
     b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     w_row = weight2[c]
@@ -534,15 +592,46 @@ def _rows_gradient_sums_task(t, segments, dy4, x4, mean, rstd, weight2, refine, 
     group_h = np.empty((1, w_row.size), np.float64)[0]
     for b in range(b0, b1):
         _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
-            dy4, x4, segments, b, o0, o1, c, mean[b, c], rstd[b, c], w_row, refine, part,
-            (b - b0) * (o1 - o0), group_h, param_dy_c, param_dyx_c)
+            dy4,
+            x4,
+            segments,
+            b,
+            o0,
+            o1,
+            c,
+            mean[b, c],
+            rstd[b, c],
+            w_row,
+            refine,
+            part,
+            (b - b0) * (o1 - o0),
+            group_h,
+            param_dy_c,
+            param_dyx_c,
+        )
     _flush_partials(part, param_dy_c, param_dyx_c)
 
 
 @jit(helper=True)
-def _rows_input_gradient_task(t, segments, dy4, x4, mean, rstd, weight2, from_input,
-                              centered, refine, count, tiling, group_g, group_gx, param_dy,
-                              param_dyx, dx4):
+def _rows_input_gradient_task(
+    t,
+    segments,
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    from_input,
+    centered,
+    refine,
+    count,
+    tiling,
+    group_g,
+    group_gx,
+    param_dy,
+    param_dyx,
+    dx4,
+):
     b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
     w_row = weight2[c]
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
@@ -553,12 +642,40 @@ def _rows_input_gradient_task(t, segments, dy4, x4, mean, rstd, weight2, from_in
         m = mean[b, c]
         if param_dy is not None:
             m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
-                dy4, x4, segments, b, o0, o1, c, m, rstd[b, c], w_row, refine, part,
-                (b - b0) * (o1 - o0), group_h, param_dy[q, c], param_dyx[q, c])
-        shift, offset = _input_grad_coefficients(group_g[b, c], group_gx[b, c], rstd[b, c], count,
-                                                 from_input, centered, tiny)
-        _rows_affine(x4, dy4, segments, b, o0, o1, c, (m, 0.0, shift, offset, rstd[b, c]),
-                     w_row, None, coef, dx4)
+                dy4,
+                x4,
+                segments,
+                b,
+                o0,
+                o1,
+                c,
+                m,
+                rstd[b, c],
+                w_row,
+                refine,
+                part,
+                (b - b0) * (o1 - o0),
+                group_h,
+                param_dy[q, c],
+                param_dyx[q, c],
+            )
+        shift, offset = _input_grad_coefficients(
+            group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny
+        )
+        _rows_affine(
+            x4,
+            dy4,
+            segments,
+            b,
+            o0,
+            o1,
+            c,
+            (m, 0.0, shift, offset, rstd[b, c]),
+            w_row,
+            None,
+            coef,
+            dx4,
+        )
     if param_dy is not None:
         _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
@@ -636,11 +753,11 @@ def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c)
     if centered:
         _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, None, part, total)
         for c in range(C):
-            pivot_k[c * I:(c + 1) * I] = total[0, c * I:(c + 1) * I].sum() / count
+            pivot_k[c * I : (c + 1) * I] = total[0, c * I : (c + 1) * I].sum() / count
     _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, True, part, total)
     for c in range(C):
-        s1 = total[0, c * I:(c + 1) * I].sum()
-        s2 = total[1, c * I:(c + 1) * I].sum()
+        s1 = total[0, c * I : (c + 1) * I].sum()
+        s2 = total[1, c * I : (c + 1) * I].sum()
         if centered:
             shift = s1 / count
             mean_c[c] = np.float64(pivot_k[c * I]) + shift
@@ -663,13 +780,15 @@ def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out
     R = I // W
     for c in range(C):
         pivot, scale, shift, t0, ds, dy_scale = _pivoted(
-            (groups[0, c], groups[1, c], groups[2, c], groups[3, c], groups[4, c]), x3)
+            (groups[0, c], groups[1, c], groups[2, c], groups[3, c], groups[4, c]), x3
+        )
         bias_row = None if bias2 is None else bias2[c]
         for i in range(I):
             k = c * I + i
             coef_k[0, k] = pivot
             coef_k[1, k], coef_k[2, k], coef_k[3, k] = _coefficient(
-                weight2[c], bias_row, i // R, scale, shift, t0, ds, dy_scale)
+                weight2[c], bias_row, i // R, scale, shift, t0, ds, dy_scale
+            )
     p = coef_k[0]
     a = coef_k[1]
     t = coef_k[2]
@@ -687,8 +806,27 @@ def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out
 
 
 @jit(helper=True)
-def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, total, refine,
-                   used_mean_c, g_c, gx_c, d_c, param_dy, param_dyx):
+def _slab_gradient(
+    dy3,
+    x3,
+    b,
+    o0,
+    o1,
+    k0,
+    k1,
+    mean_c,
+    rstd_c,
+    weight2,
+    part,
+    total,
+    refine,
+    used_mean_c,
+    g_c,
+    gx_c,
+    d_c,
+    param_dy,
+    param_dyx,
+):
     """:func:`_segments_gradient` for every c at once (``part``, ``total``: scratch).
 
     With ``refine`` the mean is to be refined from ``x`` (see
@@ -705,7 +843,7 @@ def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, to
     pivot_k = part[3]
     deviations = False
     for c in range(C):
-        pivot_k[c * I:(c + 1) * I] = mean_c[c]
+        pivot_k[c * I : (c + 1) * I] = mean_c[c]
         deviations = deviations or (refine and _rounding_counts(mean_c[c], rstd_c[c]))
     if deviations:
         _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, True, part, total)
@@ -713,7 +851,7 @@ def _slab_gradient(dy3, x3, b, o0, o1, k0, k1, mean_c, rstd_c, weight2, part, to
         _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, None, part, total)
     for c in range(C):
         pivot = np.float64(pivot_k[c * I])
-        s_x = total[2, c * I:(c + 1) * I].sum() if deviations else 0.0
+        s_x = total[2, c * I : (c + 1) * I].sum() if deviations else 0.0
         delta = s_x / count if deviations and o1 - o0 == x3.shape[1] else mean_c[c] - pivot
         used_mean_c[c] = pivot + delta
         d_c[c] = s_x - count * delta if deviations else 0.0
@@ -743,13 +881,24 @@ def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2):
     j = o0 // tiling[1]
     part, total = _slab_scratch(x3, (c1 - c0) * I)
     for b in range(b0, b1):
-        _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
-                      part_mean[b, j, c0:c1], part_m2[b, j, c0:c1])
+        _slab_moments(
+            x3,
+            b,
+            o0,
+            o1,
+            c0 * I,
+            c1 * I,
+            c1 - c0,
+            centered,
+            part,
+            total,
+            part_mean[b, j, c0:c1],
+            part_m2[b, j, c0:c1],
+        )
 
 
 @jit(helper=True)
-def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2,
-                         bias2, out4):
+def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     out3 = out4.reshape((B, O, C * I))
@@ -759,21 +908,35 @@ def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2,
     groups = np.zeros((5, c1 - c0), np.float64)
     for b in range(b0, b1):
         if var is not None:
-            _slab_moments(x3, b, o0, o1, c0 * I, c1 * I, c1 - c0, centered, part, total,
-                          mean[b, c0:c1], var[b, c0:c1])
+            _slab_moments(
+                x3,
+                b,
+                o0,
+                o1,
+                c0 * I,
+                c1 * I,
+                c1 - c0,
+                centered,
+                part,
+                total,
+                mean[b, c0:c1],
+                var[b, c0:c1],
+            )
         for c in range(c0, c1):
             if var is not None:
                 var[b, c] /= O * I
                 rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
             groups[0, c - c0] = mean[b, c]
             groups[1, c - c0] = rstd[b, c]
-        _slab_affine(x3, None, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], bias2[c0:c1],
-                     coef_k, out3)
+        _slab_affine(
+            x3, None, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], bias2[c0:c1], coef_k, out3
+        )
 
 
 @jit(helper=True)
-def _slab_gradient_sums_task(t, dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx,
-                             part_d, param_dy, param_dyx):
+def _slab_gradient_sums_task(
+    t, dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
@@ -782,15 +945,48 @@ def _slab_gradient_sums_task(t, dy4, x4, mean, rstd, weight2, refine, tiling, pa
     part, total = _slab_scratch(x3, (c1 - c0) * I)
     used_mean = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
-        _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                       weight2[c0:c1], part, total, refine, used_mean[0],
-                       part_g[b, j, c0:c1], part_gx[b, j, c0:c1], part_d[b, j, c0:c1],
-                       param_dy[q, c0:c1], param_dyx[q, c0:c1])
+        _slab_gradient(
+            dy3,
+            x3,
+            b,
+            o0,
+            o1,
+            c0 * I,
+            c1 * I,
+            mean[b, c0:c1],
+            rstd[b, c0:c1],
+            weight2[c0:c1],
+            part,
+            total,
+            refine,
+            used_mean[0],
+            part_g[b, j, c0:c1],
+            part_gx[b, j, c0:c1],
+            part_d[b, j, c0:c1],
+            param_dy[q, c0:c1],
+            param_dyx[q, c0:c1],
+        )
 
 
 @jit(helper=True)
-def _slab_input_gradient_task(t, dy4, x4, mean, rstd, weight2, from_input, centered, refine,
-                              count, tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def _slab_input_gradient_task(
+    t,
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    from_input,
+    centered,
+    refine,
+    count,
+    tiling,
+    group_g,
+    group_gx,
+    param_dy,
+    param_dyx,
+    dx4,
+):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     dy3 = dy4.reshape((B, O, C * I))
@@ -804,18 +1000,35 @@ def _slab_input_gradient_task(t, dy4, x4, mean, rstd, weight2, from_input, cente
     deviation_sums = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
         if param_dy is not None:
-            _slab_gradient(dy3, x3, b, o0, o1, c0 * I, c1 * I, mean[b, c0:c1], rstd[b, c0:c1],
-                           weight2[c0:c1], part, total, refine, groups[0],
-                           group_g[b, c0:c1], group_gx[b, c0:c1], deviation_sums[0],
-                           param_dy[q, c0:c1], param_dyx[q, c0:c1])
+            _slab_gradient(
+                dy3,
+                x3,
+                b,
+                o0,
+                o1,
+                c0 * I,
+                c1 * I,
+                mean[b, c0:c1],
+                rstd[b, c0:c1],
+                weight2[c0:c1],
+                part,
+                total,
+                refine,
+                groups[0],
+                group_g[b, c0:c1],
+                group_gx[b, c0:c1],
+                deviation_sums[0],
+                param_dy[q, c0:c1],
+                param_dyx[q, c0:c1],
+            )
         for c in range(c0, c1):
             if param_dy is None:
                 groups[0, c - c0] = mean[b, c]
             groups[2, c - c0], groups[3, c - c0] = _input_grad_coefficients(
-                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny)
+                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny
+            )
             groups[4, c - c0] = rstd[b, c]
-        _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], None, coef_k,
-                     dx3)
+        _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], None, coef_k, dx3)
 
 
 # ----------------------------------------------------------------------------
@@ -858,8 +1071,9 @@ def merge_moments(part_mean, part_m2, O, o_chunk, I, mean, m2):
             group_m2 = 0.0
             for j in range(n_o):
                 n_j = (min(O, (j + 1) * o_chunk) - j * o_chunk) * I
-                n, group_mean, group_m2 = _chan_merge(n, group_mean, group_m2, n_j,
-                                                      part_mean[b, j, c], part_m2[b, j, c])
+                n, group_mean, group_m2 = _chan_merge(
+                    n, group_mean, group_m2, n_j, part_mean[b, j, c], part_m2[b, j, c]
+                )
             mean[b, c] = group_mean
             m2[b, c] = group_m2
     return _n_nonfinite(m2)
@@ -877,8 +1091,9 @@ def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, o
     variance is not finite.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_normalize_task(np.int64(t), True, x4, centered, eps,
-                             tiling, mean, var, rstd, weight2, bias2, out4)
+        _rows_normalize_task(
+            np.int64(t), True, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+        )
     return 0 if var is None else _n_nonfinite(var)
 
 
@@ -886,8 +1101,9 @@ def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, o
 def elements_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     """:func:`rows_normalize` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_normalize_task(np.int64(t), None, x4, centered, eps,
-                             tiling, mean, var, rstd, weight2, bias2, out4)
+        _rows_normalize_task(
+            np.int64(t), None, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+        )
     return 0 if var is None else _n_nonfinite(var)
 
 
@@ -895,14 +1111,16 @@ def elements_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias
 def slab_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     """:func:`rows_normalize` in the slab regime."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _slab_normalize_task(np.int64(t), x4, centered, eps, tiling, mean, var,
-                             rstd, weight2, bias2, out4)
+        _slab_normalize_task(
+            np.int64(t), x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+        )
     return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
-def rows_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d,
-                       param_dy, param_dyx):
+def rows_gradient_sums(
+    dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+):
     """The reductions of the backward pass, per o-chunk of each group; a weight per segment.
 
     For o-chunk ``j`` of group ``(b, c)``: ``part_g[b, j, c] = sum(dy*w)``,
@@ -913,31 +1131,89 @@ def rows_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, par
     sum(dy*(x - mean)*rstd)``; the caller sums over ``q`` in a fixed order.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_gradient_sums_task(np.int64(t), True, dy4, x4, mean, rstd, weight2,
-                                 refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx)
+        _rows_gradient_sums_task(
+            np.int64(t),
+            True,
+            dy4,
+            x4,
+            mean,
+            rstd,
+            weight2,
+            refine,
+            tiling,
+            part_g,
+            part_gx,
+            part_d,
+            param_dy,
+            param_dyx,
+        )
 
 
 @jit(parallel=True)
-def elements_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d,
-                           param_dy, param_dyx):
+def elements_gradient_sums(
+    dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+):
     """:func:`rows_gradient_sums` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_gradient_sums_task(np.int64(t), None, dy4, x4, mean, rstd, weight2,
-                                 refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx)
+        _rows_gradient_sums_task(
+            np.int64(t),
+            None,
+            dy4,
+            x4,
+            mean,
+            rstd,
+            weight2,
+            refine,
+            tiling,
+            part_g,
+            part_gx,
+            part_d,
+            param_dy,
+            param_dyx,
+        )
 
 
 @jit(parallel=True)
-def slab_gradient_sums(dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d,
-                       param_dy, param_dyx):
+def slab_gradient_sums(
+    dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+):
     """:func:`rows_gradient_sums` in the slab regime (see :func:`_slab_gradient`)."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _slab_gradient_sums_task(np.int64(t), dy4, x4, mean, rstd, weight2, refine, tiling,
-                                 part_g, part_gx, part_d, param_dy, param_dyx)
+        _slab_gradient_sums_task(
+            np.int64(t),
+            dy4,
+            x4,
+            mean,
+            rstd,
+            weight2,
+            refine,
+            tiling,
+            part_g,
+            part_gx,
+            part_d,
+            param_dy,
+            param_dyx,
+        )
 
 
 @jit(parallel=True)
-def rows_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
-                        tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def rows_input_gradient(
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    from_input,
+    centered,
+    refine,
+    count,
+    tiling,
+    group_g,
+    group_gx,
+    param_dy,
+    param_dyx,
+    dx4,
+):
     """``dx``, and with arrays ``param_dy``/``param_dyx`` the reductions of
     :func:`rows_gradient_sums` too; a weight per segment of the rows.
 
@@ -952,35 +1228,111 @@ def rows_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refi
     theirs too.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_input_gradient_task(np.int64(t), True, dy4, x4,
-                                  mean, rstd, weight2, from_input, centered, refine, count,
-                                  tiling, group_g, group_gx, param_dy, param_dyx, dx4)
+        _rows_input_gradient_task(
+            np.int64(t),
+            True,
+            dy4,
+            x4,
+            mean,
+            rstd,
+            weight2,
+            from_input,
+            centered,
+            refine,
+            count,
+            tiling,
+            group_g,
+            group_gx,
+            param_dy,
+            param_dyx,
+            dx4,
+        )
 
 
 @jit(parallel=True)
-def elements_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
-                            tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def elements_input_gradient(
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    from_input,
+    centered,
+    refine,
+    count,
+    tiling,
+    group_g,
+    group_gx,
+    param_dy,
+    param_dyx,
+    dx4,
+):
     """:func:`rows_input_gradient` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_input_gradient_task(np.int64(t), None, dy4, x4,
-                                  mean, rstd, weight2, from_input, centered, refine, count,
-                                  tiling, group_g, group_gx, param_dy, param_dyx, dx4)
+        _rows_input_gradient_task(
+            np.int64(t),
+            None,
+            dy4,
+            x4,
+            mean,
+            rstd,
+            weight2,
+            from_input,
+            centered,
+            refine,
+            count,
+            tiling,
+            group_g,
+            group_gx,
+            param_dy,
+            param_dyx,
+            dx4,
+        )
 
 
 @jit(parallel=True)
-def slab_input_gradient(dy4, x4, mean, rstd, weight2, from_input, centered, refine, count,
-                        tiling, group_g, group_gx, param_dy, param_dyx, dx4):
+def slab_input_gradient(
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    from_input,
+    centered,
+    refine,
+    count,
+    tiling,
+    group_g,
+    group_gx,
+    param_dy,
+    param_dyx,
+    dx4,
+):
     """:func:`rows_input_gradient` in the slab regime (see :func:`_slab_gradient`)."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _slab_input_gradient_task(np.int64(t), dy4, x4, mean, rstd, weight2, from_input, centered,
-                                  refine, count, tiling, group_g, group_gx, param_dy, param_dyx,
-                                  dx4)
+        _slab_input_gradient_task(
+            np.int64(t),
+            dy4,
+            x4,
+            mean,
+            rstd,
+            weight2,
+            from_input,
+            centered,
+            refine,
+            count,
+            tiling,
+            group_g,
+            group_gx,
+            param_dy,
+            param_dyx,
+            dx4,
+        )
 
 
 Regime = collections.namedtuple("Regime", "moments normalize gradient_sums input_gradient")
 ROWS = Regime(rows_moments, rows_normalize, rows_gradient_sums, rows_input_gradient)
-ELEMENTS = Regime(rows_moments, elements_normalize, elements_gradient_sums,
-                  elements_input_gradient)
+ELEMENTS = Regime(rows_moments, elements_normalize, elements_gradient_sums, elements_input_gradient)
 SLAB = Regime(slab_moments, slab_normalize, slab_gradient_sums, slab_input_gradient)
 
 

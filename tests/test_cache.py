@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 import numbanorm as nbn
+
 from helpers import environment, run_python
 
 SCRIPT = """
@@ -82,14 +83,18 @@ print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 
 
 def _run(cache_dir):
-    hits, misses = map(int, run_python(SCRIPT, env=environment(NUMBA_CACHE_DIR=str(cache_dir)))
-                       .split())
+    hits, misses = map(
+        int, run_python(SCRIPT, env=environment(NUMBA_CACHE_DIR=str(cache_dir))).split()
+    )
     return hits, misses
 
 
 def _copy_package(site):
-    shutil.copytree(os.path.dirname(nbn.__file__), site / "numbanorm",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.dirname(nbn.__file__),
+        site / "numbanorm",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return site
 
 
@@ -123,8 +128,9 @@ def test_unusable_cache_directory_compiles_with_one_warning(tmp_path):
     site = _copy_package(tmp_path / "site")
     (site / "numbanorm" / "__pycache__").write_text("")
 
-    report = _check(site, blocker / "numba", HOME=str(blocker / "home"),
-                    XDG_CACHE_HOME=str(blocker / "cache"))
+    report = _check(
+        site, blocker / "numba", HOME=str(blocker / "home"), XDG_CACHE_HOME=str(blocker / "cache")
+    )
 
     assert len(report["warnings"]) == 1, report["warnings"]
     assert "NUMBA_CACHE_DIR" in report["warnings"][0]
@@ -147,8 +153,7 @@ def _damage(path, how):
 
 @pytest.mark.parametrize("suffix", ["nbi", "nbc"])
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
-def test_corrupted_cache_file_is_recompiled_and_replaced(site, filled_cache, tmp_path, suffix,
-                                                          how):
+def test_corrupted_cache_file_is_recompiled_and_replaced(site, filled_cache, tmp_path, suffix, how):
     cache_dir = tmp_path / "cache"
     shutil.copytree(filled_cache, cache_dir)
     damaged = sorted(cache_dir.rglob(f"*.{suffix}"))
@@ -179,8 +184,12 @@ def test_cache_entries_are_keyed_on_the_compilation_options(site, tmp_path):
     (tmp_path / "probe.py").write_text(PROBE)
 
     def run(fastmath):
-        env = environment(str(tmp_path), str(site), NUMBA_CACHE_DIR=str(tmp_path / "cache"),
-                          PROBE_FASTMATH=fastmath)
+        env = environment(
+            str(tmp_path),
+            str(site),
+            NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+            PROBE_FASTMATH=fastmath,
+        )
         return tuple(map(int, run_python(PROBE_SCRIPT, env=env, cwd=tmp_path).split()))
 
     assert run("1") == (0, 1)

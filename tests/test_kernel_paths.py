@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+from numbanorm._kernels import ROW_BLOCK, plan_tasks
+
 import reference as ref
 from helpers import assert_close, random_array
-from numbanorm._kernels import ROW_BLOCK, plan_tasks
 
 # (norm, x shape, channel or normalized axis, canonical (B, O, C, I), row regime, whole groups)
 CASES = [
@@ -45,8 +46,7 @@ def _forward_backward(module, norm, x, dy, axis, weight, bias):
         return (y, mean, rstd, *module.batch_norm_backward(dy, x, mean, rstd, weight, axis=axis))
     if norm == "instance":
         y, mean, rstd = module.instance_norm_forward(x, None, None, weight, bias, axis=axis)
-        return (y, mean, rstd,
-                *module.instance_norm_backward(dy, x, mean, rstd, weight, axis=axis))
+        return (y, mean, rstd, *module.instance_norm_backward(dy, x, mean, rstd, weight, axis=axis))
     y, mean, rstd = module.group_norm_forward(x, 2, weight, bias, axis=axis)
     return (y, mean, rstd, *module.group_norm_backward(dy, x, 2, mean, rstd, weight, axis=axis))
 
@@ -61,8 +61,9 @@ def test_kernel_path_matches_reference(rng, norm, shape, axis, shape4, rows, who
     weight = random_array(rng, (shape[axis],))
     bias = None if norm == "rms" else random_array(rng, (shape[axis],))
     actual = _forward_backward(nbn, norm, x, dy, axis, weight, bias)
-    expected = _forward_backward(ref, norm, x.astype(np.float64), dy.astype(np.float64), axis,
-                                 weight, bias)
+    expected = _forward_backward(
+        ref, norm, x.astype(np.float64), dy.astype(np.float64), axis, weight, bias
+    )
     for got, want in zip(actual, expected):
         assert_close(got, want, dtype, scale=10.0)
 
