@@ -273,7 +273,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
         if refine:
             mean = _refine_mean(canon, mean, rstd, tiling, sums)
     dx = _input_gradient(kernels, canon, dy4, mean, rstd, weight2, stats_from_input, centered,
-                         whole_groups, refine, O * I, tiling, sums, out)
+                         refine, O * I, tiling, sums[:2], sums[3:] if whole_groups else None, out)
     param_dy, param_dyx = sums[3:]
     return dx, _block_total(param_dyx), _block_total(param_dy)
 
@@ -340,9 +340,8 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
-    param_sums = _gradient_buffers(canon, tiling, weight2.shape[1])[3:]
     return _input_gradient(kernels, canon, canon.view(dy), mean, rstd, weight2, True, True, False,
-                           False, count, tiling, (group_g, group_gx, None, *param_sums), out)
+                           count, tiling, (group_g, group_gx), None, out)
 
 
 def _block_total(partial_sums):
@@ -372,11 +371,15 @@ def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sum
             part.sum(axis=1, out=total)
 
 
-def _input_gradient(kernels, canon, dy4, mean, rstd, weight2, from_input, centered, compute_sums,
-                    refine, count, tiling, sums, out):
+def _input_gradient(kernels, canon, dy4, mean, rstd, weight2, from_input, centered, refine, count,
+                    tiling, group_sums, param_sums, out):
+    """The input-gradient kernel; it reduces the groups into ``param_sums`` where given.
+
+    ``group_sums`` is ``(group_g, group_gx)``: given, or receiving the
+    reductions; ``param_sums`` is ``(param_dy, param_dyx)`` or None.
+    """
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(kernels.input_gradient, dy4, canon.x4, mean, rstd, weight2, from_input, centered,
-                refine, count, tiling, *sums[:2], *(sums[3:] if compute_sums else (None, None)),
-                dx4)
+                refine, count, tiling, *group_sums, *(param_sums or (None, None)), dx4)
     return dx
