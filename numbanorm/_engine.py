@@ -293,11 +293,11 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
         weight2,
         stats_from_input,
         centered,
-        whole_groups,
         refine,
         O * I,
         tiling,
-        sums,
+        sums[:2],
+        sums[3:] if whole_groups else None,
         out,
     )
     param_dy, param_dyx = sums[3:]
@@ -366,7 +366,6 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
-    param_sums = _gradient_buffers(canon, tiling, weight2.shape[1])[3:]
     return _input_gradient(
         kernels,
         canon,
@@ -377,10 +376,10 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
         True,
         True,
         False,
-        False,
         count,
         tiling,
-        (group_g, group_gx, None, *param_sums),
+        (group_g, group_gx),
+        None,
         out,
     )
 
@@ -431,13 +430,18 @@ def _input_gradient(
     weight2,
     from_input,
     centered,
-    compute_sums,
     refine,
     count,
     tiling,
-    sums,
+    group_sums,
+    param_sums,
     out,
 ):
+    """The input-gradient kernel; it reduces the groups into ``param_sums`` where given.
+
+    ``group_sums`` is ``(group_g, group_gx)``: given, or receiving the
+    reductions; ``param_sums`` is ``(param_dy, param_dyx)`` or None.
+    """
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(
@@ -452,8 +456,8 @@ def _input_gradient(
             refine,
             count,
             tiling,
-            *sums[:2],
-            *(sums[3:] if compute_sums else (None, None)),
+            *group_sums,
+            *(param_sums or (None, None)),
             dx4,
         )
     return dx
