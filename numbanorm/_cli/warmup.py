@@ -8,13 +8,12 @@ channels-first and channels-last for the per-channel norms, and so is
 and saves it to Numba's on-disk cache; later calls, in this process or any
 other, load it.
 
-The calls are split into four units that share no kernel: the small and the
-large inputs run different variants, the forwards and the backwards
-different kernels.  Each unit runs in a worker process, one call after the
-other, so a kernel the norms share is compiled once.  All dtypes of a
-kernel are compiled in the same unit, because Numba updates a kernel's cache
-index without a lock: two processes saving two signatures of one kernel at
-once could lose one.
+The calls are split into one unit per dtype of the kernels (float16 runs the
+float32 ones), each run in a worker process, one call after the other: every
+helper a unit's kernels share is compiled once in it, where units by
+direction or input size compiled each one in several processes.  The
+processes save different signatures of the same kernels at once, which the
+cache's lock keeps from losing entries (see ``numbanorm._jit``).
 """
 
 import dataclasses
@@ -136,13 +135,20 @@ def calls(dtype, direction, small):
     return found
 
 
+def kernel_dtype(dtype):
+    """The dtype of the kernels that calls on ``dtype`` compile."""
+    return "float32" if dtype == "float16" else dtype
+
+
 def plan(dtypes):
-    """The warmup's calls, as units that share no kernel, the longest first."""
-    return [
-        [call for dtype in dtypes for call in calls(dtype, direction, small)]
-        for small in (False, True)
-        for direction in ("backward", "forward")
-    ]
+    """The warmup's calls, one unit per kernel dtype, each unit's backwards first."""
+    units = {}
+    for dtype in dtypes:
+        unit = units.setdefault(kernel_dtype(dtype), [])
+        for small in (False, True):
+            for direction in ("backward", "forward"):
+                unit.extend(calls(dtype, direction, small))
+    return list(units.values())
 
 
 def check_dtypes(dtypes):
@@ -195,7 +201,7 @@ def run(units, *, workers=None, progress=None):
     Parameters
     ----------
     units : list of list of Call
-        Units that share no kernel (see :func:`plan`).
+        Units that share no kernel signature (see :func:`plan`).
     workers : int, optional
         The number of worker processes; by default :func:`worker_count`.
     progress : callable, optional
