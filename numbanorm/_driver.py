@@ -237,22 +237,15 @@ def forward(
         out=out,
     )
     layout = args.layout
-    if norm.grouped and layout.count == 0:
-        raise ValueError(f"cannot normalize over an empty set: input of shape {layout.shape}")
-    if isinstance(layout, ChannelLayout) and norm.running_stats:
-        if input_stats:
-            _overlap.check_disjoint(
-                (
-                    ("out", None if args.out is None else args.backend.out_array(args.out)),
-                    ("running_mean", args.running_mean),
-                    ("running_var", args.running_var),
-                )
+    norm.check_statistics(layout, input_stats, args.running_mean is not None)
+    if norm.running_stats and input_stats:
+        _overlap.check_disjoint(
+            (
+                ("out", None if args.out is None else args.backend.out_array(args.out)),
+                ("running_mean", args.running_mean),
+                ("running_var", args.running_var),
             )
-            layout.check_training(norm.per_sample)
-        elif args.running_mean is None:
-            raise ValueError(
-                f"{norm.name} without input statistics needs running_mean and running_var"
-            )
+        )
     use_running = norm.running_stats and not input_stats
     y, canon, mean, var, rstd = normalized(
         args, (args.running_mean, args.running_var) if use_running else None

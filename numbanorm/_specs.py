@@ -128,6 +128,24 @@ class Norm:
             )
         return NormalizedLayout(shape, axis)
 
+    def check_statistics(self, layout: Layout, input_stats: bool, has_running_stats: bool) -> None:
+        """Refuse a forward whose statistics cannot be had.
+
+        An empty group has none; a training group of one element has no
+        variance (PyTorch refuses it too); evaluation needs the running
+        statistics.
+        """
+        if self.grouped and layout.count == 0:
+            raise ValueError(f"cannot normalize over an empty set: input of shape {layout.shape}")
+        if not (self.running_stats and isinstance(layout, ChannelLayout)):
+            return
+        if input_stats:
+            layout.check_training(self.per_sample)
+        elif not has_running_stats:
+            raise ValueError(
+                f"{self.name} without input statistics needs running_mean and running_var"
+            )
+
 
 class Layout:
     """A norm's view of one input: axis roles, parameter and statistics shapes.

@@ -399,8 +399,6 @@ def _apply(
     layout = norm.layout(x.shape, axis, num_groups)
     weight = _jax_param(weight, layout.weight_shape, "weight")
     bias = _jax_param(bias, layout.weight_shape, "bias")
-    if norm.grouped and layout.count == 0:
-        raise ValueError(f"cannot normalize over an empty set: input of shape {x.shape}")
     if eps is None:
         eps = jnp.finfo(y_dtype).eps
     eps = check_eps(eps)
@@ -410,12 +408,7 @@ def _apply(
         running_mean, running_var, stat_dtypes = _jax_running_stats(
             running_mean, running_var, layout.channels
         )
-        if input_stats:
-            layout.check_training(norm.per_sample)
-        elif running_mean is None:
-            raise ValueError(
-                f"{norm.name} without input statistics needs running_mean and running_var"
-            )
+    norm.check_statistics(layout, input_stats, running_mean is not None)
     axes = layout.axis if norm.per_channel else layout.axes
     host = _HostNorm(
         norm,
