@@ -10,6 +10,8 @@ work goes through a :class:`~numbanorm._backends.Backend`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,8 @@ import numpy as np
 from . import _engine, _overlap
 from ._arrays import check_eps, check_momentum, gradient_dtype, machine_epsilon
 from ._backends import Backend, backend_for
-from ._layout import CanonicalView
+from ._host import HOST
+from ._layout import CanonicalView, geometry
 from ._specs import ChannelLayout, Layout, Norm
 
 # ----------------------------------------------------------------------------
@@ -218,10 +221,23 @@ def forward(
     ``input_stats`` normalizes with the input's statistics (and updates the
     running statistics, when given); otherwise with the running ones.
     """
-    if not norm.per_channel:
-        fast = _trailing_rows_forward(norm, x, weight, bias, axis, eps, out, stats)
-        if fast is not None:
-            return fast
+    fast = _plain_forward(
+        norm,
+        x,
+        weight,
+        bias,
+        axis,
+        eps,
+        num_groups,
+        running_mean,
+        running_var,
+        input_stats,
+        momentum,
+        out,
+        stats,
+    )
+    if fast is not None:
+        return fast
     args = forward_arguments(
         norm,
         x,
@@ -269,79 +285,179 @@ def forward(
     return (y, *statistics_out(args, canon, *((mean, rstd) if norm.centered else (rstd,))))
 
 
-# The weight and bias of a norm without them: one parameter, which the kernels
-# apply to the whole row.  Shared between calls, never handed out: the kernels
-# only read them.
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_NO_AFFINE = {dtype: (np.ones((1, 1), dtype), np.zeros((1, 1), dtype)) for dtype in _NATIVE_FLOATS}
 
 
 def _plain_operand(a, dtype, shape):
     """Whether ``a`` is None or a writable C-contiguous ndarray of ``dtype`` and ``shape``."""
-    return a is None or (
+    if a is None:
+        return True
+    if type(a) is not np.ndarray or a.dtype != dtype or a.shape != shape:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
+
+
+def _plain_statistic(a, channels):
+    """Whether ``a`` is a running statistic the fast path may read and update in place."""
+    return (
         type(a) is np.ndarray
-        and a.dtype == dtype
-        and a.shape == shape
-        and a.flags.c_contiguous
-        and a.flags.writeable
+        and a.dtype in _NATIVE_FLOATS
+        and _plain_operand(a, a.dtype, (channels,))
     )
 
 
-def _trailing_rows_forward(norm, x, weight, bias, axis, eps, out, stats):
-    """Layer or RMS norm over the last axis of a plain array, or None.
+@functools.lru_cache(maxsize=64)
+def _default_params(shape2, dtype):
+    """Ones and zeros of the kernels' parameter shape: the weight and bias a norm is
+    called without.  Shared between calls and never handed out: the kernels only read them."""
+    return np.ones(shape2, dtype), np.zeros(shape2, dtype)
 
-    The common case in a framework's loop, a C-contiguous float32/float64
-    array normalized over its last axis with parameters and ``out`` of its
-    dtype, needs none of the general path's checks and conversions, whose
-    Python costs more than the kernel on small arrays.  Anything else
-    returns None and takes the general path, which computes the same.
+
+@dataclasses.dataclass(frozen=True)
+class _PlainPlan:
+    """What a forward on a C-contiguous input needs that depends on its shape alone."""
+
+    layout: Layout
+    shape4: tuple[int, int, int, int]
+    stat_view: tuple[int, ...]
+    stat_order: tuple[int, ...] | None
+    kernel_plan: Any  # ``_engine.plan_kernels`` with the norm's parameters
+    unweighted_kernel_plan: Any  # and without them
+
+    def statistic(self, stat, dtype):
+        """A ``(B, C)`` statistic as its public array (see ``CanonicalView.stats_to_axes``)."""
+        public = stat.reshape(self.stat_view)
+        if self.stat_order is not None:
+            public = public.transpose(self.stat_order)
+        return public.astype(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_plan(norm, shape, itemsize, axis, num_groups):
+    """The :class:`_PlainPlan` of a C-contiguous input, or None.
+
+    None where the general path must decide: arguments it refuses (with
+    its messages), or axis roles whose canonical view is not a reshape.
     """
+    try:
+        layout = norm.layout(shape, axis, num_groups)
+    except (TypeError, ValueError):
+        return None
+    split = layout.split_shape
+    strides = tuple(itemsize * math.prod(split[a + 1 :]) for a in range(len(split)))
+    perm, _, shape4, stat_axes = geometry(split, strides, itemsize, layout.roles)
+    moved = [a for a in perm if split[a] != 1]
+    if moved != sorted(moved):  # the view would be a copy: the general path makes it
+        return None
+    wanted = tuple(layout.stat_axes)
+    order = None if wanted == stat_axes else tuple(stat_axes.index(a) for a in wanted)
+    return _PlainPlan(
+        layout,
+        shape4,
+        tuple(split[a] for a in stat_axes),
+        order,
+        _engine.plan_kernels(shape4, layout.param_shape2[1]),
+        _engine.plan_kernels(shape4, 1),
+    )
+
+
+def _plain_forward(
+    norm,
+    x,
+    weight,
+    bias,
+    axis,
+    eps,
+    num_groups,
+    running_mean,
+    running_var,
+    input_stats,
+    momentum,
+    out,
+    stats,
+):
+    """The forward of plain NumPy arguments, or None.
+
+    The common case in a framework's loop (a C-contiguous float32/float64
+    array, parameters and ``out`` of its dtype, C-contiguous running
+    statistics) needs none of the general path's checks and conversions,
+    whose Python costs more than the kernels on small arrays: its layout,
+    canonical shape and statistics' shape are looked up by the input's
+    shape.  Anything else returns None and takes the general path, which
+    computes the same with the same kernels.
+    """
+    if type(x) is not np.ndarray or x.dtype not in _NATIVE_FLOATS or not x.size:
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.writeable):
+        return None
+    try:
+        plan = _plain_plan(norm, x.shape, x.dtype.itemsize, axis, num_groups)
+    except TypeError:  # an unhashable axis
+        return None
+    if plan is None:
+        return None
+    layout = plan.layout
+    dtype = x.dtype
     if not (
-        type(x) is np.ndarray
-        and x.dtype in _NATIVE_FLOATS
-        and x.size
-        and x.ndim
-        and type(axis) is int
-        and (axis == -1 or axis == x.ndim - 1)
-        and x.flags.c_contiguous
-        and x.flags.writeable
+        _plain_operand(weight, dtype, layout.weight_shape)
+        and _plain_operand(bias, dtype, layout.weight_shape)
+        and _plain_operand(out, dtype, x.shape)
     ):
         return None
-    count = x.shape[-1]
-    if not (
-        _plain_operand(weight, x.dtype, (count,))
-        and _plain_operand(bias, x.dtype, (count,))
-        and _plain_operand(out, x.dtype, x.shape)
+    running = running_mean is not None or running_var is not None
+    if running and not (
+        norm.running_stats
+        and _plain_statistic(running_mean, layout.weight_shape[0])
+        and _plain_statistic(running_var, layout.weight_shape[0])
+        and not np.may_share_memory(running_mean, running_var)
     ):
         return None
-    if out is not None and (
-        (out is not x and np.may_share_memory(out, x))
-        or (weight is not None and np.may_share_memory(out, weight))
-        or (bias is not None and np.may_share_memory(out, bias))
-    ):
-        return None  # the general path tells exact aliasing from overlap
-    if eps is None:
-        eps = machine_epsilon(x.dtype)
+    if norm.running_stats and not (type(momentum) in (float, int) and 0 <= momentum <= 1):
+        return None
+    if eps is None and norm.default_eps is None:
+        eps = machine_epsilon(dtype)
     elif type(eps) is not float or not eps >= 0:
         return None
+    if out is not None and any(
+        a is not None and (a is not x or out is not x) and np.may_share_memory(out, a)
+        for a in (x, weight, bias, running_mean, running_var)
+    ):
+        return None  # the general path tells exact aliasing from overlap
+    norm.check_statistics(layout, input_stats, running)
+    shape2 = layout.param_shape2
+    kernel_plan = plan.kernel_plan
     if weight is None and bias is None:
-        weight2, bias2 = _NO_AFFINE[x.dtype]
+        weight2, bias2 = _default_params((shape2[0], 1), dtype)
+        kernel_plan = plan.unweighted_kernel_plan
     else:
-        weight2 = np.ones((1, count), x.dtype) if weight is None else weight.reshape(1, count)
-        bias2 = np.zeros((1, count), x.dtype) if bias is None else bias.reshape(1, count)
+        ones, zeros = _default_params(shape2, dtype)
+        weight2 = ones if weight is None else weight.reshape(shape2)
+        bias2 = zeros if bias is None else bias.reshape(shape2)
     y = np.empty_like(x) if out is None else out
-    mean, rstd = _engine.normalize_rows(
-        x.reshape(-1, count), weight2, bias2, y.reshape(-1, count), eps, norm.centered
+    given = None
+    if running and not input_stats:
+        given = HOST.running_groups(
+            (running_mean, running_var), (plan.shape4[0], plan.shape4[2]), eps
+        )
+    mean, var, rstd = _engine.normalize(
+        x.reshape(plan.shape4),
+        weight2,
+        bias2,
+        y.reshape(plan.shape4),
+        eps=eps,
+        centered=norm.centered,
+        stats=given,
+        plan=kernel_plan,
     )
+    if running and input_stats and layout.n_samples:
+        HOST.update_running(
+            running_mean, running_var, mean, var, float(momentum), layout.count / (layout.count - 1)
+        )
     if not stats:
         return (y,)
-    return (
-        y,
-        *(
-            s.reshape(x.shape[:-1]).astype(x.dtype)
-            for s in ((mean, rstd) if norm.centered else (rstd,))
-        ),
-    )
+    return (y, *(plan.statistic(s, dtype) for s in ((mean, rstd) if norm.centered else (rstd,))))
 
 
 # ----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def _launch(kernel, *args):
     return _guard.launch(kernel, args)
 
 
-def _plan(shape4, W=0):
+def plan_kernels(shape4, W=0):
     """``(kernels, tiling, whole_groups)`` of a canonical shape with ``W`` weights per group.
 
     The kernels of its regime (``_kernels.ROWS``, ``ELEMENTS`` or ``SLAB``),
@@ -98,7 +98,7 @@ def _group_moments(x4, centered, mean, m2):
     (see :func:`resum_overflowed`).
     """
     B, O, C, I = x4.shape
-    kernels, tiling, whole_groups = _plan(x4.shape)
+    kernels, tiling, whole_groups = plan_kernels(x4.shape)
     if whole_groups:
         n_nonfinite = _launch(
             kernels.moments, x4, centered, tiling, mean.reshape(B, 1, C), m2.reshape(B, 1, C)
@@ -170,41 +170,43 @@ def _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, ou
         out4[b, :, c] = (x4[b, :, c] - mean[b, c]) * scale + shift
 
 
-def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=None):
-    """``(x - mean) * rstd * weight + bias``, shaped and laid out like ``x``.
+def normalize(x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, plan=None):
+    """``out4 = (x4 - mean) * rstd * weight + bias``, on canonical views.
 
     Parameters
     ----------
-    canon : CanonicalView
-        View of ``x``.
+    x4, out4 : ndarray
+        C-contiguous ``(B, O, C, I)`` views of ``x`` and of the output
+        (float32 or float64, the same dtype).
     weight2, bias2 : ndarray
         ``(C, W)`` affine parameters, used in the precision of ``x``.
-    out : ndarray, optional
-        Written directly when its layout allows (see ``CanonicalView.output``).
     eps : float
         Added to the variance when the statistics are computed here.
     centered : bool
         False for RMS norm: the mean is zero, the variance is ``mean(x**2)``.
     stats : tuple of ndarray, optional
         ``(mean, rstd)`` to use instead of the statistics of ``x``.
+    plan : tuple, optional
+        :func:`plan_kernels` of ``x4`` and ``weight2``, when the caller has it.
 
     Returns
     -------
-    y, mean, var, rstd : ndarray
-        ``var`` is None when ``stats`` were given.
+    mean, var, rstd : ndarray
+        ``(B, C)`` float64; ``var`` is None when ``stats`` were given.
     """
-    B, O, C, I = canon.shape4
-    y, out4 = canon.output(out)
-    weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    bias2 = bias2.astype(canon.x4.dtype, copy=False)
-    kernels, tiling, whole_groups = _plan(canon.shape4, weight2.shape[1])
+    B, O, C, I = x4.shape
+    if weight2.dtype != x4.dtype:
+        weight2 = weight2.astype(x4.dtype)
+    if bias2.dtype != x4.dtype:
+        bias2 = bias2.astype(x4.dtype)
+    kernels, tiling, whole_groups = plan or plan_kernels(x4.shape, weight2.shape[1])
     var = None
     if stats is None:
         mean, var, rstd = np.zeros((3, B, C))
         if not B * C:
-            return y, mean, var, rstd
+            return mean, var, rstd
         if not whole_groups:
-            overflowed = _group_moments(canon.x4, centered, mean, var)
+            overflowed = _group_moments(x4, centered, mean, var)
             var /= O * I
             rstd[...] = _reciprocal_std(var, eps, overflowed)
     else:
@@ -212,7 +214,7 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
     fused = stats is None and whole_groups
     if out4.size and _launch(
         kernels.normalize,
-        canon.x4,
+        x4,
         centered,
         eps,
         tiling,
@@ -223,26 +225,8 @@ def normalize(canon, weight2, bias2, out=None, *, eps=0.0, centered=True, stats=
         bias2,
         out4,
     ):
-        _renormalize_resummed(canon.x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
-    return y, mean, var, rstd
-
-
-def normalize_rows(x2, weight2, bias2, out2, eps, centered):
-    """:func:`normalize` of each row of a C-contiguous ``(rows, K)`` array, into ``out2``.
-
-    Its canonical view is ``(rows, 1, 1, K)`` whatever the input's shape was,
-    so the view analysis is skipped; ``weight2``/``bias2`` are ``(1, K)``, or
-    ``(1, 1)`` for a single weight, in the input's dtype.  Returns ``(mean,
-    rstd)``, ``(rows, 1)`` float64.
-    """
-    rows, count = x2.shape
-    x4 = x2.reshape(rows, 1, 1, count)
-    mean, var, rstd = np.empty((3, rows, 1))
-    out4 = out2.reshape(x4.shape)
-    kernels, tiling, _ = _plan(x4.shape, weight2.shape[1])
-    if _launch(kernels.normalize, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
         _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
-    return mean, rstd
+    return mean, var, rstd
 
 
 def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, out=None):
@@ -276,7 +260,7 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     """
     _, O, _, I = canon.shape4
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    kernels, tiling, whole_groups = _plan(canon.shape4, weight2.shape[1])
+    kernels, tiling, whole_groups = plan_kernels(canon.shape4, weight2.shape[1])
     dy4 = canon.view(dy)
     sums = _gradient_buffers(canon, tiling, weight2.shape[1])
     refine = refines_mean(canon.x4.dtype, stats_from_input, centered)
@@ -349,7 +333,7 @@ def gradient_sums(canon, dy, mean, rstd, weight2):
         ``(C, W)`` float64 parameter gradients.
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
+    kernels, tiling, _ = plan_kernels(canon.shape4, weight2.shape[1])
     sums = _gradient_buffers(canon, tiling, weight2.shape[1])
     _gradient_sums(kernels, canon, canon.view(dy), mean, rstd, weight2, False, tiling, sums)
     group_g, group_gx, _, param_dy, param_dyx = sums
@@ -365,7 +349,7 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     ``count`` the number of elements the statistics came from.
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
-    kernels, tiling, _ = _plan(canon.shape4, weight2.shape[1])
+    kernels, tiling, _ = plan_kernels(canon.shape4, weight2.shape[1])
     return _input_gradient(
         kernels,
         canon,

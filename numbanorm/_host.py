@@ -93,9 +93,11 @@ class HostBackend:
 
     @staticmethod
     def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
-        return _engine.normalize(
-            canon, weight2, bias2, out, eps=eps, centered=centered, stats=stats
+        y, out4 = canon.output(out)
+        mean, var, rstd = _engine.normalize(
+            canon.x4, weight2, bias2, out4, eps=eps, centered=centered, stats=stats
         )
+        return y, mean, var, rstd
 
     @staticmethod
     def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
@@ -130,8 +132,13 @@ class HostBackend:
 
     @staticmethod
     def update_running(running_mean, running_var, mean, var, momentum, unbias):
-        for running, stat in ((running_mean, mean), (running_var, var * unbias)):
-            running[...] = (1 - momentum) * running + momentum * stat.mean(axis=0)
+        for running, stat, factor in ((running_mean, mean, None), (running_var, var, unbias)):
+            # One group row (batch norm) is its own average: a reduction costs
+            # more than the rest of a small call.
+            batch = stat[0] if len(stat) == 1 else stat.mean(axis=0)
+            if factor is not None:
+                batch = batch * factor
+            running[...] = (1 - momentum) * running + momentum * batch
 
     @staticmethod
     def gradient_out(g2, shape, dtype):

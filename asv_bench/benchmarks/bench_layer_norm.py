@@ -1,7 +1,7 @@
 """Layer norm and RMS norm over the last axis."""
 
-from .common import NormBenchmark
-from .peers import DIRECTIONS, IMPLEMENTATIONS, Case, build
+from .common import NormBenchmark, SmallCallBenchmark
+from .peers import Case
 
 
 class LayerNorm(NormBenchmark):
@@ -12,15 +12,13 @@ class RMSNorm(NormBenchmark):
     norm = "rms_norm"
 
 
-class SmallCall:
-    """Per-call overhead: layer norm of a (32, 64) float32 array, as in a framework's loop."""
+class SmallCall(SmallCallBenchmark):
+    """Layer norm of a (32, 64) float32 array."""
 
-    params = [list(IMPLEMENTATIONS), list(DIRECTIONS)]
-    param_names = ["impl", "direction"]
+    case = Case("layer_norm", (32, 64), "rows")
 
-    def setup(self, impl, direction):
-        self.call = build(impl, direction, Case("layer_norm", (32, 64), "rows"), "float32")
-        self.call()
 
-    def time_call(self, impl, direction):
-        self.call()
+class SmallRMSCall(SmallCallBenchmark):
+    """RMS norm of a (32, 64) float32 array."""
+
+    case = Case("rms_norm", (32, 64), "rows")

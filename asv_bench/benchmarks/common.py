@@ -10,7 +10,7 @@ reports as skipped.
 
 import abc
 
-from .peers import DIRECTIONS, IMPLEMENTATIONS, build, cases
+from .peers import DIRECTIONS, IMPLEMENTATIONS, Case, build, cases
 
 DTYPES = ("float32", "float64")
 
@@ -43,4 +43,26 @@ class NormBenchmark(abc.ABC):
         self.call()
 
     def peakmem_call(self, impl, dtype, case, direction):
+        self.call()
+
+
+class SmallCallBenchmark(abc.ABC):
+    """Per-call overhead: one small float32 input, as in a framework's loop.
+
+    Abstract, so that asv collects only the subclasses, which name their case.
+    """
+
+    params = [list(IMPLEMENTATIONS), list(DIRECTIONS)]
+    param_names = ["impl", "direction"]
+
+    @property
+    @abc.abstractmethod
+    def case(self) -> Case:
+        """The input."""
+
+    def setup(self, impl, direction):
+        self.call = build(impl, direction, self.case, "float32")
+        self.call()
+
+    def time_call(self, impl, direction):
         self.call()
