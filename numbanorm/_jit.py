@@ -156,8 +156,12 @@ def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=Tr
     helper : bool, optional
         Mark a function that is only called from other compiled code: it
         is compiled once per process and specialization, and linked into
-        the kernels that call it, whose cache entries hold it.  Anything
-        else is a kernel, cached on disk.
+        the kernels that call it, whose cache entries hold it.  LLVM
+        inlines the linked copy: a call would resolve, in the process that
+        compiled the helper, to that compilation instead of the kernel's
+        copy, which LLVM optimized again and may round differently, and
+        that process alone would compute other bits than the cached
+        kernels.  Anything else is a kernel, cached on disk.
     inline : bool, optional
         A helper that Numba inlines into its callers, for a function called
         per element or per group, where a call would keep a loop from
@@ -179,9 +183,12 @@ def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=Tr
         if fastmath:
             options["fastmath"] = set(FASTMATH)
         if helper or inline:
-            return njit(no_cpython_wrapper=True, inline="always" if inline else "never", **options)(
-                function
-            )
+            return njit(
+                no_cpython_wrapper=True,
+                inline="always" if inline else "never",
+                forceinline=helper,
+                **options,
+            )(function)
         dispatcher = njit(**options)(function)
         # Numba's own cache=True raises at decoration when no cache directory is
         # usable, and lets a corrupted cache file fail the first call.

@@ -33,8 +33,9 @@ optimizes a parallel kernel, with all the code it calls, once per level of
 Numba's parallel wrappers (four): kernel bodies stay small, and so does
 the code under them.  The row regime's helpers are inlined into its tasks,
 since a call per group would cost small groups more than their work;
-the other helpers are compiled once per process and linked into the
-kernels that call them.
+the other helpers are compiled once per process (typed once, not per
+caller) and linked into the kernels that call them, where LLVM inlines
+them (see ``_jit.jit``).
 
 The elementwise passes have one form, ``out = (x - p) * a + t [+ dy * u]``
 with coefficients per group and weight index (:func:`_coefficient`), ``p``

@@ -12,7 +12,7 @@ other has written it.
 import subprocess
 import sys
 
-from helpers import environment
+from helpers import environment, run_python
 
 KERNEL = """
 from numbanorm._jit import jit
@@ -86,3 +86,34 @@ def test_concurrent_compilations_keep_every_cache_entry(tmp_path):
     )
     assert reader.returncode == 0, reader.stderr
     assert reader.stdout.split() == [str(len(DTYPES)), "0"]
+
+
+# Statistics and outputs of a few kernels, printed as their bytes' digests.
+DIGESTS = """
+import hashlib
+import numpy as np
+import numbanorm as nbn
+rng = np.random.default_rng(0)
+results = []
+# Rows and slab kernels, their serial variants and the parallel ones.
+for shape in [(64, 128), (1024, 32)]:
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    dy = np.cos(x)
+    y, *stats = nbn.layer_norm_forward(x)
+    results += [*nbn.moments(x, axis=1), y, *stats, *nbn.layer_norm_backward(dy, x, *stats)]
+    y, *stats = nbn.batch_norm_forward(x)
+    results += [y, *stats, *nbn.batch_norm_backward(dy, x, *stats)]
+print(*(hashlib.sha256(np.ascontiguousarray(r).tobytes()).hexdigest()[:16] for r in results))
+"""
+
+
+def test_the_compiling_process_computes_what_later_processes_load(tmp_path):
+    """A kernel calls helpers; Numba links a copy of them into it, which the cache holds.
+
+    The process that compiled a helper must not run its own compilation of it
+    in place of the kernel's copy, whose rounding may differ.
+    """
+    env = environment(NUMBA_CACHE_DIR=str(tmp_path))
+    compiling = run_python(DIGESTS, env=env)
+    loading = run_python(DIGESTS, env=env)
+    assert compiling == loading
