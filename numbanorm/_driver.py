@@ -20,7 +20,7 @@ from . import _engine, _overlap
 from ._arrays import check_eps, check_momentum, gradient_dtype, machine_epsilon
 from ._backends import Backend, backend_for
 from ._host import HOST
-from ._layout import CanonicalView, geometry
+from ._layout import CanonicalView, geometry, stats_view
 from ._specs import ChannelLayout, Layout, Norm
 
 # ----------------------------------------------------------------------------
@@ -266,23 +266,22 @@ def forward(
     y, canon, mean, var, rstd = normalized(
         args, (args.running_mean, args.running_var) if use_running else None
     )
-    if (
-        isinstance(layout, ChannelLayout)
-        and input_stats
-        and args.running_mean is not None
-        and layout.n_samples
-    ):
-        args.backend.update_running(
-            args.running_mean,
-            args.running_var,
-            mean,
-            var,
-            args.momentum,
-            layout.count / (layout.count - 1),
+    if isinstance(layout, ChannelLayout) and input_stats and args.running_mean is not None:
+        _update_running(
+            args.backend, layout, args.running_mean, args.running_var, mean, var, args.momentum
         )
     if not stats:
         return (y,)
     return (y, *statistics_out(args, canon, *((mean, rstd) if norm.centered else (rstd,))))
+
+
+def _update_running(backend, layout, running_mean, running_var, mean, var, momentum):
+    """Fold a training forward's ``(B, C)`` statistics into the running ones, with the
+    unbiased variance; an input without samples leaves them as they are."""
+    if layout.n_samples:
+        backend.update_running(
+            running_mean, running_var, mean, var, momentum, layout.count / (layout.count - 1)
+        )
 
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -326,7 +325,7 @@ class _PlainPlan:
     unweighted_kernel_plan: Any  # and without them
 
     def statistic(self, stat, dtype):
-        """A ``(B, C)`` statistic as its public array (see ``CanonicalView.stats_to_axes``)."""
+        """A ``(B, C)`` statistic as its public array (see ``_layout.stats_view``)."""
         public = stat.reshape(self.stat_view)
         if self.stat_order is not None:
             public = public.transpose(self.stat_order)
@@ -350,13 +349,10 @@ def _plain_plan(norm, shape, itemsize, axis, num_groups):
     moved = [a for a in perm if split[a] != 1]
     if moved != sorted(moved):  # the view would be a copy: the general path makes it
         return None
-    wanted = tuple(layout.stat_axes)
-    order = None if wanted == stat_axes else tuple(stat_axes.index(a) for a in wanted)
     return _PlainPlan(
         layout,
         shape4,
-        tuple(split[a] for a in stat_axes),
-        order,
+        *stats_view(split, stat_axes, layout.stat_axes),
         _engine.plan_kernels(shape4, layout.param_shape2[1]),
         _engine.plan_kernels(shape4, 1),
     )
@@ -451,10 +447,8 @@ def _plain_forward(
         stats=given,
         plan=kernel_plan,
     )
-    if running and input_stats and layout.n_samples:
-        HOST.update_running(
-            running_mean, running_var, mean, var, float(momentum), layout.count / (layout.count - 1)
-        )
+    if running and input_stats:
+        _update_running(HOST, layout, running_mean, running_var, mean, var, float(momentum))
     if not stats:
         return (y,)
     return (y, *(plan.statistic(s, dtype) for s in ((mean, rstd) if norm.centered else (rstd,))))

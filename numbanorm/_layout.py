@@ -182,6 +182,18 @@ def geometry(shape, strides, itemsize, roles):
     return found
 
 
+def stats_view(shape, stat_axes, axes):
+    """``(view, order)`` of a ``(B, C)`` statistic of an array of ``shape``.
+
+    The statistic reshaped to ``view`` runs over ``stat_axes`` (the canonical
+    view's order); transposed by ``order`` it runs over ``axes``.  ``order``
+    is None where the two orders agree.
+    """
+    view = tuple(shape[a] for a in stat_axes)
+    axes = tuple(axes)
+    return view, None if axes == tuple(stat_axes) else tuple(stat_axes.index(a) for a in axes)
+
+
 class CanonicalView:
     """The ``(B, O, C, I)`` view of ``x`` for the given axis roles.
 
@@ -230,10 +242,9 @@ class CanonicalView:
 
     def stats_to_axes(self, stat, axes):
         """Reshape a ``(B, C)`` statistic to the kept ``axes``, in that order."""
-        t = stat.reshape([self.shape[a] for a in self.stat_axes])
-        if tuple(axes) == self.stat_axes:
-            return t
-        return t.transpose([self.stat_axes.index(a) for a in axes])
+        view, order = stats_view(self.shape, self.stat_axes, axes)
+        t = stat.reshape(view)
+        return t if order is None else t.transpose(order)
 
     def stats_from_axes(self, stat, axes):
         """Inverse of :meth:`stats_to_axes`: a statistic shaped by ``axes`` to ``(B, C)``."""
