@@ -66,6 +66,8 @@ ROW_BLOCK = 1024
 SLAB_PARTIAL_ROWS = 32
 SERIAL_MAX_ELEMENTS = 1 << 14
 MIN_TASK_ELEMENTS = 4096
+FUSE_MAX_ELEMENTS = 1 << 18
+MAX_BLOCKS = 256
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 FLOAT64_TINY = float(np.finfo(np.float64).tiny)
 
@@ -76,30 +78,53 @@ def plan_tasks(B, O, C, I):
 
     Returns ``(rows, b_block, o_chunk, c_block)``: whether the row regime is
     used, how many consecutive ``b`` each task covers, how many consecutive
-    ``o``, and how many consecutive ``c`` (one in the row regime).  A slab
-    task spans at most ``SLAB_BLOCK`` elements of a slab, so that its
-    scratch stays small however wide the slabs are.  Groups are split along
-    ``O`` only when there are too few of them to keep every core busy, and
-    a task gets at least ``MIN_TASK_ELEMENTS`` elements where the input has
-    them: below that, starting a task costs more than its work.
+    ``o``, and how many consecutive ``c``.
+
+    Numba hands each thread a contiguous range of task indices, and task
+    indices run over ``c`` fastest, then ``o``, then ``b``: the order of
+    memory.  A task covers a contiguous range of the input where it can
+    (``c_block == C``, or one ``o`` and one ``b``), so that each thread
+    streams through its share of the input; a task that walks one channel
+    across rows ``C * I`` elements apart ran up to 2x slower on 2 cores,
+    in its reads and in its writes.  Tasks aim at ``TARGET_TASKS`` per input
+    and hold at least ``MIN_TASK_ELEMENTS`` where the input has them.
+
+    Tasks own whole groups (``o_chunk == O``), which lets the statistics
+    and the elementwise pass run in the same task while a group is in
+    cache, when a group is contiguous (``O == 1``), when ``O`` slabs fit in
+    ``FUSE_MAX_ELEMENTS`` and there are enough groups to share out (the
+    whole input fitting there counts as such too), and when slabs are wider
+    than a slab task may span (``SLAB_BLOCK`` elements, which bounds its
+    scratch): the runs a task reads are then long enough to stream.
+    Otherwise groups are split along ``O``, each task holding at most
+    ``FUSE_MAX_ELEMENTS``, and their statistics take a pass of their own.
+    Each partial statistic then sums at least ``ROW_MIN_LENGTH`` elements,
+    and there are at most ``MAX_BLOCKS`` ``(b, o)`` blocks, so that the
+    partial sums stay a small fraction of the input.  The partition
+    depends on the shape alone.
     """
     rows = I >= ROW_MIN_LENGTH or O == 1
-    c_block = 1 if rows else max(1, min(C, SLAB_BLOCK // max(I, 1)))
-    n_c = -(-C // c_block)
-    groups = B * n_c
-    per_o = c_block * I
-    if groups >= MIN_WHOLE_GROUPS or O == 1:
-        o_chunk = O
-        n_b_blocks = min(B, -(-TARGET_TASKS // max(n_c, 1)))
-        b_block = max(-(-B // max(n_b_blocks, 1)), -(-MIN_TASK_ELEMENTS // max(O * per_o, 1)))
-    else:
-        o_chunk = -(-O // min(O, -(-TARGET_TASKS // max(groups, 1))))
-        if not rows:
-            slab_rows = max(1, SLAB_BLOCK // max(per_o, 1))
-            o_chunk = max(min(o_chunk, slab_rows), -(-O // TARGET_TASKS))
-        o_chunk = max(o_chunk, -(-MIN_TASK_ELEMENTS // max(per_o, 1)))
-        b_block = 1
-    return rows, max(min(b_block, B), 1), max(min(o_chunk, O), 1), c_block
+    slab = C * I
+    size = B * O * slab
+    c_limit = C if rows else max(1, SLAB_BLOCK // max(I, 1))
+    whole = (
+        O == 1
+        or slab > c_limit * I
+        or (O * slab <= FUSE_MAX_ELEMENTS and (B >= MIN_WHOLE_GROUPS or size <= FUSE_MAX_ELEMENTS))
+    )
+    task = max(MIN_TASK_ELEMENTS, -(-size // TARGET_TASKS))
+    if whole:
+        # A slab task reads contiguous runs of c_block * I elements; a row task
+        # contiguous rows of I, whatever c_block.
+        c_block = min(C, c_limit, -(-task // max(O * I, 1)) if rows else C)
+        b_block = 1 if c_block < C else -(-task // max(O * slab, 1))
+        b_block = max(b_block, -(-B // MAX_BLOCKS))
+        return rows, max(min(b_block, B), 1), O, max(c_block, 1)
+    task = min(task, FUSE_MAX_ELEMENTS)
+    c_block = max(1, min(C, c_limit, -(-task // max(I, 1))))
+    o_chunk = max(1 if c_block < C else -(-task // max(slab, 1)), -(-ROW_MIN_LENGTH // max(I, 1)))
+    o_chunk = max(o_chunk, -(-O // max(1, MAX_BLOCKS // B)))
+    return rows, 1, max(min(o_chunk, O), 1), c_block
 
 
 def n_param_blocks(B, O, b_block, o_chunk):
@@ -532,39 +557,39 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
 
 @jit(helper=True)
 def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
-    b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
+    b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     for b in range(b0, b1):
-        part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
+        for c in range(c0, c1):
+            part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
 
 
 @jit(helper=True)
 def _rows_normalize_task(
     t, segments, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
 ):
-    b0, b1, o0, o1, c, _, _ = _task_bounds(t, x4.shape, tiling)
-    w_row = weight2[c]
-    bias_row = bias2[c]
-    coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
+    b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
+    coef = np.empty((4, 1 if segments is None else weight2.shape[1]), x4.dtype)
     for b in range(b0, b1):
-        if var is not None:
-            mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
-            var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
-            rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
-        _rows_affine(
-            x4,
-            None,
-            segments,
-            b,
-            o0,
-            o1,
-            c,
-            (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
-            w_row,
-            bias_row,
-            coef,
-            out4,
-        )
+        for c in range(c0, c1):
+            if var is not None:
+                mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
+                var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
+                rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
+            _rows_affine(
+                x4,
+                None,
+                segments,
+                b,
+                o0,
+                o1,
+                c,
+                (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
+                weight2[c],
+                bias2[c],
+                coef,
+                out4,
+            )
 
 
 @jit(helper=True)
@@ -584,33 +609,33 @@ def _rows_gradient_sums_task(
     param_dy,
     param_dyx,
 ):
-    b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
+    b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
-    w_row = weight2[c]
-    param_dy_c = param_dy[q, c]
-    param_dyx_c = param_dyx[q, c]
-    part = np.zeros((2, w_row.size), x4.dtype)
-    group_h = np.empty((1, w_row.size), np.float64)[0]
-    for b in range(b0, b1):
-        _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
-            dy4,
-            x4,
-            segments,
-            b,
-            o0,
-            o1,
-            c,
-            mean[b, c],
-            rstd[b, c],
-            w_row,
-            refine,
-            part,
-            (b - b0) * (o1 - o0),
-            group_h,
-            param_dy_c,
-            param_dyx_c,
-        )
-    _flush_partials(part, param_dy_c, param_dyx_c)
+    W = weight2.shape[1]
+    part = np.zeros((2, W), x4.dtype)
+    group_h = np.empty((1, W), np.float64)[0]
+    # Channel by channel: the partial parameter sums belong to one channel.
+    for c in range(c0, c1):
+        for b in range(b0, b1):
+            _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
+                dy4,
+                x4,
+                segments,
+                b,
+                o0,
+                o1,
+                c,
+                mean[b, c],
+                rstd[b, c],
+                weight2[c],
+                refine,
+                part,
+                (b - b0) * (o1 - o0),
+                group_h,
+                param_dy[q, c],
+                param_dyx[q, c],
+            )
+        _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
 
 @jit(helper=True)
@@ -633,52 +658,53 @@ def _rows_input_gradient_task(
     param_dyx,
     dx4,
 ):
-    b0, b1, o0, o1, c, _, q = _task_bounds(t, x4.shape, tiling)
-    w_row = weight2[c]
+    b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
+    W = weight2.shape[1]
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
-    coef = np.empty((4, 1 if segments is None else w_row.size), x4.dtype)
-    part = np.zeros((2, w_row.size), x4.dtype)
-    group_h = np.empty((1, w_row.size), np.float64)[0]
-    for b in range(b0, b1):
-        m = mean[b, c]
-        if param_dy is not None:
-            m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
-                dy4,
+    coef = np.empty((4, 1 if segments is None else W), x4.dtype)
+    part = np.zeros((2, W), x4.dtype)
+    group_h = np.empty((1, W), np.float64)[0]
+    for c in range(c0, c1):  # as in _rows_gradient_sums_task
+        for b in range(b0, b1):
+            m = mean[b, c]
+            if param_dy is not None:
+                m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
+                    dy4,
+                    x4,
+                    segments,
+                    b,
+                    o0,
+                    o1,
+                    c,
+                    m,
+                    rstd[b, c],
+                    weight2[c],
+                    refine,
+                    part,
+                    (b - b0) * (o1 - o0),
+                    group_h,
+                    param_dy[q, c],
+                    param_dyx[q, c],
+                )
+            shift, offset = _input_grad_coefficients(
+                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny
+            )
+            _rows_affine(
                 x4,
+                dy4,
                 segments,
                 b,
                 o0,
                 o1,
                 c,
-                m,
-                rstd[b, c],
-                w_row,
-                refine,
-                part,
-                (b - b0) * (o1 - o0),
-                group_h,
-                param_dy[q, c],
-                param_dyx[q, c],
+                (m, 0.0, shift, offset, rstd[b, c]),
+                weight2[c],
+                None,
+                coef,
+                dx4,
             )
-        shift, offset = _input_grad_coefficients(
-            group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny
-        )
-        _rows_affine(
-            x4,
-            dy4,
-            segments,
-            b,
-            o0,
-            o1,
-            c,
-            (m, 0.0, shift, offset, rstd[b, c]),
-            w_row,
-            None,
-            coef,
-            dx4,
-        )
-    if param_dy is not None:
-        _flush_partials(part, param_dy[q, c], param_dyx[q, c])
+        if param_dy is not None:
+            _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
 
 # ----------------------------------------------------------------------------

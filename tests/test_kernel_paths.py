@@ -2,7 +2,8 @@
 
 The shapes are chosen so that each combination of :func:`plan_tasks` decisions
 is exercised; the test first checks that the shape still selects the path it
-is meant to cover.
+is meant to cover.  Groups are fused up to a size of ``FUSE_MAX_ELEMENTS``,
+which the tests lower so that small shapes take every path.
 """
 
 import numpy as np
@@ -22,10 +23,12 @@ CASES = [
     ("rms", (40, 64), -1, (40, 1, 1, 64), True, True),
     ("batch", (4, 20, 40), 1, (1, 4, 20, 40), True, True),
     ("batch", (256, 2, 64), 1, (1, 256, 2, 64), True, False),
+    ("batch", (8, 48, 100), 1, (1, 8, 48, 100), True, False),
     ("batch", (5000, 5), 1, (1, 5000, 5, 1), False, False),
     ("batch", (2000, 3), -1, (1, 2000, 3, 1), False, False),
     ("instance", (20, 7, 3), -1, (20, 7, 3, 1), False, True),
     ("instance", (2, 3, 50), 1, (2, 1, 3, 50), True, True),
+    ("instance", (4, 48, 200), 1, (4, 1, 48, 200), True, True),
     ("group", (3, 2000, 6), -1, (3, 2000, 2, 3), False, False),
     ("group", (1, 2000, 128), -1, (1, 2000, 2, 64), True, False),
     ("group", (17, 10, 6), -1, (17, 10, 2, 3), False, True),
@@ -51,9 +54,27 @@ def _forward_backward(module, norm, x, dy, axis, weight, bias):
     return (y, mean, rstd, *module.group_norm_backward(dy, x, 2, mean, rstd, weight, axis=axis))
 
 
+@pytest.fixture
+def small_fuse_limit(monkeypatch):
+    """Fuse groups only up to 4096 elements, in the planner and in the plans it cached."""
+    from numbanorm import _driver, _kernels
+
+    def clear():
+        _kernels.plan_tasks.cache_clear()
+        _driver._plain_plan.cache_clear()
+
+    clear()
+    monkeypatch.setattr(_kernels, "FUSE_MAX_ELEMENTS", 4096)
+    yield
+    monkeypatch.undo()
+    clear()
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("norm, shape, axis, shape4, rows, whole", CASES)
-def test_kernel_path_matches_reference(rng, norm, shape, axis, shape4, rows, whole, dtype):
+def test_kernel_path_matches_reference(
+    rng, small_fuse_limit, norm, shape, axis, shape4, rows, whole, dtype
+):
     plan_rows, _, o_chunk, _ = plan_tasks(*shape4)
     assert (plan_rows, o_chunk == shape4[1]) == (rows, whole)
     x = random_array(rng, shape, dtype)
