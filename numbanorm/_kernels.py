@@ -117,7 +117,7 @@ def plan_tasks(B, O, C, I):
         # A slab task reads contiguous runs of c_block * I elements; a row task
         # contiguous rows of I, whatever c_block.
         c_block = min(C, c_limit, -(-task // max(O * I, 1)) if rows else C)
-        b_block = 1 if c_block < C else -(-task // max(O * slab, 1))
+        b_block = 1 if rows and C > 1 else -(-task // max(O * slab, 1))
         b_block = max(b_block, -(-B // MAX_BLOCKS))
         return rows, max(min(b_block, B), 1), O, max(c_block, 1)
     task = min(task, FUSE_MAX_ELEMENTS)
@@ -559,8 +559,8 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
 def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
-    for b in range(b0, b1):
-        for c in range(c0, c1):
+    for c in range(c0, c1):
+        for b in range(b0, b1):
             part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
 
 
@@ -570,8 +570,10 @@ def _rows_normalize_task(
 ):
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     coef = np.empty((4, 1 if segments is None else weight2.shape[1]), x4.dtype)
-    for b in range(b0, b1):
-        for c in range(c0, c1):
+    for c in range(c0, c1):
+        w_row = weight2[c]
+        bias_row = bias2[c]
+        for b in range(b0, b1):
             if var is not None:
                 mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
                 var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
@@ -585,8 +587,8 @@ def _rows_normalize_task(
                 o1,
                 c,
                 (mean[b, c], rstd[b, c], 0.0, 0.0, 0.0),
-                weight2[c],
-                bias2[c],
+                w_row,
+                bias_row,
                 coef,
                 out4,
             )
@@ -614,7 +616,6 @@ def _rows_gradient_sums_task(
     W = weight2.shape[1]
     part = np.zeros((2, W), x4.dtype)
     group_h = np.empty((1, W), np.float64)[0]
-    # Channel by channel: the partial parameter sums belong to one channel.
     for c in range(c0, c1):
         for b in range(b0, b1):
             _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
@@ -664,7 +665,7 @@ def _rows_input_gradient_task(
     coef = np.empty((4, 1 if segments is None else W), x4.dtype)
     part = np.zeros((2, W), x4.dtype)
     group_h = np.empty((1, W), np.float64)[0]
-    for c in range(c0, c1):  # as in _rows_gradient_sums_task
+    for c in range(c0, c1):
         for b in range(b0, b1):
             m = mean[b, c]
             if param_dy is not None:
@@ -715,24 +716,22 @@ def _rows_input_gradient_task(
 def _slab_scratch(x3, width):
     """Per-task scratch of the slab helpers for slabs ``width`` elements wide.
 
-    Partial sums (rows 0-2) and pivots (row 3) in the input's precision,
-    float64 totals.
+    Partial sums (rows 0-2) and pivots (row 3) in the input's precision;
+    float64 totals (rows 0-2) and running statistics (rows 3-4).
     """
-    return np.empty((4, width), x3.dtype), np.empty((3, width), np.float64)
+    return np.empty((4, width), x3.dtype), np.empty((5, width), np.float64)
 
 
 @jit(helper=True)
-def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, gradient, deviations, part, total):
+def _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, deviations, part, total):
     """Per-element sums over the slabs ``x3[b, o0:o1, k0:k1]`` into ``total`` (float64).
 
-    With pivots ``p = pivot_k``, and ``gradient`` and ``deviations`` each
-    None or True: ``total[0] = sum(x)`` (both None); ``sum(x - p)`` and
-    ``sum((x - p)**2)`` (``deviations``); ``sum(dy)`` and ``sum(dy * (x -
-    p))`` (``gradient``); these and ``total[2] = sum(x - p)`` (both).
-    Summed in the input's precision over ``SLAB_PARTIAL_ROWS`` slabs at a
-    time (``part``: scratch), then in float64.
+    ``total[0] = sum(dy)`` and ``total[1] = sum(dy * (x - p))`` with pivots
+    ``p = pivot_k``, and with ``deviations`` (None or True) ``total[2] =
+    sum(x - p)``.  Summed in the input's precision over ``SLAB_PARTIAL_ROWS``
+    slabs at a time (``part``: scratch), then in float64.
     """
-    total[:] = 0.0
+    total[:3] = 0.0
     part0 = part[0]
     part1 = part[1]
     part2 = part[2]
@@ -741,16 +740,7 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, gradient, deviations, part, 
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
             xs = x3[b, o, k0:k1]
             gs = dy3[b, o, k0:k1]
-            if gradient is None:
-                if deviations is None:
-                    for k in range(xs.size):
-                        part0[k] += xs[k]
-                else:
-                    for k in range(xs.size):
-                        d = xs[k] - pivot_k[k]
-                        part0[k] += d
-                        part1[k] += d * d
-            elif deviations is None:
+            if deviations is None:
                 for k in range(xs.size):
                     part0[k] += gs[k]
                     part1[k] += gs[k] * (xs[k] - pivot_k[k])
@@ -767,31 +757,67 @@ def _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, gradient, deviations, part, 
 
 @jit(helper=True)
 def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c):
-    """Mean and M2 of the ``C`` channels of ``x3[b, o0:o1, k0:k1]``, in two passes.
+    """Mean and M2 of the ``C`` channels of ``x3[b, o0:o1, k0:k1]``, in one pass.
 
-    The first pass finds each c's mean, rounded to the input's precision as a
-    pivot; the second sums deviations from it, as in :func:`_rows_moments`.
-    ``part`` and ``total`` are scratch (see :func:`_slab_scratch`).
+    Each block of ``SLAB_PARTIAL_ROWS`` slabs is summed in the input's
+    precision around a pivot per element: the mean of the slabs before it,
+    rounded to that precision (for the first block, its own mean, which
+    costs that block a second read, from cache).  As in
+    :func:`_rows_moments`, the pivot removes any offset before squaring and
+    the sum of the deviations corrects for its rounding; each block's mean
+    and M2 are merged into running ones per element (float64, Chan's
+    formula), and the elements of each channel at the end.  Where the data
+    drift along ``O`` the pivot lags, but the drift then dominates the
+    variance.  ``part`` and ``total`` are scratch (see :func:`_slab_scratch`).
     """
-    I = (k1 - k0) // C
-    count = (o1 - o0) * I
+    width = k1 - k0
+    I = width // C
+    part0 = part[0]
+    part1 = part[1]
     pivot_k = part[3]
+    mean_k = total[3]
+    m2_k = total[4]
     pivot_k[:] = 0
-    if centered:
-        _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, None, part, total)
-        for c in range(C):
-            pivot_k[c * I : (c + 1) * I] = total[0, c * I : (c + 1) * I].sum() / count
-    _slab_sums(x3, x3, b, o0, o1, k0, k1, pivot_k, None, True, part, total)
+    mean_k[:] = 0.0
+    m2_k[:] = 0.0
+    n = 0
+    for start in range(o0, o1, SLAB_PARTIAL_ROWS):
+        stop = min(o1, start + SLAB_PARTIAL_ROWS)
+        n_block = stop - start
+        part[:2] = 0
+        if centered and start == o0:
+            for o in range(start, stop):
+                xs = x3[b, o, k0:k1]
+                for k in range(width):
+                    part0[k] += xs[k]
+            for k in range(width):
+                pivot_k[k] = part0[k] / n_block
+                part0[k] = 0
+        elif centered:
+            for k in range(width):
+                pivot_k[k] = mean_k[k]
+        for o in range(start, stop):
+            xs = x3[b, o, k0:k1]
+            for k in range(width):
+                d = xs[k] - pivot_k[k]
+                part0[k] += d
+                part1[k] += d * d
+        n += n_block
+        frac = n_block / n
+        for k in range(width):
+            s1 = np.float64(part0[k])
+            shift = s1 / n_block
+            delta = np.float64(pivot_k[k]) + shift - mean_k[k]
+            mean_k[k] += delta * frac
+            m2_k[k] += np.float64(part1[k]) - s1 * shift + delta * delta * (n - n_block) * frac
     for c in range(C):
-        s1 = total[0, c * I : (c + 1) * I].sum()
-        s2 = total[1, c * I : (c + 1) * I].sum()
-        if centered:
-            shift = s1 / count
-            mean_c[c] = np.float64(pivot_k[c * I]) + shift
-            m2_c[c] = s2 - s1 * shift
-        else:
-            mean_c[c] = 0.0
-            m2_c[c] = s2
+        mean = mean_k[c * I : (c + 1) * I].sum() / I if centered else 0.0
+        m2 = 0.0
+        for k in range(c * I, (c + 1) * I):
+            delta = mean_k[k] - mean
+            m2 += m2_k[k] + n * delta * delta
+        mean_c[c] = mean
+        m2_c[c] = m2
 
 
 @jit(helper=True)
@@ -873,9 +899,9 @@ def _slab_gradient(
         pivot_k[c * I : (c + 1) * I] = mean_c[c]
         deviations = deviations or (refine and _rounding_counts(mean_c[c], rstd_c[c]))
     if deviations:
-        _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, True, part, total)
+        _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, part, total)
     else:
-        _slab_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, None, part, total)
+        _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, None, part, total)
     for c in range(C):
         pivot = np.float64(pivot_k[c * I])
         s_x = total[2, c * I : (c + 1) * I].sum() if deviations else 0.0

@@ -39,6 +39,16 @@ def test_moments_columns(rng):
     assert _relative_error(var, x.astype(np.float64).var(axis=0)) < RELATIVE_TOLERANCE
 
 
+@pytest.mark.parametrize("drift", [0.0, 10.0, 1e3])
+def test_moments_columns_of_drifting_data(rng, drift):
+    """Columns summed along a drift keep the variance: the pivots follow the data."""
+    rows = 200_000
+    ramp = np.linspace(0.0, drift, rows)[:, None]
+    x = (OFFSET + ramp + rng.standard_normal((rows, 8))).astype(np.float32)
+    _, var = nbn.moments(x, axis=0)
+    assert _relative_error(var, x.astype(np.float64).var(axis=0)) < RELATIVE_TOLERANCE
+
+
 def test_moments_whole_array(rng):
     x = _offset_rows(rng, (64, 512))
     mean, var = nbn.moments(x)
