@@ -48,6 +48,15 @@ def _launch(kernel, *args):
     return _guard.launch(kernel, args)
 
 
+def _arrays(allocate, n, shape):
+    """``n`` float64 arrays of ``shape`` from ``np.empty`` or ``np.zeros``.
+
+    Separate allocations: unpacking one ``(n, *shape)`` array makes a view
+    per row, which costs small calls more than the allocations.
+    """
+    return map(allocate, (shape,) * n)
+
+
 def plan_kernels(shape4, W=0):
     """``(kernels, tiling, whole_groups)`` of a canonical shape with ``W`` weights per group.
 
@@ -104,7 +113,7 @@ def _group_moments(x4, centered, mean, m2):
             kernels.moments, x4, centered, tiling, mean.reshape(B, 1, C), m2.reshape(B, 1, C)
         )
     else:
-        part_mean, part_m2 = np.empty((2, B, -(-O // tiling[1]), C))
+        part_mean, part_m2 = _arrays(np.empty, 2, (B, -(-O // tiling[1]), C))
         _launch(kernels.moments, x4, centered, tiling, part_mean, part_m2)
         n_nonfinite = _kernels.merge_moments(part_mean, part_m2, O, tiling[1], I, mean, m2)
     if n_nonfinite:
@@ -202,7 +211,7 @@ def normalize(x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, p
     kernels, tiling, whole_groups = plan or plan_kernels(x4.shape, weight2.shape[1])
     var = None
     if stats is None:
-        mean, var, rstd = np.zeros((3, B, C))
+        mean, var, rstd = _arrays(np.empty, 3, (B, C))
         if not B * C:
             return mean, var, rstd
         if not whole_groups:
@@ -380,13 +389,13 @@ def _gradient_buffers(canon, tiling, W):
     """Zeroed ``(group_g, group_gx, group_d, param_dy, param_dyx)`` for the backward kernels."""
     B, O, C, _ = canon.shape4
     n_blocks = _kernels.n_param_blocks(B, O, *tiling[:2])
-    return (*np.zeros((3, B, C)), *np.zeros((2, n_blocks, C, W)))
+    return (*_arrays(np.zeros, 3, (B, C)), *_arrays(np.zeros, 2, (n_blocks, C, W)))
 
 
 def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums):
     """The gradient-sums kernel into ``sums``; the o-chunks of each group add up in order."""
     B, O, C, _ = canon.shape4
-    parts = np.zeros((3, B, -(-O // tiling[1]), C))
+    parts = tuple(_arrays(np.zeros, 3, (B, -(-O // tiling[1]), C)))
     if canon.x4.size:
         _launch(
             kernels.gradient_sums,
