@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _engine, _overlap
+from . import _engine, _overlap, _pool
 from ._arrays import check_eps, check_momentum, gradient_dtype, machine_epsilon
 from ._backends import Backend, backend_for
 from ._host import HOST
@@ -431,7 +431,7 @@ def _plain_forward(
         ones, zeros = _default_params(shape2, dtype)
         weight2 = ones if weight is None else weight.reshape(shape2)
         bias2 = zeros if bias is None else bias.reshape(shape2)
-    y = np.empty_like(x) if out is None else out
+    y = _pool.empty(x.shape, dtype) if out is None else out
     given = None
     if running and not input_stats:
         given = HOST.running_groups(

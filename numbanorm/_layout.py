@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from . import _pool
+
 _PHASE = {"S": 0, "C": 2, "W": 3}
 
 
@@ -237,7 +239,7 @@ class CanonicalView:
             t = out.transpose(self.perm)
             if t.flags.c_contiguous:
                 return out, t.reshape(self.shape4)
-        t = np.empty([self.shape[a] for a in self.perm], dtype=self.dtype)
+        t = _pool.empty([self.shape[a] for a in self.perm], self.dtype)
         return t.transpose(self.inverse), t.reshape(self.shape4)
 
     def stats_to_axes(self, stat, axes):
