@@ -30,7 +30,7 @@ def main(argv=None):
         nargs="+",
         metavar="OP",
         help="norms or '<norm>.<direction>' names, wildcards allowed "
-        "(directions: forward, forward_out, backward, backward_out)",
+        "(directions: forward, forward_out, eval, eval_out, backward, backward_out)",
     )
     speed.add_argument("--dtype", default="float32", choices=DTYPES, help="float16 only with --gpu")
     speed.add_argument(

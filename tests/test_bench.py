@@ -48,7 +48,7 @@ def _arrays(result, case):
 
 @pytest.mark.parametrize("case", SMALL_CASES, ids=lambda case: case.label)
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS[1:])
-@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("direction", ["forward", "eval", "backward"])
 def test_peers_agree_with_numbanorm(case, impl, direction):
     data = case.data(np.float32, seed=3)
     try:
@@ -65,13 +65,15 @@ def test_peers_agree_with_numbanorm(case, impl, direction):
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("direction", ["forward", "eval", "backward"])
 def test_out_directions_write_what_the_allocating_ones_return(direction):
     case = SMALL_CASES[2]
     data = case.data(np.float64, seed=1)
     written = build("numbanorm", f"{direction}_out", case, data)()
     returned = build("numbanorm", direction, case, data)()
-    if direction == "forward":  # the plain function returns y; *_forward also the statistics
+    if not isinstance(returned, tuple):  # eval: the plain function, y alone
+        returned = (returned,)
+    if direction != "backward":  # the plain function returns y; *_forward also the statistics
         written, returned = (written,), returned[:1]
     assert len(written) == len(returned)
     for a, e in zip(written, returned):
@@ -109,6 +111,23 @@ def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
     saved = json.loads(path.read_text())
     assert saved["machine"]["threads"] >= 1
     assert [r["op"] for r in saved["results"]] == [line.split()[0] for line in lines[2:]]
+
+
+def test_eval_runs_for_the_norms_with_running_statistics_alone():
+    results = bench.run(["*.eval*"], quick=True, peers=(), cases=SMALL_CASES)
+    assert {(r["op"], r["layout"]) for r in results} == {
+        (f"{norm}.{direction}", layout)
+        for norm, layout in [
+            ("batch_norm", "NCHW"),
+            ("batch_norm", "2-D"),
+            ("batch_norm", "NHWC"),
+            ("instance_norm", "NCHW"),
+            ("instance_norm", "NHWC"),
+        ]
+        for direction in ("eval", "eval_out")
+    }
+    table = bench.markdown_table(results)
+    assert table.splitlines()[0] == "| op | shape | eval, out= | eval |"
 
 
 def test_bench_command_rejects_an_unknown_op(capsys):

@@ -5,6 +5,9 @@ effective bandwidth (bytes that must move divided by the time), that
 bandwidth as a fraction of a same-size parallel copy measured in the same
 run (the memory-bound ceiling), and the speed ratio against every importable
 peer (a peer's time divided by numbanorm's: above 1, numbanorm is faster).
+For the allocating directions, ``pages`` is the time to obtain a new
+output's pages (an empty array written once in parallel): what an allocating
+call may cost beyond its ``out=`` twin.
 """
 
 import fnmatch
@@ -32,6 +35,14 @@ def _parallel_copy(src, dst):
         d = dst[start : start + COPY_BLOCK]
         for i in range(s.size):
             d[i] = s[i]
+
+
+@jit(parallel=True, fastmath=False)
+def _parallel_fill(dst):
+    for block in prange(-(-dst.size // COPY_BLOCK)):
+        d = dst[block * COPY_BLOCK : (block + 1) * COPY_BLOCK]
+        for i in range(d.size):
+            d[i] = 0
 
 
 def median_seconds(calls, *, min_time, min_repeats, max_repeats):
@@ -63,6 +74,12 @@ def parallel_copy(x):
     return lambda: _parallel_copy(src, dst)
 
 
+def new_pages(x):
+    """A zero-argument call obtaining the pages of an output like ``x``: a new array,
+    written once in parallel.  What an allocating call pays beyond its ``out=`` twin."""
+    return lambda: _parallel_fill(np.empty(x.size, x.dtype))
+
+
 def operations(patterns=None, cases=BENCHMARK_CASES):
     """``(case, direction)`` pairs whose name ``"<norm>.<direction>"`` matches a pattern.
 
@@ -70,7 +87,7 @@ def operations(patterns=None, cases=BENCHMARK_CASES):
     or a shell-style wildcard (``*.forward_out``); None selects everything.
     """
     for case in cases:
-        for direction in ("forward",) if case.spec is None else DIRECTIONS:
+        for direction in case.directions:
             name = f"{case.norm}.{direction}"
             if patterns is None or any(
                 fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(case.norm, p) for p in patterns
@@ -85,7 +102,8 @@ def _select(patterns, cases=BENCHMARK_CASES):
         raise ValueError(
             f"no benchmark matches {' '.join(patterns)}; the names are the norms ({norms}) "
             f"and '<norm>.<direction>' with the directions {', '.join(DIRECTIONS)} "
-            f"(moments: forward only); wildcards are allowed"
+            f"(moments: forward only; eval: norms with running statistics); "
+            f"wildcards are allowed"
         )
     return selected
 
@@ -114,8 +132,10 @@ def run(
     Returns one dict per operation: ``op``, ``layout``, ``shape``, ``dtype``,
     ``seconds`` (median), ``gb_per_s``, ``copy_gb_per_s`` (the ceiling: a
     parallel copy on the CPU, a device-to-device copy on the GPU),
-    ``fraction_of_copy`` and ``peers`` (peer name -> peer time / numbanorm
-    time, for the peers that have the operation).
+    ``fraction_of_copy``, ``pages_seconds`` (allocating directions on the
+    CPU: the time to obtain the output's pages, see :func:`new_pages`; else
+    None) and ``peers`` (peer name -> peer time / numbanorm time, for the
+    peers that have the operation).
     """
     selected = _select(patterns, cases)
     build_call, copy_call, all_peers = _target(gpu)
@@ -130,7 +150,10 @@ def run(
     for case, direction in selected:
         data = case.data(dtype)
         numbanorm = build_call("numbanorm", direction, case, data)
-        seconds = median_seconds({"copy": copy_call(data["x"]), "numbanorm": numbanorm}, **timing)
+        calls = {"copy": copy_call(data["x"]), "numbanorm": numbanorm}
+        if not (gpu or direction.endswith("_out")):
+            calls["pages"] = new_pages(data["x"])
+        seconds = median_seconds(calls, **timing)
         ours = seconds["numbanorm"]
         copy_bandwidth = 2 * data["x"].nbytes / seconds["copy"]
         moved = case.bytes_moved(direction, itemsize)
@@ -143,6 +166,7 @@ def run(
             "gb_per_s": moved / ours / 1e9,
             "copy_gb_per_s": copy_bandwidth / 1e9,
             "fraction_of_copy": moved / ours / copy_bandwidth,
+            "pages_seconds": seconds.get("pages"),
             "peers": {},
         }
         for peer in peers:
@@ -190,16 +214,19 @@ def format_row(result, peers=PEERS):
     ratios = "".join(
         f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}" for p in peers
     )
+    pages = result["pages_seconds"]
     return (
         f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
         f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
-        f"{result['fraction_of_copy']:>8.0%}{ratios}"
+        f"{result['fraction_of_copy']:>8.0%}{'' if pages is None else f'{pages * 1e3:.2f}':>8}"
+        f"{ratios}"
     )
 
 
 def format_header(peers=PEERS):
-    return f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}" + "".join(
-        f"{'vs ' + p:>16}" for p in peers
+    return (
+        f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}{'pages':>8}"
+        + "".join(f"{'vs ' + p:>16}" for p in peers)
     )
 
 
@@ -216,8 +243,9 @@ def markdown_table(results):
     """One row per case: milliseconds, % of the copy ceiling, and ratios to the peers.
 
     A ratio above 1 means numbanorm is faster; peers are compared with the
-    allocating forward and backward, as they allocate too.  Each direction
-    has a column for every peer that ran it.
+    allocating forward, eval and backward, as they allocate too.  Each
+    direction has a column for every peer that ran it, and eval columns
+    appear when some case has it.
     """
     rows = {}
     for r in results:
@@ -230,7 +258,8 @@ def markdown_table(results):
             for p in PEER_NAMES
             if any(p in r["peers"] for r in results if r["op"].endswith("." + direction))
         ]
-        for direction in ("forward", "backward")
+        for direction in ("forward", "eval", "backward")
+        if any(r["op"].split(".")[1].startswith(direction) for r in results)
     }
 
     def cell(r):
@@ -239,34 +268,20 @@ def markdown_table(results):
     def ratio(r, peer):
         return f"{r['peers'][peer]:.2f}x" if r and peer in r["peers"] else ""
 
-    header = [
-        "op",
-        "shape",
-        "forward, out=",
-        "forward",
-        *(f"vs {PEER_NAMES[p]}" for p in ran["forward"]),
-        "backward, out=",
-        "backward",
-        *(f"vs {PEER_NAMES[p]}" for p in ran["backward"]),
-    ]
+    header = ["op", "shape"]
+    for direction, peers in ran.items():
+        header += [f"{direction}, out=", direction, *(f"vs {PEER_NAMES[p]}" for p in peers)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (norm, layout, shape), d in rows.items():
-        fwd, bwd = d.get("forward"), d.get("backward")
-        lines.append(
-            " | ".join(
-                [
-                    f"| {norm} {layout}",
-                    shape,
-                    cell(d.get("forward_out")),
-                    cell(fwd),
-                    *(ratio(fwd, p) for p in ran["forward"]),
-                    cell(d.get("backward_out")),
-                    cell(bwd),
-                    *(ratio(bwd, p) for p in ran["backward"]),
-                ]
-            )
-            + " |"
-        )
+        cells = [f"| {norm} {layout}", shape]
+        for direction, peers in ran.items():
+            allocating = d.get(direction)
+            cells += [
+                cell(d.get(direction + "_out")),
+                cell(allocating),
+                *(ratio(allocating, p) for p in peers),
+            ]
+        lines.append(" | ".join(cells) + " |")
     return "\n".join(lines)
 
 

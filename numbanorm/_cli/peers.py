@@ -6,9 +6,14 @@ an operation is built as a zero-argument callable over preallocated, seeded
 data; building raises :class:`PeerUnavailable` when a peer is not importable
 or has no such operation.
 
+Directions: the training forward (``forward``), the evaluation forward of
+norms with running statistics (``eval``: a pure elementwise pass), each also
+into a given output (``*_out``), and the backward.
+
 Peers: a naive NumPy version of the formulas, PyTorch (``torch.nn.functional``
-and autograd), ONNX Runtime (forward only, channels-first only) and JAX
-(``jit``).  Peers are imported lazily; none is a dependency.
+and autograd), ONNX Runtime (forwards only, channels-first only; its batch
+normalization is the evaluation one) and JAX (``jit``).  Peers are imported
+lazily; none is a dependency.
 """
 
 import functools
@@ -22,7 +27,7 @@ import numbanorm
 from .._specs import NORMS
 
 IMPLEMENTATIONS = ("numbanorm", "numpy", "torch", "onnxruntime", "jax")
-DIRECTIONS = ("forward", "forward_out", "backward", "backward_out")
+DIRECTIONS = ("forward", "forward_out", "eval", "eval_out", "backward", "backward_out")
 EPS = 1e-5
 SPECS = {norm.name: norm for norm in NORMS}
 
@@ -53,6 +58,13 @@ class Case:
     def spec(self):
         """The norm's specification; None for moments."""
         return None if self.norm == "moments" else SPECS[self.norm]
+
+    @property
+    def directions(self):
+        """The directions the case has: moments a forward, eval only with running statistics."""
+        if self.spec is None:
+            return ("forward",)
+        return tuple(d for d in DIRECTIONS if self.spec.running_stats or not d.startswith("eval"))
 
     @property
     def axis(self):
@@ -102,7 +114,8 @@ class Case:
         return arrays * math.prod(self.shape) * itemsize
 
     def data(self, dtype=np.float32, seed=0):
-        """Seeded ``x``, ``dy``, ``weight`` and ``bias`` (``(C,)``, float32 or float64)."""
+        """Seeded ``x``, ``dy``, and ``(C,)`` ``weight``, ``bias``, ``running_mean`` and
+        ``running_var`` (float32 or float64)."""
         rng = np.random.default_rng(seed)
         C = self.channels
         return {
@@ -110,6 +123,8 @@ class Case:
             "dy": rng.standard_normal(self.shape, dtype=np.float32).astype(dtype, copy=False),
             "weight": (1 + 0.1 * rng.standard_normal(C)).astype(dtype),
             "bias": (0.1 * rng.standard_normal(C)).astype(dtype),
+            "running_mean": (0.1 * rng.standard_normal(C)).astype(dtype),
+            "running_var": (1 + 0.1 * np.abs(rng.standard_normal(C))).astype(dtype),
         }
 
 
@@ -132,8 +147,8 @@ def check_operation(impl, implementations, direction, case):
     """Raise unless ``impl`` is known and can run ``direction`` of ``case``."""
     if impl not in implementations:
         raise ValueError(f"unknown implementation {impl!r}")
-    if case.spec is None and direction != "forward":
-        raise PeerUnavailable("moments has only a forward")
+    if direction not in case.directions:
+        raise PeerUnavailable(f"{case.norm} has no {direction}")
     if direction.endswith("_out") and impl != "numbanorm":
         raise PeerUnavailable(f"{impl} has no out= {direction[:-4]}")
 
@@ -158,21 +173,23 @@ def _numbanorm(direction, case, data, place=None):
     running = {}
     if norm.running_stats:
         running = dict(
-            running_mean=place(np.zeros(case.channels, data["x"].dtype)),
-            running_var=place(np.ones(case.channels, data["x"].dtype)),
+            running_mean=place(data["running_mean"].copy()),
+            running_var=place(data["running_var"].copy()),
         )
     arguments = norm.forward_arguments(x, w, b, num_groups=case.num_groups, **running)
     forward = getattr(numbanorm, norm.name + "_forward")
     if direction == "forward":
         return lambda: forward(*arguments, axis=case.axis)
+    plain = getattr(numbanorm, norm.name)
+    out = place(np.empty_like(data["x"])) if direction.endswith("_out") else None
+    if direction.startswith("eval"):
+        mode = {norm.mode_argument: False}
+        return lambda: plain(*arguments, axis=case.axis, out=out, **mode)
     if direction == "forward_out":
-        plain = getattr(numbanorm, norm.name)
-        out = place(np.empty_like(data["x"]))
         return lambda: plain(*arguments, axis=case.axis, out=out)
     stats = forward(*arguments, axis=case.axis)[1:]
     backward = getattr(numbanorm, norm.name + "_backward")
     arguments = norm.backward_arguments(dy, x, stats, w, num_groups=case.num_groups)
-    out = place(np.empty_like(data["x"])) if direction == "backward_out" else None
     return lambda: backward(*arguments, axis=case.axis, out=out)
 
 
@@ -196,14 +213,20 @@ def _numpy(direction, case, data, xp=np):
             return mean, 1 / xp.sqrt(xv.var(axis=axes, keepdims=True) + EPS)
         return 0, 1 / xp.sqrt(xp.mean(xv * xv, axis=axes, keepdims=True) + EPS)
 
-    def forward():
+    def forward(stats=statistics):
         xv = x.reshape(view)
-        mean, rstd = statistics(xv)
+        mean, rstd = stats(xv)
         y = (xv - mean) * rstd * w
         return (y + b if norm.bias else y).reshape(x.shape)
 
     if direction == "forward":
         return forward
+    if direction == "eval":
+        running = (
+            xp.asarray(data["running_mean"]).reshape(pshape),
+            1 / xp.sqrt(xp.asarray(data["running_var"]).reshape(pshape) + EPS),
+        )
+        return lambda: forward(lambda xv: running)
     param_axes = tuple(a for a, n in enumerate(pshape) if n == 1)
 
     def backward():
@@ -226,17 +249,22 @@ def _numpy(direction, case, data, xp=np):
 
 
 # Each norm's function, called with torch.nn.functional, the case, the running
-# statistics as keywords (empty without them), the input and the parameters.
+# statistics as keywords (empty without them), whether it trains (norms with
+# running statistics), the input and the parameters.
 TORCH_FUNCTIONS = {
-    "batch_norm": lambda F, case, running, x, w, b: F.batch_norm(
-        x, **running, weight=w, bias=b, training=True, eps=EPS
+    "batch_norm": lambda F, case, running, training, x, w, b: F.batch_norm(
+        x, **running, weight=w, bias=b, training=training, eps=EPS
     ),
-    "instance_norm": lambda F, case, running, x, w, b: F.instance_norm(
-        x, **running, weight=w, bias=b, use_input_stats=True, eps=EPS
+    "instance_norm": lambda F, case, running, training, x, w, b: F.instance_norm(
+        x, **running, weight=w, bias=b, use_input_stats=training, eps=EPS
     ),
-    "group_norm": lambda F, case, running, x, w, b: F.group_norm(x, case.groups, w, b, EPS),
-    "layer_norm": lambda F, case, running, x, w, b: F.layer_norm(x, (case.channels,), w, b, EPS),
-    "rms_norm": lambda F, case, running, x, w: F.rms_norm(x, (case.channels,), w, EPS),
+    "group_norm": lambda F, case, running, training, x, w, b: F.group_norm(
+        x, case.groups, w, b, EPS
+    ),
+    "layer_norm": lambda F, case, running, training, x, w, b: F.layer_norm(
+        x, (case.channels,), w, b, EPS
+    ),
+    "rms_norm": lambda F, case, running, training, x, w: F.rms_norm(x, (case.channels,), w, EPS),
 }
 
 
@@ -265,12 +293,13 @@ def _torch(direction, case, data, device="cpu"):
     params = [torch.from_numpy(data[name]).to(device) for name in norm.parameters]
     running = {}
     if norm.running_stats:
-        running = dict(
-            running_mean=torch.zeros(case.channels, dtype=x.dtype, device=device),
-            running_var=torch.ones(case.channels, dtype=x.dtype, device=device),
-        )
-    forward = functools.partial(TORCH_FUNCTIONS[norm.name], F, case, running)
-    if direction == "forward":
+        running = {
+            name: torch.from_numpy(data[name].copy()).to(device)
+            for name in ("running_mean", "running_var")
+        }
+    training = not direction.startswith("eval")
+    forward = functools.partial(TORCH_FUNCTIONS[norm.name], F, case, running, training)
+    if direction in ("forward", "eval"):
 
         def run():
             with torch.no_grad():
@@ -288,8 +317,9 @@ def _torch(direction, case, data, device="cpu"):
 
 # Opset 23 is the first with RMSNormalization.
 ONNX_OPSET = 23
-# Each norm's operator, its attributes, and whether it takes the statistics as
-# inputs (BatchNormalization's inference mode).
+# Each norm's operator, its attributes, and whether it takes the running
+# statistics as inputs: BatchNormalization runs inference only, the eval
+# direction.
 ONNX_OPERATORS = {
     "layer_norm": ("LayerNormalization", {"axis": -1, "epsilon": EPS}, False),
     "rms_norm": ("RMSNormalization", {"axis": -1, "epsilon": EPS}, False),
@@ -300,8 +330,16 @@ ONNX_OPERATORS = {
 
 
 def _onnxruntime(direction, case, data):
-    if direction != "forward" or case.spec is None or case.layout == "NHWC":
-        raise PeerUnavailable("ONNX Runtime runs channels-first forwards only")
+    """An inference session of the norm's operator; its outputs are views of its arena.
+
+    ``session.run`` returns arrays that do not own their memory: a freed
+    output's buffer returns to ONNX Runtime's arena, and the next call
+    reuses its pages, as ``numbanorm.set_output_pool`` does.
+    """
+    if case.spec is None or case.layout == "NHWC":
+        raise PeerUnavailable("ONNX Runtime runs channels-first norms only")
+    if direction != ("eval" if ONNX_OPERATORS[case.norm][2] else "forward"):
+        raise PeerUnavailable(f"ONNX Runtime has no {direction} of {case.norm}")
     try:
         import numba
         import onnx
@@ -311,17 +349,13 @@ def _onnxruntime(direction, case, data):
         raise PeerUnavailable("onnx and onnxruntime are not importable") from error
 
     norm = case.spec
-    op, attributes, statistics_inputs = ONNX_OPERATORS[norm.name]
+    op, attributes, running_inputs = ONNX_OPERATORS[norm.name]
     x = data["x"]
     if norm.grouped:
         attributes = {**attributes, "num_groups": case.groups}
     constants = {name: data[name] for name in norm.parameters}
-    if statistics_inputs:
-        # The operator runs in inference mode: given the batch's own statistics
-        # it computes what training mode computes, with the same memory traffic.
-        axes = case.grouped_view[1]
-        view = x.reshape(case.grouped_view[0])
-        constants.update(mean=view.mean(axis=axes).reshape(-1), var=view.var(axis=axes).reshape(-1))
+    if running_inputs:
+        constants.update(mean=data["running_mean"], var=data["running_var"])
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     graph = helper.make_graph(
         [helper.make_node(op, ["x", *constants], ["y"], **attributes)],
@@ -369,6 +403,15 @@ def _jax(direction, case, data):
 
     if direction == "forward":
         run = jax.jit(forward)
+        return lambda: jax.block_until_ready(run(x, *params))
+    if direction == "eval":
+        mean, var = (jnp.asarray(data[k]).reshape(pshape) for k in ("running_mean", "running_var"))
+
+        def evaluate(x, w, b):
+            y = (x.reshape(view) - mean) * jax.lax.rsqrt(var + EPS) * w.reshape(pshape)
+            return (y + b.reshape(pshape)).reshape(x.shape)
+
+        run = jax.jit(evaluate)
         return lambda: jax.block_until_ready(run(x, *params))
     run = jax.jit(lambda dy, x, *params: jax.vjp(forward, x, *params)[1](dy))
     return lambda: jax.block_until_ready(run(dy, x, *params))
