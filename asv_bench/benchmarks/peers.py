@@ -6,11 +6,16 @@ cases.  Every implementation of an operation is built as a zero-argument
 callable over seeded data; building raises ``NotImplementedError``, which asv
 reports as skipped, when a peer is not importable or has no such operation.
 
+Directions: the forward, with ``out=``, the backward, with ``out=``, and
+for batch norm the evaluation forward with the running statistics (``eval``,
+``eval_out``).
+
 Peers on the CPU: the formulas in plain NumPy, PyTorch (``torch.nn.functional``
-and autograd), ONNX Runtime (forward only, channels-first only) and JAX
-(``jit``).  On a GPU: numbanorm on device arrays, PyTorch CUDA and the
-formulas in CuPy, each call followed by a device synchronization.  Peers are
-imported when a benchmark needs them; none is a dependency.
+and autograd), ONNX Runtime (forwards only, channels-first only; its batch
+normalization runs inference only, the eval direction) and JAX (``jit``).
+On a GPU: numbanorm on device arrays, PyTorch CUDA and the formulas in CuPy,
+each call followed by a device synchronization.  Peers are imported when a
+benchmark needs them; none is a dependency.
 """
 
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ import numbanorm
 IMPLEMENTATIONS = ("numbanorm", "numpy", "torch", "onnxruntime", "jax")
 GPU_IMPLEMENTATIONS = ("numbanorm", "torch", "cupy")
 DIRECTIONS = ("forward", "forward_out", "backward", "backward_out")
+EVAL_DIRECTIONS = ("eval", "eval_out")
 EPS = 1e-5
 
 
@@ -80,13 +86,16 @@ class Case:
         return self.norm != "rms_norm"
 
     def data(self, dtype, seed=0):
-        """Seeded ``x``, ``dy``, ``weight`` and ``bias``."""
+        """Seeded ``x``, ``dy``, ``weight``, ``bias`` and running statistics."""
         rng = np.random.default_rng(seed)
+        C = self.channels
         return {
             "x": rng.standard_normal(self.shape, dtype=np.float32).astype(dtype, copy=False),
             "dy": rng.standard_normal(self.shape, dtype=np.float32).astype(dtype, copy=False),
-            "weight": (1 + 0.1 * rng.standard_normal(self.channels)).astype(dtype),
-            "bias": (0.1 * rng.standard_normal(self.channels)).astype(dtype),
+            "weight": (1 + 0.1 * rng.standard_normal(C)).astype(dtype),
+            "bias": (0.1 * rng.standard_normal(C)).astype(dtype),
+            "running_mean": (0.1 * rng.standard_normal(C)).astype(dtype),
+            "running_var": (1 + 0.1 * np.abs(rng.standard_normal(C))).astype(dtype),
         }
 
 
@@ -117,6 +126,8 @@ def build(impl, direction, case, dtype, *, gpu=False):
     """
     if case.norm == "moments" and direction != "forward":
         raise NotImplementedError("moments has only a forward")
+    if direction in EVAL_DIRECTIONS and case.norm != "batch_norm":
+        raise NotImplementedError("eval is batch norm's")
     if direction.endswith("_out") and impl != "numbanorm":
         raise NotImplementedError(f"{impl} has no out= {direction[:-4]}")
     if not gpu:
@@ -140,19 +151,20 @@ def _numbanorm(direction, case, data, place=lambda a: a):
     params = dict(weight=w, bias=b) if case.has_bias else dict(weight=w)
     if case.norm == "batch_norm":
         params.update(
-            running_mean=place(np.zeros(case.channels, data["x"].dtype)),
-            running_var=place(np.ones(case.channels, data["x"].dtype)),
+            running_mean=place(data["running_mean"].copy()),
+            running_var=place(data["running_var"].copy()),
         )
     forward = getattr(numbanorm, case.norm + "_forward")
     if direction == "forward":
         return lambda: forward(x, *extra, **params, axis=axis)
+    plain = getattr(numbanorm, case.norm)
+    out = place(np.empty_like(data["x"])) if direction.endswith("_out") else None
+    if direction in EVAL_DIRECTIONS:
+        return lambda: plain(x, **params, axis=axis, out=out, training=False)
     if direction == "forward_out":
-        plain = getattr(numbanorm, case.norm)
-        out = place(np.empty_like(data["x"]))
         return lambda: plain(x, *extra, **params, axis=axis, out=out)
     stats = forward(x, *extra, **params, axis=axis)[1:]
     backward = getattr(numbanorm, case.norm + "_backward")
-    out = place(np.empty_like(data["x"])) if direction == "backward_out" else None
     return lambda: backward(dy, x, *extra, *stats, w, axis=axis, out=out)
 
 
@@ -175,14 +187,20 @@ def _formulas(direction, case, data, xp=np):
             )
         return 0, 1 / xp.sqrt(xp.mean(xv * xv, axis=axes, keepdims=True) + EPS)
 
-    def forward():
+    def forward(stats=statistics):
         xv = x.reshape(view)
-        mean, rstd = statistics(xv)
+        mean, rstd = stats(xv)
         y = (xv - mean) * rstd * w
         return (y + b if case.has_bias else y).reshape(x.shape)
 
     if direction == "forward":
         return forward
+    if direction == "eval":
+        running = (
+            xp.asarray(data["running_mean"]).reshape(pshape),
+            1 / xp.sqrt(xp.asarray(data["running_var"]).reshape(pshape) + EPS),
+        )
+        return lambda: forward(lambda xv: running)
     param_axes = tuple(a for a in range(len(view)) if pshape[a] == 1)
 
     def backward():
@@ -233,20 +251,18 @@ def _torch(direction, case, data, device="cpu"):
     C = case.channels
     if case.norm == "moments":
         return lambda: torch.var_mean(x, dim=case.grouped_view[1], correction=0)[::-1]
-    running = (
-        torch.zeros(C, dtype=x.dtype, device=device),
-        torch.ones(C, dtype=x.dtype, device=device),
-    )
+    running = [torch.from_numpy(data[k].copy()).to(device) for k in ("running_mean", "running_var")]
+    training = direction not in EVAL_DIRECTIONS
     functions = {
         "layer_norm": lambda x, w, b: F.layer_norm(x, (C,), w, b, EPS),
         "rms_norm": lambda x, w: F.rms_norm(x, (C,), w, EPS),
-        "batch_norm": lambda x, w, b: F.batch_norm(x, *running, w, b, training=True, eps=EPS),
+        "batch_norm": lambda x, w, b: F.batch_norm(x, *running, w, b, training=training, eps=EPS),
         "group_norm": lambda x, w, b: F.group_norm(x, case.groups, w, b, EPS),
         "instance_norm": lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=EPS),
     }
     forward = functions[case.norm]
     params = (w, b) if case.has_bias else (w,)
-    if direction == "forward":
+    if direction in ("forward", "eval"):
 
         def run():
             with torch.no_grad():
@@ -273,8 +289,11 @@ _ONNX_OPS = {
 
 
 def _onnxruntime(direction, case, data):
-    if direction != "forward" or case.norm == "moments" or case.layout == "NHWC":
-        raise NotImplementedError("ONNX Runtime runs channels-first forwards only")
+    """An inference session; its outputs are views of its arena, reused once freed."""
+    if case.norm == "moments" or case.layout == "NHWC":
+        raise NotImplementedError("ONNX Runtime runs channels-first norms only")
+    if direction != ("eval" if case.norm == "batch_norm" else "forward"):
+        raise NotImplementedError(f"ONNX Runtime has no {direction} of {case.norm}")
     try:
         import numba
         import onnx
@@ -290,10 +309,7 @@ def _onnxruntime(direction, case, data):
     if case.has_bias:
         constants["bias"] = data["bias"]
     if case.norm == "batch_norm":
-        # The operator runs in inference mode: given the batch's own statistics
-        # it computes what training mode computes, with the same memory traffic.
-        axes = case.grouped_view[1]
-        constants.update(mean=x.mean(axis=axes), var=x.var(axis=axes))
+        constants.update(mean=data["running_mean"], var=data["running_var"])
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     graph = helper.make_graph(
         [helper.make_node(op, ["x", *constants], ["y"], **attributes)],
@@ -339,6 +355,15 @@ def _jax(direction, case, data):
 
     if direction == "forward":
         run = jax.jit(forward)
+        return lambda: jax.block_until_ready(run(x, *params))
+    if direction == "eval":
+        mean, var = (jnp.asarray(data[k]).reshape(pshape) for k in ("running_mean", "running_var"))
+
+        def evaluate(x, w, b):
+            y = (x.reshape(view) - mean) * jax.lax.rsqrt(var + EPS) * w.reshape(pshape)
+            return (y + b.reshape(pshape)).reshape(x.shape)
+
+        run = jax.jit(evaluate)
         return lambda: jax.block_until_ready(run(x, *params))
     run = jax.jit(lambda dy, x, *params: jax.vjp(forward, x, *params)[1](dy))
     return lambda: jax.block_until_ready(run(dy, x, *params))
