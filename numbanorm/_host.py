@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _kernels
 from ._arrays import host_array, host_input
 from ._layout import CanonicalView
 
@@ -132,13 +132,15 @@ class HostBackend:
 
     @staticmethod
     def update_running(running_mean, running_var, mean, var, momentum, unbias):
-        for running, stat, factor in ((running_mean, mean, None), (running_var, var, unbias)):
-            # One group row (batch norm) is its own average: a reduction costs
-            # more than the rest of a small call.
-            batch = stat[0] if len(stat) == 1 else stat.mean(axis=0)
-            if factor is not None:
-                batch = batch * factor
-            running[...] = (1 - momentum) * running + momentum * batch
+        running = (running_mean, running_var)
+        # The kernel computes in float64 and stores float32 or float64; other
+        # dtypes (float16) are updated through float64 copies.
+        native = all(r.dtype in (np.float32, np.float64) for r in running)
+        targets = running if native else tuple(r.astype(np.float64) for r in running)
+        _kernels.update_running(*targets, mean, var, momentum, unbias)
+        if not native:
+            for r, t in zip(running, targets):
+                r[...] = t
 
     @staticmethod
     def gradient_out(g2, shape, dtype):

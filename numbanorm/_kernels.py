@@ -1136,6 +1136,25 @@ def merge_moments(part_mean, part_m2, O, o_chunk, I, mean, m2):
     return _n_nonfinite(m2)
 
 
+@jit
+def update_running(running_mean, running_var, mean, var, momentum, unbias):
+    """``running = (1 - momentum)*running + momentum*stat`` of ``(B, C)`` statistics.
+
+    The statistics are averaged over ``B`` (instance norm's samples) and the
+    variance multiplied by ``unbias``.  One compiled call: the NumPy
+    expressions cost a small batch norm more than its kernel.
+    """
+    B, C = mean.shape
+    for c in range(C):
+        m = 0.0
+        v = 0.0
+        for b in range(B):
+            m += mean[b, c]
+            v += var[b, c]
+        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * (m / B)
+        running_var[c] = (1 - momentum) * running_var[c] + momentum * (v / B * unbias)
+
+
 @jit(parallel=True)
 def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
     """``out = (x - mean) * rstd * w + bias``, a weight per segment of the rows.

@@ -77,7 +77,15 @@ class Call:
         if self.norm is None:
             function(x, axis=self.axis)
         elif self.direction == "forward":
-            function(*self.norm.forward_arguments(x, num_groups=self.num_groups), axis=self.axis)
+            running = {}
+            if self.norm.running_stats:  # what a layer passes, and their update
+                channels = self.shape[self.axis]
+                running = dict(
+                    running_mean=np.zeros(channels, self.dtype),
+                    running_var=np.ones(channels, self.dtype),
+                )
+            arguments = self.norm.forward_arguments(x, num_groups=self.num_groups, **running)
+            function(*arguments, axis=self.axis)
         else:
             # Statistics of the right shape will do: which kernels run depends on
             # the types and the shape only, and a forward here would compile the
