@@ -8,6 +8,7 @@ import numpy as np
 from numba import cuda
 
 from ._cuda_shared import reciprocal_sqrt
+from ._kernels import fold_into_running
 
 
 @cuda.jit(device=True)
@@ -61,16 +62,12 @@ def running_as_groups(running_mean, running_var, eps, mean, rstd):
         rstd[t // C, c] = reciprocal_sqrt(np.float64(running_var[c]) + eps)
 
 
+_fold_into_running = cuda.jit(device=True)(fold_into_running)
+
+
 @cuda.jit
 def update_running(running_mean, running_var, mean, var, momentum, unbias):
-    """``running = (1 - momentum)*running + momentum*stat``, stats averaged over ``B``."""
-    B, C = mean.shape
+    """:func:`numbanorm._kernels.fold_into_running`, one channel per thread."""
     c = cuda.grid(1)
-    if c < C:
-        m = 0.0
-        v = 0.0
-        for b in range(B):
-            m += mean[b, c]
-            v += var[b, c]
-        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * (m / B)
-        running_var[c] = (1 - momentum) * running_var[c] + momentum * (v / B * unbias)
+    if c < mean.shape[1]:
+        _fold_into_running(running_mean, running_var, mean, var, momentum, unbias, c)

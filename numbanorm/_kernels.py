@@ -1136,23 +1136,32 @@ def merge_moments(part_mean, part_m2, O, o_chunk, I, mean, m2):
     return _n_nonfinite(m2)
 
 
+def fold_into_running(running_mean, running_var, mean, var, momentum, unbias, c):
+    """``running = (1 - momentum)*running + momentum*stat`` for channel ``c``.
+
+    ``mean`` and ``var`` are ``(B, C)``, averaged over ``B`` (instance norm's
+    samples); the variance is multiplied by ``unbias``.  Plain Python,
+    compiled for the CPU here and for the GPU in ``_cuda_elementwise``.
+    """
+    B = mean.shape[0]
+    m = 0.0
+    v = 0.0
+    for b in range(B):
+        m += mean[b, c]
+        v += var[b, c]
+    running_mean[c] = (1 - momentum) * running_mean[c] + momentum * (m / B)
+    running_var[c] = (1 - momentum) * running_var[c] + momentum * (v / B * unbias)
+
+
+_fold_into_running = jit(inline=True)(fold_into_running)
+
+
 @jit
 def update_running(running_mean, running_var, mean, var, momentum, unbias):
-    """``running = (1 - momentum)*running + momentum*stat`` of ``(B, C)`` statistics.
-
-    The statistics are averaged over ``B`` (instance norm's samples) and the
-    variance multiplied by ``unbias``.  One compiled call: the NumPy
-    expressions cost a small batch norm more than its kernel.
-    """
-    B, C = mean.shape
-    for c in range(C):
-        m = 0.0
-        v = 0.0
-        for b in range(B):
-            m += mean[b, c]
-            v += var[b, c]
-        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * (m / B)
-        running_var[c] = (1 - momentum) * running_var[c] + momentum * (v / B * unbias)
+    """:func:`fold_into_running` for every channel, in one compiled call: the NumPy
+    expressions cost a small batch norm more than its kernel."""
+    for c in range(mean.shape[1]):
+        _fold_into_running(running_mean, running_var, mean, var, momentum, unbias, c)
 
 
 @jit(parallel=True)
