@@ -300,13 +300,12 @@ def _rows_moments(x4, b, o0, o1, c, centered):
         row = x4[b, o, c]
         for start in range(0, row.size, ROW_BLOCK):
             block = row[start : start + ROW_BLOCK]
-            inverse_size = 1.0 / block.size
             pivot = zero
             if centered:
                 total = zero
                 for i in range(block.size):
                     total += block[i]
-                pivot = x4.dtype.type(total * inverse_size)
+                pivot = x4.dtype.type(total / block.size)
             s1 = zero
             s2 = zero
             for i in range(block.size):
@@ -316,13 +315,10 @@ def _rows_moments(x4, b, o0, o1, c, centered):
             block_mean = 0.0
             block_m2 = np.float64(s2)
             if centered:
-                shift = np.float64(s1) * inverse_size
+                shift = np.float64(s1) / block.size
                 block_mean = np.float64(pivot) + shift
                 block_m2 -= np.float64(s1) * shift
-            if n == 0:  # a row's first block needs no merge, nor its division
-                n, mean, m2 = block.size, block_mean, block_m2
-            else:
-                n, mean, m2 = _chan_merge(n, mean, m2, block.size, block_mean, block_m2)
+            n, mean, m2 = _chan_merge(n, mean, m2, block.size, block_mean, block_m2)
     return mean, m2
 
 
