@@ -9,11 +9,12 @@ arithmetic runs in that precision over blocks of ``ROW_BLOCK`` elements (or
 ``SLAB_PARTIAL_ROWS`` slabs), around each group's rounded mean, and the
 statistics and the sums across blocks are float64.
 
-Work is split into tasks by :func:`plan_tasks`.  In the *row* regime (``I``
-long enough to vectorize) a task is ``(b-block, o-chunk, c)`` and walks
-contiguous rows of length ``I``; in the *slab* regime (short ``I``) a task is
-``(b-block, o-chunk, c-block)`` and vectorizes over the contiguous elements
-of its channels in each ``(b, o)`` slab, at most ``SLAB_BLOCK`` of them.
+Work is split into tasks by :func:`plan_tasks`, each a ``(b-block, o-chunk,
+c-block)``, in the order of memory.  In the *row* regime (``I`` long enough
+to vectorize) a task walks contiguous rows of length ``I``, channel by
+channel; in the *slab* regime (short ``I``) it vectorizes over the
+contiguous elements of its channels in each ``(b, o)`` slab, at most
+``SLAB_BLOCK`` of them.
 When a task owns whole groups (one o-chunk), the statistics and the
 elementwise pass run in the same task, so the second read of a group comes
 from cache: one pass over memory.  The partition depends only on the shape,
