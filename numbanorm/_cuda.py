@@ -552,12 +552,13 @@ class CudaBackend:
             return (dx, *_merged_parameter_sums(canon, None, W))
         dy4 = canon.view(dy)
         rows = _rows_regime(canon.shape4)
+        # The parameter sums read x and dy before dx is written: out may be either.
+        partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
         if rows:
             rows_backward(canon.acc)[B * C, _threads(O * I), canon.stream](
                 dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4
             )
-        partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
-        if not rows:
+        else:
             group_g, group_gxhat = canon.stats(2)
             part_dy, part_dyx = partials
             merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](

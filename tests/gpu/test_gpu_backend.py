@@ -428,3 +428,56 @@ def test_moments_accumulator_updates_from_device_batches(rng):
         accumulator.var(ddof=1), data.astype(np.float64).var(axis=(0, 2), ddof=1), rtol=1e-5
     )
     assert accumulator.count == 6 * 4
+
+
+# (norm, shape, axis, groups, whether the rows regime runs under the simulator)
+IN_PLACE_CASES = [
+    ("layer_norm", (3, 8), -1, None, True),
+    ("layer_norm", (5, 3), -1, None, False),
+    ("rms_norm", (3, 8), -1, None, True),
+    ("rms_norm", (5, 3), -1, None, False),
+    ("group_norm", (2, 4, 6), 1, 2, True),
+    ("group_norm", (2, 4), 1, 2, False),
+    ("instance_norm", (2, 3, 8), 1, None, True),
+    ("instance_norm", (2, 3, 2), 1, None, False),
+    ("batch_norm", (1, 2, 12), 1, None, True),
+    ("batch_norm", (4, 3, 8), 1, None, False),
+]
+
+
+@pytest.mark.parametrize("target", ["dy", "x"])
+@pytest.mark.parametrize("norm, shape, axis, groups, rows", IN_PLACE_CASES)
+def test_in_place_backward_matches_the_cpu(
+    rng, monkeypatch, norm, shape, axis, groups, rows, target
+):
+    """``out=dy`` or ``out=x``: ``dx`` overwrites an input the parameter gradients read."""
+    regimes = []
+    rows_regime = _cuda._rows_regime
+    monkeypatch.setattr(
+        _cuda, "_rows_regime", lambda shape4: regimes.append(rows_regime(shape4)) or regimes[-1]
+    )
+    x = _data(rng, shape, np.float32)
+    dy = _data(rng, shape, np.float32)
+    weight = rng.standard_normal(shape[axis]).astype(np.float32)
+    extra = () if groups is None else (groups,)
+    forward = getattr(numbanorm, f"{norm}_forward")
+    backward = getattr(numbanorm, f"{norm}_backward")
+    params = (weight,) if norm == "rms_norm" else (weight, None)
+    if norm in ("batch_norm", "instance_norm"):
+        params = (None, None, *params)
+    stats = forward(x, *extra, *params, axis=axis)[1:]
+    expected = backward(dy, x, *extra, *stats, weight, axis=axis)
+    inputs = {"dy": device(dy), "x": device(x)}
+    got = backward(
+        inputs["dy"],
+        inputs["x"],
+        *extra,
+        *map(device, stats),
+        device(weight),
+        axis=axis,
+        out=inputs[target],
+    )
+    assert got[0] is inputs[target]
+    assert regimes and regimes[-1] == rows
+    for g, e in zip(got, expected):
+        assert_matches(g, e, np.float32, scale=10)
