@@ -304,7 +304,9 @@ def _chunks(slices, rows, K):
 
 
 def _column_grid(slices, K, chunks):
-    return (-(-K // TILE_COLUMNS), chunks, slices), (TILE_COLUMNS, TILE_ROWS)
+    """``(grid, block)`` of the column tiles: the slices' tiles in grid x (up to
+    2**31 - 1 blocks), the chunks of rows in grid y (at most ``TARGET_BLOCKS``)."""
+    return (-(-K // TILE_COLUMNS) * slices, chunks), (TILE_COLUMNS, TILE_ROWS)
 
 
 def _view3(a4):

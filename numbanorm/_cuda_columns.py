@@ -62,13 +62,18 @@ def tile_reduce(mode, p, q, r, shared):
 
 
 @cuda.jit(device=True)
-def tile_rows(rows, chunk_rows):
-    """``(column, chunk, slice, first row, end row)`` of this thread of a column tile."""
+def tile_rows(rows, K, chunk_rows):
+    """``(column, chunk, slice, first row, end row)`` of this thread of a column tile.
+
+    Grid x runs over the slices' column tiles, slice-major (see
+    ``_cuda._column_grid``): grid y and z are limited to 65,535 blocks.
+    """
+    tiles = (K + TILE_COLUMNS - 1) // TILE_COLUMNS
     j = cuda.blockIdx.y
     return (
-        cuda.blockIdx.x * TILE_COLUMNS + cuda.threadIdx.x,
+        (cuda.blockIdx.x % tiles) * TILE_COLUMNS + cuda.threadIdx.x,
         j,
-        cuda.blockIdx.z,
+        cuda.blockIdx.x // tiles,
         j * chunk_rows + cuda.threadIdx.y,
         min(rows, (j + 1) * chunk_rows),
     )
@@ -108,7 +113,7 @@ def columns_moments(acc_dtype):
 
     @cuda.jit
     def kernel(x3, centered, chunk_rows, part_mean, part_m2):
-        k, j, bp, first, end = tile_rows(x3.shape[1], chunk_rows)
+        k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
         n = acc(0)
         m = acc(0)
         m2 = acc(0)
@@ -140,7 +145,7 @@ def columns_gradient_sums(acc_dtype):
 
     @cuda.jit
     def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx):
-        k, j, bp, first, end = tile_rows(x3.shape[1], chunk_rows)
+        k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
         s_dy = acc(0)
         s_dyx = acc(0)
         if k < x3.shape[2]:
@@ -314,7 +319,7 @@ def columns_affine(acc_dtype):
 
     @cuda.jit
     def kernel(x3, dy3, use_dy, rows_per_block, coef, out3):
-        k, _, bp, first, end = tile_rows(x3.shape[1], rows_per_block)
+        k, _, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], rows_per_block)
         if k < x3.shape[2]:
             scale = coef[0, bp, k]
             shift = coef[1, bp, k]

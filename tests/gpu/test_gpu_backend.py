@@ -481,3 +481,23 @@ def test_in_place_backward_matches_the_cpu(
     assert regimes and regimes[-1] == rows
     for g, e in zip(got, expected):
         assert_matches(g, e, np.float32, scale=10)
+
+
+# A CUDA device's launch limits: blocks per grid in x, y and z, threads per block.
+MAX_GRID = (2**31 - 1, 65_535, 65_535)
+MAX_THREADS_PER_BLOCK = 1_024
+
+
+@pytest.mark.parametrize(
+    "slices, rows, K",
+    [(200_000, 1, 16), (70_000, 3, 40), (1, 10**7, 3), (100, 5_000, 100_000)],
+)
+def test_column_launches_stay_within_the_hardware_limits(slices, rows, K):
+    """More than 65,535 slices of short rows, as layer norm over a short last axis has."""
+    _, chunks = _cuda._chunks(slices, rows, K)
+    grid, block = _cuda._column_grid(slices, K, chunks)
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    assert all(1 <= g <= limit for g, limit in zip(grid, MAX_GRID)), grid
+    assert math.prod(block) <= MAX_THREADS_PER_BLOCK
+    tiles = -(-K // _cuda.TILE_COLUMNS)
+    assert grid[0] == tiles * slices and grid[1] == chunks
