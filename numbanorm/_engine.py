@@ -54,7 +54,7 @@ def _arrays(allocate, n, shape):
     Separate allocations: unpacking one ``(n, *shape)`` array makes a view
     per row, which costs small calls more than the allocations.
     """
-    return map(allocate, (shape,) * n)
+    return tuple(map(allocate, (shape,) * n))
 
 
 def plan_kernels(shape4, W=0):
@@ -395,7 +395,7 @@ def _gradient_buffers(canon, tiling, W):
 def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums):
     """The gradient-sums kernel into ``sums``; the o-chunks of each group add up in order."""
     B, O, C, _ = canon.shape4
-    parts = tuple(_arrays(np.zeros, 3, (B, -(-O // tiling[1]), C)))
+    parts = _arrays(np.zeros, 3, (B, -(-O // tiling[1]), C))
     if canon.x4.size:
         _launch(
             kernels.gradient_sums,
