@@ -15,11 +15,9 @@ Conventions shared by every method:
 - ``x`` is read in its *compute* dtype, which :meth:`Backend.input` gives:
   float16 becomes float32 on the host and stays float16 on the device
   (which computes in float32); ``y`` and ``dx`` come out in it.
-- Statistics are held in the *accumulation* dtype of the backend (float64
-  on the host, float32 or float64 on the device), parameter gradients in
-  float64 on both; results that leave the backend are converted by
-  :meth:`Backend.stats_out`, :meth:`Backend.gradient_out` and
-  :meth:`Backend.deliver`.
+- Statistics and parameter gradients are held in float64 on both; results
+  that leave the backend are converted by :meth:`Backend.stats_out`,
+  :meth:`Backend.gradient_out` and :meth:`Backend.deliver`.
 - ``input_stats`` says that the statistics were computed from the input
   (training), so that the backward differentiates through them; without
   it they are constants (evaluation mode).

@@ -16,7 +16,10 @@ launches them.
 This module is imported only when a device array reaches a public function.
 """
 
+import functools
 import math
+import threading
+from typing import Any
 
 import numpy as np
 from numba import cuda
@@ -60,6 +63,66 @@ def _numba_view(a, shape, strides):
     return DeviceNDArray(shape, strides, a.dtype, gpu_data=a.gpu_data)
 
 
+def _typed_view(buffer, offset, shape, dtype):
+    """A C-ordered ``dtype`` array of ``shape`` at byte ``offset`` of a byte buffer."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if SIMULATED:
+        return type(buffer)(buffer._ary[offset : offset + nbytes].view(dtype).reshape(shape))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(
+        tuple(shape),
+        c_strides(shape, dtype.itemsize),
+        dtype,
+        gpu_data=buffer.gpu_data.view(offset, offset + nbytes),
+    )
+
+
+# One scratch buffer per (device, stream, thread), grown as calls need:
+# kernels on one stream run in order, so a call's scratch is free once its
+# kernels have run, and the next call on that stream may reuse it without
+# waiting.  Per thread, so that two threads' calls on one stream do not
+# interleave their kernels over the same scratch.
+_SCRATCH: dict[tuple[int, int, int], Any] = {}
+_ALIGNMENT = 256
+
+
+class _Arena:
+    """The scratch of one call: consecutive pieces of its stream's buffer."""
+
+    def __init__(self, stream):
+        device = 0 if SIMULATED else cuda.get_current_device().id
+        self._key = (device, int(stream.handle) if stream else 0, threading.get_ident())
+        self._offset = 0
+
+    def array(self, shape, dtype=np.float64):
+        """A scratch array, valid until the next call on this stream."""
+        shape = tuple(int(n) for n in shape)
+        nbytes = -(-math.prod(shape) * np.dtype(dtype).itemsize // _ALIGNMENT) * _ALIGNMENT
+        buffer = _SCRATCH.get(self._key)
+        end = self._offset + nbytes
+        if buffer is None or buffer.size < end:
+            # A new buffer; pieces of the old one stay alive with their views.
+            buffer = _SCRATCH[self._key] = cuda.device_array(
+                max(end, 2 * (0 if buffer is None else buffer.size)), np.uint8
+            )
+        view = _typed_view(buffer, self._offset, shape, dtype)
+        self._offset = end
+        return view
+
+
+_CONSTANTS: dict[tuple[int, float], Any] = {}
+
+
+def _constant(value, shape):
+    """A float64 array of ``shape`` holding ``value`` everywhere: one element, zero strides."""
+    key = (0 if SIMULATED else cuda.get_current_device().id, value)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = cuda.to_device(np.array([value], np.float64))
+    return _numba_view(_CONSTANTS[key], shape, (0,) * len(shape))
+
+
 def _dense(a, shape):
     """A C-ordered view of ``shape`` over a contiguous Numba array ``a``."""
     return _numba_view(a, shape, c_strides(shape, a.dtype.itemsize))
@@ -89,6 +152,11 @@ class _NumbaArrays:
     """
 
     stream = 0
+
+    @functools.cached_property
+    def scratch(self):
+        """This call's :class:`_Arena`."""
+        return _Arena(self.stream)
 
     def empty(self, shape, dtype):
         return cuda.device_array(tuple(shape), np.dtype(dtype))
@@ -233,10 +301,15 @@ class DeviceView:
         self.shape = x.shape
         self.dtype = x.dtype
         self.acc = _accumulation_dtype(x.dtype)
+        # The dtype of the public statistics, as Backend.input gives it.
+        self.stat_dtype = self.acc
         self.perm, self.inverse, self.shape4, self.stat_axes = geometry(
             x.shape, x.strides, x.dtype.itemsize, roles
         )
         self.x4 = self.view(x)
+        # Statistics the kernels wrote into public arrays: id of the (B, C)
+        # view -> (view, public array, its axes, its dtype).
+        self._public = {}
 
     def view(self, a):
         """Canonical 4-D Numba view of a device array shaped like ``x`` (copied if needed)."""
@@ -257,20 +330,49 @@ class DeviceView:
         return self.library.permuted(obj, self.inverse), _dense(dense, self.shape4)
 
     def stats(self, count=3):
-        """``count`` new ``(B, C)`` statistics arrays in the accumulation dtype."""
-        return [_new(self.library, self.shape4[::2], self.acc)[1] for _ in range(count)]
+        """``count`` ``(B, C)`` float64 statistics arrays, scratch of this call."""
+        return [self.library.scratch.array(self.shape4[::2]) for _ in range(count)]
+
+    def public_stats(self, dtype, count):
+        """``count`` ``(B, C)`` views of new public statistics arrays in ``dtype``.
+
+        The public arrays run over the kept axes in increasing order; where a
+        ``(B, C)`` view of them needs a copy, float64 scratch stands in.
+        """
+        axes = tuple(sorted(self.stat_axes))
+        views = []
+        for _ in range(count):
+            obj, kernel = _new(self.library, [self.shape[a] for a in axes], dtype)
+            target = _permuted(kernel, [axes.index(a) for a in self.stat_axes])
+            strides = reshaped_strides(target.shape, target.strides, self.shape4[::2])
+            if strides is None:
+                return self.stats(count)
+            view = _numba_view(target, self.shape4[::2], strides)
+            self._public[id(view)] = (view, obj, axes, np.dtype(dtype))
+            views.append(view)
+        return views
 
     def stats_to_axes(self, stat, axes, dtype, scale=1.0):
-        """``stat * scale``, ``(B, C)``, as a new array of the kept ``axes``, in that order."""
+        """``stat * scale``, ``(B, C)``, as an array of the kept ``axes``, in that order.
+
+        A statistic the kernels wrote into such an array is that array.
+        """
+        public = self._public.get(id(stat))
+        if public and public[0] is stat and public[2:] == (tuple(axes), dtype) and scale == 1.0:
+            return public[1]
         obj, kernel = _new(self.library, [self.shape[a] for a in axes], dtype)
         target = _permuted(kernel, [axes.index(a) for a in self.stat_axes])
         copy(_dense(stat, [self.shape[a] for a in self.stat_axes]), target, scale, self.stream)
         return obj
 
     def stats_from_axes(self, stat, axes):
-        """A statistic shaped by ``axes`` (a Numba array) as ``(B, C)``."""
-        _, group = _new(self.library, self.shape4[::2], self.acc)
+        """A statistic shaped by ``axes`` (a Numba array) as ``(B, C)``: a view where
+        its strides allow, else a float64 scratch copy."""
         source = _permuted(stat, [axes.index(a) for a in self.stat_axes])
+        strides = reshaped_strides(source.shape, source.strides, self.shape4[::2])
+        if strides is not None:
+            return _numba_view(source, self.shape4[::2], strides)
+        group = self.library.scratch.array(self.shape4[::2])
         copy(source, _dense(group, source.shape), stream=self.stream)
         return group
 
@@ -315,18 +417,18 @@ def _view3(a4):
     return _dense(a4, (B, O, C * I))
 
 
-def _column_statistics(canon, centered, eps, mean, var, rstd):
-    """The groups' ``mean``, ``var`` and ``rstd`` from ``x`` in the columns regime."""
+def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean):
+    """The groups' float64 ``mean`` and ``var``, and ``rstd``, from ``x`` in the columns
+    regime; the mean also into ``out_mean`` (which may be ``mean``)."""
     B, O, C, I = canon.shape4
     K = C * I
     chunk_rows, chunks = _chunks(B, O, K)
-    part_mean, part_m2 = (cuda.device_array((B, chunks, K)) for _ in range(2))
+    part_s1, part_s2 = (canon.library.scratch.array((B, chunks, K)) for _ in range(2))
     grid, block = _column_grid(B, K, chunks)
-    columns_moments(canon.acc)[grid, block, canon.stream](
-        _view3(canon.x4), centered, chunk_rows, part_mean, part_m2
-    )
+    x3 = _view3(canon.x4)
+    columns_moments[grid, block, canon.stream](x3, I, centered, chunk_rows, part_s1, part_s2)
     merge_column_moments[B * C, _threads(chunks * I), canon.stream](
-        part_mean, part_m2, chunk_rows, O, I, eps, mean, var, rstd
+        x3, part_s1, part_s2, centered, eps, mean, var, rstd, out_mean
     )
 
 
@@ -353,7 +455,7 @@ def _columns_pass(
     sums), then one pass over ``x`` (and ``dy``).
     """
     B, O, C, I = canon.shape4
-    coef = cuda.device_array((3, B, C * I), canon.acc)
+    coef = canon.library.scratch.array((3, B, C * I), canon.acc)
     blocks, threads = _grid(B * C * I)
     column_coefficients(canon.acc)[blocks, threads, canon.stream](
         mean,
@@ -372,7 +474,7 @@ def _columns_pass(
     rows_per_block, chunks = _chunks(B, O, C * I)
     grid, block = _column_grid(B, C * I, chunks)
     columns_affine(canon.acc)[grid, block, canon.stream](
-        _view3(canon.x4), _view3(dy4), backward, rows_per_block, coef, _view3(out4)
+        _view3(canon.x4), _view3(dy4), backward, rows_per_block, mean, coef, _view3(out4)
     )
 
 
@@ -387,7 +489,7 @@ def _column_partials(canon, dy4, mean, rstd, per_sample):
     slices, slice_rows = (B, O) if per_sample else (1, B * O)
     x3, dy3 = (_dense(a, (slices, slice_rows, K)) for a in (canon.x4, dy4))
     chunk_rows, chunks = _chunks(slices, slice_rows, K)
-    part_dy, part_dyx = (cuda.device_array((slices, chunks, K)) for _ in range(2))
+    part_dy, part_dyx = (canon.library.scratch.array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
     columns_gradient_sums(canon.acc)[grid, block, canon.stream](
         dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx
@@ -398,7 +500,7 @@ def _column_partials(canon, dy4, mean, rstd, per_sample):
 def _merged_parameter_sums(canon, partials, W):
     """``(dweight2, dbias2)``, ``(C, W)`` float64, from column partials (None: no elements)."""
     C, I = canon.shape4[2:]
-    dweight2, dbias2 = (cuda.device_array((C, W)) for _ in range(2))
+    dweight2, dbias2 = (canon.library.scratch.array((C, W)) for _ in range(2))
     if partials is None:
         for a in (dweight2, dbias2):
             fill(a, 0.0, canon.stream)
@@ -409,27 +511,32 @@ def _merged_parameter_sums(canon, partials, W):
     return dweight2, dbias2
 
 
+def _statistics(canon, centered, eps, mean, var, rstd):
+    """The groups' ``mean``, ``var`` and ``rstd`` from ``x``, without the elementwise pass."""
+    B, O, C, I = canon.shape4
+    if _rows_regime(canon.shape4):
+        rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
+            canon.x4, centered, True, False, eps, mean, var, rstd, mean, mean, canon.x4
+        )
+    else:
+        _column_statistics(canon, centered, eps, mean, var, rstd, mean)
+
+
 def group_moments(canon):
     """``(mean, M2)`` of every group of ``x``, ``(B, C)`` device arrays (NaN if empty).
 
-    The counterpart of ``_engine.group_moments``.  The mean is in the
-    accumulation dtype; M2, the sum of squared deviations, is ``var * count``
-    from the variance the kernels write, in float64: it may overflow float32
-    where the variance does not.
+    The counterpart of ``_engine.group_moments``, in float64; M2, the sum of
+    squared deviations, is ``var * count`` from the variance the kernels
+    write.
     """
     B, O, C, I = canon.shape4
     mean, var, rstd = canon.stats()
-    m2 = cuda.device_array((B, C))
+    m2 = canon.library.scratch.array((B, C))
     if not (B * C and O * I):
         for stat in (mean, m2):
             fill(stat, math.nan, canon.stream)
         return mean, m2
-    if _rows_regime(canon.shape4):
-        rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
-            canon.x4, True, True, False, 0.0, mean, var, rstd, mean, mean, canon.x4
-        )
-    else:
-        _column_statistics(canon, True, 0.0, mean, var, rstd)
+    _statistics(canon, True, 0.0, mean, var, rstd)
     copy(var, m2, np.float64(O * I), canon.stream)
     return mean, m2
 
@@ -442,9 +549,9 @@ class CudaBackend:
     """The backend of GPU arrays; see :class:`numbanorm._backends.Backend`.
 
     Created per call from ``x``, whose library allocates the results.
-    Statistics and parameters are Numba device arrays of the accumulation
-    dtype (float32 for float16 and float32 input, float64 otherwise);
-    parameter gradients are float64.
+    Statistics are float64 Numba device arrays, parameters are in the
+    accumulation dtype (float32 for float16 and float32 input, float64
+    otherwise); parameter gradients are float64.
     """
 
     out_array = staticmethod(_kernel_array)
@@ -498,15 +605,13 @@ class CudaBackend:
         return DeviceView(self.library, _reshaped(xc, shape, self.stream), roles)
 
     def param2(self, value, shape2, fill_value):
-        _, param = _new(self.library, shape2, self.acc)
+        """The parameter itself, read by the kernels in its own dtype (a constant for None)."""
         if value is None:
-            fill(param, fill_value, self.stream)
-        else:
-            copy(_reshaped(value, shape2, self.stream), param, stream=self.stream)
-        return param
+            return _constant(float(fill_value), shape2)
+        return _reshaped(value, shape2, self.stream)
 
     def running_groups(self, running, shape2, eps):
-        mean, rstd = (_new(self.library, shape2, self.acc)[1] for _ in range(2))
+        mean, rstd = (self.library.scratch.array(shape2) for _ in range(2))
         blocks, threads = _grid(math.prod(shape2))
         running_as_groups[blocks, threads, self.stream](running[0], running[1], eps, mean, rstd)
         return mean, rstd
@@ -517,7 +622,10 @@ class CudaBackend:
         B, O, C, I = canon.shape4
         y, out4 = canon.output(out, canon.dtype)
         if stats is None:
-            mean, var, rstd = canon.stats()
+            # The kernels write the statistics into the public arrays.
+            (rstd,) = canon.public_stats(canon.stat_dtype, 1)
+            (mean,) = canon.public_stats(canon.stat_dtype, 1) if centered else canon.stats(1)
+            (var,) = canon.stats(1)
         else:
             (mean, rstd), var = stats, None
         if not (B * C and O * I):
@@ -537,10 +645,25 @@ class CudaBackend:
                 out4,
             )
             return y, mean, var, rstd
+        group_mean = mean
         if stats is None:
-            _column_statistics(canon, centered, eps, mean, var, rstd)
+            # The elementwise pass needs the float64 mean, not its public rounding.
+            (group_mean,) = canon.stats(1)
+            _column_statistics(canon, centered, eps, group_mean, var, rstd, mean)
         _columns_pass(
-            canon, canon.x4, mean, rstd, weight2, bias2, mean, mean, 1, False, False, centered, out4
+            canon,
+            canon.x4,
+            group_mean,
+            rstd,
+            weight2,
+            bias2,
+            group_mean,
+            group_mean,
+            1,
+            False,
+            False,
+            centered,
+            out4,
         )
         return y, mean, var, rstd
 
@@ -553,6 +676,12 @@ class CudaBackend:
         if not (B * C and O * I):
             return (dx, *_merged_parameter_sums(canon, None, W))
         dy4 = canon.view(dy)
+        if input_stats and centered and canon.dtype.itemsize < 8:
+            # float32 statistics round the mean by up to half an ulp of the
+            # data's offset, which dx and dweight magnify: the mean of x,
+            # in float64, replaces it (the CPU backend refines it likewise).
+            mean, var, _ = canon.stats()
+            _statistics(canon, True, 0.0, mean, var, var)
         rows = _rows_regime(canon.shape4)
         # The parameter sums read x and dy before dx is written: out may be either.
         partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
@@ -598,7 +727,7 @@ class CudaBackend:
         dx, dx4 = canon.output(None, canon.dtype)
         if dx4.size:
             group_g, group_gxhat = (
-                self.from_host(np.asarray(g, canon.acc)) for g in (group_g, group_gxhat)
+                self.from_host(np.asarray(g, np.float64)) for g in (group_g, group_gxhat)
             )
             _columns_pass(
                 canon,
@@ -635,9 +764,7 @@ class CudaBackend:
 
     @staticmethod
     def group_zeros(canon):
-        (zeros,) = canon.stats(1)
-        fill(zeros, 0.0, canon.stream)
-        return zeros
+        return _constant(0.0, canon.shape4[::2])
 
     def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
         blocks, threads = _grid(mean.shape[1])

@@ -9,7 +9,7 @@ kernel, a block per group or parameter, combines them in a fixed order (a
 two-stage grid reduction that fills the GPU even with a few channels).  The
 elementwise pass then reads per-column coefficients.
 
-Tile kernels launch on the grid ``(ceil(K / TILE_COLUMNS), chunks, B')`` of
+Tile kernels launch on the grid ``(ceil(K / TILE_COLUMNS) * B', chunks)`` of
 ``(TILE_COLUMNS, TILE_ROWS)`` blocks; merge kernels on ``[groups, threads]``
 with a power-of-two number of threads of at most ``BLOCK_THREADS``.  The
 factories build one kernel for an accumulation dtype, float32 or float64,
@@ -23,42 +23,34 @@ from numba import cuda
 
 from ._cuda_shared import (
     BLOCK_THREADS,
-    CHAN,
-    SUM,
     TILE_COLUMNS,
     TILE_ROWS,
     block_reduce,
-    combine,
+    deviation_sums,
     input_gradient_coefficients,
+    mean_parts,
+    moments_of_sums,
+    pivot_of,
     reciprocal_sqrt,
-    welford_step,
 )
 
 
 @cuda.jit(device=True)
-def tile_reduce(mode, p, q, r, shared):
-    """Reduce a float64 triple over ``threadIdx.y`` for each ``threadIdx.x``; row 0 gets it."""
+def tile_reduce(p, q, shared):
+    """Sum a float64 pair over ``threadIdx.y`` for each ``threadIdx.x``; row 0 gets it."""
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     shared[0, ty, tx] = p
     shared[1, ty, tx] = q
-    shared[2, ty, tx] = r
     cuda.syncthreads()
     stride = TILE_ROWS // 2
     while stride > 0:
         if ty < stride:
-            shared[0, ty, tx], shared[1, ty, tx], shared[2, ty, tx] = combine(
-                mode,
-                shared[0, ty, tx],
-                shared[1, ty, tx],
-                shared[2, ty, tx],
-                shared[0, ty + stride, tx],
-                shared[1, ty + stride, tx],
-                shared[2, ty + stride, tx],
-            )
+            shared[0, ty, tx] += shared[0, ty + stride, tx]
+            shared[1, ty, tx] += shared[1, ty + stride, tx]
         cuda.syncthreads()
         stride //= 2
-    return shared[0, 0, tx], shared[1, 0, tx], shared[2, 0, tx]
+    return shared[0, 0, tx], shared[1, 0, tx]
 
 
 @cuda.jit(device=True)
@@ -99,36 +91,23 @@ def param_index(i, W, R):
     return i // R
 
 
-@functools.cache
-def columns_moments(acc_dtype):
-    """The statistics' tile kernel, per-thread arithmetic in ``acc_dtype``.
-
-    ``columns_moments(x3, centered, chunk_rows, part_mean, part_m2)``: per
-    column ``k`` and chunk ``j`` of ``chunk_rows`` rows, the mean and M2 into
-    ``part_*[b', j, k]`` (float64).  Not ``centered``, the mean is zero and M2
-    the sum of squares.
-    """
-    acc = np.dtype(acc_dtype).type
-    step = welford_step(acc_dtype)
-
-    @cuda.jit
-    def kernel(x3, centered, chunk_rows, part_mean, part_m2):
-        k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
-        n = acc(0)
-        m = acc(0)
-        m2 = acc(0)
-        if k < x3.shape[2]:
-            for row in range(first, end, TILE_ROWS):
-                n, m, m2 = step(n, m, m2, acc(x3[bp, row, k]), centered)
-        shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
-        _, total_mean, total_m2 = tile_reduce(
-            CHAN, np.float64(n), np.float64(m), np.float64(m2), shared
-        )
-        if cuda.threadIdx.y == 0 and k < x3.shape[2]:
-            part_mean[bp, j, k] = total_mean
-            part_m2[bp, j, k] = total_m2
-
-    return kernel
+@cuda.jit
+def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2):
+    """The statistics' tile kernel: per column ``k`` and chunk ``j`` of ``chunk_rows``
+    rows, the :func:`~numbanorm._cuda_shared.deviation_sums` from the pivot of
+    ``k``'s group (``I`` columns each) into ``part_*[b', j, k]``."""
+    k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
+    s1 = 0.0
+    s2 = 0.0
+    if k < x3.shape[2]:
+        pivot = pivot_of(x3[bp, 0, k - k % I], centered)
+        for row in range(first, end, TILE_ROWS):
+            s1, s2 = deviation_sums(s1, s2, x3[bp, row, k], pivot)
+    shared = cuda.shared.array((2, TILE_ROWS, TILE_COLUMNS), np.float64)
+    s1, s2 = tile_reduce(s1, s2, shared)
+    if cuda.threadIdx.y == 0 and k < x3.shape[2]:
+        part_s1[bp, j, k] = s1
+        part_s2[bp, j, k] = s2
 
 
 @functools.cache
@@ -142,21 +121,25 @@ def columns_gradient_sums(acc_dtype):
     :func:`sample_of`).
     """
     acc = np.dtype(acc_dtype).type
+    parts = mean_parts(acc_dtype)
 
     @cuda.jit
     def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx):
         k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
-        s_dy = acc(0)
-        s_dyx = acc(0)
+        s_dy = 0.0
+        s_dyx = 0.0
         if k < x3.shape[2]:
             c = k // I
             for row in range(first, end, TILE_ROWS):
                 b = sample_of(bp, row, x3.shape[1], O)
+                mean_high, mean_low = parts(mean[b, c])
                 dy = acc(dy3[bp, row, k])
-                s_dy += dy
-                s_dyx += dy * (acc(x3[bp, row, k]) - mean[b, c]) * rstd[b, c]
-        shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
-        total_dy, total_dyx, _ = tile_reduce(SUM, np.float64(s_dy), np.float64(s_dyx), 0.0, shared)
+                s_dy += np.float64(dy)
+                s_dyx += np.float64(
+                    dy * ((acc(x3[bp, row, k]) - mean_high) - mean_low) * acc(rstd[b, c])
+                )
+        shared = cuda.shared.array((2, TILE_ROWS, TILE_COLUMNS), np.float64)
+        total_dy, total_dyx = tile_reduce(s_dy, s_dyx, shared)
         if cuda.threadIdx.y == 0 and k < x3.shape[2]:
             part_dy[bp, j, k] = total_dy
             part_dyx[bp, j, k] = total_dyx
@@ -165,37 +148,35 @@ def columns_gradient_sums(acc_dtype):
 
 
 @cuda.jit
-def merge_column_moments(part_mean, part_m2, chunk_rows, rows, I, eps, mean, var, rstd):
-    """Block per group ``(b, c)``: its columns' partial states into ``mean``, ``var``, ``rstd``.
+def merge_column_moments(x3, part_s1, part_s2, centered, eps, mean, var, rstd, out_mean):
+    """Block per group ``(b, c)``: its columns' partial sums into ``mean``, ``var``, ``rstd``.
 
-    ``part_*`` are :func:`columns_moments`' ``(B, chunks, C*I)`` partials over
-    chunks of ``chunk_rows`` of ``rows`` rows.
+    ``part_*`` are :func:`columns_moments`' ``(B, chunks, C*I)`` partials of
+    ``x3``, ``(B, O, C*I)``.  The mean goes into ``out_mean`` too: the public
+    statistic, in its own dtype.
     """
     C = mean.shape[1]
+    I = x3.shape[2] // C
     b = cuda.blockIdx.x // C
     c = cuda.blockIdx.x % C
-    n_chunks = part_mean.shape[1]
-    n = 0.0
-    m = 0.0
-    m2 = 0.0
+    n_chunks = part_s1.shape[1]
+    s1 = 0.0
+    s2 = 0.0
     for t in range(cuda.threadIdx.x, n_chunks * I, cuda.blockDim.x):
         j = t // I
         k = c * I + t - j * I
-        count = min(rows, (j + 1) * chunk_rows) - j * chunk_rows
-        n, m, m2 = combine(
-            CHAN,
-            n,
-            m,
-            m2,
-            np.float64(count),
-            np.float64(part_mean[b, j, k]),
-            np.float64(part_m2[b, j, k]),
-        )
-    shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
-    n, m, m2 = block_reduce(CHAN, n, m, m2, shared)
+        s1 += part_s1[b, j, k]
+        s2 += part_s2[b, j, k]
+    shared = cuda.shared.array((2, BLOCK_THREADS), np.float64)
+    s1, s2 = block_reduce(s1, s2, shared)
     if cuda.threadIdx.x == 0:
-        variance = m2 / n
-        mean[b, c] = m
+        count = x3.shape[1] * I
+        group_mean, m2 = moments_of_sums(
+            count, pivot_of(x3[b, 0, c * I], centered), s1, s2, centered
+        )
+        variance = m2 / count
+        mean[b, c] = group_mean
+        out_mean[b, c] = group_mean
         var[b, c] = variance
         rstd[b, c] = reciprocal_sqrt(variance + eps)
 
@@ -217,8 +198,8 @@ def merge_group_sums(part_dy, part_dyx, weight2, I, group_g, group_gxhat):
         w = np.float64(weight2[c, param_index(i, W, R)])
         s_g += w * part_dy[b, j, c * I + i]
         s_gx += w * part_dyx[b, j, c * I + i]
-    shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
-    s_g, s_gx, _ = block_reduce(SUM, s_g, s_gx, 0.0, shared)
+    shared = cuda.shared.array((2, BLOCK_THREADS), np.float64)
+    s_g, s_gx = block_reduce(s_g, s_gx, shared)
     if cuda.threadIdx.x == 0:
         group_g[b, c] = s_g
         group_gxhat[b, c] = s_gx
@@ -242,8 +223,8 @@ def merge_parameter_sums(part_dy, part_dyx, I, dweight2, dbias2):
         k = c * I + w * R + r
         s_dy += part_dy[bp, j, k]
         s_dyx += part_dyx[bp, j, k]
-    shared = cuda.shared.array((3, BLOCK_THREADS), np.float64)
-    s_dy, s_dyx, _ = block_reduce(SUM, s_dy, s_dyx, 0.0, shared)
+    shared = cuda.shared.array((2, BLOCK_THREADS), np.float64)
+    s_dy, s_dyx = block_reduce(s_dy, s_dyx, shared)
     if cuda.threadIdx.x == 0:
         dweight2[c, w] = s_dyx
         dbias2[c, w] = s_dy
@@ -255,7 +236,8 @@ def column_coefficients(acc_dtype):
 
     ``column_coefficients(mean, rstd, weight2, bias2, group_g, group_gxhat,
     count, backward, input_stats, centered, I, coef)`` writes, per ``(b,
-    k)``, ``coef`` such that ``out = x*coef[0] + coef[1] (+ dy*coef[2])``.
+    k)``, ``coef`` such that ``out = (x - mean)*coef[0] + coef[1] (+
+    dy*coef[2])``.
     Forward: ``x̂*w + bias``.  Backward: ``dx`` with the coefficients of
     :func:`~numbanorm._cuda_shared.input_gradient_coefficients`, from the
     groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count`` elements.
@@ -286,22 +268,19 @@ def column_coefficients(acc_dtype):
             b = t // K
             k = t - b * K
             c = k // I
-            w = weight2[c, param_index(k - c * I, W, R)]
-            m = mean[b, c]
+            w = acc(weight2[c, param_index(k - c * I, W, R)])
             r = rstd[b, c]
             if backward:
                 # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
                 s, z = input_gradient_coefficients(
                     group_g[b, c], group_gxhat[b, c] / r, r, count, input_stats, centered, tiny
                 )
-                shift = acc(s)
-                coef[0, b, k] = shift
-                coef[1, b, k] = acc(z) - m * shift
+                coef[0, b, k] = acc(s)
+                coef[1, b, k] = acc(z)
                 coef[2, b, k] = r * w
             else:
-                scale = r * w
-                coef[0, b, k] = scale
-                coef[1, b, k] = bias2[c, param_index(k - c * I, W, R)] - m * scale
+                coef[0, b, k] = r * w
+                coef[1, b, k] = acc(bias2[c, param_index(k - c * I, W, R)])
                 coef[2, b, k] = 0
 
     return kernel
@@ -311,21 +290,24 @@ def column_coefficients(acc_dtype):
 def columns_affine(acc_dtype):
     """The elementwise pass of the columns regime, per-thread arithmetic in ``acc_dtype``.
 
-    ``columns_affine(x3, dy3, use_dy, rows_per_block, coef, out3)`` writes
-    ``out = x*coef[0] + coef[1] (+ dy*coef[2])`` with coefficients per ``(b',
-    k)`` (see :func:`column_coefficients`).
+    ``columns_affine(x3, dy3, use_dy, rows_per_block, mean, coef, out3)``
+    writes ``out = (x - mean)*coef[0] + coef[1] (+ dy*coef[2])`` with
+    coefficients per ``(b', k)`` (see :func:`column_coefficients`) and the
+    ``(B', C)`` group means.
     """
     acc = np.dtype(acc_dtype).type
+    parts = mean_parts(acc_dtype)
 
     @cuda.jit
-    def kernel(x3, dy3, use_dy, rows_per_block, coef, out3):
+    def kernel(x3, dy3, use_dy, rows_per_block, mean, coef, out3):
         k, _, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], rows_per_block)
         if k < x3.shape[2]:
+            mean_high, mean_low = parts(mean[bp, k // (x3.shape[2] // mean.shape[1])])
             scale = coef[0, bp, k]
             shift = coef[1, bp, k]
             dy_scale = coef[2, bp, k]
             for row in range(first, end, TILE_ROWS):
-                value = acc(x3[bp, row, k]) * scale + shift
+                value = ((acc(x3[bp, row, k]) - mean_high) - mean_low) * scale + shift
                 if use_dy:
                     value += acc(dy3[bp, row, k]) * dy_scale
                 out3[bp, row, k] = value

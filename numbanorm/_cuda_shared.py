@@ -7,8 +7,12 @@ parameters ``(C, W)`` with ``I == W * R``), in one of two regimes:
 tiles merged per group); ``_cuda_elementwise.py`` holds the kernels outside
 them (layout copies, fills, running statistics).
 
-Per-thread arithmetic runs in the accumulation type (float32 for float16 and
-float32 data, float64 for float64); block merges run in float64.  Every
+Statistics are sums of deviations from a pivot, the group's first element,
+accumulated in float64 (:func:`deviation_sums`), so that float32 data far
+from zero keeps the CPU's accuracy; the statistics arrays are float64.  The
+elementwise passes run in the accumulation type (float32 for float16 and
+float32 data, float64 for float64) and subtract the float64 mean in two
+parts (:func:`mean_parts`), so that ``x - mean`` does not cancel.  Every
 reduction has a fixed shape of work, so results are bit-identical between
 runs.  Kernels and device functions whose arithmetic depends on the
 accumulation type are built by factories that take it (float32 or float64),
@@ -38,86 +42,57 @@ SMALL_GROUP = 16 if SIMULATED else 16384
 WARP_SIZE = 32
 FULL_MASK = 0xFFFFFFFF
 
-# How two partial states merge (see :func:`combine`).
-CHAN = 0
-SUM = 1
-
-
-@cuda.jit(device=True)
-def combine(mode, n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """Merge two states: Chan's formula for ``(count, mean, M2)``, or three sums."""
-    if mode == SUM:
-        return n_a + n_b, mean_a + mean_b, m2_a + m2_b
-    if n_b == 0:
-        return n_a, mean_a, m2_a
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    frac = n_b / n
-    return n, mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac
-
-
 if SIMULATED:
 
     @cuda.jit(device=True)
-    def block_reduce(mode, p, q, r, shared):
-        """Reduce one float64 triple per thread over a 1-D block; every thread gets the total.
+    def block_reduce(p, q, shared):
+        """Sum one float64 pair per thread over a 1-D block; every thread gets the totals.
 
         Shared-memory tree (the simulator has no warp shuffles); the block
-        size must be a power of two.  ``shared`` is a ``(3, BLOCK_THREADS)``
+        size must be a power of two.  ``shared`` is a ``(2, BLOCK_THREADS)``
         float64 shared array.
         """
         tid = cuda.threadIdx.x
         cuda.syncthreads()
         shared[0, tid] = p
         shared[1, tid] = q
-        shared[2, tid] = r
         cuda.syncthreads()
         stride = cuda.blockDim.x // 2
         while stride > 0:
             if tid < stride:
-                shared[0, tid], shared[1, tid], shared[2, tid] = combine(
-                    mode,
-                    shared[0, tid],
-                    shared[1, tid],
-                    shared[2, tid],
-                    shared[0, tid + stride],
-                    shared[1, tid + stride],
-                    shared[2, tid + stride],
-                )
+                shared[0, tid] += shared[0, tid + stride]
+                shared[1, tid] += shared[1, tid + stride]
             cuda.syncthreads()
             stride //= 2
-        return shared[0, 0], shared[1, 0], shared[2, 0]
+        return shared[0, 0], shared[1, 0]
 else:
 
     @cuda.jit(device=True)
-    def block_reduce(mode, p, q, r, shared):
-        """Reduce one float64 triple per thread over a 1-D block; every thread gets the total.
+    def block_reduce(p, q, shared):
+        """Sum one float64 pair per thread over a 1-D block; every thread gets the totals.
 
         Warp shuffles, then the warps' results through shared memory; the
         block size must be a multiple of the warp size.  ``shared`` is a
-        ``(3, BLOCK_THREADS)`` float64 shared array.
+        ``(2, BLOCK_THREADS)`` float64 shared array.
         """
         tid = cuda.threadIdx.x
         offset = WARP_SIZE // 2
         while offset > 0:
-            p_o = cuda.shfl_down_sync(FULL_MASK, p, offset)
-            q_o = cuda.shfl_down_sync(FULL_MASK, q, offset)
-            r_o = cuda.shfl_down_sync(FULL_MASK, r, offset)
-            p, q, r = combine(mode, p, q, r, p_o, q_o, r_o)
+            p += cuda.shfl_down_sync(FULL_MASK, p, offset)
+            q += cuda.shfl_down_sync(FULL_MASK, q, offset)
             offset //= 2
         cuda.syncthreads()
         if tid % WARP_SIZE == 0:
             warp = tid // WARP_SIZE
             shared[0, warp] = p
             shared[1, warp] = q
-            shared[2, warp] = r
         cuda.syncthreads()
         p = 0.0
         q = 0.0
-        r = 0.0
         for warp in range(cuda.blockDim.x // WARP_SIZE):
-            p, q, r = combine(mode, p, q, r, shared[0, warp], shared[1, warp], shared[2, warp])
-        return p, q, r
+            p += shared[0, warp]
+            q += shared[1, warp]
+        return p, q
 
 
 @cuda.jit(device=True)
@@ -151,24 +126,51 @@ def input_gradient_coefficients(sum_g, sum_gx, rstd, count, input_stats, centere
     return shift, -r * mean_g
 
 
-@functools.cache
-def welford_step(acc_dtype):
-    """The device function ``(n, mean, m2) = step(n, mean, m2, v, centered)`` in ``acc_dtype``.
+@cuda.jit(device=True)
+def pivot_of(first, centered):
+    """The value a group's deviations are taken from: its first element, 0 for RMS norm."""
+    return np.float64(first) if centered else 0.0
 
-    Welford's update of a running ``(count, mean, M2)`` by the value ``v``;
-    not ``centered`` (RMS norm), the mean stays zero and ``m2`` sums ``v*v``.
+
+@cuda.jit(device=True)
+def deviation_sums(s1, s2, v, pivot):
+    """Add ``d = v - pivot`` to ``s1`` and ``d*d`` to ``s2``, in float64.
+
+    Shifted sums instead of Welford's update: no division per element, and
+    partial sums of a group merge by addition.  With the pivot an element of
+    the group, ``s2 - s1**2/n`` cancels only by the factor ``1 + (mean -
+    pivot)**2 / var``, harmless in float64.
+    """
+    d = np.float64(v) - pivot
+    return s1 + d, s2 + d * d
+
+
+@cuda.jit(device=True)
+def moments_of_sums(count, pivot, s1, s2, centered):
+    """``(mean, M2)`` of a group from its :func:`deviation_sums`; not ``centered``, ``(0, s2)``."""
+    if not centered:
+        return 0.0, s2
+    shift = s1 / count
+    m2 = s2 - s1 * shift
+    if m2 < 0.0:  # rounding; NaN passes
+        m2 = 0.0
+    return pivot + shift, m2
+
+
+@functools.cache
+def mean_parts(acc_dtype):
+    """The device function ``(high, low) = parts(mean)``: a float64 mean in two ``acc_dtype``s.
+
+    ``(v - high) - low`` is ``v - mean`` to the accuracy of ``acc_dtype``
+    even where ``v`` and the mean are large and close (float32 data of mean
+    1e4): ``v - high`` is then exact.
     """
     acc = np.dtype(acc_dtype).type
 
     @cuda.jit(device=True)
-    def step(n, mean, m2, v, centered):
-        n += acc(1)
-        if centered:
-            delta = v - mean
-            mean += delta / n
-            m2 += delta * (v - mean)
-        else:
-            m2 += v * v
-        return n, mean, m2
+    def parts(mean):
+        m = np.float64(mean)
+        high = acc(m)
+        return high, acc(m - np.float64(high))
 
-    return step
+    return parts

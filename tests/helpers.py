@@ -205,3 +205,19 @@ def run_python(script, *args, env=None, cwd=None, timeout=600):
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def norm_functions(norm, groups, weight, bias=None):
+    """``(forward, backward, leading, params)`` of a norm's public functions.
+
+    A call is ``forward(x, *leading, *params, axis=...)``; ``leading`` holds
+    the group count of group norm, ``params`` the running statistics (None)
+    where the norm takes them, the weight, and the bias unless the norm has
+    none (RMS norm).
+    """
+    forward = getattr(numbanorm, f"{norm}_forward")
+    backward = getattr(numbanorm, f"{norm}_backward")
+    params = (weight,) if norm == "rms_norm" else (weight, bias)
+    if norm in ("batch_norm", "instance_norm"):
+        params = (None, None, *params)
+    return forward, backward, () if groups is None else (groups,), params

@@ -51,50 +51,59 @@ def _compile(kernel, signature):
     return ptx
 
 
-def _factory_signatures(x, acc):
-    """Each kernel factory's argument types for data ``x`` accumulated in ``acc``."""
+def _norm_kernels(x, acc):
+    """``(kernel, argument types)`` of every norm kernel, for data ``x`` accumulated in ``acc``."""
     b, i8, f8 = types.boolean, types.int64, types.float64
     x3, x4 = _array(x, 3), _array(x, 4)
-    stat, part = _array(acc, 2), _array(np.float64, 3)
+    # Scratch statistics are float64, public ones in the accumulation dtype;
+    # parameters are read in their own dtype, here that of the data.
+    stat, public, part = _array(np.float64, 2), _array(acc, 2), _array(np.float64, 3)
+    param = _array(x, 2)
     return [
-        (_cuda_rows.rows_forward, (x4, b, b, b, f8, stat, stat, stat, stat, stat, x4)),
-        (_cuda_rows.rows_backward, (x4, x4, stat, stat, stat, b, b, x4)),
-        (_cuda_columns.columns_moments, (x3, b, i8, part, part)),
-        (_cuda_columns.columns_gradient_sums, (x3, x3, stat, stat, i8, i8, i8, part, part)),
+        (_cuda_rows.rows_forward(acc), (x4, b, b, b, f8, public, stat, public, param, param, x4)),
+        (_cuda_rows.rows_backward(acc), (x4, x4, public, public, param, b, b, x4)),
+        (_cuda_columns.columns_moments, (x3, i8, b, i8, part, part)),
         (
-            _cuda_columns.column_coefficients,
-            (stat, stat, stat, stat, stat, stat, i8, b, b, b, i8, _array(acc, 3)),
+            _cuda_columns.columns_gradient_sums(acc),
+            (x3, x3, public, public, i8, i8, i8, part, part),
         ),
-        (_cuda_columns.columns_affine, (x3, x3, b, i8, _array(acc, 3), x3)),
+        (
+            _cuda_columns.column_coefficients(acc),
+            (stat, public, param, param, stat, stat, i8, b, b, b, i8, _array(acc, 3)),
+        ),
+        (_cuda_columns.columns_affine(acc), (x3, x3, b, i8, stat, _array(acc, 3), x3)),
+        (
+            _cuda_columns.merge_column_moments,
+            (x3, part, part, b, f8, stat, stat, public, public),
+        ),
+        (_cuda_columns.merge_group_sums, (part, part, param, i8, stat, stat)),
+        (_cuda_columns.merge_parameter_sums, (part, part, i8, stat, stat)),
     ]
 
 
 # Kernels that merge across a block, whose PTX must use warp shuffles.
-BLOCK_MERGES = (_cuda_rows.rows_forward, _cuda_rows.rows_backward)
+BLOCK_MERGES = (
+    "rows_forward",
+    "rows_backward",
+    "merge_column_moments",
+    "merge_group_sums",
+    "merge_parameter_sums",
+)
 
-
-@pytest.mark.parametrize(
+DATA_TYPES = pytest.mark.parametrize(
     "x,acc",
     [(np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64)],
     ids=["float16", "float32", "float64"],
 )
+
+
+@DATA_TYPES
 def test_norm_kernels_compile(x, acc):
-    for factory, signature in _factory_signatures(x, acc):
-        ptx = _compile(factory(np.dtype(acc)), signature)
-        if factory in BLOCK_MERGES:
-            assert "shfl.sync" in ptx, f"{factory.__name__} merges without warp shuffles"
-
-
-@pytest.mark.parametrize("acc", [np.float32, np.float64])
-def test_merge_kernels_compile(acc):
-    i8, f8 = types.int64, types.float64
-    stat, part, grad = _array(acc, 2), _array(np.float64, 3), _array(np.float64, 2)
-    for kernel, signature in [
-        (_cuda_columns.merge_column_moments, (part, part, i8, i8, i8, f8, stat, stat, stat)),
-        (_cuda_columns.merge_group_sums, (part, part, stat, i8, stat, stat)),
-        (_cuda_columns.merge_parameter_sums, (part, part, i8, grad, grad)),
-    ]:
-        assert "shfl.sync" in _compile(kernel, signature), kernel.py_func.__name__
+    for kernel, signature in _norm_kernels(x, np.dtype(acc)):
+        ptx = _compile(kernel, signature)
+        name = kernel.py_func.__name__
+        if name in BLOCK_MERGES or kernel.py_func.__qualname__.split(".")[0] in BLOCK_MERGES:
+            assert "shfl.sync" in ptx, f"{kernel.py_func.__qualname__} merges without warp shuffles"
 
 
 def test_elementwise_kernels_compile():

@@ -17,3 +17,16 @@ if not numbanorm.cuda_available():
 def rng(request):
     """A generator seeded from the test id, so every test gets its own stable data."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def regimes(monkeypatch):
+    """The regimes the calls of a test ran in, True for the rows regime."""
+    from numbanorm import _cuda
+
+    ran = []
+    rows_regime = _cuda._rows_regime
+    monkeypatch.setattr(
+        _cuda, "_rows_regime", lambda shape4: ran.append(rows_regime(shape4)) or ran[-1]
+    )
+    return ran

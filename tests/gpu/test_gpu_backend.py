@@ -15,6 +15,8 @@ import numbanorm
 from numbanorm import _cuda
 from numbanorm._cuda_shared import BLOCK_THREADS, SIMULATED
 
+from helpers import norm_functions
+
 TOLERANCE = {
     np.dtype(np.float16): dict(rtol=2e-3, atol=2e-3),
     np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5),
@@ -270,12 +272,15 @@ def test_empty_reduction_warns_and_gives_nan():
     assert np.isnan(host(mean)).all() and np.isnan(host(var)).all()
 
 
-def test_large_offset_keeps_its_variance(rng):
-    x = (1e4 + rng.standard_normal((2, 3, 40))).astype(np.float32)
-    exact = x.astype(np.float64).var(axis=(0, 2))
-    _, var = numbanorm.moments(device(x), axis=(0, 2))
-    np.testing.assert_allclose(host(var), exact, rtol=1e-4)
-    naive = (x * x).mean(axis=(0, 2)) - x.mean(axis=(0, 2)) ** 2
+@pytest.mark.parametrize("shape, axis", [((5, 600), -1), ((600, 3), 0), ((2, 3, 300), (0, 2))])
+def test_large_offset_keeps_its_variance(rng, shape, axis):
+    """float32 data of mean 1e4 and deviation 1: the variance to 1e-6, as on the CPU."""
+    x = (1e4 + rng.standard_normal(shape)).astype(np.float32)
+    exact = x.astype(np.float64).var(axis=axis)
+    mean, var = numbanorm.moments(device(x), axis=axis)
+    np.testing.assert_allclose(host(var), exact, rtol=1e-6)
+    np.testing.assert_allclose(host(mean), x.astype(np.float64).mean(axis=axis), rtol=1e-7)
+    naive = (x * x).mean(axis=axis) - x.mean(axis=axis) ** 2
     assert np.abs(naive - exact).max() > 1e-2 * exact.max()
 
 
@@ -447,24 +452,12 @@ IN_PLACE_CASES = [
 
 @pytest.mark.parametrize("target", ["dy", "x"])
 @pytest.mark.parametrize("norm, shape, axis, groups, rows", IN_PLACE_CASES)
-def test_in_place_backward_matches_the_cpu(
-    rng, monkeypatch, norm, shape, axis, groups, rows, target
-):
+def test_in_place_backward_matches_the_cpu(rng, regimes, norm, shape, axis, groups, rows, target):
     """``out=dy`` or ``out=x``: ``dx`` overwrites an input the parameter gradients read."""
-    regimes = []
-    rows_regime = _cuda._rows_regime
-    monkeypatch.setattr(
-        _cuda, "_rows_regime", lambda shape4: regimes.append(rows_regime(shape4)) or regimes[-1]
-    )
     x = _data(rng, shape, np.float32)
     dy = _data(rng, shape, np.float32)
     weight = rng.standard_normal(shape[axis]).astype(np.float32)
-    extra = () if groups is None else (groups,)
-    forward = getattr(numbanorm, f"{norm}_forward")
-    backward = getattr(numbanorm, f"{norm}_backward")
-    params = (weight,) if norm == "rms_norm" else (weight, None)
-    if norm in ("batch_norm", "instance_norm"):
-        params = (None, None, *params)
+    forward, backward, extra, params = norm_functions(norm, groups, weight)
     stats = forward(x, *extra, *params, axis=axis)[1:]
     expected = backward(dy, x, *extra, *stats, weight, axis=axis)
     inputs = {"dy": device(dy), "x": device(x)}
@@ -501,3 +494,49 @@ def test_column_launches_stay_within_the_hardware_limits(slices, rows, K):
     assert math.prod(block) <= MAX_THREADS_PER_BLOCK
     tiles = -(-K // _cuda.TILE_COLUMNS)
     assert grid[0] == tiles * slices and grid[1] == chunks
+
+
+def _relative_error(got, exact):
+    return np.abs(np.asarray(got, np.float64) - exact).max() / np.abs(exact).max()
+
+
+# As IN_PLACE_CASES, with groups of at least 3 elements: in a group of two,
+# ``y`` is +-1 whatever ``x`` is, and ``dx`` is rounding noise.
+OFFSET_CASES = [
+    ("layer_norm", (3, 8), -1, None, True),
+    ("layer_norm", (6, 3), -1, None, False),
+    ("rms_norm", (3, 8), -1, None, True),
+    ("rms_norm", (5, 3), -1, None, False),
+    ("group_norm", (2, 4, 6), 1, 2, True),
+    ("group_norm", (2, 3, 4), -1, 2, False),
+    ("instance_norm", (2, 3, 8), 1, None, True),
+    ("instance_norm", (2, 6, 3), -1, None, False),
+    ("batch_norm", (1, 2, 12), 1, None, True),
+    ("batch_norm", (4, 3, 8), 1, None, False),
+]
+
+
+@pytest.mark.parametrize("norm, shape, axis, groups, rows", OFFSET_CASES)
+def test_large_offset_is_as_accurate_as_the_cpu(rng, regimes, norm, shape, axis, groups, rows):
+    """Offset 1e4: statistics, ``y`` and ``dx`` of float32 device arrays at the CPU's accuracy.
+
+    The reference is the CPU backend in float64 on the same float32 values.
+    """
+    x = (1e4 + rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    weight = (1 + rng.random(shape[axis])).astype(np.float32)
+    forward, backward, extra, params = norm_functions(norm, groups, weight)
+
+    def run(a, to=lambda v: v):
+        cast = [to(None if p is None else p.astype(a.dtype)) for p in params]
+        y, *stats = forward(to(a), *extra, *cast, axis=axis)
+        dx = backward(to(dy.astype(a.dtype)), to(a), *extra, *stats, cast[-1], axis=axis)[0]
+        return [r if isinstance(r, np.ndarray) else host(r) for r in (y, *stats, dx)]
+
+    exact = run(x.astype(np.float64))
+    cpu = run(x)
+    gpu = run(x, device)
+    assert regimes and set(regimes) == {rows}
+    for name, g, c, e in zip(["y", *(["mean"] * (len(exact) - 3)), "rstd", "dx"], gpu, cpu, exact):
+        tolerance = 1e-6 if name in ("mean", "rstd") else 4 * _relative_error(c, e) + 1e-6
+        assert _relative_error(g, e) <= tolerance, name
