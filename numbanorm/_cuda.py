@@ -86,6 +86,9 @@ def _typed_view(buffer, offset, shape, dtype):
 # interleave their kernels over the same scratch.
 _SCRATCH: dict[tuple[int, int, int], Any] = {}
 _ALIGNMENT = 256
+# Larger pieces (the columns regime's coefficients of many short rows scale
+# with the input) are allocated per call rather than kept.
+_POOLED_BYTES = 64 << 20
 
 
 class _Arena:
@@ -100,6 +103,8 @@ class _Arena:
         """A scratch array, valid until the next call on this stream."""
         shape = tuple(int(n) for n in shape)
         nbytes = -(-math.prod(shape) * np.dtype(dtype).itemsize // _ALIGNMENT) * _ALIGNMENT
+        if nbytes > _POOLED_BYTES:
+            return cuda.device_array(shape, dtype)
         buffer = _SCRATCH.get(self._key)
         end = self._offset + nbytes
         if buffer is None or buffer.size < end:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from numbanorm import _cuda_elementwise
+import numbanorm
+from numbanorm import _cuda, _cuda_elementwise
 
 from helpers import norm_functions
 
@@ -120,3 +121,15 @@ def test_a_call_launches_little_and_allocates_only_its_results(
     assert recorder.host_waits == 0
     _check_launches(recorder)
     assert set(regimes) == {rows}
+
+
+def test_large_scratch_is_allocated_per_call_and_not_kept(recorder, monkeypatch):
+    monkeypatch.setattr(_cuda, "_POOLED_BYTES", 0)
+    monkeypatch.setattr(_cuda, "_SCRATCH", {})
+    x = np.random.default_rng(0).standard_normal((4, 3, 8)).astype(np.float32)
+    expected = numbanorm.batch_norm_forward(x, axis=1)
+    got = numbanorm.batch_norm_forward(device(x), axis=1)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.copy_to_host(), e, rtol=1e-5, atol=1e-6)
+    assert _cuda._SCRATCH == {}
+    assert recorder.allocations > len(got)
