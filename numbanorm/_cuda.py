@@ -38,12 +38,14 @@ from ._cuda_rows import rows_backward, rows_forward
 from ._cuda_shared import (
     BLOCK_THREADS,
     MANY_GROUPS,
-    ROW_MIN_LENGTH,
+    MAX_TEAM,
     SIMULATED,
+    SM_BLOCKS,
     SMALL_GROUP,
     TARGET_BLOCKS,
     TILE_COLUMNS,
     TILE_ROWS,
+    UNROLL,
     WARP_SIZE,
 )
 from ._layout import c_strides, dense_in, geometry, reshaped_strides
@@ -397,9 +399,36 @@ def _threads(group_size):
 
 
 def _rows_regime(shape4):
-    """Whether a block per group suits the view (``_cuda_rows``), or column tiles do."""
+    """Whether a team per group suits the view (``_cuda_rows``), or column tiles do:
+    teams for many groups, small groups, or groups of few rows."""
     B, O, C, I = shape4
-    return I >= ROW_MIN_LENGTH and (B * C >= MANY_GROUPS or O * I <= SMALL_GROUP or O < TILE_ROWS)
+    return B * C >= MANY_GROUPS or O * I <= SMALL_GROUP or O < TILE_ROWS
+
+
+@functools.cache
+def _resident_blocks(threads):
+    """Blocks of ``threads`` that the device keeps resident at once: its SMs times
+    the blocks an SM holds (a few in the simulator)."""
+    if SIMULATED:
+        return TARGET_BLOCKS
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT * (SM_BLOCKS * BLOCK_THREADS // threads)
+
+
+def _team_launch(shape4, W):
+    """``(blocks, threads, team_shift)`` of the rows regime for a view and ``W`` parameters.
+
+    A team has a power of two of threads, enough for ``UNROLL`` elements of a
+    parameter's segment each (the row for layer norm), at most ``MAX_TEAM``;
+    the grid is what the device holds at once, or less for few groups.
+    """
+    B, O, C, I = shape4
+    length = I if W in (I, 0) else I // W
+    team_shift = 0
+    while (1 << team_shift) < MAX_TEAM and (1 << team_shift) * UNROLL < length:
+        team_shift += 1
+    threads = max(BLOCK_THREADS, 1 << team_shift)
+    teams = threads >> team_shift
+    return min(-(-B * C // teams), _resident_blocks(threads)), threads, team_shift
 
 
 def _chunks(slices, rows, K):
@@ -414,6 +443,21 @@ def _column_grid(slices, K, chunks):
     """``(grid, block)`` of the column tiles: the slices' tiles in grid x (up to
     2**31 - 1 blocks), the chunks of rows in grid y (at most ``TARGET_BLOCKS``)."""
     return (-(-K // TILE_COLUMNS) * slices, chunks), (TILE_COLUMNS, TILE_ROWS)
+
+
+def _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined):
+    """Launch :func:`~numbanorm._cuda_rows.rows_backward` over the view."""
+    blocks, threads, team_shift = _team_launch(canon.shape4, weight2.shape[1])
+    rows_backward(canon.acc)[blocks, threads, canon.stream](
+        dy4, canon.x4, team_shift, mean, rstd, weight2, input_stats, centered, refine, dx4, refined
+    )
+
+
+def _address(a):
+    """The device address of a Numba array's first element."""
+    if SIMULATED:
+        return a._ary.__array_interface__["data"][0]
+    return a.__cuda_array_interface__["data"][0]
 
 
 def _view3(a4):
@@ -520,8 +564,9 @@ def _statistics(canon, centered, eps, mean, var, rstd):
     """The groups' ``mean``, ``var`` and ``rstd`` from ``x``, without the elementwise pass."""
     B, O, C, I = canon.shape4
     if _rows_regime(canon.shape4):
-        rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
-            canon.x4, centered, True, False, eps, mean, var, rstd, mean, mean, canon.x4
+        blocks, threads, team_shift = _team_launch(canon.shape4, I)
+        rows_forward(canon.acc)[blocks, threads, canon.stream](
+            canon.x4, team_shift, centered, True, False, eps, mean, var, rstd, mean, mean, canon.x4
         )
     else:
         _column_statistics(canon, centered, eps, mean, var, rstd, mean)
@@ -636,8 +681,10 @@ class CudaBackend:
         if not (B * C and O * I):
             return y, mean, var, rstd
         if _rows_regime(canon.shape4):
-            rows_forward(canon.acc)[B * C, _threads(O * I), canon.stream](
+            blocks, threads, team_shift = _team_launch(canon.shape4, weight2.shape[1])
+            rows_forward(canon.acc)[blocks, threads, canon.stream](
                 canon.x4,
+                team_shift,
                 centered,
                 stats is None,
                 True,
@@ -681,19 +728,28 @@ class CudaBackend:
         if not (B * C and O * I):
             return (dx, *_merged_parameter_sums(canon, None, W))
         dy4 = canon.view(dy)
-        if input_stats and centered and canon.dtype.itemsize < 8:
-            # float32 statistics round the mean by up to half an ulp of the
-            # data's offset, which dx and dweight magnify: the mean of x,
-            # in float64, replaces it (the CPU backend refines it likewise).
+        # float32 statistics round the mean by up to half an ulp of the data's
+        # offset, which dx and dweight magnify: it is refined to the mean of x
+        # in float64, as the CPU backend refines it.
+        refine = input_stats and centered and canon.dtype.itemsize < 8
+        rows = _rows_regime(canon.shape4)
+        in_place = _address(dx4) in (_address(canon.x4), _address(dy4))
+        if refine and not (rows and not in_place):
             mean, var, _ = canon.stats()
             _statistics(canon, True, 0.0, mean, var, var)
-        rows = _rows_regime(canon.shape4)
-        # The parameter sums read x and dy before dx is written: out may be either.
+            refine = False
+        if rows and not in_place:
+            # dx first, refining the mean on the way; then the parameter sums.
+            (refined,) = canon.stats(1)
+            _rows_backward(
+                canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined
+            )
+            partials = _column_partials(canon, dy4, refined if refine else mean, rstd, False)
+            return (dx, *_merged_parameter_sums(canon, partials, W))
+        # The parameter sums read x and dy before dx overwrites either.
         partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
         if rows:
-            rows_backward(canon.acc)[B * C, _threads(O * I), canon.stream](
-                dy4, canon.x4, mean, rstd, weight2, input_stats, centered, dx4
-            )
+            _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean)
         else:
             group_g, group_gxhat = canon.stats(2)
             part_dy, part_dyx = partials

@@ -22,16 +22,17 @@ import numpy as np
 from numba import cuda
 
 from ._cuda_shared import (
-    BLOCK_THREADS,
+    TEAM_SLOTS,
     TILE_COLUMNS,
     TILE_ROWS,
-    block_reduce,
+    block_shift,
     deviation_sums,
     input_gradient_coefficients,
     mean_parts,
     moments_of_sums,
     pivot_of,
     reciprocal_sqrt,
+    team_reduce,
 )
 
 
@@ -167,8 +168,8 @@ def merge_column_moments(x3, part_s1, part_s2, centered, eps, mean, var, rstd, o
         k = c * I + t - j * I
         s1 += part_s1[b, j, k]
         s2 += part_s2[b, j, k]
-    shared = cuda.shared.array((2, BLOCK_THREADS), np.float64)
-    s1, s2 = block_reduce(s1, s2, shared)
+    shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
+    s1, s2, _ = team_reduce(s1, s2, 0.0, block_shift(), shared)
     if cuda.threadIdx.x == 0:
         count = x3.shape[1] * I
         group_mean, m2 = moments_of_sums(
@@ -198,8 +199,8 @@ def merge_group_sums(part_dy, part_dyx, weight2, I, group_g, group_gxhat):
         w = np.float64(weight2[c, param_index(i, W, R)])
         s_g += w * part_dy[b, j, c * I + i]
         s_gx += w * part_dyx[b, j, c * I + i]
-    shared = cuda.shared.array((2, BLOCK_THREADS), np.float64)
-    s_g, s_gx = block_reduce(s_g, s_gx, shared)
+    shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
+    s_g, s_gx, _ = team_reduce(s_g, s_gx, 0.0, block_shift(), shared)
     if cuda.threadIdx.x == 0:
         group_g[b, c] = s_g
         group_gxhat[b, c] = s_gx
@@ -223,8 +224,8 @@ def merge_parameter_sums(part_dy, part_dyx, I, dweight2, dbias2):
         k = c * I + w * R + r
         s_dy += part_dy[bp, j, k]
         s_dyx += part_dyx[bp, j, k]
-    shared = cuda.shared.array((2, BLOCK_THREADS), np.float64)
-    s_dy, s_dyx = block_reduce(s_dy, s_dyx, shared)
+    shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
+    s_dy, s_dyx, _ = team_reduce(s_dy, s_dyx, 0.0, block_shift(), shared)
     if cuda.threadIdx.x == 0:
         dweight2[c, w] = s_dyx
         dbias2[c, w] = s_dy

@@ -18,8 +18,10 @@ runs.  Kernels and device functions whose arithmetic depends on the
 accumulation type are built by factories that take it (float32 or float64),
 cached per type; the others are plain kernels.
 
-The block merge uses warp shuffles on a GPU; the Numba CUDA simulator has no
-warp intrinsics, so there the merge goes through shared memory.
+Threads merge their sums with :func:`team_reduce`, over teams of a power of
+two of threads (a whole block for the merge kernels): warp shuffles on a
+GPU; the Numba CUDA simulator has no warp intrinsics, so there the merge
+goes through shared memory.
 """
 
 import functools
@@ -36,63 +38,88 @@ BLOCK_THREADS = 8 if SIMULATED else 256
 TILE_COLUMNS = 4 if SIMULATED else 32
 TILE_ROWS = 2 if SIMULATED else 8
 TARGET_BLOCKS = 4 if SIMULATED else 1024
-ROW_MIN_LENGTH = 4 if SIMULATED else 32
 MANY_GROUPS = 4 if SIMULATED else 256
 SMALL_GROUP = 16 if SIMULATED else 16384
 WARP_SIZE = 32
 FULL_MASK = 0xFFFFFFFF
+# The rows regime's teams: up to MAX_TEAM threads a group, each with UNROLL
+# loads in flight; SM_BLOCKS blocks of BLOCK_THREADS threads fill an SM
+# (2,048 resident threads on sm_80 and later).
+MAX_TEAM = BLOCK_THREADS if SIMULATED else 1024
+UNROLL = 4
+SM_BLOCKS = 2048 // BLOCK_THREADS
+# Slots of a team reduction's shared array: a block's threads in the
+# simulator, a block's warps on a GPU.
+TEAM_SLOTS = BLOCK_THREADS if SIMULATED else MAX_TEAM // WARP_SIZE
 
 if SIMULATED:
 
     @cuda.jit(device=True)
-    def block_reduce(p, q, shared):
-        """Sum one float64 pair per thread over a 1-D block; every thread gets the totals.
+    def team_reduce(p, q, r, team_shift, shared):
+        """Sum a float64 triple over each team of ``1 << team_shift`` threads; all get it.
 
-        Shared-memory tree (the simulator has no warp shuffles); the block
-        size must be a power of two.  ``shared`` is a ``(2, BLOCK_THREADS)``
-        float64 shared array.
+        Through shared memory (the simulator has no warp shuffles); every
+        thread of the block calls it.  ``shared`` is ``(3, TEAM_SLOTS)``.
         """
         tid = cuda.threadIdx.x
         cuda.syncthreads()
         shared[0, tid] = p
         shared[1, tid] = q
+        shared[2, tid] = r
         cuda.syncthreads()
-        stride = cuda.blockDim.x // 2
-        while stride > 0:
-            if tid < stride:
-                shared[0, tid] += shared[0, tid + stride]
-                shared[1, tid] += shared[1, tid + stride]
-            cuda.syncthreads()
-            stride //= 2
-        return shared[0, 0], shared[1, 0]
+        first = (tid >> team_shift) << team_shift
+        p = 0.0
+        q = 0.0
+        r = 0.0
+        for t in range(first, first + (1 << team_shift)):
+            p += shared[0, t]
+            q += shared[1, t]
+            r += shared[2, t]
+        return p, q, r
+
 else:
 
     @cuda.jit(device=True)
-    def block_reduce(p, q, shared):
-        """Sum one float64 pair per thread over a 1-D block; every thread gets the totals.
+    def team_reduce(p, q, r, team_shift, shared):
+        """Sum a float64 triple over each team of ``1 << team_shift`` threads; all get it.
 
-        Warp shuffles, then the warps' results through shared memory; the
-        block size must be a multiple of the warp size.  ``shared`` is a
-        ``(2, BLOCK_THREADS)`` float64 shared array.
+        Butterfly shuffles within a warp (sub-warp teams stay inside their
+        lanes), then, for teams of several warps, the warps' sums through
+        shared memory.  Every thread of the block calls it.  ``shared`` is
+        ``(3, TEAM_SLOTS)``.
         """
-        tid = cuda.threadIdx.x
-        offset = WARP_SIZE // 2
+        offset = min(1 << team_shift, WARP_SIZE) >> 1
         while offset > 0:
-            p += cuda.shfl_down_sync(FULL_MASK, p, offset)
-            q += cuda.shfl_down_sync(FULL_MASK, q, offset)
-            offset //= 2
-        cuda.syncthreads()
-        if tid % WARP_SIZE == 0:
-            warp = tid // WARP_SIZE
-            shared[0, warp] = p
-            shared[1, warp] = q
-        cuda.syncthreads()
-        p = 0.0
-        q = 0.0
-        for warp in range(cuda.blockDim.x // WARP_SIZE):
-            p += shared[0, warp]
-            q += shared[1, warp]
-        return p, q
+            p += cuda.shfl_xor_sync(FULL_MASK, p, offset)
+            q += cuda.shfl_xor_sync(FULL_MASK, q, offset)
+            r += cuda.shfl_xor_sync(FULL_MASK, r, offset)
+            offset >>= 1
+        if team_shift > 5:
+            warp = cuda.threadIdx.x >> 5
+            cuda.syncthreads()
+            if cuda.threadIdx.x & (WARP_SIZE - 1) == 0:
+                shared[0, warp] = p
+                shared[1, warp] = q
+                shared[2, warp] = r
+            cuda.syncthreads()
+            first = (warp >> (team_shift - 5)) << (team_shift - 5)
+            p = 0.0
+            q = 0.0
+            r = 0.0
+            for w in range(first, first + (1 << (team_shift - 5))):
+                p += shared[0, w]
+                q += shared[1, w]
+                r += shared[2, w]
+        return p, q, r
+
+
+@cuda.jit(device=True)
+def block_shift():
+    """``log2(blockDim.x)``, for a block of a power of two of threads."""
+    shift = 0
+    while (1 << shift) < cuda.blockDim.x:
+        shift += 1
+    return shift
 
 
 @cuda.jit(device=True)

@@ -6,6 +6,8 @@ shuffles. Numba compiles to PTX without a GPU when NVVM is installed (the
 ``cuda`` extra's CUDA toolkit wheels), so this checks the code a GPU runs.
 """
 
+import re
+
 import numba
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from numba import cuda, types
 from numba.cuda import dispatcher
 
 from numbanorm import _cuda_columns, _cuda_elementwise, _cuda_rows
-from numbanorm._cuda_shared import SIMULATED
+from numbanorm._cuda_shared import SIMULATED, UNROLL
 
 CAPABILITY = (9, 0)
 
@@ -60,8 +62,11 @@ def _norm_kernels(x, acc):
     stat, public, part = _array(np.float64, 2), _array(acc, 2), _array(np.float64, 3)
     param = _array(x, 2)
     return [
-        (_cuda_rows.rows_forward(acc), (x4, b, b, b, f8, public, stat, public, param, param, x4)),
-        (_cuda_rows.rows_backward(acc), (x4, x4, public, public, param, b, b, x4)),
+        (
+            _cuda_rows.rows_forward(acc),
+            (x4, i8, b, b, b, f8, public, stat, public, param, param, x4),
+        ),
+        (_cuda_rows.rows_backward(acc), (x4, x4, i8, public, public, param, b, b, b, x4, stat)),
         (_cuda_columns.columns_moments, (x3, i8, b, i8, part, part)),
         (
             _cuda_columns.columns_gradient_sums(acc),
@@ -132,3 +137,117 @@ def test_elementwise_kernels_compile():
         ),
     ]:
         _compile(kernel, signature)
+
+
+# ----------------------------------------------------------------------------
+# Kernel quality, read from the PTX
+
+
+def _blocks(ptx):
+    """The PTX's basic blocks: ``(lines, successors)`` each, successors by index."""
+    blocks, labels = [[]], {}
+    for line in ptx.splitlines():
+        line = line.strip()
+        label = re.match(r"^(\$L__BB\d+_\d+):", line)
+        if label:
+            labels[label.group(1)] = len(blocks)
+            blocks.append([])
+        elif line:
+            blocks[-1].append(line)
+    successors = []
+    for index, lines in enumerate(blocks):
+        targets = set()
+        last = lines[-1] if lines else ""
+        for line in lines:
+            jump = re.search(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);", line)
+            if jump:
+                targets.add(labels[jump.group(1)])
+        unconditional = re.match(r"^(bra|ret)", last) is not None
+        if not unconditional and index + 1 < len(blocks):
+            targets.add(index + 1)
+        successors.append(targets)
+    return blocks, successors
+
+
+def _reachable(successors, start):
+    seen, stack = set(), [start]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(successors[node])
+    return seen
+
+
+def _loop_lines(ptx):
+    """The instructions inside loops: blocks on a cycle of the control-flow graph."""
+    blocks, successors = _blocks(ptx)
+    lines = []
+    for index in range(len(blocks)):
+        if any(index in _reachable(successors, s) for s in successors[index]):
+            lines.extend(blocks[index])
+    return lines
+
+
+ROWS_KERNELS = ("rows_forward", "rows_backward")
+
+
+def _rows_kernels(x, acc):
+    return [
+        (kernel, signature)
+        for kernel, signature in _norm_kernels(x, np.dtype(acc))
+        if kernel.py_func.__qualname__.split(".")[0] in ROWS_KERNELS
+    ]
+
+
+@DATA_TYPES
+def test_rows_kernels_divide_no_64_bit_integers_inside_loops(x, acc):
+    """A 64-bit integer division is a long emulated sequence; the loops advance by addition."""
+    for kernel, signature in _rows_kernels(x, acc):
+        divisions = [
+            line
+            for line in _loop_lines(_compile(kernel, signature))
+            if re.match(r"^(div|rem)\.[su]64", line)
+        ]
+        assert not divisions, (kernel.py_func.__qualname__, divisions)
+
+
+def test_loop_finder_sees_loops_and_only_loops():
+    def counted(a, n):
+        for i in range(n):
+            a[i] = a[i] // n
+
+    def straight(a, n):
+        a[0] = a[1] // n
+
+    signature = (_array(np.int64, 1), types.int64)
+    assert any(
+        line.startswith("div.s64") for line in _loop_lines(_compile_function(counted, signature))
+    )
+    assert not any(
+        line.startswith("div.s64") for line in _loop_lines(_compile_function(straight, signature))
+    )
+
+
+def _compile_function(function, signature):
+    ptx, _ = cuda.compile_ptx(function, signature, cc=CAPABILITY)
+    return ptx
+
+
+@DATA_TYPES
+def test_rows_kernels_keep_several_loads_in_flight(x, acc):
+    """Both passes (the sums and the elementwise pass) have a loop that issues
+    ``UNROLL`` loads before the first division or store."""
+    for kernel, signature in _rows_kernels(x, acc):
+        blocks, successors = _blocks(_compile(kernel, signature))
+        unrolled = 0
+        for index, lines in enumerate(blocks):
+            if not any(index in _reachable(successors, s) for s in successors[index]):
+                continue
+            loads = 0
+            for line in lines:
+                if re.match(r"^(div|rcp|st)\.", line):
+                    break
+                loads += line.startswith("ld.global")
+            unrolled += loads >= UNROLL
+        assert unrolled >= 2, (kernel.py_func.__qualname__, unrolled)
