@@ -99,8 +99,14 @@ class Backend(Protocol):
         centered: bool,
         *,
         out: Any,
+        gradients: tuple[tuple[int, ...], np.dtype, bool],
     ) -> tuple[Any, Any, Any]:
-        """``(dx, dweight2, dbias2)``; ``dx`` into ``out`` where its layout allows."""
+        """``(dx, dweight2, dbias2)``; ``dx`` into ``out`` where its layout allows.
+
+        ``gradients`` is ``(shape, dtype, bias)`` of the public parameter
+        gradients (``bias``: whether ``dbias`` is one).  A backend may write
+        them there at once; :meth:`gradient_out` then returns those arrays.
+        """
 
     def parameter_sums(
         self, canon: CanonicalView, dy: Any, mean: Any, rstd: Any, weight2: Any

@@ -31,7 +31,6 @@ from ._cuda_columns import (
     columns_moments,
     merge_column_moments,
     merge_group_sums,
-    merge_parameter_sums,
 )
 from ._cuda_elementwise import running_as_groups, strided_copy, strided_fill, update_running
 from ._cuda_rows import rows_backward, rows_forward
@@ -87,6 +86,7 @@ def _typed_view(buffer, offset, shape, dtype):
 # waiting.  Per thread, so that two threads' calls on one stream do not
 # interleave their kernels over the same scratch.
 _SCRATCH: dict[tuple[int, int, int], Any] = {}
+_COUNTERS: dict[tuple[int, int, int], Any] = {}
 _ALIGNMENT = 256
 # Larger pieces (the columns regime's coefficients of many short rows scale
 # with the input) are allocated per call rather than kept.
@@ -117,6 +117,13 @@ class _Arena:
         view = _typed_view(buffer, self._offset, shape, dtype)
         self._offset = end
         return view
+
+    def counter(self):
+        """The stream's counter for a "last block merges" kernel: one int32, zero
+        between launches (the last block resets it)."""
+        if self._key not in _COUNTERS:
+            _COUNTERS[self._key] = cuda.to_device(np.zeros(1, np.int32))
+        return _COUNTERS[self._key]
 
 
 _CONSTANTS: dict[tuple[int, float], Any] = {}
@@ -527,8 +534,9 @@ def _columns_pass(
     )
 
 
-def _column_partials(canon, dy4, mean, rstd, per_sample):
-    """``(part_dy, part_dyx)``: per-column partial ``sum(dy)`` and ``sum(dy*x̂)``.
+def _column_partials(canon, dy4, mean, rstd, per_sample, dweight2, dbias2):
+    """``(part_dy, part_dyx)``: per-column partial ``sum(dy)`` and ``sum(dy*x̂)``, and
+    the parameter gradients from them into ``dweight2`` and ``dbias2``.
 
     The partials are per sample (``B`` slices, for the groups' sums) or over
     all samples at once (one slice, for the parameters' sums alone).
@@ -541,23 +549,20 @@ def _column_partials(canon, dy4, mean, rstd, per_sample):
     part_dy, part_dyx = (canon.library.scratch.array((slices, chunks, K)) for _ in range(2))
     grid, block = _column_grid(slices, K, chunks)
     columns_gradient_sums(canon.acc)[grid, block, canon.stream](
-        dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx
+        dy3,
+        x3,
+        mean,
+        rstd,
+        O,
+        I,
+        chunk_rows,
+        part_dy,
+        part_dyx,
+        canon.library.scratch.counter(),
+        dweight2,
+        dbias2,
     )
     return part_dy, part_dyx
-
-
-def _merged_parameter_sums(canon, partials, W):
-    """``(dweight2, dbias2)``, ``(C, W)`` float64, from column partials (None: no elements)."""
-    C, I = canon.shape4[2:]
-    dweight2, dbias2 = (canon.library.scratch.array((C, W)) for _ in range(2))
-    if partials is None:
-        for a in (dweight2, dbias2):
-            fill(a, 0.0, canon.stream)
-    elif C * W:
-        part_dy, part_dyx = partials
-        threads = _threads(part_dy.size // C // W)
-        merge_parameter_sums[C * W, threads, canon.stream](part_dy, part_dyx, I, dweight2, dbias2)
-    return dweight2, dbias2
 
 
 def _statistics(canon, centered, eps, mean, var, rstd):
@@ -611,6 +616,9 @@ class CudaBackend:
         return _kernel_array(value)
 
     def __init__(self, x):
+        # Gradients the backward wrote into public arrays: id of the (C, W)
+        # view -> (view, public array, its shape, its dtype).
+        self._public_gradients = {}
         self.library = _library_of(x)
         self.stream = self.library.stream
         dtype = _kernel_array(x).dtype
@@ -719,14 +727,30 @@ class CudaBackend:
         )
         return y, mean, var, rstd
 
-    @staticmethod
-    def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
-        """``dx`` is written in the dtype of ``x``; ``dweight2``/``dbias2`` are float64."""
+    def _gradients(self, canon, gradients, shape2):
+        """``(dweight2, dbias2)`` targets of ``shape2``: views of new public arrays of
+        ``gradients = (shape, dtype, bias)``, float64 scratch for no bias."""
+        shape, dtype, bias = gradients
+        targets = []
+        for public in (True, bias):
+            if public:
+                obj, kernel = _new(self.library, shape, dtype)
+                target = _dense(kernel, shape2)
+                self._public_gradients[id(target)] = (target, obj, tuple(shape), dtype)
+            else:
+                target = canon.library.scratch.array(shape2)
+            targets.append(target)
+        return targets
+
+    def backward(self, canon, dy, mean, rstd, weight2, input_stats, centered, *, out, gradients):
+        """``dx`` is written in the dtype of ``x``, the gradients into public arrays."""
         B, O, C, I = canon.shape4
-        W = weight2.shape[1]
         dx, dx4 = canon.output(out, canon.dtype)
+        dweight2, dbias2 = self._gradients(canon, gradients, weight2.shape)
         if not (B * C and O * I):
-            return (dx, *_merged_parameter_sums(canon, None, W))
+            for g in (dweight2, dbias2):
+                fill(g, 0.0, canon.stream)
+            return dx, dweight2, dbias2
         dy4 = canon.view(dy)
         # float32 statistics round the mean by up to half an ulp of the data's
         # offset, which dx and dweight magnify: it is refined to the mean of x
@@ -744,45 +768,43 @@ class CudaBackend:
             _rows_backward(
                 canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined
             )
-            partials = _column_partials(canon, dy4, refined if refine else mean, rstd, False)
-            return (dx, *_merged_parameter_sums(canon, partials, W))
+            _column_partials(canon, dy4, refined if refine else mean, rstd, False, dweight2, dbias2)
+            return dx, dweight2, dbias2
         # The parameter sums read x and dy before dx overwrites either.
-        partials = _column_partials(canon, dy4, mean, rstd, per_sample=not rows)
+        part_dy, part_dyx = _column_partials(canon, dy4, mean, rstd, not rows, dweight2, dbias2)
         if rows:
             _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean)
-        else:
-            group_g, group_gxhat = canon.stats(2)
-            part_dy, part_dyx = partials
-            merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
-                part_dy, part_dyx, weight2, I, group_g, group_gxhat
-            )
-            _columns_pass(
-                canon,
-                dy4,
-                mean,
-                rstd,
-                weight2,
-                weight2,
-                group_g,
-                group_gxhat,
-                O * I,
-                True,
-                input_stats,
-                centered,
-                dx4,
-            )
-        return (dx, *_merged_parameter_sums(canon, partials, W))
+            return dx, dweight2, dbias2
+        group_g, group_gxhat = canon.stats(2)
+        merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
+            part_dy, part_dyx, weight2, I, group_g, group_gxhat
+        )
+        _columns_pass(
+            canon,
+            dy4,
+            mean,
+            rstd,
+            weight2,
+            weight2,
+            group_g,
+            group_gxhat,
+            O * I,
+            True,
+            input_stats,
+            centered,
+            dx4,
+        )
+        return dx, dweight2, dbias2
 
     def parameter_sums(self, canon, dy, mean, rstd, weight2):
         B, O, C, I = canon.shape4
-        partials = (
-            _column_partials(canon, canon.view(dy), mean, rstd, per_sample=False)
-            if B * C and O * I
-            else None
-        )
-        return tuple(
-            self.to_host(g) for g in _merged_parameter_sums(canon, partials, weight2.shape[1])
-        )
+        dweight2, dbias2 = (canon.library.scratch.array(weight2.shape) for _ in range(2))
+        if B * C and O * I:
+            _column_partials(canon, canon.view(dy), mean, rstd, False, dweight2, dbias2)
+        else:
+            for g in (dweight2, dbias2):
+                fill(g, 0.0, canon.stream)
+        return self.to_host(dweight2), self.to_host(dbias2)
 
     def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
         dx, dx4 = canon.output(None, canon.dtype)
@@ -834,6 +856,10 @@ class CudaBackend:
         )
 
     def gradient_out(self, g2, shape, dtype):
+        """The public array the backward wrote ``g2`` into, else a converted copy."""
+        public = self._public_gradients.get(id(g2))
+        if public and public[0] is g2 and public[2:] == (tuple(shape), dtype):
+            return public[1]
         obj, grad = _new(self.library, shape, dtype)
         copy(_reshaped(g2, shape, self.stream), grad, stream=self.stream)
         return obj

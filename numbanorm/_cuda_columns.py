@@ -28,6 +28,7 @@ from ._cuda_shared import (
     block_shift,
     deviation_sums,
     input_gradient_coefficients,
+    last_block,
     mean_parts,
     moments_of_sums,
     pivot_of,
@@ -116,16 +117,18 @@ def columns_gradient_sums(acc_dtype):
     """The backward's tile kernel, per-thread arithmetic in ``acc_dtype``.
 
     ``columns_gradient_sums(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy,
-    part_dyx)``: per column and chunk of rows, ``sum(dy)`` and ``sum(dy*x̂)``
-    into ``part_*[b', j, k]`` (float64).  The rows of slice ``b'`` are either
-    sample ``b'``'s ``O`` rows or, with one slice, all samples' ``B*O`` (see
-    :func:`sample_of`).
+    part_dyx, counter, dweight2, dbias2)``: per column and chunk of rows,
+    ``sum(dy)`` and ``sum(dy*x̂)`` into ``part_*[b', j, k]`` (float64).  The
+    rows of slice ``b'`` are either sample ``b'``'s ``O`` rows or, with one
+    slice, all samples' ``B*O`` (see :func:`sample_of`).  The grid's last
+    block then sums the partials of every parameter into ``dweight2`` and
+    ``dbias2``, ``(C, W)`` in their own dtype (:func:`parameter_sums`).
     """
     acc = np.dtype(acc_dtype).type
     parts = mean_parts(acc_dtype)
 
     @cuda.jit
-    def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx):
+    def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx, counter, dweight2, dbias2):
         k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
         s_dy = 0.0
         s_dyx = 0.0
@@ -144,8 +147,39 @@ def columns_gradient_sums(acc_dtype):
         if cuda.threadIdx.y == 0 and k < x3.shape[2]:
             part_dy[bp, j, k] = total_dy
             part_dyx[bp, j, k] = total_dyx
+        flag = cuda.shared.array(1, np.int32)
+        if last_block(counter, flag):
+            merge = cuda.shared.array((3, TEAM_SLOTS), np.float64)
+            parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, merge)
 
     return kernel
+
+
+@cuda.jit(device=True)
+def parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, shared):
+    """One block: every parameter's partials, over slices, chunks and its columns, summed
+    in a fixed order by a team of a warp (the whole block in the simulator)."""
+    W = dweight2.shape[1]
+    R = I // W
+    tid = cuda.threadIdx.x + cuda.threadIdx.y * cuda.blockDim.x
+    shift = min(block_shift(), 5)
+    lane = tid & ((1 << shift) - 1)
+    for p in range(tid >> shift, dweight2.size, (cuda.blockDim.x * cuda.blockDim.y) >> shift):
+        c = np.uint32(p) // np.uint32(W)
+        first = c * I + (np.uint32(p) - c * np.uint32(W)) * R
+        s_dy = 0.0
+        s_dyx = 0.0
+        for bp in range(part_dy.shape[0]):
+            for j in range(part_dy.shape[1]):
+                r = lane
+                while r < R:
+                    s_dy += part_dy[bp, j, first + r]
+                    s_dyx += part_dyx[bp, j, first + r]
+                    r += 1 << shift
+        s_dy, s_dyx, _ = team_reduce(s_dy, s_dyx, 0.0, shift, shared)
+        if lane == 0:
+            dweight2[c, p - c * W] = s_dyx
+            dbias2[c, p - c * W] = s_dy
 
 
 @cuda.jit
@@ -204,31 +238,6 @@ def merge_group_sums(part_dy, part_dyx, weight2, I, group_g, group_gxhat):
     if cuda.threadIdx.x == 0:
         group_g[b, c] = s_g
         group_gxhat[b, c] = s_gx
-
-
-@cuda.jit
-def merge_parameter_sums(part_dy, part_dyx, I, dweight2, dbias2):
-    """Block per parameter ``(c, w)``: sums of its columns' partials over slices and chunks."""
-    W = dweight2.shape[1]
-    R = I // W
-    c = cuda.blockIdx.x // W
-    w = cuda.blockIdx.x % W
-    slices = part_dy.shape[0]
-    n_chunks = part_dy.shape[1]
-    s_dy = 0.0
-    s_dyx = 0.0
-    for t in range(cuda.threadIdx.x, slices * n_chunks * R, cuda.blockDim.x):
-        r = t % R
-        j = (t // R) % n_chunks
-        bp = t // (R * n_chunks)
-        k = c * I + w * R + r
-        s_dy += part_dy[bp, j, k]
-        s_dyx += part_dyx[bp, j, k]
-    shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
-    s_dy, s_dyx, _ = team_reduce(s_dy, s_dyx, 0.0, block_shift(), shared)
-    if cuda.threadIdx.x == 0:
-        dweight2[c, w] = s_dyx
-        dbias2[c, w] = s_dy
 
 
 @functools.cache

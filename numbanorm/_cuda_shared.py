@@ -61,7 +61,7 @@ if SIMULATED:
         Through shared memory (the simulator has no warp shuffles); every
         thread of the block calls it.  ``shared`` is ``(3, TEAM_SLOTS)``.
         """
-        tid = cuda.threadIdx.x
+        tid = cuda.threadIdx.x + cuda.threadIdx.y * cuda.blockDim.x
         cuda.syncthreads()
         shared[0, tid] = p
         shared[1, tid] = q
@@ -114,10 +114,31 @@ else:
 
 
 @cuda.jit(device=True)
+def last_block(counter, flag):
+    """Whether this block is the grid's last to get here ("last block merges").
+
+    Every thread calls it after its block's writes: they are made visible
+    to the whole device first, then one thread counts the block in
+    ``counter`` (an int32 array of one zero) and tells the block through
+    ``flag`` (an int32 shared array of one).  The last block resets the
+    counter for the next launch on the stream.
+    """
+    cuda.threadfence()
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        blocks = cuda.gridDim.x * cuda.gridDim.y * cuda.gridDim.z
+        flag[0] = cuda.atomic.add(counter, 0, 1) == blocks - 1
+        if flag[0]:
+            counter[0] = 0
+    cuda.syncthreads()
+    return flag[0] != 0
+
+
+@cuda.jit(device=True)
 def block_shift():
-    """``log2(blockDim.x)``, for a block of a power of two of threads."""
+    """``log2`` of the block's threads, a power of two."""
     shift = 0
-    while (1 << shift) < cuda.blockDim.x:
+    while (1 << shift) < cuda.blockDim.x * cuda.blockDim.y:
         shift += 1
     return shift
 

@@ -479,11 +479,18 @@ class BackwardArguments:
     target: Any
     stats: tuple[Any, ...]
 
+    @property
+    def gradient_dtype(self) -> np.dtype:
+        """The dtype of the public parameter gradients."""
+        return gradient_dtype(self.weight, self.stat_dtype)
+
     def gradients_out(self, dweight2: Any, dbias2: Any) -> tuple[Any, ...]:
         """The parameter gradients as public arrays: ``(dweight, dbias)`` or ``(dweight,)``."""
-        dtype = gradient_dtype(self.weight, self.stat_dtype)
         grads = (dweight2, dbias2) if self.norm.bias else (dweight2,)
-        return tuple(self.backend.gradient_out(g, self.layout.weight_shape, dtype) for g in grads)
+        return tuple(
+            self.backend.gradient_out(g, self.layout.weight_shape, self.gradient_dtype)
+            for g in grads
+        )
 
 
 def backward_arguments(
@@ -575,6 +582,7 @@ def backward(
         input_stats,
         norm.centered,
         out=direct,
+        gradients=(args.layout.weight_shape, args.gradient_dtype, norm.bias),
     )
     dx = backend.deliver(dx, args.target, args.out, args.layout.shape, args.result_dtype)
     return (dx, *args.gradients_out(dweight2, dbias2))

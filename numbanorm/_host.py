@@ -100,7 +100,8 @@ class HostBackend:
         return y, mean, var, rstd
 
     @staticmethod
-    def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out):
+    def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out, gradients):
+        """The gradients stay float64 ``(C, W)``: :meth:`gradient_out` converts them."""
         return _engine.backward(canon, dy, mean, rstd, weight2, input_stats, centered, out=out)
 
     @staticmethod

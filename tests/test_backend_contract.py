@@ -190,7 +190,15 @@ def test_backward(place, rng, shape, roles, input_stats, centered):
     mean, rstd = s.statistics(input_stats, centered, weight2)
     dy = rng.standard_normal(shape)
     dx, dweight2, dbias2 = s.backend.backward(
-        s.canon, place(dy), mean, rstd, weight2, input_stats, centered, out=None
+        s.canon,
+        place(dy),
+        mean,
+        rstd,
+        weight2,
+        input_stats,
+        centered,
+        out=None,
+        gradients=(s.params2, np.dtype(np.float64), True),
     )
     m, r = (s.from_groups(s.host(a)) for a in (mean, rstd))
     g = dy * s.broadcast_param(w)

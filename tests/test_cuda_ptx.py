@@ -70,7 +70,7 @@ def _norm_kernels(x, acc):
         (_cuda_columns.columns_moments, (x3, i8, b, i8, part, part)),
         (
             _cuda_columns.columns_gradient_sums(acc),
-            (x3, x3, public, public, i8, i8, i8, part, part),
+            (x3, x3, public, public, i8, i8, i8, part, part, _array(np.int32, 1), param, param),
         ),
         (
             _cuda_columns.column_coefficients(acc),
@@ -82,7 +82,6 @@ def _norm_kernels(x, acc):
             (x3, part, part, b, f8, stat, stat, public, public),
         ),
         (_cuda_columns.merge_group_sums, (part, part, param, i8, stat, stat)),
-        (_cuda_columns.merge_parameter_sums, (part, part, i8, stat, stat)),
     ]
 
 
@@ -92,7 +91,6 @@ BLOCK_MERGES = (
     "rows_backward",
     "merge_column_moments",
     "merge_group_sums",
-    "merge_parameter_sums",
 )
 
 DATA_TYPES = pytest.mark.parametrize(
