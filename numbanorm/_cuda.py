@@ -25,12 +25,10 @@ import numpy as np
 from numba import cuda
 
 from ._cuda_columns import (
-    column_coefficients,
     columns_affine,
     columns_gradient_sums,
     columns_moments,
-    merge_column_moments,
-    merge_group_sums,
+    group_coefficients,
 )
 from ._cuda_elementwise import running_as_groups, strided_copy, strided_fill, update_running
 from ._cuda_rows import rows_backward, rows_forward
@@ -475,62 +473,43 @@ def _view3(a4):
 
 def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean):
     """The groups' float64 ``mean`` and ``var``, and ``rstd``, from ``x`` in the columns
-    regime; the mean also into ``out_mean`` (which may be ``mean``)."""
+    regime, in one launch; the mean also into ``out_mean`` (which may be ``mean``)."""
     B, O, C, I = canon.shape4
     K = C * I
     chunk_rows, chunks = _chunks(B, O, K)
     part_s1, part_s2 = (canon.library.scratch.array((B, chunks, K)) for _ in range(2))
     grid, block = _column_grid(B, K, chunks)
-    x3 = _view3(canon.x4)
-    columns_moments[grid, block, canon.stream](x3, I, centered, chunk_rows, part_s1, part_s2)
-    merge_column_moments[B * C, _threads(chunks * I), canon.stream](
-        x3, part_s1, part_s2, centered, eps, mean, var, rstd, out_mean
+    columns_moments[grid, block, canon.stream](
+        _view3(canon.x4),
+        I,
+        centered,
+        chunk_rows,
+        part_s1,
+        part_s2,
+        canon.library.scratch.counter(),
+        eps,
+        (mean, var, rstd, out_mean),
     )
 
 
-def _columns_pass(
-    canon,
-    dy4,
-    mean,
-    rstd,
-    weight2,
-    bias2,
-    group_g,
-    group_gxhat,
-    count,
-    backward,
-    input_stats,
-    centered,
-    out4,
-):
-    """The columns regime's elementwise pass: ``y`` of the forward, or ``dx`` of the backward.
-
-    Per-column coefficients first (see ``_cuda_columns.column_coefficients``:
-    the backward uses the groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over
-    ``count`` elements, the forward ``bias2`` and neither ``dy4`` nor the
-    sums), then one pass over ``x`` (and ``dy``).
-    """
+def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, shift, offset, backward, out4):
+    """The columns regime's elementwise pass: ``y`` of the forward, or ``dx`` of the
+    backward with the groups' ``shift`` and ``offset`` (see ``_cuda_columns``)."""
     B, O, C, I = canon.shape4
-    coef = canon.library.scratch.array((3, B, C * I), canon.acc)
-    blocks, threads = _grid(B * C * I)
-    column_coefficients(canon.acc)[blocks, threads, canon.stream](
+    rows_per_block, chunks = _chunks(B, O, C * I)
+    grid, block = _column_grid(B, C * I, chunks)
+    columns_affine(canon.acc)[grid, block, canon.stream](
+        _view3(canon.x4),
+        _view3(dy4),
+        backward,
+        rows_per_block,
         mean,
         rstd,
         weight2,
         bias2,
-        group_g,
-        group_gxhat,
-        count,
-        backward,
-        input_stats,
-        centered,
-        I,
-        coef,
-    )
-    rows_per_block, chunks = _chunks(B, O, C * I)
-    grid, block = _column_grid(B, C * I, chunks)
-    columns_affine(canon.acc)[grid, block, canon.stream](
-        _view3(canon.x4), _view3(dy4), backward, rows_per_block, mean, coef, _view3(out4)
+        shift,
+        offset,
+        _view3(out4),
     )
 
 
@@ -710,21 +689,7 @@ class CudaBackend:
             # The elementwise pass needs the float64 mean, not its public rounding.
             (group_mean,) = canon.stats(1)
             _column_statistics(canon, centered, eps, group_mean, var, rstd, mean)
-        _columns_pass(
-            canon,
-            canon.x4,
-            group_mean,
-            rstd,
-            weight2,
-            bias2,
-            group_mean,
-            group_mean,
-            1,
-            False,
-            False,
-            centered,
-            out4,
-        )
+        _columns_pass(canon, canon.x4, group_mean, rstd, weight2, bias2, rstd, rstd, False, out4)
         return y, mean, var, rstd
 
     def _gradients(self, canon, gradients, shape2):
@@ -775,25 +740,11 @@ class CudaBackend:
         if rows:
             _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean)
             return dx, dweight2, dbias2
-        group_g, group_gxhat = canon.stats(2)
-        merge_group_sums[B * C, _threads(part_dy.shape[1] * I), canon.stream](
-            part_dy, part_dyx, weight2, I, group_g, group_gxhat
+        shift, offset = canon.stats(2)
+        group_coefficients(canon.acc)[B * C, _threads(part_dy.shape[1] * I), canon.stream](
+            part_dy, part_dyx, weight2, I, rstd, O * I, input_stats, centered, shift, offset
         )
-        _columns_pass(
-            canon,
-            dy4,
-            mean,
-            rstd,
-            weight2,
-            weight2,
-            group_g,
-            group_gxhat,
-            O * I,
-            True,
-            input_stats,
-            centered,
-            dx4,
-        )
+        _columns_pass(canon, dy4, mean, rstd, weight2, weight2, shift, offset, True, dx4)
         return dx, dweight2, dbias2
 
     def parameter_sums(self, canon, dy, mean, rstd, weight2):
@@ -807,25 +758,20 @@ class CudaBackend:
         return self.to_host(dweight2), self.to_host(dbias2)
 
     def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
+        B, O, C, I = canon.shape4
         dx, dx4 = canon.output(None, canon.dtype)
         if dx4.size:
-            group_g, group_gxhat = (
-                self.from_host(np.asarray(g, np.float64)) for g in (group_g, group_gxhat)
+            # The group sums as one-column partials of weight one.
+            sums = (
+                _dense(self.from_host(np.asarray(g, np.float64)), (B, 1, C))
+                for g in (group_g, group_gxhat)
+            )
+            shift, offset = canon.stats(2)
+            group_coefficients(canon.acc)[B * C, _threads(1), canon.stream](
+                *sums, _constant(1.0, (C, 1)), 1, rstd, count, True, True, shift, offset
             )
             _columns_pass(
-                canon,
-                canon.view(dy),
-                mean,
-                rstd,
-                weight2,
-                weight2,
-                group_g,
-                group_gxhat,
-                count,
-                True,
-                True,
-                True,
-                dx4,
+                canon, canon.view(dy), mean, rstd, weight2, weight2, shift, offset, True, dx4
             )
         return dx
 

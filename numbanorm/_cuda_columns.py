@@ -4,16 +4,17 @@ For few large groups or short rows (batch norm, channels-last data): the
 input is seen as ``(B', rows, K)`` with ``K`` contiguous columns, ``B'`` being
 the samples ``B`` (rows ``O``, ``K = C * I``) or one slice of all ``B * O``
 rows.  Tiles of ``TILE_COLUMNS`` columns by ``TILE_ROWS`` thread rows walk a
-chunk of rows and write one partial state per column and chunk; a merge
-kernel, a block per group or parameter, combines them in a fixed order (a
-two-stage grid reduction that fills the GPU even with a few channels).  The
-elementwise pass then reads per-column coefficients.
+chunk of rows and write one partial state per column and chunk; the grid's
+last block to finish merges them per group or parameter, in a fixed order (a
+two-stage grid reduction in one launch, which fills the GPU even with a few
+channels).  The elementwise pass then works out each column's coefficients
+from the group's statistics.
 
 Tile kernels launch on the grid ``(ceil(K / TILE_COLUMNS) * B', chunks)`` of
-``(TILE_COLUMNS, TILE_ROWS)`` blocks; merge kernels on ``[groups, threads]``
-with a power-of-two number of threads of at most ``BLOCK_THREADS``.  The
-factories build one kernel for an accumulation dtype, float32 or float64,
-and cache it; the merges, in float64 throughout, are plain kernels.
+``(TILE_COLUMNS, TILE_ROWS)`` blocks; :func:`group_coefficients` on
+``[groups, threads]`` with a power-of-two number of threads.  The factories
+build one kernel for an accumulation dtype, float32 or float64, and cache it;
+the statistics, in float64 throughout, are a plain kernel.
 """
 
 import functools
@@ -94,10 +95,15 @@ def param_index(i, W, R):
 
 
 @cuda.jit
-def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2):
-    """The statistics' tile kernel: per column ``k`` and chunk ``j`` of ``chunk_rows``
-    rows, the :func:`~numbanorm._cuda_shared.deviation_sums` from the pivot of
-    ``k``'s group (``I`` columns each) into ``part_*[b', j, k]``."""
+def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps, stats):
+    """The statistics' tile kernel, merged by its last block.
+
+    Per column ``k`` and chunk ``j`` of ``chunk_rows`` rows, the
+    :func:`~numbanorm._cuda_shared.deviation_sums` from the pivot of ``k``'s
+    group (``I`` columns each) into ``part_*[b', j, k]``; the grid's last
+    block then merges each group's partials into ``stats = (mean, var, rstd,
+    out_mean)`` (:func:`merge_moments`).
+    """
     k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
     s1 = 0.0
     s2 = 0.0
@@ -110,6 +116,67 @@ def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2):
     if cuda.threadIdx.y == 0 and k < x3.shape[2]:
         part_s1[bp, j, k] = s1
         part_s2[bp, j, k] = s2
+    flag = cuda.shared.array(1, np.int32)
+    if last_block(counter, flag):
+        merge = cuda.shared.array((3, TEAM_SLOTS), np.float64)
+        merge_moments(x3, I, centered, part_s1, part_s2, eps, stats, merge)
+
+
+@cuda.jit(device=True)
+def merge_teams():
+    """``(lane, team, teams, shift)`` of a last block's merge: teams of a warp (the
+    whole block in the simulator), over the block's linear thread index."""
+    tid = cuda.threadIdx.x + cuda.threadIdx.y * cuda.blockDim.x
+    shift = min(block_shift(), 5)
+    return (
+        tid & ((1 << shift) - 1),
+        tid >> shift,
+        (cuda.blockDim.x * cuda.blockDim.y) >> shift,
+        shift,
+    )
+
+
+@cuda.jit(device=True)
+def partial_sums(part_a, part_b, b0, b1, first, length, lane, size):
+    """A lane's share of two partials' sums over slices ``b0:b1``, every chunk and
+    the columns ``first:first + length``, in a fixed order."""
+    a = 0.0
+    b = 0.0
+    for bp in range(b0, b1):
+        for j in range(part_a.shape[1]):
+            t = lane
+            while t < length:
+                a += part_a[bp, j, first + t]
+                b += part_b[bp, j, first + t]
+                t += size
+    return a, b
+
+
+@cuda.jit(device=True)
+def merge_moments(x3, I, centered, part_s1, part_s2, eps, stats, shared):
+    """One block: every group's statistics from :func:`columns_moments`' partials.
+
+    ``stats = (mean, var, rstd, out_mean)``, ``(B, C)``: the float64 mean
+    and variance, ``rstd``, and the public mean in its own dtype.
+    """
+    mean, var, rstd, out_mean = stats
+    C = mean.shape[1]
+    count = x3.shape[1] * I
+    lane, team, teams, shift = merge_teams()
+    for g in range(team, mean.size, teams):
+        b = np.uint32(g) // np.uint32(C)
+        c = np.uint32(g) - b * np.uint32(C)
+        s1, s2 = partial_sums(part_s1, part_s2, b, b + 1, c * I, I, lane, 1 << shift)
+        s1, s2, _ = team_reduce(s1, s2, 0.0, shift, shared)
+        if lane == 0:
+            group_mean, m2 = moments_of_sums(
+                count, pivot_of(x3[b, 0, c * I], centered), s1, s2, centered
+            )
+            variance = m2 / count
+            mean[b, c] = group_mean
+            out_mean[b, c] = group_mean
+            var[b, c] = variance
+            rstd[b, c] = reciprocal_sqrt(variance + eps)
 
 
 @functools.cache
@@ -157,141 +224,61 @@ def columns_gradient_sums(acc_dtype):
 
 @cuda.jit(device=True)
 def parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, shared):
-    """One block: every parameter's partials, over slices, chunks and its columns, summed
-    in a fixed order by a team of a warp (the whole block in the simulator)."""
+    """One block: every parameter's partials, over slices, chunks and its columns."""
     W = dweight2.shape[1]
-    R = I // W
-    tid = cuda.threadIdx.x + cuda.threadIdx.y * cuda.blockDim.x
-    shift = min(block_shift(), 5)
-    lane = tid & ((1 << shift) - 1)
-    for p in range(tid >> shift, dweight2.size, (cuda.blockDim.x * cuda.blockDim.y) >> shift):
+    lane, team, teams, shift = merge_teams()
+    for p in range(team, dweight2.size, teams):
         c = np.uint32(p) // np.uint32(W)
-        first = c * I + (np.uint32(p) - c * np.uint32(W)) * R
-        s_dy = 0.0
-        s_dyx = 0.0
-        for bp in range(part_dy.shape[0]):
-            for j in range(part_dy.shape[1]):
-                r = lane
-                while r < R:
-                    s_dy += part_dy[bp, j, first + r]
-                    s_dyx += part_dyx[bp, j, first + r]
-                    r += 1 << shift
+        w = np.uint32(p) - c * np.uint32(W)
+        R = I // W
+        s_dy, s_dyx = partial_sums(
+            part_dy, part_dyx, 0, part_dy.shape[0], c * I + w * R, R, lane, 1 << shift
+        )
         s_dy, s_dyx, _ = team_reduce(s_dy, s_dyx, 0.0, shift, shared)
         if lane == 0:
-            dweight2[c, p - c * W] = s_dyx
-            dbias2[c, p - c * W] = s_dy
-
-
-@cuda.jit
-def merge_column_moments(x3, part_s1, part_s2, centered, eps, mean, var, rstd, out_mean):
-    """Block per group ``(b, c)``: its columns' partial sums into ``mean``, ``var``, ``rstd``.
-
-    ``part_*`` are :func:`columns_moments`' ``(B, chunks, C*I)`` partials of
-    ``x3``, ``(B, O, C*I)``.  The mean goes into ``out_mean`` too: the public
-    statistic, in its own dtype.
-    """
-    C = mean.shape[1]
-    I = x3.shape[2] // C
-    b = cuda.blockIdx.x // C
-    c = cuda.blockIdx.x % C
-    n_chunks = part_s1.shape[1]
-    s1 = 0.0
-    s2 = 0.0
-    for t in range(cuda.threadIdx.x, n_chunks * I, cuda.blockDim.x):
-        j = t // I
-        k = c * I + t - j * I
-        s1 += part_s1[b, j, k]
-        s2 += part_s2[b, j, k]
-    shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
-    s1, s2, _ = team_reduce(s1, s2, 0.0, block_shift(), shared)
-    if cuda.threadIdx.x == 0:
-        count = x3.shape[1] * I
-        group_mean, m2 = moments_of_sums(
-            count, pivot_of(x3[b, 0, c * I], centered), s1, s2, centered
-        )
-        variance = m2 / count
-        mean[b, c] = group_mean
-        out_mean[b, c] = group_mean
-        var[b, c] = variance
-        rstd[b, c] = reciprocal_sqrt(variance + eps)
-
-
-@cuda.jit
-def merge_group_sums(part_dy, part_dyx, weight2, I, group_g, group_gxhat):
-    """Block per group: ``sum(dy*w)`` and ``sum(dy*w*x̂)`` from per-sample column partials."""
-    C = group_g.shape[1]
-    W = weight2.shape[1]
-    R = I // W
-    b = cuda.blockIdx.x // C
-    c = cuda.blockIdx.x % C
-    n_chunks = part_dy.shape[1]
-    s_g = 0.0
-    s_gx = 0.0
-    for t in range(cuda.threadIdx.x, n_chunks * I, cuda.blockDim.x):
-        j = t // I
-        i = t - j * I
-        w = np.float64(weight2[c, param_index(i, W, R)])
-        s_g += w * part_dy[b, j, c * I + i]
-        s_gx += w * part_dyx[b, j, c * I + i]
-    shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
-    s_g, s_gx, _ = team_reduce(s_g, s_gx, 0.0, block_shift(), shared)
-    if cuda.threadIdx.x == 0:
-        group_g[b, c] = s_g
-        group_gxhat[b, c] = s_gx
+            dweight2[c, w] = s_dyx
+            dbias2[c, w] = s_dy
 
 
 @functools.cache
-def column_coefficients(acc_dtype):
-    """The kernel of the elementwise pass's per-column coefficients, in ``acc_dtype``.
+def group_coefficients(acc_dtype):
+    """The backward's per-group coefficients of ``dx``, a block per group.
 
-    ``column_coefficients(mean, rstd, weight2, bias2, group_g, group_gxhat,
-    count, backward, input_stats, centered, I, coef)`` writes, per ``(b,
-    k)``, ``coef`` such that ``out = (x - mean)*coef[0] + coef[1] (+
-    dy*coef[2])``.
-    Forward: ``x̂*w + bias``.  Backward: ``dx`` with the coefficients of
-    :func:`~numbanorm._cuda_shared.input_gradient_coefficients`, from the
-    groups' ``sum(dy*w)`` and ``sum(dy*w*x̂)`` over ``count`` elements.
+    ``group_coefficients(part_dy, part_dyx, weight2, I, rstd, count,
+    input_stats, centered, shift, offset)``: the group's ``sum(dy*w)`` and
+    ``sum(dy*w*x̂)`` from per-sample column partials, then ``(shift, offset)`` of
+    :func:`~numbanorm._cuda_shared.input_gradient_coefficients` over
+    ``count`` elements, into the ``(B, C)`` arrays of the same names.
     """
-    acc = np.dtype(acc_dtype).type
     tiny = float(np.finfo(acc_dtype).tiny)
 
     @cuda.jit
-    def kernel(
-        mean,
-        rstd,
-        weight2,
-        bias2,
-        group_g,
-        group_gxhat,
-        count,
-        backward,
-        input_stats,
-        centered,
-        I,
-        coef,
-    ):
-        B = mean.shape[0]
-        K = coef.shape[2]
+    def kernel(part_dy, part_dyx, weight2, I, rstd, count, input_stats, centered, shift, offset):
+        C = shift.shape[1]
         W = weight2.shape[1]
         R = I // W
-        for t in range(cuda.grid(1), B * K, cuda.gridsize(1)):
-            b = t // K
-            k = t - b * K
-            c = k // I
-            w = acc(weight2[c, param_index(k - c * I, W, R)])
-            r = rstd[b, c]
-            if backward:
-                # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
-                s, z = input_gradient_coefficients(
-                    group_g[b, c], group_gxhat[b, c] / r, r, count, input_stats, centered, tiny
-                )
-                coef[0, b, k] = acc(s)
-                coef[1, b, k] = acc(z)
-                coef[2, b, k] = r * w
-            else:
-                coef[0, b, k] = r * w
-                coef[1, b, k] = acc(bias2[c, param_index(k - c * I, W, R)])
-                coef[2, b, k] = 0
+        b = cuda.blockIdx.x // C
+        c = cuda.blockIdx.x % C
+        s_g = 0.0
+        s_gx = 0.0
+        size = cuda.blockDim.x
+        for j in range(part_dy.shape[1]):
+            for w in range(W):
+                weight = np.float64(weight2[c, w])
+                t = cuda.threadIdx.x
+                while t < R:
+                    k = c * I + w * R + t
+                    s_g += weight * part_dy[b, j, k]
+                    s_gx += weight * part_dyx[b, j, k]
+                    t += size
+        shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
+        s_g, s_gx, _ = team_reduce(s_g, s_gx, 0.0, block_shift(), shared)
+        if cuda.threadIdx.x == 0:
+            r = np.float64(rstd[b, c])
+            # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
+            s, z = input_gradient_coefficients(s_g, s_gx / r, r, count, input_stats, centered, tiny)
+            shift[b, c] = s
+            offset[b, c] = z
 
     return kernel
 
@@ -300,26 +287,36 @@ def column_coefficients(acc_dtype):
 def columns_affine(acc_dtype):
     """The elementwise pass of the columns regime, per-thread arithmetic in ``acc_dtype``.
 
-    ``columns_affine(x3, dy3, use_dy, rows_per_block, mean, coef, out3)``
-    writes ``out = (x - mean)*coef[0] + coef[1] (+ dy*coef[2])`` with
-    coefficients per ``(b', k)`` (see :func:`column_coefficients`) and the
-    ``(B', C)`` group means.
+    ``columns_affine(x3, dy3, backward, rows_per_block, mean, rstd, weight2,
+    bias2, shift, offset, out3)`` over ``(B, O, C*I)`` views, with ``(B,
+    C)`` group statistics: the forward's ``out = (x - mean)*rstd*w + bias``,
+    or the backward's ``dx = (x - mean)*shift + offset + dy*rstd*w`` with
+    the groups' coefficients of :func:`group_coefficients`.  Each thread
+    works out its column's coefficients once.
     """
     acc = np.dtype(acc_dtype).type
     parts = mean_parts(acc_dtype)
 
     @cuda.jit
-    def kernel(x3, dy3, use_dy, rows_per_block, mean, coef, out3):
+    def kernel(x3, dy3, backward, rows_per_block, mean, rstd, weight2, bias2, shift, offset, out3):
         k, _, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], rows_per_block)
         if k < x3.shape[2]:
-            mean_high, mean_low = parts(mean[bp, k // (x3.shape[2] // mean.shape[1])])
-            scale = coef[0, bp, k]
-            shift = coef[1, bp, k]
-            dy_scale = coef[2, bp, k]
+            I = x3.shape[2] // mean.shape[1]
+            W = weight2.shape[1]
+            c = k // I
+            p = param_index(k - c * I, W, I // W)
+            mean_high, mean_low = parts(mean[bp, c])
+            w = acc(weight2[c, p]) * acc(rstd[bp, c])
+            if backward:
+                scale = acc(shift[bp, c])
+                constant = acc(offset[bp, c])
+            else:
+                scale = w
+                constant = acc(bias2[c, p])
             for row in range(first, end, TILE_ROWS):
-                value = ((acc(x3[bp, row, k]) - mean_high) - mean_low) * scale + shift
-                if use_dy:
-                    value += acc(dy3[bp, row, k]) * dy_scale
+                value = ((acc(x3[bp, row, k]) - mean_high) - mean_low) * scale + constant
+                if backward:
+                    value += acc(dy3[bp, row, k]) * w
                 out3[bp, row, k] = value
 
     return kernel

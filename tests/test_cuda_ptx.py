@@ -60,28 +60,29 @@ def _norm_kernels(x, acc):
     # Scratch statistics are float64, public ones in the accumulation dtype;
     # parameters are read in their own dtype, here that of the data.
     stat, public, part = _array(np.float64, 2), _array(acc, 2), _array(np.float64, 3)
-    param = _array(x, 2)
+    param, counter = _array(x, 2), _array(np.int32, 1)
     return [
         (
             _cuda_rows.rows_forward(acc),
             (x4, i8, b, b, b, f8, public, stat, public, param, param, x4),
         ),
         (_cuda_rows.rows_backward(acc), (x4, x4, i8, public, public, param, b, b, b, x4, stat)),
-        (_cuda_columns.columns_moments, (x3, i8, b, i8, part, part)),
+        (
+            _cuda_columns.columns_moments,
+            (x3, i8, b, i8, part, part, counter, f8, types.Tuple((stat, stat, public, public))),
+        ),
         (
             _cuda_columns.columns_gradient_sums(acc),
-            (x3, x3, public, public, i8, i8, i8, part, part, _array(np.int32, 1), param, param),
+            (x3, x3, public, public, i8, i8, i8, part, part, counter, param, param),
         ),
         (
-            _cuda_columns.column_coefficients(acc),
-            (stat, public, param, param, stat, stat, i8, b, b, b, i8, _array(acc, 3)),
+            _cuda_columns.group_coefficients(acc),
+            (part, part, param, i8, public, i8, b, b, stat, stat),
         ),
-        (_cuda_columns.columns_affine(acc), (x3, x3, b, i8, stat, _array(acc, 3), x3)),
         (
-            _cuda_columns.merge_column_moments,
-            (x3, part, part, b, f8, stat, stat, public, public),
+            _cuda_columns.columns_affine(acc),
+            (x3, x3, b, i8, stat, public, param, param, stat, stat, x3),
         ),
-        (_cuda_columns.merge_group_sums, (part, part, param, i8, stat, stat)),
     ]
 
 
@@ -89,8 +90,9 @@ def _norm_kernels(x, acc):
 BLOCK_MERGES = (
     "rows_forward",
     "rows_backward",
-    "merge_column_moments",
-    "merge_group_sums",
+    "columns_moments",
+    "columns_gradient_sums",
+    "group_coefficients",
 )
 
 DATA_TYPES = pytest.mark.parametrize(
