@@ -513,19 +513,30 @@ def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, shift, offset, backwar
     )
 
 
-def _column_partials(canon, dy4, mean, rstd, per_sample, dweight2, dbias2):
-    """``(part_dy, part_dyx)``: per-column partial ``sum(dy)`` and ``sum(dy*x̂)``, and
-    the parameter gradients from them into ``dweight2`` and ``dbias2``.
+def _column_sums(canon, dy4, mean, rstd, per_sample, dweight2, dbias2, groups=None):
+    """The backward's column sums, one launch: per-column partial ``sum(dy)`` and
+    ``sum(dy*x̂)``, and from them the parameter gradients, into ``dweight2`` and
+    ``dbias2``.
 
-    The partials are per sample (``B`` slices, for the groups' sums) or over
-    all samples at once (one slice, for the parameters' sums alone).
+    The partials are per sample (``B`` slices) or over all samples at once
+    (one slice, for the parameters' sums alone).  ``groups`` (per sample only)
+    is ``(weight2, input_stats, centered, refine, count, refined, shift,
+    offset)``: the groups' coefficients of ``dx`` are merged too (see
+    ``_cuda_columns.columns_gradient_sums``).
     """
     B, O, C, I = canon.shape4
     K = C * I
     slices, slice_rows = (B, O) if per_sample else (1, B * O)
     x3, dy3 = (_dense(a, (slices, slice_rows, K)) for a in (canon.x4, dy4))
     chunk_rows, chunks = _chunks(slices, slice_rows, K)
-    part_dy, part_dyx = (canon.library.scratch.array((slices, chunks, K)) for _ in range(2))
+    refine = groups is not None and groups[3]
+    partials = tuple(
+        canon.library.scratch.array((slices, chunks, K)) for _ in range(3 if refine else 2)
+    )
+    if not refine:
+        partials += (partials[0],)
+    if groups is None:
+        groups = (dweight2, False, False, False, 1, mean, mean, mean)
     grid, block = _column_grid(slices, K, chunks)
     columns_gradient_sums(canon.acc)[grid, block, canon.stream](
         dy3,
@@ -535,13 +546,11 @@ def _column_partials(canon, dy4, mean, rstd, per_sample, dweight2, dbias2):
         O,
         I,
         chunk_rows,
-        part_dy,
-        part_dyx,
+        partials,
         canon.library.scratch.counter(),
-        dweight2,
-        dbias2,
+        (dweight2, dbias2),
+        (per_sample, *groups),
     )
-    return part_dy, part_dyx
 
 
 def _statistics(canon, centered, eps, mean, var, rstd):
@@ -723,35 +732,43 @@ class CudaBackend:
         refine = input_stats and centered and canon.dtype.itemsize < 8
         rows = _rows_regime(canon.shape4)
         in_place = _address(dx4) in (_address(canon.x4), _address(dy4))
-        if refine and not (rows and not in_place):
+        if not rows:
+            # One pass for every sum, the mean refined in its merge; then dx.
+            refined, shift, offset = canon.stats()
+            _column_sums(
+                canon,
+                dy4,
+                mean,
+                rstd,
+                True,
+                dweight2,
+                dbias2,
+                (weight2, input_stats, centered, refine, O * I, refined, shift, offset),
+            )
+            _columns_pass(canon, dy4, refined, rstd, weight2, weight2, shift, offset, True, dx4)
+            return dx, dweight2, dbias2
+        if refine and in_place:
             mean, var, _ = canon.stats()
             _statistics(canon, True, 0.0, mean, var, var)
             refine = False
-        if rows and not in_place:
+        if not in_place:
             # dx first, refining the mean on the way; then the parameter sums.
             (refined,) = canon.stats(1)
             _rows_backward(
                 canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined
             )
-            _column_partials(canon, dy4, refined if refine else mean, rstd, False, dweight2, dbias2)
+            _column_sums(canon, dy4, refined if refine else mean, rstd, False, dweight2, dbias2)
             return dx, dweight2, dbias2
         # The parameter sums read x and dy before dx overwrites either.
-        part_dy, part_dyx = _column_partials(canon, dy4, mean, rstd, not rows, dweight2, dbias2)
-        if rows:
-            _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean)
-            return dx, dweight2, dbias2
-        shift, offset = canon.stats(2)
-        group_coefficients(canon.acc)[B * C, _threads(part_dy.shape[1] * I), canon.stream](
-            part_dy, part_dyx, weight2, I, rstd, O * I, input_stats, centered, shift, offset
-        )
-        _columns_pass(canon, dy4, mean, rstd, weight2, weight2, shift, offset, True, dx4)
+        _column_sums(canon, dy4, mean, rstd, False, dweight2, dbias2)
+        _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean)
         return dx, dweight2, dbias2
 
     def parameter_sums(self, canon, dy, mean, rstd, weight2):
         B, O, C, I = canon.shape4
         dweight2, dbias2 = (canon.library.scratch.array(weight2.shape) for _ in range(2))
         if B * C and O * I:
-            _column_partials(canon, canon.view(dy), mean, rstd, False, dweight2, dbias2)
+            _column_sums(canon, canon.view(dy), mean, rstd, False, dweight2, dbias2)
         else:
             for g in (dweight2, dbias2):
                 fill(g, 0.0, canon.stream)
@@ -762,13 +779,13 @@ class CudaBackend:
         dx, dx4 = canon.output(None, canon.dtype)
         if dx4.size:
             # The group sums as one-column partials of weight one.
-            sums = (
+            sums = tuple(
                 _dense(self.from_host(np.asarray(g, np.float64)), (B, 1, C))
                 for g in (group_g, group_gxhat)
             )
-            shift, offset = canon.stats(2)
-            group_coefficients(canon.acc)[B * C, _threads(1), canon.stream](
-                *sums, _constant(1.0, (C, 1)), 1, rstd, count, True, True, shift, offset
+            refined, shift, offset = canon.stats()
+            group_coefficients(canon.acc)[1, BLOCK_THREADS, canon.stream](
+                (*sums, sums[0]), _constant(1.0, (C, 1)), mean, rstd, count, refined, shift, offset
             )
             _columns_pass(
                 canon, canon.view(dy), mean, rstd, weight2, weight2, shift, offset, True, dx4

@@ -39,21 +39,26 @@ from ._cuda_shared import (
 
 
 @cuda.jit(device=True)
-def tile_reduce(p, q, shared):
-    """Sum a float64 pair over ``threadIdx.y`` for each ``threadIdx.x``; row 0 gets it."""
+def tile_reduce(p, q, r, shared):
+    """Sum a float64 triple over ``threadIdx.y`` for each ``threadIdx.x``; row 0 gets it.
+
+    ``shared`` is ``(3, TILE_ROWS, TILE_COLUMNS)``.
+    """
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     shared[0, ty, tx] = p
     shared[1, ty, tx] = q
+    shared[2, ty, tx] = r
     cuda.syncthreads()
     stride = TILE_ROWS // 2
     while stride > 0:
         if ty < stride:
             shared[0, ty, tx] += shared[0, ty + stride, tx]
             shared[1, ty, tx] += shared[1, ty + stride, tx]
+            shared[2, ty, tx] += shared[2, ty + stride, tx]
         cuda.syncthreads()
         stride //= 2
-    return shared[0, 0, tx], shared[1, 0, tx]
+    return shared[0, 0, tx], shared[1, 0, tx], shared[2, 0, tx]
 
 
 @cuda.jit(device=True)
@@ -111,8 +116,8 @@ def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps,
         pivot = pivot_of(x3[bp, 0, k - k % I], centered)
         for row in range(first, end, TILE_ROWS):
             s1, s2 = deviation_sums(s1, s2, x3[bp, row, k], pivot)
-    shared = cuda.shared.array((2, TILE_ROWS, TILE_COLUMNS), np.float64)
-    s1, s2 = tile_reduce(s1, s2, shared)
+    shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
+    s1, s2, _ = tile_reduce(s1, s2, 0.0, shared)
     if cuda.threadIdx.y == 0 and k < x3.shape[2]:
         part_s1[bp, j, k] = s1
         part_s2[bp, j, k] = s2
@@ -181,59 +186,138 @@ def merge_moments(x3, I, centered, part_s1, part_s2, eps, stats, shared):
 
 @functools.cache
 def columns_gradient_sums(acc_dtype):
-    """The backward's tile kernel, per-thread arithmetic in ``acc_dtype``.
+    """The backward's tile kernel, per-thread arithmetic in ``acc_dtype``, merged by
+    its last block.
 
-    ``columns_gradient_sums(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy,
-    part_dyx, counter, dweight2, dbias2)``: per column and chunk of rows,
-    ``sum(dy)`` and ``sum(dy*x̂)`` into ``part_*[b', j, k]`` (float64).  The
-    rows of slice ``b'`` are either sample ``b'``'s ``O`` rows or, with one
-    slice, all samples' ``B*O`` (see :func:`sample_of`).  The grid's last
-    block then sums the partials of every parameter into ``dweight2`` and
-    ``dbias2``, ``(C, W)`` in their own dtype (:func:`parameter_sums`).
+    ``columns_gradient_sums(dy3, x3, mean, rstd, O, I, chunk_rows, partials,
+    counter, gradients, groups)``: per column and chunk of rows, ``sum(dy)``,
+    ``sum(dy*x̂)`` and ``sum(x - mean)`` into ``partials = (part_dy,
+    part_dyx, part_d)``, ``[b', j, k]`` float64 (the last only to refine the
+    mean).  The rows of slice ``b'`` are either sample ``b'``'s ``O`` rows
+    or, with one slice, all samples' ``B*O`` (see :func:`sample_of`).
+
+    The grid's last block then merges: with ``groups = (merge, weight2,
+    input_stats, centered, refine, count, refined, shift, offset)`` whose
+    ``merge`` is set (per-sample slices), each group's coefficients of ``dx``
+    (:func:`merge_groups`); then every parameter's gradients into
+    ``gradients = (dweight2, dbias2)``, ``(C, W)`` in their own dtype
+    (:func:`parameter_sums`), around the refined mean.
     """
     acc = np.dtype(acc_dtype).type
     parts = mean_parts(acc_dtype)
+    tiny = float(np.finfo(acc_dtype).tiny)
 
     @cuda.jit
-    def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, part_dy, part_dyx, counter, dweight2, dbias2):
+    def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, partials, counter, gradients, groups):
+        part_dy, part_dyx, part_d = partials
+        merge_groups_too, weight2, input_stats, centered, refine, count, refined, shift, offset = (
+            groups
+        )
         k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
         s_dy = 0.0
         s_dyx = 0.0
+        s_d = 0.0
         if k < x3.shape[2]:
             c = k // I
             for row in range(first, end, TILE_ROWS):
                 b = sample_of(bp, row, x3.shape[1], O)
                 mean_high, mean_low = parts(mean[b, c])
                 dy = acc(dy3[bp, row, k])
+                d = (acc(x3[bp, row, k]) - mean_high) - mean_low
                 s_dy += np.float64(dy)
-                s_dyx += np.float64(
-                    dy * ((acc(x3[bp, row, k]) - mean_high) - mean_low) * acc(rstd[b, c])
-                )
-        shared = cuda.shared.array((2, TILE_ROWS, TILE_COLUMNS), np.float64)
-        total_dy, total_dyx = tile_reduce(s_dy, s_dyx, shared)
+                s_dyx += np.float64(dy * d * acc(rstd[b, c]))
+                s_d += np.float64(d)
+        shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
+        s_dy, s_dyx, s_d = tile_reduce(s_dy, s_dyx, s_d, shared)
         if cuda.threadIdx.y == 0 and k < x3.shape[2]:
-            part_dy[bp, j, k] = total_dy
-            part_dyx[bp, j, k] = total_dyx
+            part_dy[bp, j, k] = s_dy
+            part_dyx[bp, j, k] = s_dyx
+            if refine:
+                part_d[bp, j, k] = s_d
         flag = cuda.shared.array(1, np.int32)
         if last_block(counter, flag):
             merge = cuda.shared.array((3, TEAM_SLOTS), np.float64)
-            parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, merge)
+            if merge_groups_too:
+                merge_groups(
+                    partials, weight2, I, mean, rstd, count, input_stats, centered, refine,
+                    tiny, refined, shift, offset, merge,
+                )  # fmt: skip
+                cuda.syncthreads()
+            dweight2, dbias2 = gradients
+            parameter_sums(
+                part_dy, part_dyx, I, dweight2, dbias2, mean, rstd, refined,
+                merge_groups_too and refine, merge,
+            )  # fmt: skip
 
     return kernel
 
 
 @cuda.jit(device=True)
-def parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, shared):
-    """One block: every parameter's partials, over slices, chunks and its columns."""
+def merge_groups(
+    partials, weight2, I, mean, rstd, count, input_stats, centered, refine, tiny, refined,
+    shift, offset, shared,
+):  # fmt: skip
+    """One block: every group's ``sum(dy*w)`` and ``sum(dy*w*x̂)`` from per-sample
+    column partials, and from them the ``(B, C)`` coefficients ``shift`` and
+    ``offset`` of :func:`~numbanorm._cuda_shared.input_gradient_coefficients`
+    over ``count`` elements.  With ``refine``, the mean is first moved to the
+    mean of ``x`` by ``sum(x - mean) / count``; ``refined`` gets the mean used.
+    """
+    part_dy, part_dyx, part_d = partials
+    C = shift.shape[1]
+    W = weight2.shape[1]
+    R = I // W
+    lane, team, teams, team_shift = merge_teams()
+    size = 1 << team_shift
+    for g in range(team, shift.size, teams):
+        b = np.uint32(g) // np.uint32(C)
+        c = np.uint32(g) - b * np.uint32(C)
+        s_g = 0.0
+        s_gx = 0.0
+        s_d = 0.0
+        for w in range(W):
+            weight = np.float64(weight2[c, w])
+            s_dy, s_dyx = partial_sums(part_dy, part_dyx, b, b + 1, c * I + w * R, R, lane, size)
+            s_g += weight * s_dy
+            s_gx += weight * s_dyx
+            if refine:
+                s_d += partial_sums(part_d, part_d, b, b + 1, c * I + w * R, R, lane, size)[0]
+        s_g, s_gx, s_d = team_reduce(s_g, s_gx, s_d, team_shift, shared)
+        if lane == 0:
+            m = np.float64(mean[b, c])
+            r = np.float64(rstd[b, c])
+            if refine:
+                delta = s_d / count
+                s_gx -= delta * r * s_g
+                m += delta
+            refined[b, c] = m
+            # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
+            s, z = input_gradient_coefficients(s_g, s_gx / r, r, count, input_stats, centered, tiny)
+            shift[b, c] = s
+            offset[b, c] = z
+
+
+@cuda.jit(device=True)
+def parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, mean, rstd, refined, refine, shared):
+    """One block: every parameter's partials, over slices, chunks and its columns.
+
+    With ``refine`` (per-sample slices), each sample's ``sum(dy*x̂)`` is moved
+    from ``mean`` to the ``refined`` mean.
+    """
     W = dweight2.shape[1]
+    R = I // W
     lane, team, teams, shift = merge_teams()
     for p in range(team, dweight2.size, teams):
         c = np.uint32(p) // np.uint32(W)
         w = np.uint32(p) - c * np.uint32(W)
-        R = I // W
-        s_dy, s_dyx = partial_sums(
-            part_dy, part_dyx, 0, part_dy.shape[0], c * I + w * R, R, lane, 1 << shift
-        )
+        s_dy = 0.0
+        s_dyx = 0.0
+        for b in range(part_dy.shape[0]):
+            a, d = partial_sums(part_dy, part_dyx, b, b + 1, c * I + w * R, R, lane, 1 << shift)
+            if refine:
+                d -= (np.float64(refined[b, c]) - np.float64(mean[b, c])) * rstd[b, c] * a
+            s_dy += a
+            s_dyx += d
         s_dy, s_dyx, _ = team_reduce(s_dy, s_dyx, 0.0, shift, shared)
         if lane == 0:
             dweight2[c, w] = s_dyx
@@ -242,43 +326,17 @@ def parameter_sums(part_dy, part_dyx, I, dweight2, dbias2, shared):
 
 @functools.cache
 def group_coefficients(acc_dtype):
-    """The backward's per-group coefficients of ``dx``, a block per group.
-
-    ``group_coefficients(part_dy, part_dyx, weight2, I, rstd, count,
-    input_stats, centered, shift, offset)``: the group's ``sum(dy*w)`` and
-    ``sum(dy*w*x̂)`` from per-sample column partials, then ``(shift, offset)`` of
-    :func:`~numbanorm._cuda_shared.input_gradient_coefficients` over
-    ``count`` elements, into the ``(B, C)`` arrays of the same names.
-    """
+    """:func:`merge_groups` as a kernel of one block, for group sums given as
+    ``(B, 1, C)`` one-column partials (``I`` 1, weight ones, no refinement)."""
     tiny = float(np.finfo(acc_dtype).tiny)
 
     @cuda.jit
-    def kernel(part_dy, part_dyx, weight2, I, rstd, count, input_stats, centered, shift, offset):
-        C = shift.shape[1]
-        W = weight2.shape[1]
-        R = I // W
-        b = cuda.blockIdx.x // C
-        c = cuda.blockIdx.x % C
-        s_g = 0.0
-        s_gx = 0.0
-        size = cuda.blockDim.x
-        for j in range(part_dy.shape[1]):
-            for w in range(W):
-                weight = np.float64(weight2[c, w])
-                t = cuda.threadIdx.x
-                while t < R:
-                    k = c * I + w * R + t
-                    s_g += weight * part_dy[b, j, k]
-                    s_gx += weight * part_dyx[b, j, k]
-                    t += size
+    def kernel(partials, weight2, mean, rstd, count, refined, shift, offset):
         shared = cuda.shared.array((3, TEAM_SLOTS), np.float64)
-        s_g, s_gx, _ = team_reduce(s_g, s_gx, 0.0, block_shift(), shared)
-        if cuda.threadIdx.x == 0:
-            r = np.float64(rstd[b, c])
-            # sum(dy*w*(x - mean)) = sum(dy*w*x̂) / rstd, as the CPU backend converts it
-            s, z = input_gradient_coefficients(s_g, s_gx / r, r, count, input_stats, centered, tiny)
-            shift[b, c] = s
-            offset[b, c] = z
+        merge_groups(
+            partials, weight2, 1, mean, rstd, count, True, True, False, tiny, refined, shift,
+            offset, shared,
+        )  # fmt: skip
 
     return kernel
 

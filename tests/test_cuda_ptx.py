@@ -73,11 +73,23 @@ def _norm_kernels(x, acc):
         ),
         (
             _cuda_columns.columns_gradient_sums(acc),
-            (x3, x3, public, public, i8, i8, i8, part, part, counter, param, param),
+            (
+                x3,
+                x3,
+                public,
+                public,
+                i8,
+                i8,
+                i8,
+                types.UniTuple(part, 3),
+                counter,
+                types.UniTuple(param, 2),
+                types.Tuple((b, param, b, b, b, i8, stat, stat, stat)),
+            ),  # fmt: skip
         ),
         (
             _cuda_columns.group_coefficients(acc),
-            (part, part, param, i8, public, i8, b, b, stat, stat),
+            (types.UniTuple(part, 3), param, public, public, i8, stat, stat, stat),
         ),
         (
             _cuda_columns.columns_affine(acc),
