@@ -79,11 +79,14 @@ class Backend(Protocol):
         eps: float,
         centered: bool,
         stats: tuple[Any, Any] | None,
+        update: tuple[Any, Any, float, float] | None,
     ) -> tuple[Any, Any, Any, Any]:
         """``y = (x - mean) * rstd * w + b``, into ``out`` where its layout allows.
 
         With ``stats`` None the group statistics are computed from ``x``;
-        otherwise they are ``(mean, rstd)``.  Returns ``(y, mean, var,
+        otherwise they are ``(mean, rstd)``.  ``update``, ``(running_mean,
+        running_var, momentum, unbias)``, folds the computed statistics into
+        the running ones as :meth:`update_running` does.  Returns ``(y, mean, var,
         rstd)`` (``var`` None when ``stats`` are given); ``y`` is in the
         compute dtype of ``x``.
         """

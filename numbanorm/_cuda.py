@@ -471,14 +471,25 @@ def _view3(a4):
     return _dense(a4, (B, O, C * I))
 
 
-def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean):
+def _fold(canon, mean, update):
+    """The statistics kernels' ``(counter, update)`` arguments for ``normalize``'s
+    ``update`` (``mean`` stands in for the running statistics without one)."""
+    if update is None:
+        return canon.library.scratch.counter(), (False, mean, mean, 0.0, 1.0)
+    running_mean, running_var, momentum, unbias = update
+    return canon.library.scratch.counter(), (True, running_mean, running_var, momentum, unbias)
+
+
+def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean, update=None):
     """The groups' float64 ``mean`` and ``var``, and ``rstd``, from ``x`` in the columns
-    regime, in one launch; the mean also into ``out_mean`` (which may be ``mean``)."""
+    regime, in one launch; the mean also into ``out_mean`` (which may be ``mean``),
+    and with ``update`` folded into running statistics."""
     B, O, C, I = canon.shape4
     K = C * I
     chunk_rows, chunks = _chunks(B, O, K)
     part_s1, part_s2 = (canon.library.scratch.array((B, chunks, K)) for _ in range(2))
     grid, block = _column_grid(B, K, chunks)
+    counter, fold = _fold(canon, mean, update)
     columns_moments[grid, block, canon.stream](
         _view3(canon.x4),
         I,
@@ -486,9 +497,10 @@ def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean):
         chunk_rows,
         part_s1,
         part_s2,
-        canon.library.scratch.counter(),
+        counter,
         eps,
         (mean, var, rstd, out_mean),
+        fold,
     )
 
 
@@ -559,7 +571,19 @@ def _statistics(canon, centered, eps, mean, var, rstd):
     if _rows_regime(canon.shape4):
         blocks, threads, team_shift = _team_launch(canon.shape4, I)
         rows_forward(canon.acc)[blocks, threads, canon.stream](
-            canon.x4, team_shift, centered, True, False, eps, mean, var, rstd, mean, mean, canon.x4
+            canon.x4,
+            team_shift,
+            centered,
+            True,
+            False,
+            eps,
+            mean,
+            var,
+            rstd,
+            mean,
+            mean,
+            canon.x4,
+            *_fold(canon, mean, None),
         )
     else:
         _column_statistics(canon, centered, eps, mean, var, rstd, mean)
@@ -662,9 +686,9 @@ class CudaBackend:
         running_as_groups[blocks, threads, self.stream](running[0], running[1], eps, mean, rstd)
         return mean, rstd
 
-    @staticmethod
-    def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
-        """``y`` is written in the dtype of ``x`` (float16 stays float16)."""
+    def normalize(self, canon, weight2, bias2, out, *, eps, centered, stats, update):
+        """``y`` is written in the dtype of ``x`` (float16 stays float16); the statistics
+        kernel's last block folds ``update``."""
         B, O, C, I = canon.shape4
         y, out4 = canon.output(out, canon.dtype)
         if stats is None:
@@ -675,6 +699,8 @@ class CudaBackend:
         else:
             (mean, rstd), var = stats, None
         if not (B * C and O * I):
+            if update is not None:
+                self.update_running(*update[:2], mean, var, *update[2:])
             return y, mean, var, rstd
         if _rows_regime(canon.shape4):
             blocks, threads, team_shift = _team_launch(canon.shape4, weight2.shape[1])
@@ -691,13 +717,14 @@ class CudaBackend:
                 weight2,
                 bias2,
                 out4,
+                *_fold(canon, mean, update),
             )
             return y, mean, var, rstd
         group_mean = mean
         if stats is None:
             # The elementwise pass needs the float64 mean, not its public rounding.
             (group_mean,) = canon.stats(1)
-            _column_statistics(canon, centered, eps, group_mean, var, rstd, mean)
+            _column_statistics(canon, centered, eps, group_mean, var, rstd, mean, update)
         _columns_pass(canon, canon.x4, group_mean, rstd, weight2, bias2, rstd, rstd, False, out4)
         return y, mean, var, rstd
 

@@ -22,6 +22,7 @@ import functools
 import numpy as np
 from numba import cuda
 
+from ._cuda_elementwise import fold_running
 from ._cuda_shared import (
     TEAM_SLOTS,
     TILE_COLUMNS,
@@ -100,14 +101,15 @@ def param_index(i, W, R):
 
 
 @cuda.jit
-def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps, stats):
+def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps, stats, update):
     """The statistics' tile kernel, merged by its last block.
 
     Per column ``k`` and chunk ``j`` of ``chunk_rows`` rows, the
     :func:`~numbanorm._cuda_shared.deviation_sums` from the pivot of ``k``'s
     group (``I`` columns each) into ``part_*[b', j, k]``; the grid's last
     block then merges each group's partials into ``stats = (mean, var, rstd,
-    out_mean)`` (:func:`merge_moments`).
+    out_mean)`` (:func:`merge_moments`) and, with ``update[0]``, folds them
+    into running ones (:func:`~numbanorm._cuda_elementwise.fold_running`).
     """
     k, j, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], chunk_rows)
     s1 = 0.0
@@ -125,6 +127,9 @@ def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps,
     if last_block(counter, flag):
         merge = cuda.shared.array((3, TEAM_SLOTS), np.float64)
         merge_moments(x3, I, centered, part_s1, part_s2, eps, stats, merge)
+        if update[0]:
+            cuda.syncthreads()
+            fold_running(update, stats[0], stats[1])
 
 
 @cuda.jit(device=True)

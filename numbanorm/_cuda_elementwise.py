@@ -65,6 +65,22 @@ def running_as_groups(running_mean, running_var, eps, mean, rstd):
 _fold_into_running = cuda.jit(device=True)(fold_into_running)
 
 
+@cuda.jit(device=True)
+def fold_running(update, mean, var):
+    """One block: every channel's :func:`numbanorm._kernels.fold_into_running`.
+
+    ``update = (fold, running_mean, running_var, momentum, unbias)``; the
+    grid's last block of a statistics kernel calls it once every group's
+    ``(B, C)`` ``mean`` and ``var`` are written.
+    """
+    _, running_mean, running_var, momentum, unbias = update
+    threads = cuda.blockDim.x * cuda.blockDim.y
+    c = cuda.threadIdx.x + cuda.threadIdx.y * cuda.blockDim.x
+    while c < mean.shape[1]:
+        _fold_into_running(running_mean, running_var, mean, var, momentum, unbias, c)
+        c += threads
+
+
 @cuda.jit
 def update_running(running_mean, running_var, mean, var, momentum, unbias):
     """:func:`numbanorm._kernels.fold_into_running`, one channel per thread."""

@@ -23,10 +23,12 @@ import functools
 import numpy as np
 from numba import cuda
 
+from ._cuda_elementwise import fold_running
 from ._cuda_shared import (
     TEAM_SLOTS,
     deviation_sums,
     input_gradient_coefficients,
+    last_block,
     mean_parts,
     moments_of_sums,
     pivot_of,
@@ -181,10 +183,14 @@ def rows_forward(acc_dtype):
     """The forward kernel of the rows regime, per-thread arithmetic in ``acc_dtype``.
 
     ``rows_forward(x4, team_shift, centered, input_stats, write_output, eps,
-    mean, var, rstd, weight2, bias2, out4)``: with ``input_stats``, the
-    group's statistics from ``x4`` into the ``(B, C)`` arrays ``mean``,
-    ``var`` and ``rstd`` (otherwise ``mean`` and ``rstd`` are given and
-    ``var`` is not touched); with ``write_output``, ``out4 = x̂*w + bias``.
+    mean, var, rstd, weight2, bias2, out4, counter, update)``: with
+    ``input_stats``, the group's statistics from ``x4`` into the ``(B, C)``
+    arrays ``mean``, ``var`` and ``rstd`` (otherwise ``mean`` and ``rstd``
+    are given and ``var`` is not touched); with ``write_output``, ``out4 =
+    x̂*w + bias``.  With ``update[0]``, the grid's last block folds the
+    statistics into running ones (see
+    :func:`~numbanorm._cuda_elementwise.fold_running`; ``counter`` as
+    :func:`~numbanorm._cuda_shared.last_block` takes it).
     """
     acc = np.dtype(acc_dtype).type
     affine = affine_row(acc_dtype)
@@ -203,6 +209,8 @@ def rows_forward(acc_dtype):
         weight2,
         bias2,
         out4,
+        counter,
+        update,
     ):
         groups, count, segment, lane, team, first, step = team_loop(x4, weight2, team_shift)
         size = 1 << team_shift
@@ -232,6 +240,10 @@ def rows_forward(acc_dtype):
                     x4, x4, False, b, c, lane, size, segment, group_mean, acc(group_rstd),
                     zero, zero, acc(1), zero, weight2, bias2, out4,
                 )  # fmt: skip
+        if update[0]:
+            flag = cuda.shared.array(1, np.int32)
+            if last_block(counter, flag):
+                fold_running(update, mean, var)
 
     return kernel
 

@@ -159,12 +159,14 @@ def forward_arguments(
 def normalized(
     args: ForwardArguments,
     running: tuple[Any, Any] | None = None,
+    update: tuple[Any, Any, float, float] | None = None,
 ) -> tuple[Any, CanonicalView, Any, Any, Any]:
     """Normalize ``args.x``: ``(y, canon, mean, var, rstd)``.
 
     ``running``, when given, is ``(mean, var)`` to normalize with instead of
-    the statistics of the input; ``var`` is then None.  The statistics are
-    ``(B, C)`` arrays of the backend.
+    the statistics of the input; ``var`` is then None.  ``update`` (see
+    :func:`_running_update`) folds the statistics into running ones.  The
+    statistics are ``(B, C)`` arrays of the backend.
     """
     backend, layout, out = args.backend, args.layout, args.out
     canon = backend.view(args.x, layout.split_shape, layout.roles)
@@ -182,6 +184,7 @@ def normalized(
         eps=args.eps,
         centered=args.norm.centered,
         stats=stats,
+        update=update,
     )
     y = backend.deliver(y, target, out, layout.shape, args.result_dtype)
     return y, canon, mean, var, rstd
@@ -263,25 +266,33 @@ def forward(
             )
         )
     use_running = norm.running_stats and not input_stats
+    updates = isinstance(layout, ChannelLayout) and input_stats and args.running_mean is not None
     y, canon, mean, var, rstd = normalized(
-        args, (args.running_mean, args.running_var) if use_running else None
+        args,
+        (args.running_mean, args.running_var) if use_running else None,
+        _running_update(layout, args.running_mean, args.running_var, args.momentum)
+        if updates
+        else None,
     )
-    if isinstance(layout, ChannelLayout) and input_stats and args.running_mean is not None:
-        _update_running(
-            args.backend, layout, args.running_mean, args.running_var, mean, var, args.momentum
-        )
     if not stats:
         return (y,)
     return (y, *statistics_out(args, canon, *((mean, rstd) if norm.centered else (rstd,))))
 
 
+def _running_update(layout, running_mean, running_var, momentum):
+    """``(running_mean, running_var, momentum, unbias)``: a training forward's fold of
+    its statistics into the running ones, with the unbiased variance; None for an
+    input without samples, which leaves them as they are."""
+    if not layout.n_samples:
+        return None
+    return running_mean, running_var, momentum, layout.count / (layout.count - 1)
+
+
 def _update_running(backend, layout, running_mean, running_var, mean, var, momentum):
-    """Fold a training forward's ``(B, C)`` statistics into the running ones, with the
-    unbiased variance; an input without samples leaves them as they are."""
-    if layout.n_samples:
-        backend.update_running(
-            running_mean, running_var, mean, var, momentum, layout.count / (layout.count - 1)
-        )
+    """Fold a training forward's ``(B, C)`` statistics into the running ones."""
+    update = _running_update(layout, running_mean, running_var, momentum)
+    if update is not None:
+        backend.update_running(*update[:2], mean, var, *update[2:])
 
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

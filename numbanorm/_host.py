@@ -92,11 +92,13 @@ class HostBackend:
         return mean, 1.0 / np.sqrt(var + eps)
 
     @staticmethod
-    def normalize(canon, weight2, bias2, out, *, eps, centered, stats):
+    def normalize(canon, weight2, bias2, out, *, eps, centered, stats, update):
         y, out4 = canon.output(out)
         mean, var, rstd = _engine.normalize(
             canon.x4, weight2, bias2, out4, eps=eps, centered=centered, stats=stats
         )
+        if update is not None:
+            HostBackend.update_running(*update[:2], mean, var, *update[2:])
         return y, mean, var, rstd
 
     @staticmethod

@@ -115,7 +115,14 @@ class Setup:
         backend = self.backend
         if input_stats:
             _, mean, _, rstd = backend.normalize(
-                self.canon, weight2, weight2, None, eps=EPS, centered=centered, stats=None
+                self.canon,
+                weight2,
+                weight2,
+                None,
+                eps=EPS,
+                centered=centered,
+                stats=None,
+                update=None,
             )
         else:
             C = self.groups2[1]
@@ -163,7 +170,7 @@ def test_normalize(place, rng, shape, roles, dtype, stats, centered):
         else None
     )
     y, mean, var, rstd = s.backend.normalize(
-        s.canon, weight2, bias2, None, eps=EPS, centered=centered, stats=given
+        s.canon, weight2, bias2, None, eps=EPS, centered=centered, stats=given, update=None
     )
     if given is None:
         ref_mean = s.mean_over(s.x) if centered else np.zeros_like(s.mean_over(s.x))
@@ -340,6 +347,33 @@ def test_running_statistics(place, rng):
         assert_close(backend.to_host(got), 0.75 * old + 0.25 * new, np.float64)
 
 
+@view_cases
+def test_normalize_folds_its_statistics_into_the_running_ones(place, rng, shape, roles):
+    """``normalize`` with ``update`` blends as ``update_running`` after it does."""
+    s = Setup(place, shape, roles, np.float64, rng)
+    C = s.groups2[1]
+    weight2, bias2 = (s.backend.param2(None, s.params2, fill) for fill in (1.0, 0.0))
+    start = rng.standard_normal(C), rng.random(C) + 0.5
+    folded, separate = (tuple(place(a.copy()) for a in start) for _ in range(2))
+    _, mean, var, _ = s.backend.normalize(
+        s.canon, weight2, bias2, None, eps=EPS, centered=True, stats=None, update=None
+    )
+    s.backend.update_running(*separate, mean, var, 0.25, 1.5)
+    s.backend.normalize(
+        s.canon,
+        weight2,
+        bias2,
+        None,
+        eps=EPS,
+        centered=True,
+        stats=None,
+        update=(*folded, 0.25, 1.5),
+    )
+    for got, expected, old in zip(folded, separate, start):
+        assert_close(s.host(got), s.host(expected), np.float64)
+        assert not np.allclose(s.host(got), old)
+
+
 def test_deliver_returns_out_holding_the_result(place, rng):
     """The forward into ``out`` directly, a result copied into ``out``, and a new result."""
     s = Setup(place, (2, 3, 1, 4), "RCWR", np.float64, rng)
@@ -349,7 +383,9 @@ def test_deliver_returns_out_holding_the_result(place, rng):
     expected = (deviation / np.sqrt(s.mean_over(deviation**2) + EPS)).reshape(public)
     out = place(np.zeros(public))
     target = backend.reshaped(out, s.shape)
-    y = backend.normalize(s.canon, weight2, bias2, target, eps=EPS, centered=True, stats=None)[0]
+    y = backend.normalize(
+        s.canon, weight2, bias2, target, eps=EPS, centered=True, stats=None, update=None
+    )[0]
     assert_close(s.host(out), expected, dtype)  # a C-ordered out takes the result directly
     assert backend.deliver(y, target, out, public, dtype) is out
     other = place(np.zeros(public))

@@ -61,15 +61,29 @@ def _norm_kernels(x, acc):
     # parameters are read in their own dtype, here that of the data.
     stat, public, part = _array(np.float64, 2), _array(acc, 2), _array(np.float64, 3)
     param, counter = _array(x, 2), _array(np.int32, 1)
+    # Running statistics folded in by a statistics kernel's last block.
+    running = _array(acc, 1)
+    fold = types.Tuple((b, running, running, f8, f8))
     return [
         (
             _cuda_rows.rows_forward(acc),
-            (x4, i8, b, b, b, f8, public, stat, public, param, param, x4),
+            (x4, i8, b, b, b, f8, public, stat, public, param, param, x4, counter, fold),
         ),
         (_cuda_rows.rows_backward(acc), (x4, x4, i8, public, public, param, b, b, b, x4, stat)),
         (
             _cuda_columns.columns_moments,
-            (x3, i8, b, i8, part, part, counter, f8, types.Tuple((stat, stat, public, public))),
+            (
+                x3,
+                i8,
+                b,
+                i8,
+                part,
+                part,
+                counter,
+                f8,
+                types.Tuple((stat, stat, public, public)),
+                fold,
+            ),  # fmt: skip
         ),
         (
             _cuda_columns.columns_gradient_sums(acc),
