@@ -198,7 +198,7 @@ class _CupyArrays(_NumbaArrays):
         return self._cupy.empty(tuple(shape), dtype)
 
     def kernel_array(self, a):
-        return cuda.as_cuda_array(a)
+        return _kernel_array(a, self.stream)
 
     def permuted(self, a, axes):
         return a.transpose(axes)
@@ -220,7 +220,7 @@ class _TorchArrays(_NumbaArrays):
         return self._torch.empty(tuple(shape), dtype=dtype, device=self._device)
 
     def kernel_array(self, a):
-        return cuda.as_cuda_array(a.detach())
+        return _kernel_array(a, self.stream)
 
     def permuted(self, a, axes):
         return a.permute(*axes)
@@ -257,13 +257,39 @@ def _new(library, shape, dtype):
     return obj, library.kernel_array(obj)
 
 
-def _kernel_array(value):
-    """A Numba view of any device array."""
+def _kernel_array(value, stream=0):
+    """A Numba view of any device array, ordered after the work that produced it.
+
+    Numba's arrays are views already.  Others are taken without the host wait
+    Numba's ``as_cuda_array`` makes on the stream their interface names:
+    where that stream is not the call's ``stream``, the call's stream waits
+    for it on the device instead (:func:`_follow`).
+    """
     if getattr(type(value), "__cuda_ndarray__", False):
         return value
     if type(value).__module__.startswith("torch"):
         value = value.detach()
-    return cuda.as_cuda_array(value)
+    array = cuda.as_cuda_array(value, sync=False)
+    _follow(value.__cuda_array_interface__.get("stream"), stream)
+    return array
+
+
+# How the CUDA array interface names the legacy and per-thread default streams.
+_DEFAULT_STREAMS = (1, 2)
+
+
+def _follow(producer, stream):
+    """Make ``stream`` wait, on the device, for the stream ``producer`` (a pointer).
+
+    Nothing to do without a producer stream or where it is ``stream`` itself
+    (or a default stream, which the default ``stream`` 0 is ordered with).
+    """
+    ours = int(stream.handle) if stream else 0
+    if not producer or producer == ours or (ours == 0 and producer in _DEFAULT_STREAMS):
+        return
+    event = cuda.event(timing=False)
+    event.record(stream=cuda.external_stream(producer))
+    event.wait(stream=stream)
 
 
 def _grid(n, threads=256):
@@ -621,11 +647,11 @@ class CudaBackend:
     otherwise); parameter gradients are float64.
     """
 
-    out_array = staticmethod(_kernel_array)
+    def out_array(self, out):
+        return _kernel_array(out, self.stream)
 
-    @staticmethod
-    def array(value, name):
-        return _kernel_array(value)
+    def array(self, value, name):
+        return _kernel_array(value, self.stream)
 
     def __init__(self, x):
         # Gradients the backward wrote into public arrays: id of the (C, W)
@@ -633,12 +659,12 @@ class CudaBackend:
         self._public_gradients = {}
         self.library = _library_of(x)
         self.stream = self.library.stream
-        dtype = _kernel_array(x).dtype
+        dtype = _kernel_array(x, self.stream).dtype
         self.acc = _accumulation_dtype(dtype if dtype.kind == "f" else np.dtype(np.float64))
 
     def input(self, x):
         """``(x as a Numba array, result dtype, statistics dtype)``; float16 stays float16."""
-        xc = _kernel_array(x)
+        xc = _kernel_array(x, self.stream)
         kind = xc.dtype.kind
         if kind == "f" and xc.dtype.itemsize in (2, 4, 8):
             result = stat = xc.dtype
@@ -658,12 +684,11 @@ class CudaBackend:
     def writeable(a):
         return True
 
-    @staticmethod
-    def check_updatable(value, name):
-        if _kernel_array(value).dtype.kind != "f":
+    def check_updatable(self, value, name):
+        dtype = _kernel_array(value, self.stream).dtype
+        if dtype.kind != "f":
             raise TypeError(
-                f"{name} must be a floating-point array to be updated in place, "
-                f"got dtype {_kernel_array(value).dtype}"
+                f"{name} must be a floating-point array to be updated in place, got dtype {dtype}"
             )
 
     def reshaped(self, a, shape):
@@ -880,7 +905,7 @@ class CudaBackend:
         return tuple(results)
 
     def to_host(self, a):
-        host = _kernel_array(a).copy_to_host(stream=self.stream)
+        host = _kernel_array(a, self.stream).copy_to_host(stream=self.stream)
         if self.stream:
             self.stream.synchronize()
         return host

@@ -151,3 +151,46 @@ def test_rows_launch_the_grid_the_device_holds_with_a_team_per_short_row(recorde
     assert grid[0] == _cuda._resident_blocks(block[0]) < 40 // BLOCK_THREADS
     assert _cuda._team_launch((40, 1, 1, 3), 3)[2] == 0
     assert _cuda._team_launch((40, 1, 1, 1000), 1000)[2] == MAX_TEAM.bit_length() - 1
+
+
+class _ForeignArray:
+    """A device array of another library: only its CUDA array interface."""
+
+    def __init__(self, stream):
+        self.__cuda_array_interface__ = {"stream": stream}
+
+
+class _Stream:
+    def __init__(self, pointer):
+        self.handle = pointer
+
+
+@pytest.mark.parametrize(
+    "producer, ours, waits",
+    [(None, 5, False), (5, 5, False), (1, 0, False), (2, 0, False), (7, 5, True), (7, 0, True)],
+)
+def test_foreign_arrays_are_taken_without_a_host_wait(monkeypatch, producer, ours, waits):
+    """CuPy and PyTorch arrays name the stream that made them: the call's stream waits for
+    it on the device, where it is another one, and the host never waits."""
+    events = []
+
+    class Event:
+        def __init__(self, timing):
+            assert not timing
+
+        def record(self, stream):
+            events.append(("record", stream.handle))
+
+        def wait(self, stream):
+            events.append(("wait", stream.handle if stream else 0))
+
+    taken = []
+    monkeypatch.setattr(
+        cuda, "as_cuda_array", lambda a, sync: taken.append(sync) or a, raising=False
+    )
+    monkeypatch.setattr(cuda, "event", Event, raising=False)
+    monkeypatch.setattr(cuda, "external_stream", _Stream, raising=False)
+    array = _ForeignArray(producer)
+    assert _cuda._kernel_array(array, _Stream(ours) if ours else 0) is array
+    assert taken == [False]
+    assert events == ([("record", producer), ("wait", ours)] if waits else [])
