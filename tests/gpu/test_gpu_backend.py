@@ -519,20 +519,25 @@ OFFSET_CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype, offset", [(np.float32, 1e4), (np.float16, 0.0)])
 @pytest.mark.parametrize("norm, shape, axis, groups, rows", OFFSET_CASES)
-def test_large_offset_is_as_accurate_as_the_cpu(rng, regimes, norm, shape, axis, groups, rows):
-    """Offset 1e4: statistics, ``y`` and ``dx`` of float32 device arrays at the CPU's accuracy.
+def test_results_are_as_accurate_as_the_cpu(
+    rng, regimes, norm, shape, axis, groups, rows, dtype, offset
+):
+    """Statistics, ``y`` and ``dx`` of device arrays at the CPU's accuracy: float32 at
+    offset 1e4, and float16, read and written as float16 and computed in float32.
 
-    The reference is the CPU backend in float64 on the same float32 values.
+    The reference is the CPU backend in float64 on the same values.
     """
-    x = (1e4 + rng.standard_normal(shape)).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    weight = (1 + rng.random(shape[axis])).astype(np.float32)
+    x = (offset + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    weight = (1 + rng.random(shape[axis])).astype(dtype)
     forward, backward, extra, params = norm_functions(norm, groups, weight)
 
     def run(a, to=lambda v: v):
         cast = [to(None if p is None else p.astype(a.dtype)) for p in params]
-        y, *stats = forward(to(a), *extra, *cast, axis=axis)
+        # One eps for every dtype: RMS norm's default is the dtype's epsilon.
+        y, *stats = forward(to(a), *extra, *cast, axis=axis, eps=1e-5)
         dx = backward(to(dy.astype(a.dtype)), to(a), *extra, *stats, cast[-1], axis=axis)[0]
         return [r if isinstance(r, np.ndarray) else host(r) for r in (y, *stats, dx)]
 
