@@ -37,9 +37,9 @@ from ._cuda_shared import (
     MANY_GROUPS,
     MAX_TEAM,
     SIMULATED,
+    SIMULATED_BLOCKS,
     SM_BLOCKS,
     SMALL_GROUP,
-    TARGET_BLOCKS,
     TILE_COLUMNS,
     TILE_ROWS,
     UNROLL,
@@ -441,7 +441,7 @@ def _resident_blocks(threads):
     """Blocks of ``threads`` that the device keeps resident at once: its SMs times
     the blocks an SM holds (a few in the simulator)."""
     if SIMULATED:
-        return TARGET_BLOCKS
+        return SIMULATED_BLOCKS
     return cuda.get_current_device().MULTIPROCESSOR_COUNT * (SM_BLOCKS * BLOCK_THREADS // threads)
 
 
@@ -465,14 +465,16 @@ def _team_launch(shape4, W):
 def _chunks(slices, rows, K):
     """Rows per chunk of the column tiles of a ``(slices, rows, K)`` view, and the chunks."""
     tiles = slices * -(-K // TILE_COLUMNS)
-    wanted = max(1, min(-(-TARGET_BLOCKS // max(tiles, 1)), -(-rows // TILE_ROWS)))
+    # Enough tiles to fill the device, with UNROLL rows each thread where rows allow.
+    filling = -(-_resident_blocks(TILE_COLUMNS * TILE_ROWS) // max(tiles, 1))
+    wanted = max(1, min(filling, -(-rows // (UNROLL * TILE_ROWS))))
     chunk_rows = max(1, -(-rows // wanted))
     return chunk_rows, -(-rows // chunk_rows)
 
 
 def _column_grid(slices, K, chunks):
     """``(grid, block)`` of the column tiles: the slices' tiles in grid x (up to
-    2**31 - 1 blocks), the chunks of rows in grid y (at most ``TARGET_BLOCKS``)."""
+    2**31 - 1 blocks), the chunks of rows in grid y (as many as fill the device)."""
     return (-(-K // TILE_COLUMNS) * slices, chunks), (TILE_COLUMNS, TILE_ROWS)
 
 

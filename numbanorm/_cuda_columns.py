@@ -82,12 +82,23 @@ def tile_rows(rows, K, chunk_rows):
 
 @cuda.jit(device=True)
 def sample_of(bp, row, rows, O):
-    """Sample of row ``row`` of slice ``bp`` of a ``(B', rows, K)`` view, ``O`` rows a sample."""
+    """``(b, o)``: sample and row within it of row ``row`` of slice ``bp`` of a
+    ``(B', rows, K)`` view, ``O`` rows a sample."""
     if rows == O:
-        return bp
-    if O == 1:
-        return row
-    return row // O
+        return bp, row
+    b = row // O
+    return b, row - b * O
+
+
+@cuda.jit(device=True)
+def next_row(b, o, O):
+    """``(b, o)`` moved on by ``TILE_ROWS`` rows: a 32-bit division, where a sample ends."""
+    o += TILE_ROWS
+    if o >= O:
+        samples = np.uint32(o) // np.uint32(O)
+        b += samples
+        o -= samples * O
+    return b, o
 
 
 @cuda.jit(device=True)
@@ -116,8 +127,20 @@ def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps,
     s2 = 0.0
     if k < x3.shape[2]:
         pivot = pivot_of(x3[bp, 0, k - k % I], centered)
-        for row in range(first, end, TILE_ROWS):
+        row = first
+        while row + 3 * TILE_ROWS < end:
+            v0 = x3[bp, row, k]
+            v1 = x3[bp, row + TILE_ROWS, k]
+            v2 = x3[bp, row + 2 * TILE_ROWS, k]
+            v3 = x3[bp, row + 3 * TILE_ROWS, k]
+            s1, s2 = deviation_sums(s1, s2, v0, pivot)
+            s1, s2 = deviation_sums(s1, s2, v1, pivot)
+            s1, s2 = deviation_sums(s1, s2, v2, pivot)
+            s1, s2 = deviation_sums(s1, s2, v3, pivot)
+            row += 4 * TILE_ROWS
+        while row < end:
             s1, s2 = deviation_sums(s1, s2, x3[bp, row, k], pivot)
+            row += TILE_ROWS
     shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
     s1, s2, _ = tile_reduce(s1, s2, 0.0, shared)
     if cuda.threadIdx.y == 0 and k < x3.shape[2]:
@@ -212,6 +235,16 @@ def columns_gradient_sums(acc_dtype):
     parts = mean_parts(acc_dtype)
     tiny = float(np.finfo(acc_dtype).tiny)
 
+    @cuda.jit(device=True)
+    def add(sums, e):
+        """``sums`` plus element ``e = (x, dy, mean, rstd)``'s ``dy``, ``dy*x̂``, ``x - mean``."""
+        s_dy, s_dyx, s_d = sums
+        xv, dyv, m, r = e
+        mean_high, mean_low = parts(m)
+        dy = acc(dyv)
+        d = (acc(xv) - mean_high) - mean_low
+        return s_dy + np.float64(dy), s_dyx + np.float64(dy * d * acc(r)), s_d + np.float64(d)
+
     @cuda.jit
     def kernel(dy3, x3, mean, rstd, O, I, chunk_rows, partials, counter, gradients, groups):
         part_dy, part_dyx, part_d = partials
@@ -224,14 +257,43 @@ def columns_gradient_sums(acc_dtype):
         s_d = 0.0
         if k < x3.shape[2]:
             c = k // I
-            for row in range(first, end, TILE_ROWS):
-                b = sample_of(bp, row, x3.shape[1], O)
-                mean_high, mean_low = parts(mean[b, c])
-                dy = acc(dy3[bp, row, k])
-                d = (acc(x3[bp, row, k]) - mean_high) - mean_low
-                s_dy += np.float64(dy)
-                s_dyx += np.float64(dy * d * acc(rstd[b, c]))
-                s_d += np.float64(d)
+            b, o = sample_of(bp, first, x3.shape[1], O)
+            sums = (0.0, 0.0, 0.0)
+            row = first
+            while row + 3 * TILE_ROWS < end:
+                b1, o1 = next_row(b, o, O)
+                b2, o2 = next_row(b1, o1, O)
+                b3, o3 = next_row(b2, o2, O)
+                e0 = (x3[bp, row, k], dy3[bp, row, k], mean[b, c], rstd[b, c])
+                e1 = (
+                    x3[bp, row + TILE_ROWS, k],
+                    dy3[bp, row + TILE_ROWS, k],
+                    mean[b1, c],
+                    rstd[b1, c],
+                )
+                e2 = (
+                    x3[bp, row + 2 * TILE_ROWS, k],
+                    dy3[bp, row + 2 * TILE_ROWS, k],
+                    mean[b2, c],
+                    rstd[b2, c],
+                )
+                e3 = (
+                    x3[bp, row + 3 * TILE_ROWS, k],
+                    dy3[bp, row + 3 * TILE_ROWS, k],
+                    mean[b3, c],
+                    rstd[b3, c],
+                )
+                sums = add(sums, e0)
+                sums = add(sums, e1)
+                sums = add(sums, e2)
+                sums = add(sums, e3)
+                b, o = next_row(b3, o3, O)
+                row += 4 * TILE_ROWS
+            while row < end:
+                sums = add(sums, (x3[bp, row, k], dy3[bp, row, k], mean[b, c], rstd[b, c]))
+                b, o = next_row(b, o, O)
+                row += TILE_ROWS
+            s_dy, s_dyx, s_d = sums
         shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
         s_dy, s_dyx, s_d = tile_reduce(s_dy, s_dyx, s_d, shared)
         if cuda.threadIdx.y == 0 and k < x3.shape[2]:
@@ -360,6 +422,13 @@ def columns_affine(acc_dtype):
     acc = np.dtype(acc_dtype).type
     parts = mean_parts(acc_dtype)
 
+    @cuda.jit(device=True)
+    def value(xv, dyv, backward, mean_high, mean_low, scale, constant, w):
+        out = ((acc(xv) - mean_high) - mean_low) * scale + constant
+        if backward:
+            out += acc(dyv) * w
+        return out
+
     @cuda.jit
     def kernel(x3, dy3, backward, rows_per_block, mean, rstd, weight2, bias2, shift, offset, out3):
         k, _, bp, first, end = tile_rows(x3.shape[1], x3.shape[2], rows_per_block)
@@ -376,10 +445,28 @@ def columns_affine(acc_dtype):
             else:
                 scale = w
                 constant = acc(bias2[c, p])
-            for row in range(first, end, TILE_ROWS):
-                value = ((acc(x3[bp, row, k]) - mean_high) - mean_low) * scale + constant
-                if backward:
-                    value += acc(dy3[bp, row, k]) * w
-                out3[bp, row, k] = value
+            row = first
+            while row + 3 * TILE_ROWS < end:
+                r1 = row + TILE_ROWS
+                r2 = r1 + TILE_ROWS
+                r3 = r2 + TILE_ROWS
+                v0 = x3[bp, row, k]
+                v1 = x3[bp, r1, k]
+                v2 = x3[bp, r2, k]
+                v3 = x3[bp, r3, k]
+                d0 = dy3[bp, row, k] if backward else v0
+                d1 = dy3[bp, r1, k] if backward else v1
+                d2 = dy3[bp, r2, k] if backward else v2
+                d3 = dy3[bp, r3, k] if backward else v3
+                out3[bp, row, k] = value(v0, d0, backward, mean_high, mean_low, scale, constant, w)
+                out3[bp, r1, k] = value(v1, d1, backward, mean_high, mean_low, scale, constant, w)
+                out3[bp, r2, k] = value(v2, d2, backward, mean_high, mean_low, scale, constant, w)
+                out3[bp, r3, k] = value(v3, d3, backward, mean_high, mean_low, scale, constant, w)
+                row = r3 + TILE_ROWS
+            while row < end:
+                xv = x3[bp, row, k]
+                dyv = dy3[bp, row, k] if backward else xv
+                out3[bp, row, k] = value(xv, dyv, backward, mean_high, mean_low, scale, constant, w)
+                row += TILE_ROWS
 
     return kernel

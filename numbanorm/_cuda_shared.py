@@ -37,7 +37,8 @@ SIMULATED = bool(getattr(config, "ENABLE_CUDASIM", False))
 BLOCK_THREADS = 8 if SIMULATED else 256
 TILE_COLUMNS = 4 if SIMULATED else 32
 TILE_ROWS = 2 if SIMULATED else 8
-TARGET_BLOCKS = 4 if SIMULATED else 1024
+# The simulator's stand-in for the blocks a device holds at once.
+SIMULATED_BLOCKS = 4
 MANY_GROUPS = 4 if SIMULATED else 256
 SMALL_GROUP = 16 if SIMULATED else 16384
 WARP_SIZE = 32

@@ -215,27 +215,20 @@ def _loop_lines(ptx):
     return lines
 
 
-ROWS_KERNELS = ("rows_forward", "rows_backward")
-
-
-def _rows_kernels(x, acc):
-    return [
-        (kernel, signature)
-        for kernel, signature in _norm_kernels(x, np.dtype(acc))
-        if kernel.py_func.__qualname__.split(".")[0] in ROWS_KERNELS
-    ]
+def _name(kernel):
+    return kernel.py_func.__qualname__.split(".")[0]
 
 
 @DATA_TYPES
-def test_rows_kernels_divide_no_64_bit_integers_inside_loops(x, acc):
-    """A 64-bit integer division is a long emulated sequence; the loops advance by addition."""
-    for kernel, signature in _rows_kernels(x, acc):
+def test_kernels_divide_no_64_bit_integers_inside_loops(x, acc):
+    """A 64-bit integer division is a long emulated sequence; loops advance by addition."""
+    for kernel, signature in _norm_kernels(x, np.dtype(acc)):
         divisions = [
             line
             for line in _loop_lines(_compile(kernel, signature))
             if re.match(r"^(div|rem)\.[su]64", line)
         ]
-        assert not divisions, (kernel.py_func.__qualname__, divisions)
+        assert not divisions, (_name(kernel), divisions)
 
 
 def test_loop_finder_sees_loops_and_only_loops():
@@ -260,11 +253,24 @@ def _compile_function(function, signature):
     return ptx
 
 
+# The loops over the data that a kernel unrolls: both passes of the rows
+# kernels, the one pass of each column-tile kernel.
+UNROLLED_LOOPS = {
+    "rows_forward": 2,
+    "rows_backward": 2,
+    "columns_moments": 1,
+    "columns_gradient_sums": 1,
+    "columns_affine": 1,
+}
+
+
 @DATA_TYPES
-def test_rows_kernels_keep_several_loads_in_flight(x, acc):
-    """Both passes (the sums and the elementwise pass) have a loop that issues
-    ``UNROLL`` loads before the first division or store."""
-    for kernel, signature in _rows_kernels(x, acc):
+def test_kernels_keep_several_loads_in_flight(x, acc):
+    """Each pass over the data has a loop that issues ``UNROLL`` loads before its first
+    division or store."""
+    for kernel, signature in _norm_kernels(x, np.dtype(acc)):
+        if _name(kernel) not in UNROLLED_LOOPS:
+            continue
         blocks, successors = _blocks(_compile(kernel, signature))
         unrolled = 0
         for index, lines in enumerate(blocks):
@@ -276,4 +282,4 @@ def test_rows_kernels_keep_several_loads_in_flight(x, acc):
                     break
                 loads += line.startswith("ld.global")
             unrolled += loads >= UNROLL
-        assert unrolled >= 2, (kernel.py_func.__qualname__, unrolled)
+        assert unrolled >= UNROLLED_LOOPS[_name(kernel)], (_name(kernel), unrolled)

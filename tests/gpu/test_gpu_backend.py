@@ -448,6 +448,10 @@ IN_PLACE_CASES = [
     ("instance_norm", (1, 20, 3), -1, None, False),
     ("batch_norm", (1, 2, 12), 1, None, True),
     ("batch_norm", (4, 3, 8), 1, None, False),
+    # Enough rows for the unrolled loops of the column tiles, and for those
+    # of the rows regime's parameter sums over many samples.
+    ("batch_norm", (64, 3), 1, None, False),
+    ("layer_norm", (40, 3), -1, None, True),
 ]
 
 
@@ -516,6 +520,10 @@ OFFSET_CASES = [
     ("instance_norm", (1, 20, 3), -1, None, False),
     ("batch_norm", (1, 2, 12), 1, None, True),
     ("batch_norm", (4, 3, 8), 1, None, False),
+    # Enough rows for the unrolled loops of the column tiles, and for those
+    # of the rows regime's parameter sums over many samples.
+    ("batch_norm", (64, 3), 1, None, False),
+    ("layer_norm", (40, 3), -1, None, True),
 ]
 
 
