@@ -28,13 +28,13 @@ from ._cuda_shared import (
     TILE_COLUMNS,
     TILE_ROWS,
     block_shift,
-    deviation_sums,
     input_gradient_coefficients,
     last_block,
     mean_parts,
     moments_of_sums,
     pivot_of,
     reciprocal_sqrt,
+    strided_deviation_sums,
     team_reduce,
 )
 
@@ -127,20 +127,7 @@ def columns_moments(x3, I, centered, chunk_rows, part_s1, part_s2, counter, eps,
     s2 = 0.0
     if k < x3.shape[2]:
         pivot = pivot_of(x3[bp, 0, k - k % I], centered)
-        row = first
-        while row + 3 * TILE_ROWS < end:
-            v0 = x3[bp, row, k]
-            v1 = x3[bp, row + TILE_ROWS, k]
-            v2 = x3[bp, row + 2 * TILE_ROWS, k]
-            v3 = x3[bp, row + 3 * TILE_ROWS, k]
-            s1, s2 = deviation_sums(s1, s2, v0, pivot)
-            s1, s2 = deviation_sums(s1, s2, v1, pivot)
-            s1, s2 = deviation_sums(s1, s2, v2, pivot)
-            s1, s2 = deviation_sums(s1, s2, v3, pivot)
-            row += 4 * TILE_ROWS
-        while row < end:
-            s1, s2 = deviation_sums(s1, s2, x3[bp, row, k], pivot)
-            row += TILE_ROWS
+        s1, s2 = strided_deviation_sums(x3[bp, :, k], first, end, TILE_ROWS, s1, s2, pivot)
     shared = cuda.shared.array((3, TILE_ROWS, TILE_COLUMNS), np.float64)
     s1, s2, _ = tile_reduce(s1, s2, 0.0, shared)
     if cuda.threadIdx.y == 0 and k < x3.shape[2]:

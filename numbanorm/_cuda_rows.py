@@ -26,13 +26,13 @@ from numba import cuda
 from ._cuda_elementwise import fold_running
 from ._cuda_shared import (
     TEAM_SLOTS,
-    deviation_sums,
     input_gradient_coefficients,
     last_block,
     mean_parts,
     moments_of_sums,
     pivot_of,
     reciprocal_sqrt,
+    strided_deviation_sums,
     team_reduce,
 )
 
@@ -102,20 +102,7 @@ def row_deviation_sums(x4, b, c, lane, size, pivot):
     s2 = 0.0
     for o in range(x4.shape[1]):
         row = x4[b, o, c]
-        i = lane
-        while i + 3 * size < I:
-            v0 = row[i]
-            v1 = row[i + size]
-            v2 = row[i + 2 * size]
-            v3 = row[i + 3 * size]
-            s1, s2 = deviation_sums(s1, s2, v0, pivot)
-            s1, s2 = deviation_sums(s1, s2, v1, pivot)
-            s1, s2 = deviation_sums(s1, s2, v2, pivot)
-            s1, s2 = deviation_sums(s1, s2, v3, pivot)
-            i += 4 * size
-        while i < I:
-            s1, s2 = deviation_sums(s1, s2, row[i], pivot)
-            i += size
+        s1, s2 = strided_deviation_sums(row, lane, I, size, s1, s2, pivot)
     return s1, s2
 
 

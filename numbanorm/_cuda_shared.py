@@ -195,6 +195,26 @@ def deviation_sums(s1, s2, v, pivot):
 
 
 @cuda.jit(device=True)
+def strided_deviation_sums(a, first, end, step, s1, s2, pivot):
+    """:func:`deviation_sums` over ``a[first:end:step]`` (1-D), four loads in flight."""
+    i = first
+    while i + 3 * step < end:
+        v0 = a[i]
+        v1 = a[i + step]
+        v2 = a[i + 2 * step]
+        v3 = a[i + 3 * step]
+        s1, s2 = deviation_sums(s1, s2, v0, pivot)
+        s1, s2 = deviation_sums(s1, s2, v1, pivot)
+        s1, s2 = deviation_sums(s1, s2, v2, pivot)
+        s1, s2 = deviation_sums(s1, s2, v3, pivot)
+        i += 4 * step
+    while i < end:
+        s1, s2 = deviation_sums(s1, s2, a[i], pivot)
+        i += step
+    return s1, s2
+
+
+@cuda.jit(device=True)
 def moments_of_sums(count, pivot, s1, s2, centered):
     """``(mean, M2)`` of a group from its :func:`deviation_sums`; not ``centered``, ``(0, s2)``."""
     if not centered:
