@@ -6,7 +6,9 @@ shuffles. Numba compiles to PTX without a GPU when NVVM is installed (the
 ``cuda`` extra's CUDA toolkit wheels), so this checks the code a GPU runs.
 """
 
+import os
 import re
+import subprocess
 
 import numba
 import numpy as np
@@ -283,3 +285,47 @@ def test_kernels_keep_several_loads_in_flight(x, acc):
                 loads += line.startswith("ld.global")
             unrolled += loads >= UNROLL
         assert unrolled >= UNROLLED_LOOPS[_name(kernel)], (_name(kernel), unrolled)
+
+
+def _ptxas():
+    """The ``ptxas`` of the CUDA compiler wheel the ``cuda`` extra brings, or skip."""
+    try:
+        import nvidia.cuda_nvcc
+    except ImportError:
+        pytest.skip("no CUDA compiler wheel: no ptxas")
+    for folder in nvidia.cuda_nvcc.__path__:
+        path = os.path.join(folder, "bin", "ptxas")
+        if os.path.exists(path):
+            return path
+    pytest.skip("the CUDA compiler wheel has no ptxas")
+
+
+def _resources(ptxas, ptx, tmp_path):
+    """``(registers, spilled bytes)`` per thread of a kernel's PTX, as ``ptxas -v`` reports."""
+    source = tmp_path / "kernel.ptx"
+    source.write_text(ptx)
+    report = subprocess.run(
+        [ptxas, "-v", "--gpu-name", "sm_90", str(source), "-o", os.devnull],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    registers = int(re.search(r"Used (\d+) registers", report).group(1))
+    spills = re.search(r"(\d+) bytes spill stores", report)
+    return registers, int(spills.group(1)) if spills else 0
+
+
+# Registers a thread may use: 64 leaves half of an sm_90 SM's 2,048 threads
+# possible.  The rows kernels take about 96 (a quarter): their unrolled
+# passes over two or three streams, with Numba's 64-bit indexing; capped at
+# 64 they would spill 200 to 300 bytes a thread inside those loops.
+REGISTERS = {"rows_forward": 112, "rows_backward": 112, "columns_gradient_sums": 80}
+
+
+@DATA_TYPES
+def test_kernels_fit_their_registers_without_spilling(x, acc, tmp_path):
+    ptxas = _ptxas()
+    for kernel, signature in _norm_kernels(x, np.dtype(acc)):
+        registers, spilled = _resources(ptxas, _compile(kernel, signature), tmp_path)
+        assert spilled == 0, (_name(kernel), spilled)
+        assert registers <= REGISTERS.get(_name(kernel), 64), (_name(kernel), registers)
