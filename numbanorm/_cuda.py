@@ -43,7 +43,6 @@ from ._cuda_shared import (
     TILE_COLUMNS,
     TILE_ROWS,
     UNROLL,
-    WARP_SIZE,
 )
 from ._layout import c_strides, dense_in, geometry, reshaped_strides
 
@@ -417,16 +416,6 @@ class DeviceView:
 
 # ----------------------------------------------------------------------------
 # Regimes and their launches
-
-
-def _threads(group_size):
-    """Threads per block of a block per group: a power of two, whole warps on a GPU."""
-    if SIMULATED:
-        return BLOCK_THREADS
-    threads = WARP_SIZE
-    while threads < BLOCK_THREADS and threads * 4 < group_size:
-        threads *= 2
-    return threads
 
 
 def _rows_regime(shape4):
