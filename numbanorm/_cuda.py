@@ -7,7 +7,7 @@ outputs are allocated by the input's own library (so its memory pool serves
 them) and returned as that library's arrays.  Kernels run on the library's
 current stream (the default stream for Numba arrays).
 
-The kernels: ``_cuda_rows.py`` (a thread block per group),
+The kernels: ``_cuda_rows.py`` (a team of threads per group),
 ``_cuda_columns.py`` (column tiles merged per group), ``_cuda_elementwise.py``
 (copies, fills, running statistics), and what they share,
 ``_cuda_shared.py``.  This module chooses the regime of each call and

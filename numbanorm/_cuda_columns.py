@@ -1,6 +1,6 @@
 """The columns regime of the GPU kernels: column tiles, merged per group.
 
-For few large groups or short rows (batch norm, channels-last data): the
+For few large groups (batch norm, channels-last data with few samples): the
 input is seen as ``(B', rows, K)`` with ``K`` contiguous columns, ``B'`` being
 the samples ``B`` (rows ``O``, ``K = C * I``) or one slice of all ``B * O``
 rows.  Tiles of ``TILE_COLUMNS`` columns by ``TILE_ROWS`` thread rows walk a
@@ -11,8 +11,8 @@ channels).  The elementwise pass then works out each column's coefficients
 from the group's statistics.
 
 Tile kernels launch on the grid ``(ceil(K / TILE_COLUMNS) * B', chunks)`` of
-``(TILE_COLUMNS, TILE_ROWS)`` blocks; :func:`group_coefficients` on
-``[groups, threads]`` with a power-of-two number of threads.  The factories
+``(TILE_COLUMNS, TILE_ROWS)`` blocks; :func:`group_coefficients` on one
+block of a power of two of threads.  The factories
 build one kernel for an accumulation dtype, float32 or float64, and cache it;
 the statistics, in float64 throughout, are a plain kernel.
 """

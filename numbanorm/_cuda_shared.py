@@ -3,7 +3,7 @@
 The kernels work on the same canonical ``(B, O, C, I)`` view as the CPU
 kernels (statistics per ``(b, c)`` group over ``O`` and ``I``; affine
 parameters ``(C, W)`` with ``I == W * R``), in one of two regimes:
-``_cuda_rows.py`` (a thread block per group) and ``_cuda_columns.py`` (column
+``_cuda_rows.py`` (a team of threads per group) and ``_cuda_columns.py`` (column
 tiles merged per group); ``_cuda_elementwise.py`` holds the kernels outside
 them (layout copies, fills, running statistics).
 
