@@ -85,8 +85,8 @@ def _typed_view(buffer, offset, shape, dtype):
 _SCRATCH: dict[tuple[int, int, int], Any] = {}
 _COUNTERS: dict[tuple[int, int, int], Any] = {}
 _ALIGNMENT = 256
-# Larger pieces (the columns regime's coefficients of many short rows scale
-# with the input) are allocated per call rather than kept.
+# Larger pieces (column partial sums, one per column and chunk of rows, grow
+# with the input's columns) are allocated per call rather than kept.
 _POOLED_BYTES = 64 << 20
 
 
@@ -633,9 +633,10 @@ class CudaBackend:
     """The backend of GPU arrays; see :class:`numbanorm._backends.Backend`.
 
     Created per call from ``x``, whose library allocates the results.
-    Statistics are float64 Numba device arrays, parameters are in the
-    accumulation dtype (float32 for float16 and float32 input, float64
-    otherwise); parameter gradients are float64.
+    Statistics are float64 Numba device arrays where they are the backend's
+    own, and written in their public dtype where the kernels write the
+    results; parameters are read in their own dtype; the backward writes the
+    parameter gradients straight into their public arrays.
     """
 
     def out_array(self, out):
@@ -856,9 +857,8 @@ class CudaBackend:
         return _constant(0.0, canon.shape4[::2])
 
     def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
-        blocks, threads = _grid(mean.shape[1])
-        update_running[blocks, threads, self.stream](
-            running_mean, running_var, mean, var, momentum, unbias
+        update_running[1, BLOCK_THREADS, self.stream](
+            (True, running_mean, running_var, momentum, unbias), mean, var
         )
 
     def gradient_out(self, g2, shape, dtype):

@@ -71,7 +71,8 @@ def fold_running(update, mean, var):
 
     ``update = (fold, running_mean, running_var, momentum, unbias)``; the
     grid's last block of a statistics kernel calls it once every group's
-    ``(B, C)`` ``mean`` and ``var`` are written.
+    ``(B, C)`` ``mean`` and ``var`` are written, and :func:`update_running`
+    on its own.
     """
     _, running_mean, running_var, momentum, unbias = update
     threads = cuda.blockDim.x * cuda.blockDim.y
@@ -82,8 +83,6 @@ def fold_running(update, mean, var):
 
 
 @cuda.jit
-def update_running(running_mean, running_var, mean, var, momentum, unbias):
-    """:func:`numbanorm._kernels.fold_into_running`, one channel per thread."""
-    c = cuda.grid(1)
-    if c < mean.shape[1]:
-        _fold_into_running(running_mean, running_var, mean, var, momentum, unbias, c)
+def update_running(update, mean, var):
+    """:func:`fold_running` as a kernel of one block."""
+    fold_running(update, mean, var)

@@ -155,12 +155,9 @@ def test_elementwise_kernels_compile():
         (
             _cuda_elementwise.update_running,
             (
-                strided,
-                strided,
+                types.Tuple((types.boolean, strided, strided, types.float64, types.float64)),
                 _array(np.float64, 2),
                 _array(np.float64, 2),
-                types.float64,
-                types.float64,
             ),
         ),
     ]:

@@ -167,9 +167,11 @@ def test_both_regimes_are_covered():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_running_statistics_update_on_the_device(rng, training):
-    x = _data(rng, (4, 3, 5), np.float32)
-    running = [rng.random(3).astype(np.float32) + 0.5 for _ in range(2)]
+@pytest.mark.parametrize("channels", [3, 3 * BLOCK_THREADS + 1])
+def test_running_statistics_update_on_the_device(rng, training, channels):
+    """More channels than a block has threads: one block folds them all in."""
+    x = _data(rng, (4, channels, 5), np.float32)
+    running = [rng.random(channels).astype(np.float32) + 0.5 for _ in range(2)]
     expected_running = [r.copy() for r in running]
     expected = numbanorm.batch_norm_forward(x, *expected_running, training=training, momentum=0.3)
     device_running = [device(r) for r in running]
@@ -185,6 +187,17 @@ def test_running_statistics_update_on_the_device(rng, training):
     )
     for g, e in zip(got_grads, expected_grads):
         assert_matches(g, e, np.float32, scale=10)
+
+
+def test_update_running_folds_more_channels_than_a_block_has_threads(rng):
+    channels = 3 * BLOCK_THREADS + 1
+    running = [rng.random(channels) + 0.5 for _ in range(2)]
+    mean, var = rng.standard_normal((2, 2, channels))
+    var = np.abs(var)
+    targets = [device(r) for r in running]
+    _cuda.CudaBackend(targets[0]).update_running(*targets, device(mean), device(var), 0.25, 1.5)
+    for got, old, new in zip(targets, running, (mean.mean(0), 1.5 * var.mean(0))):
+        np.testing.assert_allclose(host(got), 0.75 * old + 0.25 * new, rtol=1e-12)
 
 
 def test_instance_norm_running_statistics(rng):
