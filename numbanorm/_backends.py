@@ -25,6 +25,11 @@ Conventions shared by every method:
   the reciprocal root mean square.
 - The backward's group sums are ``sum(dy * w)`` and ``sum(dy * w * x_hat)``
   with ``x_hat = (x - mean) * rstd``.
+- ``mask`` is None or a boolean ``(B, O, C, I)`` view from :meth:`Backend.mask`
+  (zero strides where the user's ``where`` broadcasts): the statistics
+  cover the elements it selects, and the terms the backward feeds back
+  through them reach those elements only.  A group with none selected has
+  ``mean = rstd = 0``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,16 @@ class Backend(Protocol):
     def view(self, xc: Any, shape: tuple[int, ...], roles: str) -> CanonicalView:
         """The canonical view of ``xc`` reshaped to ``shape`` with axis ``roles``."""
 
+    def mask(self, canon: CanonicalView, where: Any, shape: tuple[int, ...]) -> Any:
+        """The ``(B, O, C, I)`` view of a boolean ``where`` that broadcasts to ``shape``.
+
+        ``shape`` is the input's; ``canon`` views it reshaped.  Broadcast axes
+        keep zero strides wherever the view's blocks allow.
+        """
+
+    def group_counts(self, mask: Any) -> np.ndarray:
+        """``(B, C)`` host float64: how many elements of each group ``mask`` selects."""
+
     def param2(self, value: Any, shape2: tuple[int, int], fill: float) -> Any:
         """A ``(C, W)`` affine parameter (a copy), ``fill`` everywhere when None."""
 
@@ -80,15 +95,18 @@ class Backend(Protocol):
         centered: bool,
         stats: tuple[Any, Any] | None,
         update: tuple[Any, Any, float, float] | None,
-    ) -> tuple[Any, Any, Any, Any]:
+        mask: Any = None,
+    ) -> tuple[Any, Any, Any, Any, Any]:
         """``y = (x - mean) * rstd * w + b``, into ``out`` where its layout allows.
 
-        With ``stats`` None the group statistics are computed from ``x``;
-        otherwise they are ``(mean, rstd)``.  ``update``, ``(running_mean,
-        running_var, momentum, unbias)``, folds the computed statistics into
-        the running ones as :meth:`update_running` does.  Returns ``(y, mean, var,
-        rstd)`` (``var`` None when ``stats`` are given); ``y`` is in the
-        compute dtype of ``x``.
+        With ``stats`` None the group statistics are computed from ``x``
+        (from the elements ``mask`` selects); otherwise they are ``(mean,
+        rstd)``.  ``update``, ``(running_mean, running_var, momentum,
+        unbias)``, folds the computed statistics into the running ones as
+        :meth:`update_running` does (never with a mask).  Returns ``(y,
+        mean, var, rstd, count)`` (``var`` None when ``stats`` are given;
+        ``count``, the ``(B, C)`` selected counts, None without a mask);
+        ``y`` is in the compute dtype of ``x``.
         """
 
     def backward(
@@ -103,8 +121,11 @@ class Backend(Protocol):
         *,
         out: Any,
         gradients: tuple[tuple[int, ...], np.dtype, bool],
+        mask: Any = None,
     ) -> tuple[Any, Any, Any]:
         """``(dx, dweight2, dbias2)``; ``dx`` into ``out`` where its layout allows.
+
+        ``mask`` (with ``input_stats`` only) is the forward's selection.
 
         ``gradients`` is ``(shape, dtype, bias)`` of the public parameter
         gradients (``bias``: whether ``dbias`` is one).  A backend may write
@@ -125,12 +146,14 @@ class Backend(Protocol):
         weight2: Any,
         group_g: np.ndarray,
         group_gxhat: np.ndarray,
-        count: int,
+        count: Any,
+        mask: Any = None,
     ) -> Any:
         """``dx`` of a centered norm with input statistics, from host group sums.
 
-        ``count`` is the number of elements the sums and statistics cover,
-        which may exceed the group's part in ``x`` (synchronized batch norm).
+        ``count`` is the number of elements the statistics cover, which may
+        exceed the group's part in ``x`` (synchronized batch norm); with a
+        ``mask``, a ``(B, C)`` host array of the selected counts.
         """
 
     def deliver(
@@ -162,13 +185,28 @@ class Backend(Protocol):
     def gradient_out(self, g2: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
         """A ``(C, W)`` parameter gradient as a public array of ``shape``."""
 
-    def welford_state(self, xc: Any, axes: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(count, mean, M2)`` over ``axes``, host float64 (NaN where ``count`` is 0)."""
+    def welford_state(
+        self, xc: Any, axes: tuple[int, ...], where: Any = None
+    ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """``(count, mean, M2)`` over ``axes``, host float64 (NaN where ``count`` is 0).
+
+        ``count`` is a number, or with ``where`` an array of the kept axes.
+        """
 
     def moments(
-        self, xc: Any, axes: tuple[int, ...], dof: int, keepdims: bool, result_dtype: np.dtype
+        self,
+        xc: Any,
+        axes: tuple[int, ...],
+        ddof: int,
+        keepdims: bool,
+        result_dtype: np.dtype,
+        where: Any = None,
     ) -> tuple[Any, Any]:
-        """Mean and variance (divisor ``dof``) over ``axes``, as ``numbanorm.moments``."""
+        """Mean and variance (divisor ``n - ddof``) over ``axes``, as ``numbanorm.moments``.
+
+        ``where``, a checked boolean array that broadcasts to ``xc``, selects
+        the elements; a slice without any has NaN statistics.
+        """
 
     def to_host(self, a: Any) -> np.ndarray:
         """``a`` in host memory."""

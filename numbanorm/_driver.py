@@ -67,6 +67,25 @@ def _checked_out(out, shape, dtype, backend):
     return out
 
 
+def checked_where(where: Any, shape: tuple[int, ...], backend: Backend) -> Any:
+    """``where`` as a boolean array of the backend that broadcasts to ``shape``, or None."""
+    if where is None:
+        return None
+    mask = backend.array(where, "where")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {mask.dtype}")
+    try:
+        broadcasts = np.broadcast_shapes(mask.shape, shape) == tuple(shape)
+    except ValueError:
+        broadcasts = False
+    if not broadcasts:
+        raise ValueError(
+            f"where of shape {tuple(mask.shape)} does not broadcast to the shape of x, "
+            f"{tuple(shape)}"
+        )
+    return mask
+
+
 def _required_stat(value, shape, name, backend):
     if value is None:
         raise ValueError(f"{name} is required")
@@ -106,6 +125,7 @@ class ForwardArguments:
     eps: float
     momentum: float
     out: Any
+    where: Any = None
 
 
 def forward_arguments(
@@ -122,10 +142,11 @@ def forward_arguments(
     input_stats: bool = True,
     momentum: Any = 0.1,
     out: Any = None,
+    where: Any = None,
     what: str | None = None,
 ) -> ForwardArguments:
     """Check a forward's arguments, in the order and with the messages of every norm."""
-    backend = backend_for(x, running_mean, running_var, weight, bias, out)
+    backend = backend_for(x, running_mean, running_var, weight, bias, out, where)
     xc, result_dtype, stat_dtype = backend.input(x)
     layout = norm.layout(xc.shape, axis, num_groups, what=what)
     weight = _checked_param(weight, layout.weight_shape, "weight", backend)
@@ -139,6 +160,7 @@ def forward_arguments(
             running_mean, running_var, layout.weight_shape[0], input_stats, backend
         )
     out = _checked_out(out, xc.shape, result_dtype, backend)
+    where = checked_where(where, xc.shape, backend)
     return ForwardArguments(
         norm,
         backend,
@@ -153,6 +175,7 @@ def forward_arguments(
         eps,
         momentum,
         out,
+        where,
     )
 
 
@@ -160,23 +183,29 @@ def normalized(
     args: ForwardArguments,
     running: tuple[Any, Any] | None = None,
     update: tuple[Any, Any, float, float] | None = None,
-) -> tuple[Any, CanonicalView, Any, Any, Any]:
-    """Normalize ``args.x``: ``(y, canon, mean, var, rstd)``.
+    canon: CanonicalView | None = None,
+    mask: Any = None,
+) -> tuple[Any, CanonicalView, Any, Any, Any, Any]:
+    """Normalize ``args.x``: ``(y, canon, mean, var, rstd, count)``.
 
     ``running``, when given, is ``(mean, var)`` to normalize with instead of
     the statistics of the input; ``var`` is then None.  ``update`` (see
-    :func:`_running_update`) folds the statistics into running ones.  The
-    statistics are ``(B, C)`` arrays of the backend.
+    :func:`_running_update`) folds the statistics into running ones.
+    ``mask``, the canonical view of ``args.where`` (see :func:`mask_of`),
+    selects the elements of the statistics; ``count`` is then their number
+    per group, else None.  The statistics are ``(B, C)`` arrays of the
+    backend.
     """
     backend, layout, out = args.backend, args.layout, args.out
-    canon = backend.view(args.x, layout.split_shape, layout.roles)
+    if canon is None:
+        canon = backend.view(args.x, layout.split_shape, layout.roles)
     stats = (
         None if running is None else backend.running_groups(running, canon.shape4[::2], args.eps)
     )
     target = None if out is None else backend.reshaped(out, canon.shape)
     affine = args.weight is not None or args.bias is not None
     inputs = (args.x, args.weight, args.bias, *(running or ()))
-    y, mean, var, rstd = backend.normalize(
+    y, mean, var, rstd, count = backend.normalize(
         canon,
         _param2(backend, layout, args.weight, 1.0, affine),
         _param2(backend, layout, args.bias, 0.0, affine),
@@ -185,9 +214,15 @@ def normalized(
         centered=args.norm.centered,
         stats=stats,
         update=update,
+        mask=None if running is not None else mask,
     )
     y = backend.deliver(y, target, out, layout.shape, args.result_dtype)
-    return y, canon, mean, var, rstd
+    return y, canon, mean, var, rstd, count
+
+
+def mask_of(backend: Backend, canon: CanonicalView, where: Any, shape: tuple[int, ...]) -> Any:
+    """The canonical ``(B, O, C, I)`` view of a checked ``where`` (None: no mask)."""
+    return None if where is None else backend.mask(canon, where, shape)
 
 
 def _param2(backend, layout, value, fill, full=True):
@@ -218,29 +253,32 @@ def forward(
     momentum: Any = 0.1,
     out: Any = None,
     stats: bool = True,
+    where: Any = None,
 ) -> tuple[Any, ...]:
     """Any norm's forward: ``(y, *statistics)``, or ``(y,)`` without ``stats``.
 
     ``input_stats`` normalizes with the input's statistics (and updates the
     running statistics, when given); otherwise with the running ones.
+    ``where`` selects the elements the input's statistics cover.
     """
-    fast = _plain_forward(
-        norm,
-        x,
-        weight,
-        bias,
-        axis,
-        eps,
-        num_groups,
-        running_mean,
-        running_var,
-        input_stats,
-        momentum,
-        out,
-        stats,
-    )
-    if fast is not None:
-        return fast
+    if where is None:
+        fast = _plain_forward(
+            norm,
+            x,
+            weight,
+            bias,
+            axis,
+            eps,
+            num_groups,
+            running_mean,
+            running_var,
+            input_stats,
+            momentum,
+            out,
+            stats,
+        )
+        if fast is not None:
+            return fast
     args = forward_arguments(
         norm,
         x,
@@ -254,6 +292,7 @@ def forward(
         input_stats=input_stats,
         momentum=momentum,
         out=out,
+        where=where,
     )
     layout = args.layout
     norm.check_statistics(layout, input_stats, args.running_mean is not None)
@@ -267,13 +306,23 @@ def forward(
         )
     use_running = norm.running_stats and not input_stats
     updates = isinstance(layout, ChannelLayout) and input_stats and args.running_mean is not None
-    y, canon, mean, var, rstd = normalized(
+    backend = args.backend
+    canon = backend.view(args.x, layout.split_shape, layout.roles)
+    mask = None if use_running else mask_of(backend, canon, args.where, layout.shape)
+    masked_update = None
+    if updates and mask is not None:
+        masked_update = _masked_running_statistics(norm, layout, backend.group_counts(mask))
+    y, canon, mean, var, rstd, count = normalized(
         args,
         (args.running_mean, args.running_var) if use_running else None,
         _running_update(layout, args.running_mean, args.running_var, args.momentum)
-        if updates
+        if updates and mask is None
         else None,
+        canon,
+        mask,
     )
+    if masked_update is not None:
+        masked_update(backend, args.running_mean, args.running_var, mean, var, args.momentum)
     if not stats:
         return (y,)
     return (y, *statistics_out(args, canon, *((mean, rstd) if norm.centered else (rstd,))))
@@ -286,6 +335,40 @@ def _running_update(layout, running_mean, running_var, momentum):
     if not layout.n_samples:
         return None
     return running_mean, running_var, momentum, layout.count / (layout.count - 1)
+
+
+def _masked_running_statistics(norm, layout, counts):
+    """The fold of a masked training forward's statistics into the running ones.
+
+    ``counts`` are the ``(B, C)`` selected counts, on the host.  Each
+    channel's statistic is the sample average, over the groups with at
+    least 2 selected elements, of the mean and the unbiased variance
+    (``var * n / (n - 1)``).  A channel without such a group raises
+    PyTorch's training error before anything is written.  Returns a
+    function of ``(backend, running_mean, running_var, mean, var,
+    momentum)``.
+    """
+    counted = counts >= 2
+    if not counted.any(axis=0).all():
+        layout.check_training(norm.per_sample, selected=True)
+    n_counted = counted.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unbias = np.where(counted, counts / (counts - 1), 0.0)
+
+    def fold(backend, running_mean, running_var, mean, var, momentum):
+        mean, var = backend.to_host(mean), backend.to_host(var)
+        batch_mean = np.where(counted, mean, 0.0).sum(axis=0, keepdims=True) / n_counted
+        batch_var = np.where(counted, var * unbias, 0.0).sum(axis=0, keepdims=True) / n_counted
+        backend.update_running(
+            running_mean,
+            running_var,
+            backend.from_host(batch_mean),
+            backend.from_host(batch_var),
+            momentum,
+            1.0,
+        )
+
+    return fold
 
 
 def _update_running(backend, layout, running_mean, running_var, mean, var, momentum):
@@ -448,7 +531,7 @@ def _plain_forward(
         given = HOST.running_groups(
             (running_mean, running_var), (plan.shape4[0], plan.shape4[2]), eps
         )
-    mean, var, rstd = _engine.normalize(
+    mean, var, rstd, _ = _engine.normalize(
         x.reshape(plan.shape4),
         weight2,
         bias2,
@@ -489,6 +572,7 @@ class BackwardArguments:
     out: Any
     target: Any
     stats: tuple[Any, ...]
+    where: Any = None
 
     @property
     def gradient_dtype(self) -> np.dtype:
@@ -514,10 +598,11 @@ def backward_arguments(
     axis: Any,
     num_groups: Any = None,
     out: Any = None,
+    where: Any = None,
     what: str | None = None,
 ) -> BackwardArguments:
     """Check a backward's arguments; ``stats`` are the forward's, by ``norm.statistics``."""
-    backend = backend_for(x, dy, *stats, weight, out)
+    backend = backend_for(x, dy, *stats, weight, out, where)
     xc, result_dtype, stat_dtype = backend.input(x)
     layout = norm.layout(xc.shape, axis, num_groups, what=what or norm.name + "_backward")
     weight = _checked_param(weight, layout.weight_shape, "weight", backend)
@@ -527,6 +612,7 @@ def backward_arguments(
         raise ValueError(f"dy must have shape {xc.shape}, got {dy.shape}")
     if dy.dtype.kind not in "fiub":
         raise TypeError(f"dy must be a real array, got dtype {dy.dtype}")
+    where = checked_where(where, xc.shape, backend)
     stats = tuple(
         _required_stat(value, layout.stat_shape, name, backend)
         for value, name in zip(stats, norm.statistics)
@@ -559,6 +645,7 @@ def backward_arguments(
         out,
         target,
         stats,
+        where,
     )
 
 
@@ -573,13 +660,17 @@ def backward(
     num_groups: Any = None,
     input_stats: bool = True,
     out: Any = None,
+    where: Any = None,
 ) -> tuple[Any, ...]:
     """Any norm's backward: ``(dx, dweight, dbias)``, or ``(dx, dweight)`` without a bias.
 
     ``input_stats`` says whether the forward's statistics came from ``x``
-    (and are differentiated through) or were constants.
+    (and are differentiated through) or were constants; ``where`` is the
+    forward's selection of the elements they came from.
     """
-    args = backward_arguments(norm, dy, x, stats, weight, axis=axis, num_groups=num_groups, out=out)
+    args = backward_arguments(
+        norm, dy, x, stats, weight, axis=axis, num_groups=num_groups, out=out, where=where
+    )
     backend = args.backend
     direct = _direct_target(
         backend, args.out, args.target, (args.x, args.dy, *args.stats, args.weight)
@@ -594,6 +685,7 @@ def backward(
         norm.centered,
         out=direct,
         gradients=(args.layout.weight_shape, args.gradient_dtype, norm.bias),
+        mask=mask_of(backend, args.canon, args.where, args.layout.shape) if input_stats else None,
     )
     dx = backend.deliver(dx, args.target, args.out, args.layout.shape, args.result_dtype)
     return (dx, *args.gradients_out(dweight2, dbias2))

@@ -72,21 +72,30 @@ def plan_kernels(shape4, W=0):
     return kernels, plan[1:], plan[2] == shape4[1]
 
 
-def group_moments(canon):
-    """``(mean, m2)`` of every group, ``(B, C)`` float64."""
+def group_moments(canon, mask4=None):
+    """``(mean, m2, count)`` of every group, ``(B, C)`` float64.
+
+    With a mask ``mask4`` (see ``CanonicalView.mask``) the statistics cover
+    the elements it selects, and ``count`` is their number per group (the
+    mean 0 where there is none); without one ``count`` is None.
+    """
     B, O, C, I = canon.shape4
     mean = np.zeros((B, C))
     m2 = np.zeros((B, C))
+    count = None if mask4 is None else np.zeros((B, C))
     if not (B * C and O * I):
-        return mean, m2
+        return mean, m2, count
     x4 = canon.x4
+    if mask4 is not None:
+        _group_moments(x4, True, mean, m2, mask4, count)
+        return mean, m2, count
     if B * O * C == 1 and I >= _kernels.TARGET_TASKS * _kernels.ROW_BLOCK:
         # A single long row would be a single task: view it as equal rows of
         # one group, which the kernel splits between tasks, plus a short tail.
         row = x4.reshape(I)
         length = I // _kernels.TARGET_TASKS
         head = row[: length * _kernels.TARGET_TASKS].reshape(1, _kernels.TARGET_TASKS, 1, length)
-        _group_moments(head, True, mean, m2)
+        _group_moments(head, True, mean, m2, None, None)
         tail = row[head.size :].astype(np.float64)
         if tail.size:
             tail_mean = tail.mean()
@@ -94,41 +103,55 @@ def group_moments(canon):
             delta = tail_mean - mean[0, 0]
             m2 += ((tail - tail_mean) ** 2).sum() + delta * delta * head.size * tail.size / n
             mean += delta * tail.size / n
-        return mean, m2
-    _group_moments(x4, True, mean, m2)
-    return mean, m2
+        return mean, m2, count
+    _group_moments(x4, True, mean, m2, None, None)
+    return mean, m2, count
 
 
-def _group_moments(x4, centered, mean, m2):
+def _group_moments(x4, centered, mean, m2, mask4, count):
     """The moments kernel of ``x4``'s regime into ``(B, C)`` ``mean`` and ``m2``.
 
-    The o-chunks of split groups are merged, and overflowed float32 groups
-    summed again.  Returns the groups whose M2 overflowed even in float64
-    (see :func:`resum_overflowed`).
+    With a mask ``mask4`` (or None) ``count`` receives the groups' selected
+    counts.  The o-chunks of split groups are merged, and overflowed float32
+    groups summed again.  Returns the groups whose M2 overflowed even in
+    float64 (see :func:`resum_overflowed`).
     """
     B, O, C, I = x4.shape
     kernels, tiling, whole_groups = plan_kernels(x4.shape)
     if whole_groups:
         n_nonfinite = _launch(
-            kernels.moments, x4, centered, tiling, mean.reshape(B, 1, C), m2.reshape(B, 1, C)
+            kernels.moments,
+            x4,
+            centered,
+            tiling,
+            mean.reshape(B, 1, C),
+            m2.reshape(B, 1, C),
+            mask4,
+            None if count is None else count.reshape(B, 1, C),
         )
     else:
-        part_mean, part_m2 = _arrays(np.empty, 2, (B, -(-O // tiling[1]), C))
-        _launch(kernels.moments, x4, centered, tiling, part_mean, part_m2)
-        n_nonfinite = _kernels.merge_moments(part_mean, part_m2, O, tiling[1], I, mean, m2)
+        n_o = -(-O // tiling[1])
+        part_mean, part_m2 = _arrays(np.empty, 2, (B, n_o, C))
+        part_count = None if mask4 is None else np.empty((B, n_o, C))
+        _launch(kernels.moments, x4, centered, tiling, part_mean, part_m2, mask4, part_count)
+        n_nonfinite = _kernels.merge_moments(
+            part_mean, part_m2, part_count, O, tiling[1], I, mean, m2, count
+        )
     if n_nonfinite:
-        return resum_overflowed(x4, centered, mean, m2, 1)[1]
+        return resum_overflowed(x4, centered, mean, m2, 1, mask4)[1]
     return []
 
 
-def resum_overflowed(x4, centered, mean, m2, count):
+def resum_overflowed(x4, centered, mean, m2, count, mask4=None):
     """Sum again in float64 the groups of finite data whose statistics are not finite.
 
     The kernels sum squares in the input's precision, which overflows
     float32 for values beyond about 1e17; in float64 the squares of float32
     values cannot overflow.  This rare path costs a float64 copy of each
-    such group.  ``m2`` holds each group's M2 divided by ``count``.  Groups
-    holding NaN or inf keep their non-finite statistics, which are right.
+    such group.  ``m2`` holds each group's M2 divided by ``count`` (a number,
+    or a ``(B, C)`` array).  With a mask ``mask4`` only the selected
+    elements count.  Groups holding NaN or inf keep their non-finite
+    statistics, which are right.
 
     Returns ``(resummed, overflowed)``: the ``(b, c)`` of the groups summed
     again, and of those whose M2 still overflows (float64 data beyond about
@@ -136,13 +159,13 @@ def resum_overflowed(x4, centered, mean, m2, count):
     """
     resummed, overflowed = [], []
     for b, c in zip(*np.nonzero(~np.isfinite(m2))):
-        group = x4[b, :, c]
+        group = x4[b, :, c] if mask4 is None else x4[b, :, c][mask4[b, :, c]]
         if not np.isfinite(group).all():
             continue
         if x4.itemsize < 8:
             group = group.astype(np.float64)
             mean[b, c] = group.mean() if centered else 0.0
-            m2[b, c] = np.square(group - mean[b, c]).sum() / count
+            m2[b, c] = np.square(group - mean[b, c]).sum() / np.broadcast_to(count, m2.shape)[b, c]
         resummed.append((b, c))
         if not np.isfinite(m2[b, c]):
             overflowed.append((b, c))
@@ -163,13 +186,15 @@ def _reciprocal_std(var, eps, overflowed):
     return rstd
 
 
-def _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4):
+def _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4, mask4, count):
     """Statistics and output of the groups whose variance the fused kernel got non-finite.
 
     The groups that :func:`resum_overflowed` sums again are normalized
     again, in float64.
     """
-    resummed, overflowed = resum_overflowed(x4, centered, mean, var, x4.shape[1] * x4.shape[3])
+    resummed, overflowed = resum_overflowed(
+        x4, centered, mean, var, x4.shape[1] * x4.shape[3] if count is None else count, mask4
+    )
     fixed = _reciprocal_std(var, eps, overflowed)
     repeat = x4.shape[3] // weight2.shape[1]
     for b, c in resummed:
@@ -179,7 +204,9 @@ def _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, ou
         out4[b, :, c] = (x4[b, :, c] - mean[b, c]) * scale + shift
 
 
-def normalize(x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, plan=None):
+def normalize(
+    x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, plan=None, mask4=None
+):
     """``out4 = (x4 - mean) * rstd * weight + bias``, on canonical views.
 
     Parameters
@@ -197,11 +224,16 @@ def normalize(x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, p
         ``(mean, rstd)`` to use instead of the statistics of ``x``.
     plan : tuple, optional
         :func:`plan_kernels` of ``x4`` and ``weight2``, when the caller has it.
+    mask4 : ndarray, optional
+        The elements the statistics cover (see ``CanonicalView.mask``); a
+        group without any has ``mean = rstd = 0``.  Unused with ``stats``.
 
     Returns
     -------
     mean, var, rstd : ndarray
         ``(B, C)`` float64; ``var`` is None when ``stats`` were given.
+    count : ndarray or None
+        ``(B, C)`` float64 selected counts, with ``mask4`` and no ``stats``.
     """
     B, O, C, I = x4.shape
     if weight2.dtype != x4.dtype:
@@ -209,15 +241,25 @@ def normalize(x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, p
     if bias2.dtype != x4.dtype:
         bias2 = bias2.astype(x4.dtype)
     kernels, tiling, whole_groups = plan or plan_kernels(x4.shape, weight2.shape[1])
-    var = None
+    var = count = None
     if stats is None:
         mean, var, rstd = _arrays(np.empty, 3, (B, C))
+        if mask4 is not None:
+            count = np.empty((B, C))
         if not B * C:
-            return mean, var, rstd
+            return mean, var, rstd, count
         if not whole_groups:
-            overflowed = _group_moments(x4, centered, mean, var)
-            var /= O * I
-            rstd[...] = _reciprocal_std(var, eps, overflowed)
+            overflowed = _group_moments(x4, centered, mean, var, mask4, count)
+            if count is None:
+                var /= O * I
+                rstd[...] = _reciprocal_std(var, eps, overflowed)
+            else:
+                empty = count == 0
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    var /= count
+                var[empty] = 0.0
+                rstd[...] = _reciprocal_std(var, eps, overflowed)
+                rstd[empty] = 0.0
     else:
         mean, rstd = stats
     fused = stats is None and whole_groups
@@ -233,12 +275,16 @@ def normalize(x4, weight2, bias2, out4, *, eps=0.0, centered=True, stats=None, p
         weight2,
         bias2,
         out4,
+        mask4 if fused else None,
+        count if fused else None,
     ):
-        _renormalize_resummed(x4, centered, eps, mean, var, rstd, weight2, bias2, out4)
-    return mean, var, rstd
+        _renormalize_resummed(
+            x4, centered, eps, mean, var, rstd, weight2, bias2, out4, mask4, count
+        )
+    return mean, var, rstd, count
 
 
-def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, out=None):
+def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, out=None, mask4=None):
     """Gradients of :func:`normalize` with respect to x, weight and bias.
 
     Parameters
@@ -259,6 +305,9 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     out : ndarray, optional
         Receives ``dx`` directly when its layout allows (see
         ``CanonicalView.output``).
+    mask4 : ndarray, optional
+        The elements the statistics came from (see ``CanonicalView.mask``):
+        the terms fed back through them reach these elements only.
 
     Returns
     -------
@@ -273,10 +322,24 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     dy4 = canon.view(dy)
     sums = _gradient_buffers(canon, tiling, weight2.shape[1])
     refine = refines_mean(canon.x4.dtype, stats_from_input, centered)
+    if not stats_from_input:
+        mask4 = None  # constant statistics: no feedback, no count
+    count = O * I if mask4 is None else group_counts(mask4)
     if not whole_groups:
-        _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums)
+        _gradient_sums(
+            kernels,
+            canon,
+            dy4,
+            mean,
+            rstd,
+            weight2,
+            refine,
+            tiling,
+            sums,
+            mask4 if refine else None,
+        )
         if refine:
-            mean = _refine_mean(canon, mean, rstd, tiling, sums)
+            mean = _refine_mean(canon, mean, rstd, tiling, sums, count)
     dx = _input_gradient(
         kernels,
         canon,
@@ -287,11 +350,12 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
         stats_from_input,
         centered,
         refine,
-        O * I,
+        count,
         tiling,
         sums[:2],
         sums[3:] if whole_groups else None,
         out,
+        mask4,
     )
     param_dy, param_dyx = sums[3:]
     return dx, _block_total(param_dyx), _block_total(param_dy)
@@ -308,21 +372,22 @@ def refines_mean(dtype, stats_from_input, centered):
     return stats_from_input and centered and np.dtype(dtype).itemsize < 8
 
 
-def _refine_mean(canon, mean, rstd, tiling, sums):
+def _refine_mean(canon, mean, rstd, tiling, sums, count):
     """The group means refined from ``sums``, which are updated to be around them.
 
     float32 statistics round the mean by up to half an ulp of the data's
-    offset; ``group_d = sum(x - mean)`` measures that rounding, so the sums
-    around the given mean are moved to the mean of ``x``.  Groups split
-    into o-chunks have one ``b`` per task block, so each block's parameter
-    sums belong to one group.
+    offset; ``group_d = sum(x - mean)`` over the ``count`` elements the
+    statistics came from measures that rounding, so the sums around the
+    given mean are moved to the mean of ``x``.  Groups split into o-chunks
+    have one ``b`` per task block, so each block's parameter sums belong to
+    one group.
     """
-    _, O, _, I = canon.shape4
+    O = canon.shape4[1]
     group_g, group_gx, group_d, param_dy, param_dyx = sums
     n_o = -(-O // tiling[1])
     block_group = np.arange(param_dy.shape[0]) // n_o
-    with np.errstate(invalid="ignore"):  # groups with NaN or inf stay NaN, silently
-        delta = group_d / (O * I)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN or inf stay NaN, silently
+        delta = np.where(count != 0, group_d / count, 0.0)
         group_gx -= delta * group_g
         param_dyx -= (delta * rstd)[block_group][:, :, None] * param_dy
         return mean + delta
@@ -344,18 +409,19 @@ def gradient_sums(canon, dy, mean, rstd, weight2):
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     kernels, tiling, _ = plan_kernels(canon.shape4, weight2.shape[1])
     sums = _gradient_buffers(canon, tiling, weight2.shape[1])
-    _gradient_sums(kernels, canon, canon.view(dy), mean, rstd, weight2, False, tiling, sums)
+    _gradient_sums(kernels, canon, canon.view(dy), mean, rstd, weight2, False, tiling, sums, None)
     group_g, group_gx, _, param_dy, param_dyx = sums
     return group_g, group_gx, _block_total(param_dyx), _block_total(param_dy)
 
 
-def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out=None):
+def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out=None, mask4=None):
     """``dx`` of a centered norm from given group sums over ``count`` elements per group.
 
     The second half of :func:`backward` with the statistics taken from the
     input, when the groups extend beyond ``x``: ``group_g`` and ``group_gx``
     are :func:`gradient_sums`' sums over every part of the groups, and
-    ``count`` the number of elements the statistics came from.
+    ``count`` the number of elements the statistics came from, a ``(B, C)``
+    array with a mask ``mask4``.
     """
     weight2 = weight2.astype(canon.x4.dtype, copy=False)
     kernels, tiling, _ = plan_kernels(canon.shape4, weight2.shape[1])
@@ -374,7 +440,30 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
         (group_g, group_gx),
         None,
         out,
+        mask4,
     )
+
+
+def group_counts(mask4):
+    """``(B, C)`` float64: how many elements of each group ``mask4`` selects.
+
+    Axes that the mask broadcasts over (zero strides) are counted by
+    multiplying, not by reading the same values again.
+    """
+    B, O, C, I = mask4.shape
+    factor = 1
+    if mask4.strides[1] == 0:
+        factor *= O
+        mask4 = mask4[:, :1]
+    if mask4.strides[3] == 0:
+        factor *= I
+        mask4 = mask4[:, :, :, :1]
+    if mask4.strides[0] == 0:
+        mask4 = mask4[:1]
+    if mask4.strides[2] == 0:
+        mask4 = mask4[:, :, :1]
+    counts = np.count_nonzero(mask4, axis=(1, 3)) * float(factor)
+    return np.broadcast_to(counts, (B, C)).copy()
 
 
 def _block_total(partial_sums):
@@ -392,8 +481,11 @@ def _gradient_buffers(canon, tiling, W):
     return (*_arrays(np.zeros, 3, (B, C)), *_arrays(np.zeros, 2, (n_blocks, C, W)))
 
 
-def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums):
-    """The gradient-sums kernel into ``sums``; the o-chunks of each group add up in order."""
+def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums, mask4):
+    """The gradient-sums kernel into ``sums``; the o-chunks of each group add up in order.
+
+    ``mask4`` (or None) selects the elements of the deviation sums.
+    """
     B, O, C, _ = canon.shape4
     parts = _arrays(np.zeros, 3, (B, -(-O // tiling[1]), C))
     if canon.x4.size:
@@ -408,6 +500,7 @@ def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sum
             tiling,
             *parts,
             *sums[3:],
+            mask4,
         )
     with np.errstate(invalid="ignore"):  # inf - inf is NaN silently, as in the kernels
         for total, part in zip(sums[:3], parts):
@@ -429,12 +522,17 @@ def _input_gradient(
     group_sums,
     param_sums,
     out,
+    mask4,
 ):
     """The input-gradient kernel; it reduces the groups into ``param_sums`` where given.
 
     ``group_sums`` is ``(group_g, group_gx)``: given, or receiving the
     reductions; ``param_sums`` is ``(param_dy, param_dyx)`` or None.
+    ``count`` is a number, or with a mask ``mask4`` the ``(B, C)`` counts.
     """
+    counts = None
+    if mask4 is not None:
+        count, counts = 0, count
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(
@@ -452,5 +550,7 @@ def _input_gradient(
             *group_sums,
             *(param_sums or (None, None)),
             dx4,
+            mask4,
+            counts,
         )
     return dx

@@ -16,23 +16,34 @@ from ._arrays import host_array, host_input
 from ._layout import CanonicalView
 
 
-def welford_state(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+def welford_state(
+    x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """``(count, mean, M2)`` of ``x`` reduced over ``axes``, statistics in float64.
 
     ``x`` is a float array as :func:`numbanorm._arrays.host_input` returns
-    it; ``mean`` and ``M2`` have the shape of the kept axes (NaN when
-    ``count`` is 0).  This is :func:`numbanorm.moments` before rounding to the
-    result dtype, the state that :class:`numbanorm.Moments` merges.
+    it; ``mean`` and ``M2`` have the shape of the kept axes (NaN where the
+    count is 0).  With a boolean ``where`` broadcastable to ``x``, only the
+    elements it selects count, and ``count`` is an array of the kept axes'
+    shape; without it, a number.  This is :func:`numbanorm.moments` before
+    rounding to the result dtype, the state that :class:`numbanorm.Moments`
+    merges.
     """
     roles = "".join("R" if a in axes else "K" for a in range(x.ndim))
     kept = [a for a in range(x.ndim) if a not in axes]
-    count = math.prod(x.shape[a] for a in axes)
     canon = CanonicalView(x, roles)
-    if count == 0:
-        mean = np.full(canon.shape4[::2], np.nan)
-        m2 = mean.copy()
+    if where is None:
+        count = math.prod(x.shape[a] for a in axes)
+        if count == 0:
+            mean = np.full(canon.shape4[::2], np.nan)
+            m2 = mean.copy()
+        else:
+            mean, m2, _ = _engine.group_moments(canon)
     else:
-        mean, m2 = _engine.group_moments(canon)
+        mean, m2, counts = _engine.group_moments(canon, canon.mask(np.broadcast_to(where, x.shape)))
+        mean[counts == 0] = np.nan
+        m2[counts == 0] = np.nan
+        count = canon.stats_to_axes(counts, kept)
     return count, canon.stats_to_axes(mean, kept), canon.stats_to_axes(m2, kept)
 
 
@@ -92,29 +103,44 @@ class HostBackend:
         return mean, 1.0 / np.sqrt(var + eps)
 
     @staticmethod
-    def normalize(canon, weight2, bias2, out, *, eps, centered, stats, update):
+    def mask(canon, where, shape):
+        return canon.mask(np.broadcast_to(where, shape).reshape(canon.shape))
+
+    @staticmethod
+    def group_counts(mask):
+        return _engine.group_counts(mask)
+
+    @staticmethod
+    def normalize(canon, weight2, bias2, out, *, eps, centered, stats, update, mask=None):
         y, out4 = canon.output(out)
-        mean, var, rstd = _engine.normalize(
-            canon.x4, weight2, bias2, out4, eps=eps, centered=centered, stats=stats
+        mean, var, rstd, count = _engine.normalize(
+            canon.x4, weight2, bias2, out4, eps=eps, centered=centered, stats=stats, mask4=mask
         )
         if update is not None:
             HostBackend.update_running(*update[:2], mean, var, *update[2:])
-        return y, mean, var, rstd
+        return y, mean, var, rstd, count
 
     @staticmethod
-    def backward(canon, dy, mean, rstd, weight2, input_stats, centered, *, out, gradients):
+    def backward(
+        canon, dy, mean, rstd, weight2, input_stats, centered, *, out, gradients, mask=None
+    ):
         """The gradients stay float64 ``(C, W)``: :meth:`gradient_out` converts them."""
-        return _engine.backward(canon, dy, mean, rstd, weight2, input_stats, centered, out=out)
+        return _engine.backward(
+            canon, dy, mean, rstd, weight2, input_stats, centered, out=out, mask4=mask
+        )
 
     @staticmethod
     def parameter_sums(canon, dy, mean, rstd, weight2):
         return _engine.gradient_sums(canon, dy, mean, rstd, weight2)[2:]
 
     @staticmethod
-    def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
-        # The engine takes sum(dy * w * (x - mean)), which divides out of x_hat.
+    def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, mask=None):
+        # The engine takes sum(dy * w * (x - mean)), which divides out of x_hat
+        # (0 for a group with no selected element, whose rstd is 0).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            group_gx = np.where(rstd != 0, group_gxhat / rstd, 0.0)
         return _engine.input_gradient(
-            canon, dy, mean, rstd, weight2, group_g, group_gxhat / rstd, count
+            canon, dy, mean, rstd, weight2, group_g, group_gx, count, mask4=mask
         )
 
     @staticmethod
@@ -150,14 +176,14 @@ class HostBackend:
         return g2.reshape(shape).astype(dtype)
 
     @staticmethod
-    def welford_state(xc, axes):
-        return welford_state(xc, axes)
+    def welford_state(xc, axes, where=None):
+        return welford_state(xc, axes, where)
 
     @staticmethod
-    def moments(xc, axes, dof, keepdims, result_dtype):
-        _, mean, m2 = welford_state(xc, axes)
+    def moments(xc, axes, ddof, keepdims, result_dtype, where=None):
+        count, mean, m2 = welford_state(xc, axes, where)
         with np.errstate(divide="ignore", invalid="ignore"):
-            var = m2 / max(dof, 0)
+            var = m2 / np.maximum(count - ddof, 0)
         results = []
         for stat in (mean, var):
             if keepdims:

@@ -206,7 +206,7 @@ def _input_grad_coefficients(sum_g, sum_gx, rstd, count, from_input, centered, t
     the precision of ``x`` (float32 data of standard deviation beyond about
     1e18), it would lose its digits in that precision, and is NaN instead.
     """
-    if not from_input:
+    if not from_input or count == 0:
         return 0.0, 0.0
     mean_g = sum_g / count if centered else 0.0
     shift = -rstd * rstd * rstd * sum_gx / count
@@ -277,19 +277,79 @@ def _rounding_counts(m, r):
 
 
 # ----------------------------------------------------------------------------
+# Masks: ``mask4`` is None (every element counts) or a boolean array of the
+# canonical shape, with zero strides where the user's mask broadcasts.  The
+# statistics and the feedback through them cover the selected elements only.
+
+
+@jit(inline=True)
+def _mask_run(mask4, b, o, c, start, stop):
+    """The selection of ``x4[b, o, c, start:stop]``, None without a mask."""
+    if mask4 is None:
+        return None
+    return mask4[b, o, c, start:stop]
+
+
+@jit(inline=True)
+def _pick(selection, k, value, zero):
+    """``value`` where element ``k`` is selected (always without a mask), else ``zero``.
+
+    A select, not a product with the mask: an unselected NaN or inf must not
+    reach the sums.
+    """
+    if selection is None:
+        return value
+    return value if selection[k] else zero
+
+
+@jit(inline=True)
+def _n_selected(selection, size):
+    """How many of the ``size`` elements of a run ``selection`` selects."""
+    if selection is None:
+        return size
+    n = 0
+    for k in range(size):
+        n += selection[k]
+    return n
+
+
+@jit(inline=True)
+def _group_count(count, counts, b, c):
+    """The number of elements group ``(b, c)``'s statistics came from: ``count``, or
+    ``counts[b, c]`` where a mask makes it differ between groups."""
+    if counts is None:
+        return count
+    return counts[b, c]
+
+
+@jit(inline=True)
+def _variance_rstd(n, m2, eps):
+    """``(var, rstd)`` of a group of ``n`` counted elements with sum of squares ``m2``.
+
+    A group with no selected element gets ``var = rstd = 0``: normalized to
+    its bias, never NaN.
+    """
+    if n == 0:
+        return 0.0, 0.0
+    var = m2 / n
+    return var, 1.0 / math.sqrt(var + eps)
+
+
+# ----------------------------------------------------------------------------
 # Row regime: one (b, c) group, rows x4[b, o, c, :] for o in [o0, o1)
 
 
 @jit(inline=True)
-def _rows_moments(x4, b, o0, o1, c, centered):
-    """``(mean, M2)`` of the rows ``x4[b, o0:o1, c]``, as float64.
+def _rows_moments(x4, b, o0, o1, c, centered, mask4):
+    """``(count, mean, M2)`` of the rows ``x4[b, o0:o1, c]``, as float64.
 
-    Each block of ``ROW_BLOCK`` elements is summed in its own precision,
-    which vectorizes float32 twice as wide as float64, around a pivot: the
-    block's mean rounded to that precision.  The pivot removes any offset
-    before squaring, and the sum of the deviations corrects for its
-    rounding, so each block keeps float64 accuracy; blocks are merged with
-    Chan's formula.  float32 sums of squares overflow for values beyond
+    Only the elements that ``mask4`` selects count (every one where it is
+    None).  Each block of ``ROW_BLOCK`` elements is summed in its own
+    precision, which vectorizes float32 twice as wide as float64, around a
+    pivot: the block's mean rounded to that precision.  The pivot removes
+    any offset before squaring, and the sum of the deviations corrects for
+    its rounding, so each block keeps float64 accuracy; blocks are merged
+    with Chan's formula.  float32 sums of squares overflow for values beyond
     about 1e17: the engine sums such groups again in float64
     (``_engine.resum_overflowed``).
     """
@@ -301,47 +361,58 @@ def _rows_moments(x4, b, o0, o1, c, centered):
         row = x4[b, o, c]
         for start in range(0, row.size, ROW_BLOCK):
             block = row[start : start + ROW_BLOCK]
+            selection = _mask_run(mask4, b, o, c, start, start + block.size)
+            size = _n_selected(selection, block.size)
+            if size == 0:
+                continue
             pivot = zero
             if centered:
                 total = zero
                 for i in range(block.size):
-                    total += block[i]
-                pivot = x4.dtype.type(total / block.size)
+                    total += _pick(selection, i, block[i], zero)
+                pivot = x4.dtype.type(total / size)
             s1 = zero
             s2 = zero
             for i in range(block.size):
-                d = block[i] - pivot
+                d = _pick(selection, i, block[i] - pivot, zero)
                 s1 += d
                 s2 += d * d
             block_mean = 0.0
             block_m2 = np.float64(s2)
             if centered:
-                shift = np.float64(s1) / block.size
+                shift = np.float64(s1) / size
                 block_mean = np.float64(pivot) + shift
                 block_m2 -= np.float64(s1) * shift
-            n, mean, m2 = _chan_merge(n, mean, m2, block.size, block_mean, block_m2)
-    return mean, m2
+            n, mean, m2 = _chan_merge(n, mean, m2, size, block_mean, block_m2)
+    return n, mean, m2
 
 
 @jit(inline=True)
-def _rows_mean(x4, b, o0, o1, c, m):
-    """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
+def _rows_mean(x4, b, o0, o1, c, m, mask4):
+    """``(mean, count)`` of the rows ``x4[b, o0:o1, c]``, the mean refined from ``m``.
 
     ``m`` rounded to the precision of ``x`` is a pivot; the deviations from
     it are exact for ``x`` near the mean, so their sum gives the mean to
-    float64 accuracy, whatever rounding ``m`` went through.
+    float64 accuracy, whatever rounding ``m`` went through.  ``count``
+    elements are selected by ``mask4``; without one, ``m`` is returned.
     """
     pivot = x4.dtype.type(m)
+    zero = x4.dtype.type(0)
     s_x = 0.0
+    n = 0
     for o in range(o0, o1):
         xr = x4[b, o, c]
         for start in range(0, xr.size, ROW_BLOCK):
             xs = xr[start : start + ROW_BLOCK]
-            block_x = x4.dtype.type(0)
+            selection = _mask_run(mask4, b, o, c, start, start + xs.size)
+            n += _n_selected(selection, xs.size)
+            block_x = zero
             for i in range(xs.size):
-                block_x += xs[i] - pivot
+                block_x += _pick(selection, i, xs[i] - pivot, zero)
             s_x += block_x
-    return np.float64(pivot) + s_x / ((o1 - o0) * x4.shape[3])
+    if n == 0:
+        return m, n
+    return np.float64(pivot) + s_x / n, n
 
 
 @jit(inline=True)
@@ -355,10 +426,12 @@ def _flush_partials(part, param_dy, param_dyx):
 
 
 @jit(inline=True)
-def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, out4):
+def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, out4, mask4):
     """The elementwise pass of one group (see :func:`_pivoted`) over ``x4[b, o0:o1, c]``.
 
-    ``group`` is ``(mean, scale, shift, offset, dy_scale)``.  With a weight
+    ``group`` is ``(mean, scale, shift, offset, dy_scale)``.  In the input
+    gradient (``dy4`` given) the terms fed back through the statistics
+    reach the elements ``mask4`` selects only (all without it).  With a weight
     per element the coefficients are computed in the loop, in the
     precision of ``x`` (an array of them would cost a pass; ``coef`` is not
     used); with a weight per segment ``coef`` (scratch) receives them, and
@@ -373,6 +446,7 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
             x4.dtype.type(ds),
             x4.dtype.type(dy_scale),
         )
+        zero = x4.dtype.type(0)
         for o in range(o0, o1):
             xs = x4[b, o, c]
             ys = out4[b, o, c]
@@ -382,14 +456,16 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
                     ys[k] = (xs[k] - pivot) * a + t
             else:
                 dys = dy4[b, o, c]
+                selection = _mask_run(mask4, b, o, c, 0, xs.size)
                 for k in range(xs.size):
                     a, t, u = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
-                    ys[k] = dys[k] * u + ((xs[k] - pivot) * a + t)
+                    ys[k] = dys[k] * u + _pick(selection, k, (xs[k] - pivot) * a + t, zero)
         return
     W = w_row.size
     R = x4.shape[3] // W
     _coefficients(group, w_row, bias_row, coef)
     p = coef[0, 0]
+    zero = x4.dtype.type(0)
     for o in range(o0, o1):
         for wi in range(W):
             a = coef[1, wi]
@@ -402,8 +478,9 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
             else:
                 u = coef[3, wi]
                 dys = dy4[b, o, c, wi * R : (wi + 1) * R]
+                selection = _mask_run(mask4, b, o, c, wi * R, (wi + 1) * R)
                 for k in range(R):
-                    ys[k] = dys[k] * u + ((xs[k] - p) * a + t)
+                    ys[k] = dys[k] * u + _pick(selection, k, (xs[k] - p) * a + t, zero)
 
 
 @jit(inline=True)
@@ -424,25 +501,27 @@ def _rows_gradient(
     group_h,
     param_dy,
     param_dyx,
+    mask4,
 ):
     """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group.
 
     :func:`_elements_gradient`, which uses ``part`` and ``first_row``, with
     a weight per element (``segments`` None); :func:`_segments_gradient`,
-    which uses ``group_h``, with a weight per segment.
+    which uses ``group_h``, with a weight per segment.  The mean and
+    ``sum(x - m)`` cover the elements ``mask4`` selects, the other sums all.
     """
     if segments is None:
         return _elements_gradient(
-            dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx
+            dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx, mask4
         )
     return _segments_gradient(
-        dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx
+        dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx, mask4
     )
 
 
 @jit(inline=True)
 def _elements_gradient(
-    dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx
+    dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx, mask4
 ):
     """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group, a weight per element.
 
@@ -460,10 +539,9 @@ def _elements_gradient(
     ``param_dy``/``param_dyx`` every ``SLAB_PARTIAL_ROWS`` rows of the task;
     the task's rows before these are ``first_row``.
     """
-    count = (o1 - o0) * x4.shape[3]
     deviations = 0.0
     if refine and _rounding_counts(m, r):
-        refined = _rows_mean(x4, b, o0, o1, c, m)
+        refined, count = _rows_mean(x4, b, o0, o1, c, m, mask4)
         if o1 - o0 == x4.shape[1]:
             m = refined
         else:
@@ -502,7 +580,9 @@ def _elements_gradient(
 
 
 @jit(inline=True)
-def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx):
+def _segments_gradient(
+    dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, param_dy, param_dyx, mask4
+):
     """:func:`_elements_gradient` with a weight per segment of ``R`` elements.
 
     The group's sums of ``dy`` per weight go to ``group_h`` (scratch) and
@@ -512,8 +592,9 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
     """
     W = w_row.size
     R = x4.shape[3] // W
-    count = (o1 - o0) * x4.shape[3]
+    count = 0
     pivot = x4.dtype.type(m)
+    zero = x4.dtype.type(0)
     delta = m - np.float64(pivot)
     s_g = 0.0
     s_gd = 0.0
@@ -529,14 +610,16 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
             for start in range(wi * R, (wi + 1) * R, ROW_BLOCK):
                 xs = xr[start : min(start + ROW_BLOCK, (wi + 1) * R)]
                 gs = gr[start : min(start + ROW_BLOCK, (wi + 1) * R)]
-                block_h = x4.dtype.type(0)
-                block_hd = x4.dtype.type(0)
-                block_x = x4.dtype.type(0)
+                selection = _mask_run(mask4, b, o, c, start, start + xs.size)
+                count += _n_selected(selection, xs.size)
+                block_h = zero
+                block_hd = zero
+                block_x = zero
                 for k in range(xs.size):
                     xd = xs[k] - pivot
                     block_h += gs[k]
                     block_hd += gs[k] * xd
-                    block_x += xd
+                    block_x += _pick(selection, k, xd, zero)
                 h += block_h
                 hd += block_hd
                 s_x += block_x
@@ -544,7 +627,7 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
             s_gd += hd * w_row[wi]
             group_h[wi] += h
             param_dyx[wi] += hd * r
-    if refine and o1 - o0 == x4.shape[1]:
+    if refine and o1 - o0 == x4.shape[1] and count:
         delta = s_x / count
         m = np.float64(pivot) + delta
     for wi in range(W):
@@ -557,17 +640,21 @@ def _segments_gradient(dy4, x4, b, o0, o1, c, m, r, w_row, refine, group_h, para
 
 
 @jit(helper=True)
-def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2):
+def _rows_moments_task(t, x4, centered, tiling, part_mean, part_m2, mask4, part_count):
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     for c in range(c0, c1):
         for b in range(b0, b1):
-            part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(x4, b, o0, o1, c, centered)
+            n, part_mean[b, j, c], part_m2[b, j, c] = _rows_moments(
+                x4, b, o0, o1, c, centered, mask4
+            )
+            if part_count is not None:
+                part_count[b, j, c] = n
 
 
 @jit(helper=True)
 def _rows_normalize_task(
-    t, segments, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+    t, segments, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4, mask4, count
 ):
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     coef = np.empty((4, 1 if segments is None else weight2.shape[1]), x4.dtype)
@@ -576,9 +663,10 @@ def _rows_normalize_task(
         bias_row = bias2[c]
         for b in range(b0, b1):
             if var is not None:
-                mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered)
-                var[b, c] = m2 / ((o1 - o0) * x4.shape[3])
-                rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
+                n, mean[b, c], m2 = _rows_moments(x4, b, o0, o1, c, centered, mask4)
+                var[b, c], rstd[b, c] = _variance_rstd(n, m2, eps)
+                if count is not None:
+                    count[b, c] = n
             _rows_affine(
                 x4,
                 None,
@@ -592,6 +680,7 @@ def _rows_normalize_task(
                 bias_row,
                 coef,
                 out4,
+                None,
             )
 
 
@@ -611,6 +700,7 @@ def _rows_gradient_sums_task(
     part_d,
     param_dy,
     param_dyx,
+    mask4,
 ):
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
@@ -636,6 +726,7 @@ def _rows_gradient_sums_task(
                 group_h,
                 param_dy[q, c],
                 param_dyx[q, c],
+                mask4,
             )
         _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
@@ -659,6 +750,8 @@ def _rows_input_gradient_task(
     param_dy,
     param_dyx,
     dx4,
+    mask4,
+    counts,
 ):
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     W = weight2.shape[1]
@@ -687,9 +780,16 @@ def _rows_input_gradient_task(
                     group_h,
                     param_dy[q, c],
                     param_dyx[q, c],
+                    mask4,
                 )
             shift, offset = _input_grad_coefficients(
-                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny
+                group_g[b, c],
+                group_gx[b, c],
+                rstd[b, c],
+                _group_count(count, counts, b, c),
+                from_input,
+                centered,
+                tiny,
             )
             _rows_affine(
                 x4,
@@ -704,6 +804,7 @@ def _rows_input_gradient_task(
                 None,
                 coef,
                 dx4,
+                mask4,
             )
         if param_dy is not None:
             _flush_partials(part, param_dy[q, c], param_dyx[q, c])
@@ -717,27 +818,61 @@ def _rows_input_gradient_task(
 def _slab_scratch(x3, width):
     """Per-task scratch of the slab helpers for slabs ``width`` elements wide.
 
-    Partial sums (rows 0-2) and pivots (row 3) in the input's precision;
-    float64 totals (rows 0-2) and running statistics (rows 3-4).
+    Partial sums (rows 0-2), pivots (row 3) and selected counts (row 4) in
+    the input's precision; float64 totals (rows 0-2), running statistics
+    (rows 3-4) and selected counts (row 5).
     """
-    return np.empty((4, width), x3.dtype), np.empty((5, width), np.float64)
+    return np.empty((5, width), x3.dtype), np.empty((6, width), np.float64)
 
 
 @jit(helper=True)
-def _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, deviations, part, total):
+def _slab_chosen(mask4, width):
+    """Scratch for one slab's selection (see :func:`_slab_selection`), None without a mask."""
+    if mask4 is None:
+        return None
+    return np.empty(width, np.bool_)
+
+
+@jit(inline=True)
+def _slab_selection(mask4, b, o, chosen):
+    """The selection of slab ``(b, o)`` of a task's channels, None without a mask.
+
+    ``mask4`` is sliced to the task's channels; its slab is gathered into
+    ``chosen`` so that the slab's loops read it contiguously whatever its
+    strides.
+    """
+    if mask4 is None:
+        return None
+    slab = mask4[b, o]
+    C, I = slab.shape
+    for c in range(C):
+        for i in range(I):
+            chosen[c * I + i] = slab[c, i]
+    return chosen
+
+
+@jit(helper=True)
+def _slab_gradient_sums(
+    x3, dy3, b, o0, o1, k0, k1, pivot_k, deviations, part, total, mask4, chosen
+):
     """Per-element sums over the slabs ``x3[b, o0:o1, k0:k1]`` into ``total`` (float64).
 
     ``total[0] = sum(dy)`` and ``total[1] = sum(dy * (x - p))`` with pivots
     ``p = pivot_k``, and with ``deviations`` (None or True) ``total[2] =
-    sum(x - p)``.  Summed in the input's precision over ``SLAB_PARTIAL_ROWS``
+    sum(x - p)`` over the elements ``mask4`` selects, ``total[5]`` their
+    number.  Summed in the input's precision over ``SLAB_PARTIAL_ROWS``
     slabs at a time (``part``: scratch), then in float64.
     """
     total[:3] = 0.0
+    total[5] = 0.0
+    zero = x3.dtype.type(0)
     part0 = part[0]
     part1 = part[1]
     part2 = part[2]
+    part_n = part[4]
     for start in range(o0, o1, SLAB_PARTIAL_ROWS):
         part[:3] = 0
+        part_n[:] = 0
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
             xs = x3[b, o, k0:k1]
             gs = dy3[b, o, k0:k1]
@@ -746,18 +881,38 @@ def _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, deviations, part, t
                     part0[k] += gs[k]
                     part1[k] += gs[k] * (xs[k] - pivot_k[k])
             else:
+                selection = _slab_selection(mask4, b, o, chosen)
                 for k in range(xs.size):
                     d = xs[k] - pivot_k[k]
                     part0[k] += gs[k]
                     part1[k] += gs[k] * d
-                    part2[k] += d
+                    part2[k] += _pick(selection, k, d, zero)
+                    if selection is not None:
+                        part_n[k] += selection[k]
         for n in range(3):
             for k in range(k1 - k0):
                 total[n, k] += part[n, k]
+        if mask4 is not None:
+            for k in range(k1 - k0):
+                total[5, k] += part_n[k]
+
+
+@jit(inline=True)
+def _merge_block(k, n_block, n, pivot_k, part0, part1, mean_k, m2_k):
+    """Merge element ``k``'s block of ``n_block`` (sums around ``pivot_k``) into its
+    running mean and M2, which then cover ``n`` elements (Chan's formula)."""
+    s1 = np.float64(part0[k])
+    shift = s1 / n_block
+    delta = np.float64(pivot_k[k]) + shift - mean_k[k]
+    frac = n_block / n
+    mean_k[k] += delta * frac
+    m2_k[k] += np.float64(part1[k]) - s1 * shift + delta * delta * (n - n_block) * frac
 
 
 @jit(helper=True)
-def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c):
+def _slab_moments(
+    x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c, mask4, chosen, count_c
+):
     """Mean and M2 of the ``C`` channels of ``x3[b, o0:o1, k0:k1]``, in one pass.
 
     Each block of ``SLAB_PARTIAL_ROWS`` slabs is summed in the input's
@@ -769,69 +924,100 @@ def _slab_moments(x3, b, o0, o1, k0, k1, C, centered, part, total, mean_c, m2_c)
     and M2 are merged into running ones per element (float64, Chan's
     formula), and the elements of each channel at the end.  Where the data
     drift along ``O`` the pivot lags, but the drift then dominates the
-    variance.  ``part`` and ``total`` are scratch (see :func:`_slab_scratch`).
+    variance.  With a mask only the selected elements count, and
+    ``count_c`` receives their number per channel.  ``part``, ``total`` and
+    ``chosen`` are scratch (see :func:`_slab_scratch`, :func:`_slab_chosen`).
     """
     width = k1 - k0
     I = width // C
+    zero = x3.dtype.type(0)
     part0 = part[0]
     part1 = part[1]
     pivot_k = part[3]
+    part_n = part[4]
     mean_k = total[3]
     m2_k = total[4]
+    n_k = total[5]
     pivot_k[:] = 0
     mean_k[:] = 0.0
     m2_k[:] = 0.0
+    n_k[:] = 0.0
     n = 0
     for start in range(o0, o1, SLAB_PARTIAL_ROWS):
         stop = min(o1, start + SLAB_PARTIAL_ROWS)
         n_block = stop - start
         part[:2] = 0
+        part_n[:] = 0
+        counted = False
         if centered and start == o0:
             for o in range(start, stop):
                 xs = x3[b, o, k0:k1]
+                selection = _slab_selection(mask4, b, o, chosen)
                 for k in range(width):
-                    part0[k] += xs[k]
+                    part0[k] += _pick(selection, k, xs[k], zero)
+                    if selection is not None:
+                        part_n[k] += selection[k]
+            counted = True
             for k in range(width):
-                pivot_k[k] = part0[k] / n_block
+                size = n_block if mask4 is None else part_n[k]
+                pivot_k[k] = part0[k] / size if size else zero
                 part0[k] = 0
         elif centered:
             for k in range(width):
                 pivot_k[k] = mean_k[k]
         for o in range(start, stop):
             xs = x3[b, o, k0:k1]
+            selection = _slab_selection(mask4, b, o, chosen)
             for k in range(width):
-                d = xs[k] - pivot_k[k]
+                d = _pick(selection, k, xs[k] - pivot_k[k], zero)
                 part0[k] += d
                 part1[k] += d * d
-        n += n_block
-        frac = n_block / n
-        for k in range(width):
-            s1 = np.float64(part0[k])
-            shift = s1 / n_block
-            delta = np.float64(pivot_k[k]) + shift - mean_k[k]
-            mean_k[k] += delta * frac
-            m2_k[k] += np.float64(part1[k]) - s1 * shift + delta * delta * (n - n_block) * frac
+                if selection is not None and not counted:
+                    part_n[k] += selection[k]
+        if mask4 is None:
+            n += n_block
+            for k in range(width):
+                _merge_block(k, n_block, n, pivot_k, part0, part1, mean_k, m2_k)
+        else:
+            for k in range(width):
+                if part_n[k]:
+                    n_k[k] += part_n[k]
+                    _merge_block(k, part_n[k], n_k[k], pivot_k, part0, part1, mean_k, m2_k)
     for c in range(C):
-        mean = mean_k[c * I : (c + 1) * I].sum() / I if centered else 0.0
-        m2 = 0.0
-        for k in range(c * I, (c + 1) * I):
-            delta = mean_k[k] - mean
-            m2 += m2_k[k] + n * delta * delta
+        if mask4 is None:
+            mean = mean_k[c * I : (c + 1) * I].sum() / I if centered else 0.0
+            m2 = 0.0
+            for k in range(c * I, (c + 1) * I):
+                delta = mean_k[k] - mean
+                m2 += m2_k[k] + n * delta * delta
+        else:
+            selected = n_k[c * I : (c + 1) * I].sum()
+            mean = 0.0
+            if centered and selected:
+                mean = (n_k[c * I : (c + 1) * I] * mean_k[c * I : (c + 1) * I]).sum() / selected
+            m2 = 0.0
+            for k in range(c * I, (c + 1) * I):
+                delta = mean_k[k] - mean
+                m2 += m2_k[k] + n_k[k] * delta * delta
+            count_c[c] = selected
         mean_c[c] = mean
         m2_c[c] = m2
 
 
 @jit(helper=True)
-def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out3):
+def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out3, mask4, chosen):
     """The elementwise pass (see :func:`_pivoted`) over the slabs ``x3[b, o0:o1, k0:k1]``.
 
     ``groups[:, c]`` is ``(mean, scale, shift, offset, dy_scale)`` of each
     channel of the slabs; ``coef_k`` (scratch) receives the coefficients
-    ``(p, a, t, u)`` of every element, which the slabs share.
+    ``(p, a, t, u)`` of every element, which the slabs share.  In the input
+    gradient (``dy3`` given) the terms fed back through the statistics reach
+    the elements ``mask4`` selects only.
     """
     C, W = weight2.shape
     I = (k1 - k0) // C
     R = I // W
+    zero = x3.dtype.type(0)
     for c in range(C):
         pivot, scale, shift, t0, ds, dy_scale = _pivoted(
             (groups[0, c], groups[1, c], groups[2, c], groups[3, c], groups[4, c]), x3
@@ -855,8 +1041,9 @@ def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out
                 ys[k] = (xs[k] - p[k]) * a[k] + t[k]
         else:
             dys = dy3[b, o, k0:k1]
+            selection = _slab_selection(mask4, b, o, chosen)
             for k in range(xs.size):
-                ys[k] = dys[k] * u[k] + ((xs[k] - p[k]) * a[k] + t[k])
+                ys[k] = dys[k] * u[k] + _pick(selection, k, (xs[k] - p[k]) * a[k] + t[k], zero)
 
 
 @jit(helper=True)
@@ -880,15 +1067,18 @@ def _slab_gradient(
     d_c,
     param_dy,
     param_dyx,
+    mask4,
+    chosen,
 ):
-    """:func:`_segments_gradient` for every c at once (``part``, ``total``: scratch).
+    """:func:`_segments_gradient` for every c at once (``part``, ``total``, ``chosen``: scratch).
 
     With ``refine`` the mean is to be refined from ``x`` (see
     :func:`_rows_mean`), where its rounding counts (:func:`_rounding_counts`
-    for some channel): the slabs' sums of ``x - mean`` are then taken too.
-    Slabs that hold whole groups (all of ``O``) refine it here; otherwise ``d_c``
-    receives ``sum(x - mean)`` for the caller to refine it (0 where not
-    summed).  The sums are around ``used_mean_c``, the mean used.
+    for some channel): the slabs' sums of ``x - mean`` over the elements
+    ``mask4`` selects are then taken too.  Slabs that hold whole groups
+    (all of ``O``) refine it here; otherwise ``d_c`` receives ``sum(x -
+    mean)`` for the caller to refine it (0 where not summed).  The sums are
+    around ``used_mean_c``, the mean used.
     """
     C, W = weight2.shape
     I = (k1 - k0) // C
@@ -900,13 +1090,16 @@ def _slab_gradient(
         pivot_k[c * I : (c + 1) * I] = mean_c[c]
         deviations = deviations or (refine and _rounding_counts(mean_c[c], rstd_c[c]))
     if deviations:
-        _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, part, total)
+        _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, True, part, total, mask4, chosen)
     else:
-        _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, None, part, total)
+        _slab_gradient_sums(x3, dy3, b, o0, o1, k0, k1, pivot_k, None, part, total, mask4, chosen)
     for c in range(C):
         pivot = np.float64(pivot_k[c * I])
         s_x = total[2, c * I : (c + 1) * I].sum() if deviations else 0.0
-        delta = s_x / count if deviations and o1 - o0 == x3.shape[1] else mean_c[c] - pivot
+        if mask4 is not None:
+            count = total[5, c * I : (c + 1) * I].sum()
+        whole = deviations and o1 - o0 == x3.shape[1] and count
+        delta = s_x / count if whole else mean_c[c] - pivot
         used_mean_c[c] = pivot + delta
         d_c[c] = s_x - count * delta if deviations else 0.0
         s_g = 0.0
@@ -928,12 +1121,14 @@ def _slab_gradient(
 
 
 @jit(helper=True)
-def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2):
+def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2, mask4, part_count):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     part, total = _slab_scratch(x3, (c1 - c0) * I)
+    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
+    chosen = _slab_chosen(mask4, (c1 - c0) * I)
     for b in range(b0, b1):
         _slab_moments(
             x3,
@@ -948,16 +1143,23 @@ def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2):
             total,
             part_mean[b, j, c0:c1],
             part_m2[b, j, c0:c1],
+            task_mask,
+            chosen,
+            None if part_count is None else part_count[b, j, c0:c1],
         )
 
 
 @jit(helper=True)
-def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+def _slab_normalize_task(
+    t, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4, mask4, count
+):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
     out3 = out4.reshape((B, O, C * I))
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     part, total = _slab_scratch(x3, (c1 - c0) * I)
+    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
+    chosen = _slab_chosen(mask4, (c1 - c0) * I)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
     groups = np.zeros((5, c1 - c0), np.float64)
     for b in range(b0, b1):
@@ -975,21 +1177,50 @@ def _slab_normalize_task(t, x4, centered, eps, tiling, mean, var, rstd, weight2,
                 total,
                 mean[b, c0:c1],
                 var[b, c0:c1],
+                task_mask,
+                chosen,
+                None if count is None else count[b, c0:c1],
             )
         for c in range(c0, c1):
             if var is not None:
-                var[b, c] /= O * I
-                rstd[b, c] = 1.0 / math.sqrt(var[b, c] + eps)
+                n = O * I if count is None else count[b, c]
+                var[b, c], rstd[b, c] = _variance_rstd(n, var[b, c], eps)
             groups[0, c - c0] = mean[b, c]
             groups[1, c - c0] = rstd[b, c]
         _slab_affine(
-            x3, None, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], bias2[c0:c1], coef_k, out3
+            x3,
+            None,
+            b,
+            o0,
+            o1,
+            c0 * I,
+            c1 * I,
+            groups,
+            weight2[c0:c1],
+            bias2[c0:c1],
+            coef_k,
+            out3,
+            None,
+            None,
         )
 
 
 @jit(helper=True)
 def _slab_gradient_sums_task(
-    t, dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+    t,
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    refine,
+    tiling,
+    part_g,
+    part_gx,
+    part_d,
+    param_dy,
+    param_dyx,
+    mask4,
 ):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -997,6 +1228,8 @@ def _slab_gradient_sums_task(
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     part, total = _slab_scratch(x3, (c1 - c0) * I)
+    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
+    chosen = _slab_chosen(mask4, (c1 - c0) * I)
     used_mean = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
         _slab_gradient(
@@ -1019,6 +1252,8 @@ def _slab_gradient_sums_task(
             part_d[b, j, c0:c1],
             param_dy[q, c0:c1],
             param_dyx[q, c0:c1],
+            task_mask,
+            chosen,
         )
 
 
@@ -1040,6 +1275,8 @@ def _slab_input_gradient_task(
     param_dy,
     param_dyx,
     dx4,
+    mask4,
+    counts,
 ):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -1048,6 +1285,8 @@ def _slab_input_gradient_task(
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
     part, total = _slab_scratch(x3, (c1 - c0) * I)
+    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
+    chosen = _slab_chosen(mask4, (c1 - c0) * I)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
     groups = np.zeros((5, c1 - c0), np.float64)
     # Sums of x - mean, which whole groups need not return.
@@ -1074,15 +1313,38 @@ def _slab_input_gradient_task(
                 deviation_sums[0],
                 param_dy[q, c0:c1],
                 param_dyx[q, c0:c1],
+                task_mask,
+                chosen,
             )
         for c in range(c0, c1):
             if param_dy is None:
                 groups[0, c - c0] = mean[b, c]
             groups[2, c - c0], groups[3, c - c0] = _input_grad_coefficients(
-                group_g[b, c], group_gx[b, c], rstd[b, c], count, from_input, centered, tiny
+                group_g[b, c],
+                group_gx[b, c],
+                rstd[b, c],
+                _group_count(count, counts, b, c),
+                from_input,
+                centered,
+                tiny,
             )
             groups[4, c - c0] = rstd[b, c]
-        _slab_affine(x3, dy3, b, o0, o1, c0 * I, c1 * I, groups, weight2[c0:c1], None, coef_k, dx3)
+        _slab_affine(
+            x3,
+            dy3,
+            b,
+            o0,
+            o1,
+            c0 * I,
+            c1 * I,
+            groups,
+            weight2[c0:c1],
+            None,
+            coef_k,
+            dx3,
+            task_mask,
+            chosen,
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -1092,44 +1354,52 @@ def _slab_input_gradient_task(
 
 
 @jit(parallel=True)
-def rows_moments(x4, centered, tiling, part_mean, part_m2):
+def rows_moments(x4, centered, tiling, part_mean, part_m2, mask4, part_count):
     """Mean and M2 of each o-chunk ``j`` of every ``(b, c)`` group into ``part_*[b, j, c]``.
 
     ``centered=False`` gives a zero mean and the sum of squares (RMS norm).
-    Returns the number of M2 that are not finite (see :func:`_n_nonfinite`).
+    With a mask ``mask4`` (None: every element) only the elements it selects
+    count, and ``part_count`` receives their number.  Returns the number of
+    M2 that are not finite (see :func:`_n_nonfinite`).
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _rows_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2)
+        _rows_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2, mask4, part_count)
     return _n_nonfinite(part_m2)
 
 
 @jit(parallel=True)
-def slab_moments(x4, centered, tiling, part_mean, part_m2):
+def slab_moments(x4, centered, tiling, part_mean, part_m2, mask4, part_count):
     """:func:`rows_moments` in the slab regime."""
     for t in prange(_n_tasks(x4.shape, tiling)):
-        _slab_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2)
+        _slab_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2, mask4, part_count)
     return _n_nonfinite(part_m2)
 
 
 @jit
-def merge_moments(part_mean, part_m2, O, o_chunk, I, mean, m2):
+def merge_moments(part_mean, part_m2, part_count, O, o_chunk, I, mean, m2, count):
     """Merge the o-chunks' ``(mean, M2)`` of every group (Chan's formula) into ``(B, C)`` arrays.
 
-    Returns the number of M2 that are not finite.
+    ``part_count`` holds the chunks' counts of a masked input (None: whole
+    chunks), and ``count`` then receives the groups'.  Returns the number of
+    M2 that are not finite.
     """
     B, n_o, C = part_mean.shape
     for b in range(B):
         for c in range(C):
-            n = 0
+            n = 0.0
             group_mean = 0.0
             group_m2 = 0.0
             for j in range(n_o):
                 n_j = (min(O, (j + 1) * o_chunk) - j * o_chunk) * I
+                if part_count is not None:
+                    n_j = part_count[b, j, c]
                 n, group_mean, group_m2 = _chan_merge(
                     n, group_mean, group_m2, n_j, part_mean[b, j, c], part_m2[b, j, c]
                 )
             mean[b, c] = group_mean
             m2[b, c] = group_m2
+            if count is not None:
+                count[b, c] = n
     return _n_nonfinite(m2)
 
 
@@ -1162,46 +1432,100 @@ def update_running(running_mean, running_var, mean, var, momentum, unbias):
 
 
 @jit(parallel=True)
-def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+def rows_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4, mask4, count):
     """``out = (x - mean) * rstd * w + bias``, a weight per segment of the rows.
 
     With an array ``var`` (tasks must own whole groups: ``o_chunk == O``)
     each task first computes its groups' statistics into ``mean``, ``var``
     and ``rstd``, and normalizes them while they are still in cache; with
     ``var=None``, ``mean`` and ``rstd`` are given, and the statistics'
-    code is not compiled.  Returns the number of groups whose computed
-    variance is not finite.
+    code is not compiled.  With a mask ``mask4`` (None: every element) the
+    statistics cover the elements it selects, and ``count`` receives their
+    number per group.  Returns the number of groups whose computed variance
+    is not finite.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_normalize_task(
-            np.int64(t), True, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+            np.int64(t),
+            True,
+            x4,
+            centered,
+            eps,
+            tiling,
+            mean,
+            var,
+            rstd,
+            weight2,
+            bias2,
+            out4,
+            mask4,
+            count,
         )
     return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
-def elements_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+def elements_normalize(
+    x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4, mask4, count
+):
     """:func:`rows_normalize` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_normalize_task(
-            np.int64(t), None, x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+            np.int64(t),
+            None,
+            x4,
+            centered,
+            eps,
+            tiling,
+            mean,
+            var,
+            rstd,
+            weight2,
+            bias2,
+            out4,
+            mask4,
+            count,
         )
     return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
-def slab_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4):
+def slab_normalize(x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4, mask4, count):
     """:func:`rows_normalize` in the slab regime."""
     for t in prange(_n_tasks(x4.shape, tiling)):
         _slab_normalize_task(
-            np.int64(t), x4, centered, eps, tiling, mean, var, rstd, weight2, bias2, out4
+            np.int64(t),
+            x4,
+            centered,
+            eps,
+            tiling,
+            mean,
+            var,
+            rstd,
+            weight2,
+            bias2,
+            out4,
+            mask4,
+            count,
         )
     return 0 if var is None else _n_nonfinite(var)
 
 
 @jit(parallel=True)
 def rows_gradient_sums(
-    dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    refine,
+    tiling,
+    part_g,
+    part_gx,
+    part_d,
+    param_dy,
+    param_dyx,
+    mask4,
 ):
     """The reductions of the backward pass, per o-chunk of each group; a weight per segment.
 
@@ -1211,6 +1535,7 @@ def rows_gradient_sums(
     :func:`_elements_gradient`).  Per task block ``q`` and parameter
     ``(c, wi)``: ``param_dy[q] += sum(dy)``, ``param_dyx[q] +=
     sum(dy*(x - mean)*rstd)``; the caller sums over ``q`` in a fixed order.
+    ``part_d`` covers the elements ``mask4`` selects (None: every element).
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_gradient_sums_task(
@@ -1228,12 +1553,25 @@ def rows_gradient_sums(
             part_d,
             param_dy,
             param_dyx,
+            mask4,
         )
 
 
 @jit(parallel=True)
 def elements_gradient_sums(
-    dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    refine,
+    tiling,
+    part_g,
+    part_gx,
+    part_d,
+    param_dy,
+    param_dyx,
+    mask4,
 ):
     """:func:`rows_gradient_sums` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
@@ -1252,12 +1590,25 @@ def elements_gradient_sums(
             part_d,
             param_dy,
             param_dyx,
+            mask4,
         )
 
 
 @jit(parallel=True)
 def slab_gradient_sums(
-    dy4, x4, mean, rstd, weight2, refine, tiling, part_g, part_gx, part_d, param_dy, param_dyx
+    dy4,
+    x4,
+    mean,
+    rstd,
+    weight2,
+    refine,
+    tiling,
+    part_g,
+    part_gx,
+    part_d,
+    param_dy,
+    param_dyx,
+    mask4,
 ):
     """:func:`rows_gradient_sums` in the slab regime (see :func:`_slab_gradient`)."""
     for t in prange(_n_tasks(x4.shape, tiling)):
@@ -1275,6 +1626,7 @@ def slab_gradient_sums(
             part_d,
             param_dy,
             param_dyx,
+            mask4,
         )
 
 
@@ -1295,6 +1647,8 @@ def rows_input_gradient(
     param_dy,
     param_dyx,
     dx4,
+    mask4,
+    counts,
 ):
     """``dx``, and with arrays ``param_dy``/``param_dyx`` the reductions of
     :func:`rows_gradient_sums` too; a weight per segment of the rows.
@@ -1307,7 +1661,9 @@ def rows_input_gradient(
     are given, and the reductions' code is not compiled.  ``count`` is the
     number of elements each group's statistics came from: ``O * I``, or
     more when the groups span other processes and the given sums are
-    theirs too.
+    theirs too.  With a mask ``mask4`` (None: every element) the statistics
+    came from the elements it selects, ``counts[b, c]`` of them, and the
+    terms fed back through the statistics reach those elements only.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_input_gradient_task(
@@ -1328,6 +1684,8 @@ def rows_input_gradient(
             param_dy,
             param_dyx,
             dx4,
+            mask4,
+            counts,
         )
 
 
@@ -1348,6 +1706,8 @@ def elements_input_gradient(
     param_dy,
     param_dyx,
     dx4,
+    mask4,
+    counts,
 ):
     """:func:`rows_input_gradient` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
@@ -1369,6 +1729,8 @@ def elements_input_gradient(
             param_dy,
             param_dyx,
             dx4,
+            mask4,
+            counts,
         )
 
 
@@ -1389,6 +1751,8 @@ def slab_input_gradient(
     param_dy,
     param_dyx,
     dx4,
+    mask4,
+    counts,
 ):
     """:func:`rows_input_gradient` in the slab regime (see :func:`_slab_gradient`)."""
     for t in prange(_n_tasks(x4.shape, tiling)):
@@ -1409,6 +1773,8 @@ def slab_input_gradient(
             param_dy,
             param_dyx,
             dx4,
+            mask4,
+            counts,
         )
 
 

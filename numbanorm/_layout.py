@@ -18,6 +18,7 @@ a zero-copy reshape: ``B = S``, ``O`` = the first reduced block, ``C = C``,
 they come back in the input's layout.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -131,6 +132,40 @@ def _split_blocks(roles, shape, perm):
     return blocks
 
 
+def mask_view(mask, perm, shape4):
+    """A boolean ``mask`` of an array's shape, with the axes ``perm``, as ``(B, O, C, I)``.
+
+    ``mask`` is typically a broadcast view, zero strides along the axes the
+    user's mask lacks.  The result keeps them where the blocks merge its
+    axes without a copy (``reshaped_strides``).  Where a block mixes
+    broadcast and real axes, the fewest broadcast axes that make it merge
+    are copied out, never the others: a mask ``(N, 1, T)`` of a batch norm
+    over ``(N, C, T)`` stays one byte per ``(n, t)``.
+    """
+    t = mask.transpose(perm)
+    strides = reshaped_strides(t.shape, t.strides, shape4)
+    if strides is None:
+        t = _expanded_mask(t, shape4)
+        strides = reshaped_strides(t.shape, t.strides, shape4)
+    return np.lib.stride_tricks.as_strided(t, shape4, strides, writeable=False)
+
+
+def _expanded_mask(t, shape4):
+    """``t`` copied with as few of its broadcast axes expanded as a reshape to ``shape4`` needs."""
+    broadcast = [a for a in range(t.ndim) if t.strides[a] == 0 and t.shape[a] > 1]
+    base = t[tuple(slice(0, 1) if a in broadcast else slice(None) for a in range(t.ndim))]
+    for n_kept in range(len(broadcast), -1, -1):
+        for kept in itertools.combinations(broadcast, n_kept):
+            shape = tuple(1 if a in kept else t.shape[a] for a in range(t.ndim))
+            strides = tuple(
+                0 if a in kept else s for a, s in enumerate(c_strides(shape, t.itemsize))
+            )
+            if reshaped_strides(t.shape, strides, shape4) is not None:
+                copy = np.ascontiguousarray(np.broadcast_to(base, shape))
+                return np.lib.stride_tricks.as_strided(copy, t.shape, strides, writeable=False)
+    raise AssertionError("a C-contiguous copy always reshapes")
+
+
 class _ArrayInterface:
     def __init__(self, interface, owner):
         self.__array_interface__ = interface
@@ -241,6 +276,10 @@ class CanonicalView:
                 return out, t.reshape(self.shape4)
         t = _pool.empty([self.shape[a] for a in self.perm], self.dtype)
         return t.transpose(self.inverse), t.reshape(self.shape4)
+
+    def mask(self, mask):
+        """The canonical view of a boolean ``mask`` of ``x``'s shape (see :func:`mask_view`)."""
+        return _kernel_input(mask_view(mask, self.perm, self.shape4))
 
     def stats_to_axes(self, stat, axes):
         """Reshape a ``(B, C)`` statistic to the kept ``axes``, in that order."""

@@ -6,10 +6,12 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from ._arrays import axes_tuple
 from ._backends import backend_for
+from ._driver import checked_where
 
 
 def moments(
@@ -18,6 +20,7 @@ def moments(
     *,
     ddof: int = 0,
     keepdims: bool = False,
+    where: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
     """Mean and variance, as ``np.mean`` and ``np.var``, in one stable pass.
 
@@ -35,6 +38,9 @@ def moments(
         Delta degrees of freedom of the variance (divisor ``n - ddof``).
     keepdims : bool, optional
         Keep the reduced axes with size one.
+    where : array_like of bool, optional
+        The elements to include, broadcastable to ``x`` (as in ``np.mean``).
+        A slice with none gives NaN and NumPy's ``RuntimeWarning``.
 
     Returns
     -------
@@ -43,13 +49,31 @@ def moments(
         float64 otherwise.  A full reduction without ``keepdims`` gives NumPy
         scalars.
     """
-    backend = backend_for(x)
+    backend = backend_for(x, where)
     xc, result_dtype, _ = backend.input(x)
     axes = tuple(range(xc.ndim)) if axis is None else axes_tuple(axis, xc.ndim, allow_empty=True)
-    count = math.prod(xc.shape[a] for a in axes)
-    if count == 0:
+    where = checked_where(where, xc.shape, backend)
+    if where is None:
+        count = math.prod(xc.shape[a] for a in axes)
+        empty, few = count == 0, count and count - ddof <= 0
+    else:
+        counts = _slice_counts(backend.to_host(where), xc.shape, axes)
+        empty, few = (counts == 0).any(), (counts - ddof <= 0).any()
+    if empty:
         warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
-    dof = count - ddof
-    if dof <= 0 and count:
+    if few:
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
-    return backend.moments(xc, axes, dof, keepdims, result_dtype)
+    return backend.moments(xc, axes, ddof, keepdims, result_dtype, where)
+
+
+def _slice_counts(where: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """How many elements ``where`` selects in each slice over ``axes`` of an array of ``shape``.
+
+    Read from ``where`` alone: the axes it broadcasts along multiply the count.
+    """
+    padded = where.reshape((1,) * (len(shape) - where.ndim) + where.shape)
+    read = tuple(a for a in axes if padded.shape[a] > 1)
+    repeats = math.prod(shape[a] for a in axes if padded.shape[a] == 1)
+    return (
+        np.count_nonzero(padded, axis=read, keepdims=True) * repeats if read else padded * repeats
+    )

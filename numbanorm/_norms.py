@@ -48,6 +48,7 @@ def batch_norm_forward(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any]:
     """Batch normalization, returning the statistics the backward needs.
 
@@ -73,6 +74,12 @@ def batch_norm_forward(
         Added to the variance.
     axis : int, optional
         Channel axis: 1 for NCHW-style data, -1 for channels-last.
+    where : array_like of bool, optional
+        The elements the statistics come from, broadcastable to ``x`` (a
+        mask ``(N, 1, T)`` of the valid frames of padded sequences ``(N, C,
+        T)``, say); all by default.  ``y`` is computed for every element
+        with its group's statistics; a group with no selected element has
+        ``mean = rstd = 0`` and gives the bias.
 
     Returns
     -------
@@ -98,6 +105,7 @@ def batch_norm_forward(
         momentum=momentum,
         eps=eps,
         axis=axis,
+        where=where,
     )
 
 
@@ -112,13 +120,14 @@ def batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> Any:
     """Batch normalization.
 
     Parameters
     ----------
-    x, running_mean, running_var, weight, bias, training, momentum, eps, axis
+    x, running_mean, running_var, weight, bias, training, momentum, eps, axis, where
         As in :func:`batch_norm_forward`; ``training`` defaults to True,
         unlike ``torch.nn.functional.batch_norm``.
     out : ndarray, optional
@@ -142,6 +151,7 @@ def batch_norm(
         axis=axis,
         out=out,
         stats=False,
+        where=where,
     )[0]
 
 
@@ -154,6 +164,7 @@ def batch_norm_backward(
     *,
     training: bool = True,
     axis: int = 1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of batch normalization.
@@ -171,6 +182,9 @@ def batch_norm_backward(
         with False they are treated as constants.
     axis : int, optional
         Channel axis.
+    where : array_like of bool, optional
+        The forward's ``where``: the feedback through the statistics reaches
+        the elements it selects only.
     out : ndarray, optional
         Receives ``dx`` (it may be ``dy`` or ``x``) and is returned; like the
         forward's ``out=``, it spares a fresh allocation in a training loop.
@@ -184,7 +198,15 @@ def batch_norm_backward(
         is None), in ``weight``'s dtype or the statistics dtype.
     """
     return _driver.backward(
-        BATCH_NORM, dy, x, (mean, rstd), weight, input_stats=training, axis=axis, out=out
+        BATCH_NORM,
+        dy,
+        x,
+        (mean, rstd),
+        weight,
+        input_stats=training,
+        axis=axis,
+        out=out,
+        where=where,
     )
 
 
@@ -203,6 +225,7 @@ def instance_norm_forward(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any]:
     """Instance normalization, returning the statistics the backward needs.
 
@@ -224,6 +247,12 @@ def instance_norm_forward(
         As in :func:`batch_norm_forward`.
     axis : int, optional
         Channel axis.
+    where : array_like of bool, optional
+        The elements the statistics come from, broadcastable to ``x`` (a
+        mask ``(N, 1, T)`` of the valid frames of padded sequences ``(N, C,
+        T)``, say); all by default.  ``y`` is computed for every element
+        with its group's statistics; a group with no selected element has
+        ``mean = rstd = 0`` and gives the bias.
 
     Returns
     -------
@@ -243,6 +272,7 @@ def instance_norm_forward(
         momentum=momentum,
         eps=eps,
         axis=axis,
+        where=where,
     )
 
 
@@ -257,13 +287,14 @@ def instance_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> Any:
     """Instance normalization.
 
     Parameters
     ----------
-    x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, axis
+    x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, axis, where
         As in :func:`instance_norm_forward`.
     out : ndarray, optional
         Receives the result (it may be ``x``) and is returned.
@@ -285,6 +316,7 @@ def instance_norm(
         axis=axis,
         out=out,
         stats=False,
+        where=where,
     )[0]
 
 
@@ -297,6 +329,7 @@ def instance_norm_backward(
     *,
     use_input_stats: bool = True,
     axis: int = 1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of instance normalization.
@@ -313,6 +346,9 @@ def instance_norm_backward(
         Whether the forward used the instance statistics.
     axis : int, optional
         Channel axis.
+    where : array_like of bool, optional
+        The forward's ``where``: the feedback through the statistics reaches
+        the elements it selects only.
     out : ndarray, optional
         Receives ``dx``, as in :func:`batch_norm_backward`.
 
@@ -323,7 +359,15 @@ def instance_norm_backward(
         ``(C,)`` gradients.
     """
     return _driver.backward(
-        INSTANCE_NORM, dy, x, (mean, rstd), weight, input_stats=use_input_stats, axis=axis, out=out
+        INSTANCE_NORM,
+        dy,
+        x,
+        (mean, rstd),
+        weight,
+        input_stats=use_input_stats,
+        axis=axis,
+        out=out,
+        where=where,
     )
 
 
@@ -339,6 +383,7 @@ def group_norm_forward(
     *,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any]:
     """Group normalization, returning the statistics the backward needs.
 
@@ -357,6 +402,12 @@ def group_norm_forward(
         Added to the variance.
     axis : int, optional
         Channel axis; the sample axis is axis 0 (axis 1 when ``axis`` is 0).
+    where : array_like of bool, optional
+        The elements the statistics come from, broadcastable to ``x`` (a
+        mask ``(N, 1, T)`` of the valid frames of padded sequences ``(N, C,
+        T)``, say); all by default.  ``y`` is computed for every element
+        with its group's statistics; a group with no selected element has
+        ``mean = rstd = 0`` and gives the bias.
 
     Returns
     -------
@@ -364,7 +415,9 @@ def group_norm_forward(
     mean, rstd : ndarray
         ``(N, num_groups)`` statistics.
     """
-    return _driver.forward(GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps, axis=axis)
+    return _driver.forward(
+        GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps, axis=axis, where=where
+    )
 
 
 def group_norm(
@@ -375,13 +428,14 @@ def group_norm(
     *,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> Any:
     """Group normalization.
 
     Parameters
     ----------
-    x, num_groups, weight, bias, eps, axis
+    x, num_groups, weight, bias, eps, axis, where
         As in :func:`group_norm_forward`.
     out : ndarray, optional
         Receives the result (it may be ``x``) and is returned.
@@ -391,7 +445,16 @@ def group_norm(
     y : ndarray
     """
     return _driver.forward(
-        GROUP_NORM, x, weight, bias, num_groups=num_groups, eps=eps, axis=axis, out=out, stats=False
+        GROUP_NORM,
+        x,
+        weight,
+        bias,
+        num_groups=num_groups,
+        eps=eps,
+        axis=axis,
+        out=out,
+        stats=False,
+        where=where,
     )[0]
 
 
@@ -404,6 +467,7 @@ def group_norm_backward(
     weight: ArrayLike | None = None,
     *,
     axis: int = 1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of group normalization.
@@ -420,6 +484,9 @@ def group_norm_backward(
         ``(C,)`` weight used in the forward.
     axis : int, optional
         Channel axis.
+    where : array_like of bool, optional
+        The forward's ``where``: the feedback through the statistics reaches
+        the elements it selects only.
     out : ndarray, optional
         Receives ``dx``, as in :func:`batch_norm_backward`.
 
@@ -430,7 +497,15 @@ def group_norm_backward(
         ``(C,)`` gradients.
     """
     return _driver.backward(
-        GROUP_NORM, dy, x, (mean, rstd), weight, num_groups=num_groups, axis=axis, out=out
+        GROUP_NORM,
+        dy,
+        x,
+        (mean, rstd),
+        weight,
+        num_groups=num_groups,
+        axis=axis,
+        out=out,
+        where=where,
     )
 
 
@@ -444,6 +519,7 @@ def layer_norm_forward(
     bias: ArrayLike | None = None,
     *,
     axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     eps: float = 1e-5,
 ) -> tuple[Any, Any, Any]:
     """Layer normalization, returning the statistics the backward needs.
@@ -458,6 +534,12 @@ def layer_norm_forward(
         Normalized axes, anywhere in ``x`` (trailing axes avoid a copy).
     eps : float, optional
         Added to the variance.
+    where : array_like of bool, optional
+        The elements the statistics come from, broadcastable to ``x`` (a
+        mask ``(N, 1, T)`` of the valid frames of padded sequences ``(N, C,
+        T)``, say); all by default.  ``y`` is computed for every element
+        with its group's statistics; a group with no selected element has
+        ``mean = rstd = 0`` and gives the bias.
 
     Returns
     -------
@@ -465,7 +547,7 @@ def layer_norm_forward(
     mean, rstd : ndarray
         Statistics shaped like ``x`` without the normalized axes.
     """
-    return _driver.forward(LAYER_NORM, x, weight, bias, axis=axis, eps=eps)
+    return _driver.forward(LAYER_NORM, x, weight, bias, axis=axis, eps=eps, where=where)
 
 
 def layer_norm(
@@ -474,6 +556,7 @@ def layer_norm(
     bias: ArrayLike | None = None,
     *,
     axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     eps: float = 1e-5,
     out: np.ndarray | None = None,
 ) -> Any:
@@ -489,6 +572,8 @@ def layer_norm(
         Normalized axes, anywhere in ``x`` (trailing axes avoid a copy).
     eps : float, optional
         Added to the variance.
+    where : array_like of bool, optional
+        As in :func:`layer_norm_forward`.
     out : ndarray, optional
         Receives the result (it may be ``x``) and is returned.
 
@@ -501,7 +586,9 @@ def layer_norm(
     --------
     layer_norm_forward : the same, also returning the statistics.
     """
-    return _driver.forward(LAYER_NORM, x, weight, bias, axis=axis, eps=eps, out=out, stats=False)[0]
+    return _driver.forward(
+        LAYER_NORM, x, weight, bias, axis=axis, eps=eps, out=out, stats=False, where=where
+    )[0]
 
 
 def layer_norm_backward(
@@ -512,6 +599,7 @@ def layer_norm_backward(
     weight: ArrayLike | None = None,
     *,
     axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of layer normalization.
@@ -526,6 +614,9 @@ def layer_norm_backward(
         Weight used in the forward.
     axis : int or tuple of ints, optional
         Normalized axes.
+    where : array_like of bool, optional
+        The forward's ``where``: the feedback through the statistics reaches
+        the elements it selects only.
     out : ndarray, optional
         Receives ``dx``, as in :func:`batch_norm_backward`.
 
@@ -535,7 +626,9 @@ def layer_norm_backward(
     dweight, dbias : ndarray
         Shaped like the weight.
     """
-    return _driver.backward(LAYER_NORM, dy, x, (mean, rstd), weight, axis=axis, out=out)
+    return _driver.backward(
+        LAYER_NORM, dy, x, (mean, rstd), weight, axis=axis, out=out, where=where
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -547,6 +640,7 @@ def rms_norm_forward(
     weight: ArrayLike | None = None,
     *,
     axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     eps: float | None = None,
 ) -> tuple[Any, Any]:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
@@ -563,6 +657,12 @@ def rms_norm_forward(
         None means ``np.finfo(result dtype).eps``, as in PyTorch for float32
         and float64; float16 input uses float16's eps (PyTorch's CPU kernel
         uses float32's there).
+    where : array_like of bool, optional
+        The elements the statistics come from, broadcastable to ``x`` (a
+        mask ``(N, 1, T)`` of the valid frames of padded sequences ``(N, C,
+        T)``, say); all by default.  ``y`` is computed for every element
+        with its group's statistics; a group with no selected element has
+        ``mean = rstd = 0`` and gives the bias.
 
     Returns
     -------
@@ -571,7 +671,7 @@ def rms_norm_forward(
         ``1 / sqrt(mean(x**2) + eps)``, shaped like ``x`` without the
         normalized axes.
     """
-    return _driver.forward(RMS_NORM, x, weight, axis=axis, eps=eps)
+    return _driver.forward(RMS_NORM, x, weight, axis=axis, eps=eps, where=where)
 
 
 def rms_norm(
@@ -579,6 +679,7 @@ def rms_norm(
     weight: ArrayLike | None = None,
     *,
     axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     eps: float | None = None,
     out: np.ndarray | None = None,
 ) -> Any:
@@ -586,7 +687,7 @@ def rms_norm(
 
     Parameters
     ----------
-    x, weight, axis, eps
+    x, weight, axis, eps, where
         As in :func:`rms_norm_forward`.
     out : ndarray, optional
         Receives the result (it may be ``x``) and is returned.
@@ -595,7 +696,9 @@ def rms_norm(
     -------
     y : ndarray
     """
-    return _driver.forward(RMS_NORM, x, weight, axis=axis, eps=eps, out=out, stats=False)[0]
+    return _driver.forward(
+        RMS_NORM, x, weight, axis=axis, eps=eps, out=out, stats=False, where=where
+    )[0]
 
 
 def rms_norm_backward(
@@ -605,6 +708,7 @@ def rms_norm_backward(
     weight: ArrayLike | None = None,
     *,
     axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, Any]:
     """Gradients of RMS normalization.
@@ -619,6 +723,9 @@ def rms_norm_backward(
         Weight used in the forward.
     axis : int or tuple of ints, optional
         Normalized axes.
+    where : array_like of bool, optional
+        The forward's ``where``: the feedback through the statistics reaches
+        the elements it selects only.
     out : ndarray, optional
         Receives ``dx``, as in :func:`batch_norm_backward`.
 
@@ -628,4 +735,4 @@ def rms_norm_backward(
     dweight : ndarray
         Shaped like the weight.
     """
-    return _driver.backward(RMS_NORM, dy, x, (rrms,), weight, axis=axis, out=out)
+    return _driver.backward(RMS_NORM, dy, x, (rrms,), weight, axis=axis, out=out, where=where)

@@ -227,15 +227,21 @@ class ChannelLayout(Layout):
         self.stat_shape = (self.n_samples,) * per_sample + (self.groups,)
         self.param_shape2 = (self.groups, self.per_group)
 
-    def check_training(self, per_sample: bool) -> None:
-        """Refuse to compute statistics from one element per group, as PyTorch does."""
-        if per_sample and self.spatial <= 1:
+    def check_training(self, per_sample: bool, selected: bool = False) -> None:
+        """Refuse to compute statistics from one element per group, as PyTorch does.
+
+        With ``selected`` the caller found a channel with too few elements
+        selected by a mask, whatever the shape.
+        """
+        if per_sample and (selected or self.spatial <= 1):
             raise ValueError(
                 f"Expected more than 1 spatial element when training, got input size {self.shape}"
+                + (" with fewer than 2 selected in every instance of a channel" * selected)
             )
-        if not per_sample and self.count <= 1:
+        if not per_sample and (selected or self.count <= 1):
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size {self.shape}"
+                + (" with fewer than 2 selected in a channel" * selected)
             )
 
 

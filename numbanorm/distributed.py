@@ -116,7 +116,7 @@ def sync_batch_norm_forward(
             f"{batch.count} over all ranks"
         )
     mean = backend.from_host(batch.mean[None])
-    y, canon, _, _, rstd = _driver.normalized(
+    y, canon, _, _, rstd, _ = _driver.normalized(
         args, (backend.reshaped(mean, (layout.channels,)), backend.from_host(batch.var()))
     )
     if args.running_mean is not None:

@@ -114,7 +114,7 @@ class Setup:
         """``(mean, rstd)`` on the backend: from ``x``, or from running statistics."""
         backend = self.backend
         if input_stats:
-            _, mean, _, rstd = backend.normalize(
+            _, mean, _, rstd, _ = backend.normalize(
                 self.canon,
                 weight2,
                 weight2,
@@ -169,7 +169,7 @@ def test_normalize(place, rng, shape, roles, dtype, stats, centered):
         if stats == "given"
         else None
     )
-    y, mean, var, rstd = s.backend.normalize(
+    y, mean, var, rstd, count = s.backend.normalize(
         s.canon, weight2, bias2, None, eps=EPS, centered=centered, stats=given, update=None
     )
     if given is None:
@@ -182,9 +182,133 @@ def test_normalize(place, rng, shape, roles, dtype, stats, centered):
     ref_rstd = 1 / np.sqrt(ref_var + EPS)
     assert_close(s.host(mean), s.to_groups(ref_mean), dtype)
     assert_close(s.host(rstd), s.to_groups(ref_rstd), dtype)
-    assert y.dtype == s.xc.dtype
+    assert y.dtype == s.xc.dtype and count is None
     expected = (s.x - ref_mean) * ref_rstd * s.broadcast_param(w) + s.broadcast_param(b)
     assert_close(s.host(y), expected, dtype, scale=2)
+
+
+def _masks(shape, rng):
+    """Masks of ``shape``'s input: dense, broadcast along each axis in turn, one empty group."""
+    yield "full", rng.random(shape) < 0.6
+    for a in range(len(shape)):
+        if shape[a] > 1:
+            reduced = tuple(1 if b == a else n for b, n in enumerate(shape))
+            yield f"broadcast {a}", rng.random(reduced) < 0.6
+    empty = rng.random(shape) < 0.6
+    empty[(0,) * len(shape)] = False
+    yield "sparse", empty & (rng.random(shape) < 0.2)
+
+
+def _masked_reference(s, mask, centered):
+    """``(count, mean, var, rstd)`` of the selected elements, broadcastable against ``x``."""
+    m = np.broadcast_to(mask, s.shape)
+    count = m.sum(axis=s.reduced, keepdims=True).astype(np.float64)
+    some = np.maximum(count, 1)
+    mean = (np.where(m, s.x, 0).sum(axis=s.reduced, keepdims=True) / some) * centered
+    var = np.where(m, (s.x - mean) ** 2, 0).sum(axis=s.reduced, keepdims=True) / some
+    rstd = np.where(count > 0, 1 / np.sqrt(var + EPS), 0.0)
+    return count, mean, var, rstd
+
+
+@pytest.mark.parametrize("centered", [True, False])
+@view_cases
+def test_normalize_with_a_mask(place, rng, shape, roles, centered):
+    """Statistics over the selected elements; ``y`` for all of them, the bias for empty groups."""
+    for name, mask in _masks(shape, rng):
+        s = Setup(place, shape, roles, np.float32, rng)
+        weight2, w = s.param2(rng)
+        bias2, b = s.param2(rng)
+        mask4 = s.backend.mask(s.canon, place(mask), shape)
+        y, mean, var, rstd, count = s.backend.normalize(
+            s.canon,
+            weight2,
+            bias2,
+            None,
+            eps=EPS,
+            centered=centered,
+            stats=None,
+            update=None,
+            mask=mask4,
+        )
+        ref_count, ref_mean, ref_var, ref_rstd = _masked_reference(s, mask, centered)
+        np.testing.assert_array_equal(s.host(count), s.to_groups(ref_count), err_msg=name)
+        np.testing.assert_array_equal(s.backend.group_counts(mask4), s.to_groups(ref_count))
+        assert_close(s.host(mean), s.to_groups(ref_mean), np.float32)
+        assert_close(s.host(rstd), s.to_groups(ref_rstd), np.float32)
+        assert_close(s.host(var), s.to_groups(ref_var), np.float32)
+        expected = (s.x - ref_mean) * ref_rstd * s.broadcast_param(w) + s.broadcast_param(b)
+        assert_close(s.host(y), expected, np.float32, scale=2)
+
+
+@pytest.mark.parametrize("centered", [True, False])
+@view_cases
+def test_backward_with_a_mask(place, rng, shape, roles, centered):
+    """The feedback through the statistics reaches the selected elements, over their count."""
+    for name, mask in _masks(shape, rng):
+        s = Setup(place, shape, roles, np.float64, rng)
+        weight2, w = s.param2(rng)
+        mask4 = s.backend.mask(s.canon, place(mask), shape)
+        _, mean, _, rstd, _ = s.backend.normalize(
+            s.canon,
+            weight2,
+            weight2,
+            None,
+            eps=EPS,
+            centered=centered,
+            stats=None,
+            update=None,
+            mask=mask4,
+        )
+        if not centered:
+            mean = s.backend.group_zeros(s.canon)
+        dy = rng.standard_normal(shape)
+        dx, dweight2, dbias2 = s.backend.backward(
+            s.canon,
+            place(dy),
+            mean,
+            rstd,
+            weight2,
+            True,
+            centered,
+            out=None,
+            gradients=(s.params2, np.dtype(np.float64), True),
+            mask=mask4,
+        )
+        count, _, _, r = _masked_reference(s, mask, centered)
+        m = np.broadcast_to(mask, shape)
+        g = dy * s.broadcast_param(w)
+        x_hat = (s.x - s.from_groups(s.host(mean))) * r
+        some = np.maximum(count, 1)
+        feedback = g.sum(axis=s.reduced, keepdims=True) * centered + x_hat * (
+            (g * x_hat).sum(axis=s.reduced, keepdims=True)
+        )
+        expected = r * (g - np.where(m, feedback / some, 0.0))
+        assert_close(s.host(dx), expected, np.float64, err_msg=name)
+        assert_close(s.host(dweight2), s.param_sums(dy * x_hat), np.float64, scale=10)
+        assert_close(s.host(dbias2), s.param_sums(dy), np.float64, scale=10)
+
+
+@view_cases
+def test_input_gradient_with_a_mask(place, rng, shape, roles):
+    """``dx`` from host sums over more than ``x``, with the selected counts of every part."""
+    s = Setup(place, shape, roles, np.float64, rng)
+    mask = rng.random(shape) < 0.6
+    weight2, w = s.param2(rng)
+    mask4 = s.backend.mask(s.canon, place(mask), shape)
+    _, mean, _, rstd, count = s.backend.normalize(
+        s.canon, weight2, weight2, None, eps=EPS, centered=True, stats=None, update=None, mask=mask4
+    )
+    dy = rng.standard_normal(shape)
+    group_g, group_gxhat = rng.standard_normal((2, *s.groups2)) * s.count
+    counts = 3 * s.host(count) + 1
+    dx = s.backend.input_gradient(
+        s.canon, place(dy), mean, rstd, weight2, group_g, group_gxhat, counts, mask4
+    )
+    r = s.from_groups(s.host(rstd))
+    x_hat = (s.x - s.from_groups(s.host(mean))) * r
+    feedback = (s.from_groups(group_g) + x_hat * s.from_groups(group_gxhat)) / s.from_groups(counts)
+    expected = r * (dy * s.broadcast_param(w) - np.where(mask, feedback, 0.0))
+    assert_close(s.host(dx), expected, np.float64)
 
 
 @pytest.mark.parametrize(
@@ -312,12 +436,32 @@ def test_welford_state_is_host_float64(place, rng, shape, axes):
         assert_close(got, expected, np.float64, scale=100)
 
 
+@reduction_cases
+def test_welford_state_and_moments_with_where(place, rng, shape, axes):
+    """Counts, statistics and moments over the selected elements; NaN where there are none."""
+    x = random_array(rng, shape, np.float64, loc=100.0)
+    where = rng.random(shape[:-1] + (1,)) < 0.7
+    backend = backend_for(place(x))
+    xc, _, _ = backend.input(place(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.mean(x, axis=axes, where=where)
+        var = np.var(x, axis=axes, where=where, ddof=1)
+        count = np.sum(np.broadcast_to(where, shape), axis=axes)
+        m2 = np.var(x, axis=axes, where=where) * count
+        got_count, got_mean, got_m2 = backend.welford_state(xc, axes, place(where))
+        got = backend.moments(xc, axes, 1, False, np.dtype(np.float64), place(where))
+    np.testing.assert_array_equal(got_count, count)
+    for got_stat, expected in ((got_mean, mean), (got_m2, m2), *zip(got, (mean, var))):
+        assert_close(np.asarray(backend.to_host(got_stat)), expected, np.float64, scale=100)
+
+
 @pytest.mark.parametrize("keepdims", [False, True])
 @reduction_cases
 def test_moments(place, rng, shape, axes, keepdims):
     backend, xc, kept, mean, m2 = _reduction(place, rng, shape, axes)
     dof = math.prod(shape[a] for a in axes) - 1
-    got = backend.moments(xc, axes, dof, keepdims, np.dtype(np.float32))
+    got = backend.moments(xc, axes, 1, keepdims, np.dtype(np.float32))
     with np.errstate(divide="ignore", invalid="ignore"):
         var = m2 / max(dof, 0)
     out_shape = tuple(1 if a in axes else n for a, n in enumerate(shape)) if keepdims else kept
@@ -355,7 +499,7 @@ def test_normalize_folds_its_statistics_into_the_running_ones(place, rng, shape,
     weight2, bias2 = (s.backend.param2(None, s.params2, fill) for fill in (1.0, 0.0))
     start = rng.standard_normal(C), rng.random(C) + 0.5
     folded, separate = (tuple(place(a.copy()) for a in start) for _ in range(2))
-    _, mean, var, _ = s.backend.normalize(
+    _, mean, var, _, _ = s.backend.normalize(
         s.canon, weight2, bias2, None, eps=EPS, centered=True, stats=None, update=None
     )
     s.backend.update_running(*separate, mean, var, 0.25, 1.5)
