@@ -10,6 +10,13 @@ Directions: the forward, with ``out=``, the backward, with ``out=``, and
 for batch norm the evaluation forward with the running statistics (``eval``,
 ``eval_out``).
 
+Masks: ``where`` is None (every element), ``"broadcast"`` (a mask shared by
+the channels, of size 1 along the channel axis, as the padding mask ``(N, 1,
+T)`` of sequences ``(N, C, T)``; shared by the rows, ``(1, D)``, for a
+reduction over the last axis) or ``"full"`` (a mask of the shape of ``x``);
+each selects a seeded three quarters of its elements at random.  Only numbanorm
+has masked normalization, from the commit that added ``where=``.
+
 Peers on the CPU: the formulas in plain NumPy, PyTorch (``torch.nn.functional``
 and autograd), ONNX Runtime (forwards only, channels-first only; its batch
 normalization runs inference only, the eval direction) and JAX (``jit``).
@@ -18,6 +25,7 @@ each call followed by a device synchronization.  Peers are imported when a
 benchmark needs them; none is a dependency.
 """
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +36,7 @@ IMPLEMENTATIONS = ("numbanorm", "numpy", "torch", "onnxruntime", "jax")
 GPU_IMPLEMENTATIONS = ("numbanorm", "torch", "cupy")
 DIRECTIONS = ("forward", "forward_out", "backward", "backward_out")
 EVAL_DIRECTIONS = ("eval", "eval_out")
+WHERE = (None, "broadcast", "full")
 EPS = 1e-5
 
 
@@ -98,6 +107,18 @@ class Case:
             "running_var": (1 + 0.1 * np.abs(rng.standard_normal(C))).astype(dtype),
         }
 
+    def mask(self, where, seed=1):
+        """The boolean mask of kind ``where`` (see ``WHERE``), None for None."""
+        if where is None:
+            return None
+        shape = self.shape
+        if where == "broadcast":
+            axis = 0 if self.layout == "rows" else self.axis % len(shape)
+            shape = shape[:axis] + (1,) + shape[axis + 1 :]
+        elif where != "full":
+            raise ValueError(f"unknown mask kind {where!r}")
+        return np.random.default_rng(seed).random(shape) < 0.75
+
 
 CASES = (
     Case("layer_norm", (8192, 1024), "rows"),
@@ -119,22 +140,31 @@ def cases(norm):
     return {case.label: case for case in CASES if case.norm == norm}
 
 
-def build(impl, direction, case, dtype, *, gpu=False):
+def build(impl, direction, case, dtype, *, gpu=False, where=None):
     """A zero-argument callable running ``direction`` of ``case`` with ``impl``.
 
-    With ``gpu``, the data are on the device and the call synchronizes it.
+    With ``gpu``, the data are on the device and the call synchronizes it;
+    ``where`` is the kind of mask (see ``WHERE``).
     """
+    if where is not None:
+        if impl != "numbanorm":
+            raise NotImplementedError(f"{impl} has no masked normalization")
+        if "where" not in inspect.signature(numbanorm.moments).parameters:
+            raise NotImplementedError("this numbanorm has no where=")
+        if direction in EVAL_DIRECTIONS:
+            raise NotImplementedError("eval normalizes with the running statistics, unmasked")
     if case.norm == "moments" and direction != "forward":
         raise NotImplementedError("moments has only a forward")
     if direction in EVAL_DIRECTIONS and case.norm != "batch_norm":
         raise NotImplementedError("eval is batch norm's")
     if direction.endswith("_out") and impl != "numbanorm":
         raise NotImplementedError(f"{impl} has no out= {direction[:-4]}")
+    data = {**case.data(np.dtype(dtype)), "where": case.mask(where)}
     if not gpu:
-        return _CPU[impl](direction, case, case.data(np.dtype(dtype)))
+        return _CPU[impl](direction, case, data)
     if not numbanorm.cuda_available():
         raise NotImplementedError("no CUDA GPU")
-    return _synchronized(_GPU[impl](direction, case, case.data(np.dtype(dtype))))
+    return _synchronized(_GPU[impl](direction, case, data))
 
 
 # ----------------------------------------------------------------------------
@@ -142,11 +172,16 @@ def build(impl, direction, case, dtype, *, gpu=False):
 
 
 def _numbanorm(direction, case, data, place=lambda a: a):
-    """numbanorm's call; ``place`` puts a host array where the call runs."""
+    """numbanorm's call; ``place`` puts a host array where the call runs.
+
+    ``where=`` is passed only with a mask, so that the unmasked calls are
+    those of the commits before it.
+    """
     x, dy, w, b = (place(data[k]) for k in ("x", "dy", "weight", "bias"))
     axis = case.axis
+    masked = {} if data["where"] is None else {"where": place(data["where"])}
     if case.norm == "moments":
-        return lambda: numbanorm.moments(x, axis=case.grouped_view[1])
+        return lambda: numbanorm.moments(x, axis=case.grouped_view[1], **masked)
     extra = (case.groups,) if case.norm == "group_norm" else ()
     params = dict(weight=w, bias=b) if case.has_bias else dict(weight=w)
     if case.norm == "batch_norm":
@@ -156,16 +191,16 @@ def _numbanorm(direction, case, data, place=lambda a: a):
         )
     forward = getattr(numbanorm, case.norm + "_forward")
     if direction == "forward":
-        return lambda: forward(x, *extra, **params, axis=axis)
+        return lambda: forward(x, *extra, **params, axis=axis, **masked)
     plain = getattr(numbanorm, case.norm)
     out = place(np.empty_like(data["x"])) if direction.endswith("_out") else None
     if direction in EVAL_DIRECTIONS:
         return lambda: plain(x, **params, axis=axis, out=out, training=False)
     if direction == "forward_out":
-        return lambda: plain(x, *extra, **params, axis=axis, out=out)
-    stats = forward(x, *extra, **params, axis=axis)[1:]
+        return lambda: plain(x, *extra, **params, axis=axis, out=out, **masked)
+    stats = forward(x, *extra, **params, axis=axis, **masked)[1:]
     backward = getattr(numbanorm, case.norm + "_backward")
-    return lambda: backward(dy, x, *extra, *stats, w, axis=axis, out=out)
+    return lambda: backward(dy, x, *extra, *stats, w, axis=axis, out=out, **masked)
 
 
 # ----------------------------------------------------------------------------
