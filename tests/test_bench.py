@@ -137,3 +137,77 @@ def test_bench_command_rejects_an_unknown_op(capsys):
     assert "no benchmark matches no_such_norm" in error
     for name in ("layer_norm", "batch_norm", "moments", "forward_out", "backward"):
         assert name in error
+
+
+@pytest.mark.parametrize("case", SMALL_CASES, ids=lambda case: case.label)
+@pytest.mark.parametrize("kind", peers.MASKS)
+def test_masked_calls_take_their_statistics_from_the_selected_elements(case, kind):
+    data = case.data(np.float64, seed=3)
+    mask = case.mask(kind)
+    assert mask.dtype == bool and 0.6 < mask.mean() < 0.9
+    if kind == "broadcast":
+        assert mask.shape == tuple(
+            1 if a == (0 if case.layout == "rows" else case.axis % len(case.shape)) else n
+            for a, n in enumerate(case.shape)
+        )
+    else:
+        assert mask.shape == case.shape
+    result = build("numbanorm", "forward", case, {**data, "where": mask})()
+    selected = np.broadcast_to(mask, case.shape)
+    if case.spec is None:
+        axes = case.moment_axes
+        np.testing.assert_allclose(result[0], data["x"].mean(axis=axes, where=selected))
+        np.testing.assert_allclose(result[1], data["x"].var(axis=axes, where=selected))
+        return
+    view, axes, _ = case.grouped_view
+    x, selected = data["x"].reshape(view), selected.reshape(view)
+    if case.spec.centered:
+        np.testing.assert_allclose(result[1].ravel(), x.mean(axis=axes, where=selected).ravel())
+        spread, eps = x.var(axis=axes, where=selected), peers.EPS
+    else:  # rms_norm's eps defaults to the dtype's
+        spread, eps = (x * x).mean(axis=axes, where=selected), np.finfo(x.dtype).eps
+    np.testing.assert_allclose(result[-1].ravel(), 1 / np.sqrt(spread.ravel() + eps))
+    with pytest.raises(PeerUnavailable, match="no masked normalization"):
+        build("numpy", "forward", case, {**data, "where": mask})
+
+
+def test_masked_run_times_each_call_against_the_unmasked_one_and_no_peer():
+    results = bench.run(
+        ["batch_norm.backward", "moments"],
+        quick=True,
+        peers=("numpy",),
+        cases=SMALL_CASES[2:4] + SMALL_CASES[-1:],
+        where="full",
+    )
+    assert [(r["op"], r["layout"]) for r in results] == [
+        ("batch_norm.backward", "NCHW"),
+        ("batch_norm.backward", "2-D"),
+        ("moments.forward", "NCHW"),
+    ]
+    for r in results:
+        assert r["where"] == "full" and r["peers"] == {}
+        assert r["masked_ratio"] == pytest.approx(r["seconds"] / r["unmasked_seconds"])
+        elements = np.prod(r["shape"])
+        arrays = 3 if r["op"].endswith("backward") else 1
+        # the x-sized arrays in float32, and the full mask, one byte an element
+        moved = (4 * arrays + 1) * elements
+        assert r["gb_per_s"] == pytest.approx(moved / r["seconds"] / 1e9)
+
+
+def test_masked_bench_prints_the_unmasked_time_and_the_ratio(capsys):
+    results = bench.bench(
+        ["layer_norm.forward"], quick=True, cases=SMALL_CASES[:1], where="broadcast", markdown=True
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert "broadcast masks; ratios are masked time / unmasked time" in lines[0]
+    assert lines[1].split()[-3:] == ["unmasked", "ms", "masked/unmasked"]
+    row = lines[2].split()
+    assert row[0] == "layer_norm.forward"
+    assert float(row[-2]) == pytest.approx(results[0]["unmasked_seconds"] * 1e3, abs=0.01)
+    assert row[-1] == f"{results[0]['masked_ratio']:.2f}x"
+    assert f"{results[0]['masked_ratio']:.2f}x unmasked)" in lines[-1]
+
+
+def test_bench_rejects_an_unknown_mask():
+    with pytest.raises(ValueError, match="unknown mask 'half': the masks are broadcast, full"):
+        bench.bench(["layer_norm.forward"], quick=True, cases=SMALL_CASES[:1], where="half")

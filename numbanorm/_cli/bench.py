@@ -8,6 +8,11 @@ peer (a peer's time divided by numbanorm's: above 1, numbanorm is faster).
 For the allocating directions, ``pages`` is the time to obtain a new
 output's pages (an empty array written once in parallel): what an allocating
 call may cost beyond its ``out=`` twin.
+
+With a mask (``where``, one of ``MASKS``), numbanorm's calls take it, and
+each is timed against the same call without it instead of the peers, which
+have no masked normalization: the ratio masked / unmasked is what the mask
+costs.
 """
 
 import fnmatch
@@ -21,7 +26,14 @@ import numpy as np
 from numba import prange
 
 from .._jit import jit
-from .peers import BENCHMARK_CASES, DIRECTIONS, IMPLEMENTATIONS, PeerUnavailable, build
+from .peers import (
+    BENCHMARK_CASES,
+    DIRECTIONS,
+    IMPLEMENTATIONS,
+    MASKS,
+    PeerUnavailable,
+    build,
+)
 
 PEERS = IMPLEMENTATIONS[1:]
 COPY_BLOCK = 1 << 16
@@ -108,6 +120,11 @@ def _select(patterns, cases=BENCHMARK_CASES):
     return selected
 
 
+def _check_mask(where):
+    if where is not None and where not in MASKS:
+        raise ValueError(f"unknown mask {where!r}: the masks are {', '.join(MASKS)}")
+
+
 def _target(gpu):
     """``(build, copy_call, peers)`` of the CPU benchmark or of the GPU one."""
     if gpu:
@@ -126,21 +143,31 @@ def run(
     cases=BENCHMARK_CASES,
     progress=None,
     gpu=False,
+    where=None,
 ):
     """Time the selected operations of ``cases``, on the CPU or (``gpu``) on device arrays.
 
     Returns one dict per operation: ``op``, ``layout``, ``shape``, ``dtype``,
-    ``seconds`` (median), ``gb_per_s``, ``copy_gb_per_s`` (the ceiling: a
-    parallel copy on the CPU, a device-to-device copy on the GPU),
-    ``fraction_of_copy``, ``pages_seconds`` (allocating directions on the
-    CPU: the time to obtain the output's pages, see :func:`new_pages`; else
-    None) and ``peers`` (peer name -> peer time / numbanorm time, for the
-    peers that have the operation; against numbanorm's ``out=`` call for the
-    peers of ``REUSES_OUTPUT``).
+    ``where`` (the mask's kind or None), ``seconds`` (median), ``gb_per_s``,
+    ``copy_gb_per_s`` (the ceiling: a parallel copy on the CPU, a
+    device-to-device copy on the GPU), ``fraction_of_copy``,
+    ``pages_seconds`` (allocating directions on the CPU: the time to obtain
+    the output's pages, see :func:`new_pages`; else None), ``peers`` (peer
+    name -> peer time / numbanorm time, for the peers that have the
+    operation; against numbanorm's ``out=`` call for the peers of
+    ``REUSES_OUTPUT``), and with a mask ``unmasked_seconds`` and
+    ``masked_ratio`` (masked time / unmasked time, the two timed in turns).
+
+    With ``where``, a kind of mask of ``MASKS`` (see
+    :meth:`~numbanorm._cli.peers.Case.mask`), numbanorm's calls are masked, the
+    bytes moved include the mask's, and no peer runs.
     """
     selected = _select(patterns, cases)
+    _check_mask(where)
     build_call, copy_call, all_peers = _target(gpu)
     peers = all_peers if peers is None else peers
+    if where is not None:
+        peers = ()
     timing = (
         dict(min_time=0.05, min_repeats=3, max_repeats=20)
         if quick
@@ -150,19 +177,23 @@ def run(
     results = []
     for case, direction in selected:
         data = case.data(dtype)
-        numbanorm = build_call("numbanorm", direction, case, data)
+        mask = None if where is None else case.mask(where)
+        numbanorm = build_call("numbanorm", direction, case, {**data, "where": mask})
         calls = {"copy": copy_call(data["x"]), "numbanorm": numbanorm}
+        if mask is not None:
+            calls["unmasked"] = build_call("numbanorm", direction, case, data)
         if not (gpu or direction.endswith("_out")):
             calls["pages"] = new_pages(data["x"])
         seconds = median_seconds(calls, **timing)
         ours = seconds["numbanorm"]
         copy_bandwidth = 2 * data["x"].nbytes / seconds["copy"]
-        moved = case.bytes_moved(direction, itemsize)
+        moved = case.bytes_moved(direction, itemsize) + (0 if mask is None else mask.nbytes)
         result = {
             "op": f"{case.norm}.{direction}",
             "layout": case.layout,
             "shape": list(case.shape),
             "dtype": np.dtype(dtype).name,
+            "where": where,
             "seconds": ours,
             "gb_per_s": moved / ours / 1e9,
             "copy_gb_per_s": copy_bandwidth / 1e9,
@@ -170,6 +201,9 @@ def run(
             "pages_seconds": seconds.get("pages"),
             "peers": {},
         }
+        if mask is not None:
+            result["unmasked_seconds"] = seconds["unmasked"]
+            result["masked_ratio"] = ours / seconds["unmasked"]
         for peer in peers:
             try:
                 fn = build_call(peer, direction, case, data)
@@ -219,6 +253,8 @@ def format_row(result, peers=PEERS):
     ratios = "".join(
         f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}" for p in peers
     )
+    if "masked_ratio" in result:
+        ratios += f"{result['unmasked_seconds'] * 1e3:>13.2f}{result['masked_ratio']:>17.2f}x"
     pages = result["pages_seconds"]
     return (
         f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
@@ -228,10 +264,12 @@ def format_row(result, peers=PEERS):
     )
 
 
-def format_header(peers=PEERS):
+def format_header(peers=PEERS, masked=False):
+    """The column names of :func:`format_row`; ``masked`` adds the unmasked time and the ratio."""
     return (
         f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}{'pages':>8}"
         + "".join(f"{'vs ' + p:>16}" for p in peers)
+        + (f"{'unmasked ms':>13}{'masked/unmasked':>18}" if masked else "")
     )
 
 
@@ -259,7 +297,8 @@ def markdown_table(results):
     allocating forward, eval and backward, as they allocate too, except those
     that reuse their output memory (``REUSES_OUTPUT``), compared with ``out=``.  Each
     direction has a column for every peer that ran it, and eval columns
-    appear when some case has it.
+    appear when some case has it.  A masked result's cell also gives its
+    time over the unmasked one's.
     """
     rows = {}
     for r in results:
@@ -277,7 +316,10 @@ def markdown_table(results):
     }
 
     def cell(r):
-        return f"{r['seconds'] * 1e3:.2f} ({r['fraction_of_copy']:.0%})" if r else ""
+        if not r:
+            return ""
+        masked = f", {r['masked_ratio']:.2f}x unmasked" if "masked_ratio" in r else ""
+        return f"{r['seconds'] * 1e3:.2f} ({r['fraction_of_copy']:.0%}{masked})"
 
     def ratio(r, peer):
         return f"{r['peers'][peer]:.2f}x" if r and peer in r["peers"] else ""
@@ -309,18 +351,29 @@ def bench(
     cases=BENCHMARK_CASES,
     markdown=False,
     gpu=False,
+    where=None,
 ):
-    """Print the benchmark table and optionally write the results as JSON or Markdown."""
+    """Print the benchmark table and optionally write the results as JSON or Markdown.
+
+    With ``where`` (see :func:`run`), the table gives numbanorm's masked calls
+    and their time over the unmasked ones' instead of the peers.
+    """
     _select(patterns, cases)
+    _check_mask(where)
     peers = _target(gpu)[2] if peers is None else peers
+    if where is not None:
+        peers = ()
     info = machine(gpu)
-    where = f"GPU {info['gpu']}" if gpu else f"{info['threads']} threads"
-    print(
-        f"numbanorm bench: {where}, {dtype}, "
-        f"{'quick' if quick else 'full'} timing; ratios are peer time / numbanorm time, "
-        f"against numbanorm's out= for {', '.join(PEER_NAMES[p] for p in REUSES_OUTPUT)}"
-    )
-    print(format_header(peers))
+    device = f"GPU {info['gpu']}" if gpu else f"{info['threads']} threads"
+    if where is None:
+        ratios = (
+            f"ratios are peer time / numbanorm time, against numbanorm's out= for "
+            f"{', '.join(PEER_NAMES[p] for p in REUSES_OUTPUT)}"
+        )
+    else:
+        ratios = f"{where} masks; ratios are masked time / unmasked time"
+    print(f"numbanorm bench: {device}, {dtype}, {'quick' if quick else 'full'} timing; {ratios}")
+    print(format_header(peers, masked=where is not None))
     results = run(
         patterns,
         quick=quick,
@@ -328,6 +381,7 @@ def bench(
         peers=peers,
         cases=cases,
         gpu=gpu,
+        where=where,
         progress=lambda r: print(format_row(r, peers), flush=True),
     )
     if markdown:

@@ -10,6 +10,9 @@ Directions: the training forward (``forward``), the evaluation forward of
 norms with running statistics (``eval``: a pure elementwise pass), each also
 into a given output (``*_out``), and the backward.
 
+Masks (``MASKS``): the data may carry a ``where``, which numbanorm alone
+takes; see :meth:`Case.mask`.
+
 Peers: a naive NumPy version of the formulas, PyTorch (``torch.nn.functional``
 and autograd), ONNX Runtime (forwards only, channels-first only; its batch
 normalization is the evaluation one) and JAX (``jit``).  Peers are imported
@@ -28,6 +31,7 @@ from .._specs import NORMS
 
 IMPLEMENTATIONS = ("numbanorm", "numpy", "torch", "onnxruntime", "jax")
 DIRECTIONS = ("forward", "forward_out", "eval", "eval_out", "backward", "backward_out")
+MASKS = ("broadcast", "full")
 EPS = 1e-5
 SPECS = {norm.name: norm for norm in NORMS}
 
@@ -127,6 +131,23 @@ class Case:
             "running_var": (1 + 0.1 * np.abs(rng.standard_normal(C))).astype(dtype),
         }
 
+    def mask(self, kind, seed=1):
+        """A seeded ``where`` of ``kind`` (see ``MASKS``), selecting 3/4 of its elements.
+
+        ``"broadcast"`` is shared by the channels: of size 1 along the channel
+        axis, as the padding mask ``(N, 1, T)`` of sequences ``(N, C, T)``, or
+        along the first axis, ``(1, D)``, for a reduction over the last axis.
+        ``"full"`` has the shape of ``x``.  Each element is drawn at random,
+        so that no kernel is helped by runs of equal values.
+        """
+        shape = self.shape
+        if kind == "broadcast":
+            axis = 0 if self.layout == "rows" else self.axis % len(shape)
+            shape = shape[:axis] + (1,) + shape[axis + 1 :]
+        elif kind != "full":
+            raise ValueError(f"unknown mask {kind!r}: the masks are {', '.join(MASKS)}")
+        return np.random.default_rng(seed).random(shape) < 0.75
+
 
 BENCHMARK_CASES = (
     Case("layer_norm", (8192, 1024), "rows"),
@@ -154,8 +175,13 @@ def check_operation(impl, implementations, direction, case):
 
 
 def build(impl, direction, case, data):
-    """A zero-argument callable running ``direction`` of ``case`` with ``impl``."""
+    """A zero-argument callable running ``direction`` of ``case`` with ``impl``.
+
+    A ``where`` in ``data`` (not None) masks the call; only numbanorm has masks.
+    """
     check_operation(impl, IMPLEMENTATIONS, direction, case)
+    if data.get("where") is not None and impl != "numbanorm":
+        raise PeerUnavailable(f"{impl} has no masked normalization")
     return globals()[f"_{impl}"](direction, case, data)
 
 
@@ -167,9 +193,11 @@ def _numbanorm(direction, case, data, place=None):
     """numbanorm's call; ``place`` moves a host array to where the call runs (the GPU)."""
     place = place or (lambda a: a)
     x, dy, w, b = (place(data[k]) for k in ("x", "dy", "weight", "bias"))
+    where = data.get("where")
+    where = None if where is None else place(where)
     norm = case.spec
     if norm is None:
-        return lambda: numbanorm.moments(x, axis=case.moment_axes)
+        return lambda: numbanorm.moments(x, axis=case.moment_axes, where=where)
     running = {}
     if norm.running_stats:
         running = dict(
@@ -179,18 +207,18 @@ def _numbanorm(direction, case, data, place=None):
     arguments = norm.forward_arguments(x, w, b, num_groups=case.num_groups, **running)
     forward = getattr(numbanorm, norm.name + "_forward")
     if direction == "forward":
-        return lambda: forward(*arguments, axis=case.axis)
+        return lambda: forward(*arguments, axis=case.axis, where=where)
     plain = getattr(numbanorm, norm.name)
     out = place(np.empty_like(data["x"])) if direction.endswith("_out") else None
     if direction.startswith("eval"):
         mode = {norm.mode_argument: False}
-        return lambda: plain(*arguments, axis=case.axis, out=out, **mode)
+        return lambda: plain(*arguments, axis=case.axis, out=out, where=where, **mode)
     if direction == "forward_out":
-        return lambda: plain(*arguments, axis=case.axis, out=out)
-    stats = forward(*arguments, axis=case.axis)[1:]
+        return lambda: plain(*arguments, axis=case.axis, out=out, where=where)
+    stats = forward(*arguments, axis=case.axis, where=where)[1:]
     backward = getattr(numbanorm, norm.name + "_backward")
     arguments = norm.backward_arguments(dy, x, stats, w, num_groups=case.num_groups)
-    return lambda: backward(*arguments, axis=case.axis, out=out)
+    return lambda: backward(*arguments, axis=case.axis, out=out, where=where)
 
 
 # ----------------------------------------------------------------------------
