@@ -10,7 +10,30 @@ import numpy as np
 
 from ._arrays import axes_tuple, host_input
 from ._backends import backend_for
-from ._host import welford_state
+from ._driver import checked_where
+from ._host import HOST, welford_state
+
+
+def merged_state(first: tuple[Any, Any, Any], second: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """Chan's combination of two Welford states ``(count, mean, M2)``, entry by entry.
+
+    The counts are numbers or arrays of the statistics' shape (the
+    per-entry counts of a ``where`` selection).  An entry counted 0 holds
+    nothing: its mean and ``M2`` (NaN, as :func:`welford_state` gives them)
+    are ignored, and an entry counted 0 in both states stays NaN.  Merging
+    states in the same order gives the same bits.
+    """
+    count_a, mean_a, m2_a = first
+    count_b, mean_b, m2_b = second
+    total = count_a + count_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = mean_b - mean_a
+        m2 = m2_a + m2_b + delta * delta * (count_a * count_b / total)
+        mean = mean_a + delta * (count_b / total)
+    if np.any(count_a == 0) or np.any(count_b == 0):
+        mean = np.where(count_a == 0, mean_b, np.where(count_b == 0, mean_a, mean))
+        m2 = np.where(count_a == 0, m2_b, np.where(count_b == 0, m2_a, m2))
+    return total, mean, m2
 
 
 class Moments:
@@ -135,11 +158,9 @@ class Moments:
         if self._count == 0:
             self._count, self._mean, self._m2 = count, mean.copy(), m2.copy()
             return self
-        total = self._count + count
-        delta = mean - self._mean
-        self._m2 = self._m2 + m2 + delta * delta * (self._count * count / total)
-        self._mean = self._mean + delta * (count / total)
-        self._count = total
+        self._count, self._mean, self._m2 = merged_state(
+            (self._count, self._mean, self._m2), (count, mean, m2)
+        )
         return self
 
     def _check_shape(self, kept_shape):
@@ -177,6 +198,12 @@ def recompute_stats(
     of batches.  In a network with several such layers, recompute them from
     the input side on, with the network in evaluation mode in ``forward``.
 
+    A batch given as a ``(x, where)`` tuple counts only the elements of
+    ``x`` that the boolean ``where`` selects, as the layer's forward with
+    ``where`` does: batch norm takes the mean and unbiased variance of the
+    selected elements of each channel, instance norm averages over the
+    instances with at least 2 selected elements.
+
     Parameters
     ----------
     layer : BatchNorm or InstanceNorm
@@ -184,10 +211,12 @@ def recompute_stats(
         overwritten in place.
     batches : iterable
         Batches of the layer's input, or of ``forward``'s input; iterated
-        once, so a generator works.
+        once, so a generator works.  Each is ``x`` or a tuple ``(x,
+        where)``, ``where`` broadcastable to the layer's input (a batch that
+        is itself a tuple of two samples must be passed as an array).
     forward : callable, optional
-        Maps a batch to the layer's input (for example the part of the network
-        before the layer).
+        Maps a batch's ``x`` to the layer's input (for example the part of
+        the network before the layer).
 
     Returns
     -------
@@ -201,28 +230,52 @@ def recompute_stats(
         )
     per_instance = layer.norm.per_sample
     # Batch norm: the data itself.  Instance norm: each instance's (mean, var).
-    stats = Moments()
+    state = None
     n_batches = 0
     for batch in batches:
-        x = np.asarray(batch if forward is None else forward(batch))
+        x, where = batch if isinstance(batch, tuple) and len(batch) == 2 else (batch, None)
+        x = np.asarray(x if forward is None else forward(x))
         layer.check_input(x)
+        where = checked_where(where, x.shape, HOST)
         channel_axis = layer.axis % x.ndim
         if per_instance:
-            stats.update(_instance_moments(x, channel_axis), axis=0)
+            instance_stats, counted = _instance_moments(x, channel_axis, where)
+            batch_state = welford_state(instance_stats, (0,), counted)
         else:
-            stats.update(x, axis=tuple(a for a in range(x.ndim) if a != channel_axis))
+            axes = tuple(a for a in range(x.ndim) if a != channel_axis)
+            batch_state = welford_state(host_input(x)[0], axes, where)
+        state = batch_state if state is None else merged_state(state, batch_state)
         n_batches += 1
     if n_batches == 0:
         raise ValueError("recompute_stats got no batches")
-    mean, var = stats.mean.T if per_instance else (stats.mean, stats.var(ddof=1))
+    count, mean, m2 = state
+    fewest = int(np.min(count))
+    if per_instance:
+        if fewest == 0:
+            raise ValueError(
+                "recompute_stats needs, in every channel, an instance with more than 1 "
+                "selected element"
+            )
+        mean, var = mean.T
+    else:
+        if fewest <= 1:
+            raise ValueError(
+                f"variance with ddof=1 needs more than 1 elements, got {fewest} in a channel"
+            )
+        var = m2 / (count - 1)
     layer.running_mean[...] = mean
     layer.running_var[...] = var
     layer.num_batches_tracked[...] = n_batches
     return layer
 
 
-def _instance_moments(x, channel_axis):
-    """Each instance's mean and unbiased variance, ``(N, C, 2)`` float64."""
+def _instance_moments(x, channel_axis, where):
+    """Each instance's mean and unbiased variance, ``(N, C, 2)`` float64, and which count.
+
+    The second result is None (every instance), or with ``where`` an
+    ``(N, C, 1)`` boolean array selecting the instances with at least 2
+    selected elements.
+    """
     sample_axis = 1 if channel_axis == 0 else 0
     spatial = tuple(a for a in range(x.ndim) if a not in (channel_axis, sample_axis))
     if math.prod(x.shape[a] for a in spatial) <= 1:
@@ -230,7 +283,12 @@ def _instance_moments(x, channel_axis):
             f"the variance of an instance needs more than 1 spatial element, "
             f"got input of shape {x.shape}"
         )
-    count, mean, m2 = welford_state(host_input(x)[0], spatial)
-    stats = np.stack([mean, m2 / (count - 1)], axis=-1)
+    count, mean, m2 = welford_state(host_input(x)[0], spatial, where)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stats = np.stack([mean, m2 / (count - 1)], axis=-1)
+    counted = None if where is None else (np.asarray(count) >= 2)[..., None]
     # The kept sample and channel axes are in the order they have in x.
-    return stats if sample_axis < channel_axis else stats.swapaxes(0, 1)
+    if sample_axis > channel_axis:
+        stats = stats.swapaxes(0, 1)
+        counted = None if counted is None else counted.swapaxes(0, 1)
+    return stats, counted

@@ -55,15 +55,36 @@ class _NormLayer:
 
     # --- forward and backward -------------------------------------------------
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: Any, where: Any = None) -> np.ndarray:
         """Normalize ``x`` in the current mode and keep what :meth:`backward` needs.
 
-        The layer keeps a reference to ``x``: do not modify it in place before
-        the backward.
+        The layer keeps references to ``x`` and ``where``: do not modify them
+        in place before the backward.
+
+        Parameters
+        ----------
+        x : array_like
+            Input.
+        where : array_like of bool, optional
+            The elements the input's statistics cover, broadcastable to
+            ``x`` (for example ``(N, 1, T)`` to leave out padded time steps
+            of an ``(N, C, T)`` batch); None covers every element.  Every
+            element is normalized; a group with none selected is set to the
+            bias.  The backward feeds the gradient through the statistics
+            back to the selected elements only.  Training batch and
+            instance norm fold the statistics of the selected elements into
+            the running ones (see :func:`numbanorm.batch_norm_forward`);
+            statistics taken from the running ones (evaluation mode) ignore
+            it.
+
+        Returns
+        -------
+        y : ndarray
+            The normalized ``x``.
         """
         x = np.asarray(x)
         self.check_input(x)
-        y, self._saved = self._forward(x)
+        y, self._saved = self._forward(x, where)
         self._has_run_forward = True
         return y
 
@@ -73,7 +94,7 @@ class _NormLayer:
         """Gradient with respect to the last forward's input.
 
         The gradients of the parameters are added to :attr:`grads`.  Each
-        forward allows one backward.
+        forward allows one backward, which uses the forward's ``where``.
 
         Parameters
         ----------
@@ -110,17 +131,25 @@ class _NormLayer:
         """The norm's arguments for ``x`` other than the parameters: ``axis``, ``num_groups``."""
         raise NotImplementedError
 
-    def _forward(self, x):
+    def _forward(self, x, where):
         """``(y, saved)``: the normalized ``x`` and what the backward needs."""
         y, *stats = _driver.forward(
-            self.norm, x, self.weight, self.bias, eps=self.eps, **self._options(x)
+            self.norm, x, self.weight, self.bias, eps=self.eps, where=where, **self._options(x)
         )
-        return y, (x, tuple(stats), True)
+        return y, (x, tuple(stats), True, where)
 
-    def _backward(self, dy, x, stats, input_stats):
-        """``(dx, dweight[, dbias])`` of the forward that saved ``(x, stats, input_stats)``."""
+    def _backward(self, dy, x, stats, input_stats, where):
+        """``(dx, dweight[, dbias])`` of the forward that saved
+        ``(x, stats, input_stats, where)``."""
         return _driver.backward(
-            self.norm, dy, x, stats, self.weight, input_stats=input_stats, **self._options(x)
+            self.norm,
+            dy,
+            x,
+            stats,
+            self.weight,
+            input_stats=input_stats,
+            where=where,
+            **self._options(x),
         )
 
     # --- parameters, gradients and modes --------------------------------------
@@ -279,7 +308,7 @@ class _RunningStatsNorm(_ChannelNorm):
             running_stats=track_running_stats,
         )
 
-    def _forward(self, x):
+    def _forward(self, x, where):
         # As in PyTorch: without running statistics, evaluation mode also
         # normalizes with the statistics of the input.
         input_stats = self.training or not self.track_running_stats
@@ -288,12 +317,12 @@ class _RunningStatsNorm(_ChannelNorm):
         if update:
             batches = int(self.num_batches_tracked) + 1
             momentum = 1.0 / batches if self.momentum is None else self.momentum
-        y, *stats = self._normalize(x, input_stats, momentum)
+        y, *stats = self._normalize(x, input_stats, momentum, where)
         if update:
             self.num_batches_tracked += 1
-        return y, (x, tuple(stats), input_stats)
+        return y, (x, tuple(stats), input_stats, where)
 
-    def _normalize(self, x, input_stats, momentum):
+    def _normalize(self, x, input_stats, momentum, where):
         """``(y, *statistics)`` of the norm with the layer's running statistics."""
         return _driver.forward(
             self.norm,
@@ -305,6 +334,7 @@ class _RunningStatsNorm(_ChannelNorm):
             input_stats=input_stats,
             momentum=momentum,
             eps=self.eps,
+            where=where,
             **self._options(x),
         )
 
