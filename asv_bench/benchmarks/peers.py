@@ -113,8 +113,11 @@ class Case:
             return None
         shape = self.shape
         if where == "broadcast":
-            axis = 0 if self.layout == "rows" else self.axis % len(shape)
-            shape = shape[:axis] + (1,) + shape[axis + 1 :]
+            if self.layout == "rows":
+                shape = (1,) * (len(shape) - 1) + shape[-1:]
+            else:
+                axis = self.axis % len(shape)
+                shape = shape[:axis] + (1,) + shape[axis + 1 :]
         elif where != "full":
             raise ValueError(f"unknown mask kind {where!r}")
         return np.random.default_rng(seed).random(shape) < 0.75

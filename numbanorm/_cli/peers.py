@@ -136,14 +136,17 @@ class Case:
 
         ``"broadcast"`` is shared by the channels: of size 1 along the channel
         axis, as the padding mask ``(N, 1, T)`` of sequences ``(N, C, T)``, or
-        along the first axis, ``(1, D)``, for a reduction over the last axis.
+        along all the others, ``(1, D)``, for a reduction over the last axis.
         ``"full"`` has the shape of ``x``.  Each element is drawn at random,
         so that no kernel is helped by runs of equal values.
         """
         shape = self.shape
         if kind == "broadcast":
-            axis = 0 if self.layout == "rows" else self.axis % len(shape)
-            shape = shape[:axis] + (1,) + shape[axis + 1 :]
+            if self.layout == "rows":
+                shape = (1,) * (len(shape) - 1) + shape[-1:]
+            else:
+                axis = self.axis % len(shape)
+                shape = shape[:axis] + (1,) + shape[axis + 1 :]
         elif kind != "full":
             raise ValueError(f"unknown mask {kind!r}: the masks are {', '.join(MASKS)}")
         return np.random.default_rng(seed).random(shape) < 0.75
