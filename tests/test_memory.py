@@ -24,6 +24,7 @@ MIB = 1 << 20
 # Runs in the fresh process: measures every case and prints a JSON object
 # {case: [growth of the peak in bytes, bytes the call may use]}.
 WORKER = textwrap.dedent(r'''
+    import functools
     import gc
     import json
     import re
@@ -77,9 +78,18 @@ WORKER = textwrap.dedent(r'''
 
 
     def norm_cases(name):
-        forward, backward, shape, axis, args = NORMS[name]
+        """The cases of a row of NORMS; a name ending in " where" passes a mask that
+        broadcasts along the channel or normalized axis, as padding masks do."""
+        masked = name.endswith(" where")
+        forward, backward, shape, axis, args = NORMS[name.removesuffix(" where")]
         plain = PLAIN[name.split()[0]]
         x, dy, out = data(shape), data(shape, 1), np.empty(shape, np.float32)
+        if masked:
+            mask_shape = tuple(1 if a == axis % len(shape) else n for a, n in enumerate(shape))
+            where = np.random.default_rng(2).random(mask_shape) < 0.8
+            forward, backward, plain = (
+                functools.partial(f, where=where) for f in (forward, backward, plain)
+            )
         _, *stats = forward(x, *args, axis=axis)
         params = shape[axis]
         stats_bytes = sum(s.nbytes for s in stats)
@@ -155,6 +165,10 @@ GROUPS = [
     "layer_norm 1-D",
     "rms_norm 1-D",
     "batch_norm wide",
+    "batch_norm NCHW where",
+    "batch_norm NHWC where",
+    "layer_norm where",
+    "group_norm where",
     "moments wide",
     "new length",
     "row lengths",
