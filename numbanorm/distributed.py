@@ -8,24 +8,32 @@ that normalization.  ``comm`` is an mpi4py communicator (``pip install
 number of channels, in the same order, as with any MPI collective.
 
 The forward gathers each rank's Welford state ``(count, mean, M2)`` per
-channel from every rank (``Allgather``, ``2 C + 1`` values per rank) and
-merges the states in rank order with Chan's formula in float64.  The merge is
-exact for any split of the batch, including ranks with no samples, keeps the
-variance of data with a large offset, and gives bit-identical statistics on
-every rank, whatever algorithm the MPI library uses.  The backward sums
-``sum(dy)`` and ``sum(dy * x_hat)`` over the ranks (``Allreduce``, ``2 C + 1``
-values with the count).  See ``docs/distributed.md``.
+channel from every rank (``Allgather``, ``3 C + 1`` values per rank with the
+number of elements) and merges the states in rank order with Chan's formula
+in float64.  The merge is exact for any split of the batch, including ranks
+with no samples or none selected by ``where``, keeps the variance of data
+with a large offset, and gives bit-identical statistics on every rank,
+whatever algorithm the MPI library uses.  The backward sums the per-channel
+counts, ``sum(dy)`` and ``sum(dy * x_hat)`` over the ranks (``Allreduce``,
+``3 C`` values).  See ``docs/distributed.md``.
+
+``where`` selects, on each rank, the elements of its part that the
+statistics cover (the valid frames of padded sequences, say), as in
+:func:`numbanorm.batch_norm_forward`: the statistics are those of the
+selected elements of the whole batch.  A rank may pass None (all of its
+elements) while others pass a mask, or a mask selecting nothing.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _driver
-from ._accumulator import Moments
+from ._accumulator import merged_state
 from ._engine import refines_mean
 from ._layers import BatchNorm
 from ._norms import batch_norm_forward
@@ -46,6 +54,7 @@ def sync_batch_norm_forward(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any]:
     """Batch normalization of a batch split across the ranks of ``comm``.
 
@@ -75,6 +84,16 @@ def sync_batch_norm_forward(
         As in :func:`numbanorm.batch_norm_forward`.
     axis : int, optional
         Channel axis: 1 for NCHW-style data, -1 for channels-last.
+    where : array_like of bool, optional
+        The elements of this rank's ``x`` that the statistics come from,
+        broadcastable to ``x`` (``(N, 1, T)`` for padded ``(N, C, T)``
+        sequences, say); None selects all of them.  The statistics are
+        those of the selected elements of every rank; ``y`` is computed for
+        every element, and a channel with none selected on any rank has
+        ``mean = rstd = 0`` and gives the bias.  With running statistics,
+        which take the unbiased variance over the selected count of the
+        whole batch, a channel with fewer than 2 selected raises.  Ignored
+        in evaluation mode.
 
     Returns
     -------
@@ -95,6 +114,7 @@ def sync_batch_norm_forward(
             momentum=momentum,
             eps=eps,
             axis=axis,
+            where=where,
         )
     args = _driver.forward_arguments(
         BATCH_NORM,
@@ -106,47 +126,62 @@ def sync_batch_norm_forward(
         momentum=momentum,
         eps=eps,
         axis=axis,
+        where=where,
         what="sync_batch_norm",
     )
     backend, layout = args.backend, cast(ChannelLayout, args.layout)
-    batch = _batch_moments(comm, backend, args.x, layout.axis)
-    if batch.count <= 1:
+    n_elements, (count, mean, m2) = _batch_state(comm, backend, args.x, layout.axis, args.where)
+    if n_elements <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got {n_elements} over all ranks"
+        )
+    if args.running_mean is not None and count.min() < 2:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got "
-            f"{batch.count} over all ranks"
+            f"{int(count.min())} selected in a channel over all ranks"
         )
-    mean = backend.from_host(batch.mean[None])
+    selected = count > 0
+    mean = backend.from_host(np.where(selected, mean, 0.0)[None])
+    # An infinite variance gives rstd = 0: a channel with nothing selected is
+    # normalized to its bias, as batch_norm_forward does.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(selected, m2 / count, np.inf)
     y, canon, _, _, rstd, _ = _driver.normalized(
-        args, (backend.reshaped(mean, (layout.channels,)), backend.from_host(batch.var()))
+        args, (backend.reshaped(mean, (layout.channels,)), backend.from_host(var))
     )
     if args.running_mean is not None:
         backend.update_running(
             args.running_mean,
             args.running_var,
             mean,
-            backend.from_host(batch.var(ddof=1)[None]),
+            backend.from_host((m2 / (count - 1))[None]),
             args.momentum,
             1.0,
         )
     return (y, *_driver.statistics_out(args, canon, mean, rstd))
 
 
-def _batch_moments(comm, backend, xc, channel_axis):
-    """Per-channel :class:`Moments` of the parts of the batch on every rank of ``comm``.
+def _batch_state(comm, backend, xc, channel_axis, where):
+    """``(elements, (count, mean, M2))``: the whole batch's number of elements per
+    channel and per-channel Welford state of the selected ones, over every rank of ``comm``.
 
     Every rank merges the same states in the same (rank) order, so every
-    rank gets the same bits.  The states travel through host memory (``2 C
+    rank gets the same bits.  The states travel through host memory (``3 C
     + 1`` values), also for device arrays.
     """
     reduced = tuple(a for a in range(xc.ndim) if a != channel_axis)
-    count, mean, m2 = backend.welford_state(xc, reduced)
+    count, mean, m2 = backend.welford_state(xc, reduced, where)
     C = mean.size
-    gathered = np.empty((comm.Get_size(), 2 * C + 1))
-    comm.Allgather(np.concatenate(([count], mean, m2)), gathered)
-    batch = Moments()
-    for state in gathered:
-        batch.merge(Moments.from_state(state[0], state[1 : C + 1], state[C + 1 :]))
-    return batch
+    elements = math.prod(xc.shape[a] for a in reduced)
+    gathered = np.empty((comm.Get_size(), 3 * C + 1))
+    comm.Allgather(np.concatenate(([elements], np.broadcast_to(count, C), mean, m2)), gathered)
+    states = (
+        (state[1 : C + 1], state[C + 1 : 2 * C + 1], state[2 * C + 1 :]) for state in gathered
+    )
+    batch = next(states)
+    for state in states:
+        batch = merged_state(batch, state)
+    return int(gathered[:, 0].sum()), batch
 
 
 def sync_batch_norm_backward(
@@ -158,6 +193,7 @@ def sync_batch_norm_backward(
     *,
     comm: Any,
     axis: int = 1,
+    where: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of :func:`sync_batch_norm_forward` in training mode.
 
@@ -173,6 +209,9 @@ def sync_batch_norm_backward(
         The communicator of the forward.
     axis : int, optional
         Channel axis.
+    where : array_like of bool, optional
+        This rank's ``where`` of the forward: the gradient through the
+        statistics reaches the selected elements only.
 
     Returns
     -------
@@ -198,35 +237,61 @@ def sync_batch_norm_backward(
     as :func:`numbanorm.batch_norm_backward` gives on one process.
     """
     args = _driver.backward_arguments(
-        BATCH_NORM, dy, x, (mean, rstd), weight, axis=axis, what="sync_batch_norm_backward"
+        BATCH_NORM,
+        dy,
+        x,
+        (mean, rstd),
+        weight,
+        axis=axis,
+        where=where,
+        what="sync_batch_norm_backward",
     )
     backend, layout, canon = args.backend, cast(ChannelLayout, args.layout), args.canon
     mean2, rstd2, weight2 = args.mean, args.rstd, args.weight2
+    C = layout.channels
+    mask = _driver.mask_of(backend, canon, args.where, layout.shape)
+    local_counts = (
+        np.full(C, float(layout.count)) if mask is None else backend.group_counts(mask)[0]
+    )
     dweight2, dbias2 = backend.parameter_sums(canon, args.dy4, mean2, rstd2, weight2)
-    local: list[Any] = [[layout.count], dbias2[:, 0], dweight2[:, 0]]
+    local: list[Any] = [local_counts, dbias2[:, 0], dweight2[:, 0]]
     refine = refines_mean(args.stat_dtype, True, True)
     if refine:  # the ranks' sums of x - mean measure the rounding of the given mean
         reduced = tuple(a for a in range(args.x.ndim) if a != layout.axis)
-        local_count, local_mean, _ = backend.welford_state(args.x, reduced)
+        local_count, local_mean, _ = backend.welford_state(args.x, reduced, args.where)
         given_mean = backend.to_host(mean2)[0]
-        local.append(
-            local_count * (local_mean - given_mean) if local_count else np.zeros(layout.channels)
-        )
+        # A channel with nothing selected here has a NaN mean and adds nothing.
+        local.append(np.where(local_count > 0, local_count * (local_mean - given_mean), 0.0))
     sums = np.concatenate(local)
     total = np.empty_like(sums)
     comm.Allreduce(sums, total)  # mpi4py's default operation is the sum
-    count = int(total[0])
-    C = layout.channels
-    dbias, dweight = total[1 : 1 + C], total[1 + C : 1 + 2 * C]
+    counts = total[:C]
+    dbias, dweight = total[C : 2 * C], total[2 * C : 3 * C]
     if refine:
-        delta = total[1 + 2 * C :] / count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = np.where(counts > 0, total[3 * C :] / counts, 0.0)
         dweight = dweight - delta * backend.to_host(rstd2)[0] * dbias
         mean2 = backend.from_host((given_mean + delta)[None])
+    if mask is None and (counts == counts[0]).all():
+        count: Any = int(counts[0])
+    else:
+        if mask is None:  # other ranks selected: this one selects every element
+            every = backend.from_host(np.ones((1,) * len(layout.shape), np.bool_))
+            mask = backend.mask(canon, every, layout.shape)
+        count = counts[None]
     # With one weight per channel the group sums of the input gradient follow
     # from the parameter gradients: sum(dy*w) = w*dbias, sum(dy*w*x̂) = w*dweight.
     w = 1.0 if args.weight is None else backend.to_host(args.weight).astype(np.float64)
     dx = backend.input_gradient(
-        canon, args.dy4, mean2, rstd2, weight2, (w * dbias)[None], (w * dweight)[None], count
+        canon,
+        args.dy4,
+        mean2,
+        rstd2,
+        weight2,
+        (w * dbias)[None],
+        (w * dweight)[None],
+        count,
+        mask,
     )
     dx = backend.deliver(dx, None, None, layout.shape, args.result_dtype)
     return (dx, *args.gradients_out(*(backend.from_host(g[:, None]) for g in (dweight, dbias))))
@@ -280,15 +345,15 @@ class SyncBatchNorm(BatchNorm):
         self.comm = comm
         self._synchronized = False
 
-    def _forward(self, x):
+    def _forward(self, x, where):
         # The backward follows the mode of its forward, even if the mode is
         # switched between the two.
         self._synchronized = self.training
-        return super()._forward(x)
+        return super()._forward(x, where)
 
-    def _normalize(self, x, input_stats, momentum):
+    def _normalize(self, x, input_stats, momentum, where):
         if not self._synchronized:
-            return super()._normalize(x, input_stats, momentum)
+            return super()._normalize(x, input_stats, momentum, where)
         return sync_batch_norm_forward(
             x,
             self.running_mean,
@@ -299,9 +364,12 @@ class SyncBatchNorm(BatchNorm):
             momentum=momentum,
             eps=self.eps,
             axis=self.axis,
+            where=where,
         )
 
-    def _backward(self, dy, x, stats, input_stats):
+    def _backward(self, dy, x, stats, input_stats, where):
         if not self._synchronized:
-            return super()._backward(dy, x, stats, input_stats)
-        return sync_batch_norm_backward(dy, x, *stats, self.weight, comm=self.comm, axis=self.axis)
+            return super()._backward(dy, x, stats, input_stats, where)
+        return sync_batch_norm_backward(
+            dy, x, *stats, self.weight, comm=self.comm, axis=self.axis, where=where
+        )

@@ -50,6 +50,45 @@ CASES = {
         sizes={2: (1, 6), 3: (2, 1, 4)},
     ),
 }
+# Masked cases: as above, with a ``where`` made by ``mask``: "lengths", an
+# ``(N, 1, T)`` mask of the valid frames of padded sequences (``lengths``
+# per sample; a rank whose samples all have length 0 is all padding), or
+# "elements", one of the shape of x with a channel selected nowhere.  A rank
+# whose part of the mask selects everything passes None.
+MASKED_CASES = {
+    "padded_float64": dict(
+        sample_shape=(3, 7),
+        axis=1,
+        dtype=np.float64,
+        loc=0.5,
+        affine=True,
+        running=True,
+        mask="lengths",
+        sizes={2: (3, 2), 3: (2, 3, 2)},
+        lengths={2: (7, 7, 7, 0, 0), 3: (3, 0, 0, 0, 0, 5, 1)},
+    ),
+    "padded_nwc_float32_offset": dict(
+        sample_shape=(6, 4),
+        axis=-1,
+        dtype=np.float32,
+        loc=100.0,
+        affine=True,
+        running=True,
+        mask="lengths",
+        sizes={2: (2, 3), 3: (1, 2, 3)},
+        lengths={2: (0, 0, 2, 6, 3), 3: (6, 0, 0, 1, 6, 4)},
+    ),
+    "empty_channel_float64": dict(
+        sample_shape=(3, 5),
+        axis=1,
+        dtype=np.float64,
+        loc=-1.0,
+        affine=True,
+        running=False,
+        mask="elements",
+        sizes={2: (1, 3), 3: (2, 0, 2)},
+    ),
+}
 MOMENTUM = 0.2
 
 # SyncBatchNorm: NCHW float32 batches for two training steps and one evaluation.
@@ -60,7 +99,7 @@ LAYER_SIZES = {2: ((3, 2), (1, 4), (2, 2)), 3: ((2, 0, 3), (1, 2, 2), (1, 1, 1))
 
 def case_arrays(name, n_ranks):
     """The whole batch of a functional case: ``x``, ``dy``, and the optional arrays."""
-    case = CASES[name]
+    case = {**CASES, **MASKED_CASES}[name]
     rng = np.random.default_rng(zlib.crc32(f"{name}-{n_ranks}".encode()))
     shape = (sum(case["sizes"][n_ranks]),) + case["sample_shape"]
     channels = shape[case["axis"]]
@@ -75,6 +114,15 @@ def case_arrays(name, n_ranks):
     if case["running"]:
         arrays["running_mean"] = rng.standard_normal(channels).astype(dtype)
         arrays["running_var"] = rng.uniform(0.5, 2.0, channels).astype(dtype)
+    if case.get("mask") == "lengths":
+        time_axis = 1 if case["axis"] in (-1, len(shape) - 1) else 2
+        lengths = np.array(case["lengths"][n_ranks])
+        frames = np.arange(shape[time_axis])
+        valid = frames[None, :] < lengths[:, None]
+        arrays["where"] = np.expand_dims(valid, 3 - time_axis)
+    elif case.get("mask") == "elements":
+        arrays["where"] = rng.random(shape) < 0.6
+        arrays["where"][:, -1] = False
     return arrays
 
 
@@ -106,21 +154,32 @@ def run_case(comm, name, device=False):
         place, fetch = cuda.to_device, lambda a: a.copy_to_host()
     else:
         place = fetch = lambda a: a
-    case = CASES[name]
+    case = {**CASES, **MASKED_CASES}[name]
     arrays = case_arrays(name, comm.size)
-    for key in ("x", "dy"):
-        arrays[key] = np.ascontiguousarray(
-            rank_part(arrays[key], case["sizes"][comm.size], comm.rank)
-        )
+    for key in ("x", "dy", "where"):
+        if key in arrays:
+            arrays[key] = np.ascontiguousarray(
+                rank_part(arrays[key], case["sizes"][comm.size], comm.rank)
+            )
+    if "where" in arrays and arrays["where"].all():
+        del arrays["where"]
     arrays = {key: place(value) for key, value in arrays.items()}
-    x, dy = arrays["x"], arrays["dy"]
+    x, dy, where = arrays["x"], arrays["dy"], arrays.get("where")
     weight, bias = arrays.get("weight"), arrays.get("bias")
     running_mean, running_var = arrays.get("running_mean"), arrays.get("running_var")
     y, mean, rstd = sync_batch_norm_forward(
-        x, running_mean, running_var, weight, bias, comm=comm, momentum=MOMENTUM, axis=case["axis"]
+        x,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        comm=comm,
+        momentum=MOMENTUM,
+        axis=case["axis"],
+        where=where,
     )
     dx, dweight, dbias = sync_batch_norm_backward(
-        dy, x, mean, rstd, weight, comm=comm, axis=case["axis"]
+        dy, x, mean, rstd, weight, comm=comm, axis=case["axis"], where=where
     )
     results = dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dweight, dbias=dbias)
     if running_mean is not None:
@@ -128,8 +187,23 @@ def run_case(comm, name, device=False):
     return {key: fetch(value) for key, value in results.items()}
 
 
-def run_layer(comm):
-    """This rank's two training steps and one evaluation of a SyncBatchNorm layer."""
+def layer_masks(n_ranks):
+    """``[where, ...]``: ``(N, 1, 1, W)`` masks of the layer's batches for its masked run.
+
+    Rank 0 selects nothing in every step; the others select random positions.
+    """
+    rng = np.random.default_rng(zlib.crc32(f"layer-masks-{n_ranks}".encode()))
+    masks = []
+    for sizes in LAYER_SIZES[n_ranks]:
+        where = rng.random((sum(sizes), 1, 1, LAYER_SAMPLE_SHAPE[-1])) < 0.7
+        where[: sizes[0]] = False
+        masks.append(where)
+    return masks
+
+
+def run_layer(comm, masked=False):
+    """This rank's two training steps and one evaluation of a SyncBatchNorm layer,
+    with :func:`layer_masks` when ``masked``."""
     from numbanorm.distributed import SyncBatchNorm
 
     layer = SyncBatchNorm(LAYER_CHANNELS, comm=comm, momentum=None)
@@ -137,12 +211,14 @@ def run_layer(comm):
     layer.bias[...] = [0.1, -0.2, 0.3]
     results = {}
     batches = layer_batches(comm.size)
-    for step, ((x, dy), sizes) in enumerate(zip(batches, LAYER_SIZES[comm.size])):
+    masks = layer_masks(comm.size) if masked else [None] * len(batches)
+    for step, ((x, dy), where, sizes) in enumerate(zip(batches, masks, LAYER_SIZES[comm.size])):
         if step == len(batches) - 1:
             # The gradients of the training steps; evaluation adds local ones.
             results.update({f"grad_{name}": grad.copy() for name, grad in layer.grads.items()})
             layer.eval()
-        results[f"y{step}"] = layer(rank_part(x, sizes, comm.rank))
+        part = None if where is None else rank_part(where, sizes, comm.rank)
+        results[f"y{step}"] = layer(rank_part(x, sizes, comm.rank), part)
         results[f"dx{step}"] = layer.backward(rank_part(dy, sizes, comm.rank))
     results.update(layer.state_dict())
     return results
@@ -155,11 +231,14 @@ def main(out_dir, device=False):
     try:
         results = {
             f"{name}.{key}": value
-            for name in CASES
+            for name in {**CASES, **MASKED_CASES}
             for key, value in run_case(comm, name, device).items()
         }
         if not device:
             results.update({f"layer.{key}": value for key, value in run_layer(comm).items()})
+            results.update(
+                {f"masked_layer.{key}": value for key, value in run_layer(comm, True).items()}
+            )
         np.savez(pathlib.Path(out_dir) / f"rank{comm.rank}.npz", **results)
     except BaseException:
         # The other ranks would wait for this one in their next collective.

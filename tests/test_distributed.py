@@ -89,6 +89,57 @@ def test_one_rank_is_plain_batch_norm(rng, shape, axis, dtype):
         assert_close(actual, truth, dtype, scale=REDUCED_SCALE)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_rank_with_where_is_masked_batch_norm(rng, dtype):
+    """Padded sequences; channel 2 has nothing selected, and normalizes to its bias."""
+    x = (3.0 + rng.standard_normal((4, 3, 7))).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    where = np.arange(7) < np.array([7, 0, 3, 5])[:, None, None]
+    where = where & (np.arange(3) < 2)[:, None]
+    weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+    y, mean, rstd = sync_batch_norm_forward(
+        x, None, None, weight, bias, comm=MPI.COMM_SELF, where=where
+    )
+    expected = nbn.batch_norm_forward(x, None, None, weight, bias, where=where)
+    for actual, truth in zip((y, mean, rstd), expected):
+        assert actual.dtype == truth.dtype
+        assert_close(actual, truth, dtype)
+    np.testing.assert_array_equal(y[:, 2], np.broadcast_to(bias[2], (4, 7)).astype(dtype))
+    grads = sync_batch_norm_backward(dy, x, mean, rstd, weight, comm=MPI.COMM_SELF, where=where)
+    expected_grads = nbn.batch_norm_backward(dy, x, *expected[1:], weight, where=where)
+    for actual, truth in zip(grads, expected_grads):
+        assert np.isfinite(actual).all()
+        assert_close(actual, truth, dtype, scale=REDUCED_SCALE)
+    np.testing.assert_array_equal(grads[0][:, 2], 0)
+
+
+def test_training_with_fewer_than_two_selected_raises_and_changes_nothing(rng):
+    x = rng.standard_normal((4, 3, 5))
+    where = np.zeros((4, 1, 5), bool)
+    where[2, 0, 3] = True
+    running_mean, running_var = np.zeros(3), np.ones(3)
+    with pytest.raises(ValueError, match="more than 1 value per channel.*got 1 selected"):
+        sync_batch_norm_forward(x, running_mean, running_var, comm=MPI.COMM_SELF, where=where)
+    np.testing.assert_array_equal(running_mean, 0)
+    np.testing.assert_array_equal(running_var, 1)
+    layer = SyncBatchNorm(3, comm=MPI.COMM_SELF, dtype=np.float64)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        layer(x, where)
+    assert layer.num_batches_tracked == 0
+
+
+def test_where_is_checked(rng):
+    x = rng.standard_normal((4, 3, 5))
+    with pytest.raises(TypeError, match="where must be a boolean array"):
+        sync_batch_norm_forward(x, comm=MPI.COMM_SELF, where=np.ones((4, 1, 5)))
+    with pytest.raises(ValueError, match=r"where of shape \(4, 2, 5\).*\(4, 3, 5\)"):
+        sync_batch_norm_forward(x, comm=MPI.COMM_SELF, where=np.ones((4, 2, 5), bool))
+    with pytest.raises(ValueError, match=r"where of shape \(3,\).*\(4, 3, 5\)"):
+        sync_batch_norm_backward(
+            x, x, np.zeros(3), np.ones(3), comm=MPI.COMM_SELF, where=np.ones(3, bool)
+        )
+
+
 def test_evaluation_communicates_nothing(rng):
     x = rng.standard_normal((4, 3, 5))
     running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
@@ -204,10 +255,58 @@ def ranks(request, tmp_path_factory):
     return n_ranks, results
 
 
+ALL_CASES = {**mpi_worker.CASES, **mpi_worker.MASKED_CASES}
+
+
+def _masked_batch_norm(arrays, axis, momentum, eps=1e-5):
+    """Forward, backward and running statistics of batch norm with ``where``, float64 NumPy.
+
+    Each channel's statistics are those of the elements ``where`` gathers
+    (none: ``mean = rstd = 0``); the gradient through them reaches those
+    elements, divided by their number.
+    """
+    x = np.moveaxis(arrays["x"].astype(np.float64), axis, -1)
+    dy = np.moveaxis(arrays["dy"].astype(np.float64), axis, -1)
+    where = np.moveaxis(np.broadcast_to(arrays["where"], arrays["x"].shape), axis, -1)
+    channels = x.shape[-1]
+    weight = arrays.get("weight", np.ones(channels)).astype(np.float64)
+    bias = arrays.get("bias", np.zeros(channels)).astype(np.float64)
+    mean, rstd, unbiased, count = (np.zeros(channels) for _ in range(4))
+    for c in range(channels):
+        selected = x[..., c][where[..., c]]
+        count[c] = selected.size
+        if selected.size:
+            mean[c] = selected.mean()
+            rstd[c] = 1.0 / np.sqrt(selected.var() + eps)
+        if selected.size > 1:
+            unbiased[c] = selected.var(ddof=1)
+    x_hat = (x - mean) * rstd
+    g = dy * weight
+    reduced = tuple(range(x.ndim - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        feedback = np.where(
+            where, (g.sum(axis=reduced) + x_hat * (g * x_hat).sum(axis=reduced)) / count, 0.0
+        )
+    expected = dict(
+        y=np.moveaxis(x_hat * weight + bias, -1, axis),
+        mean=mean,
+        rstd=rstd,
+        dx=np.moveaxis(rstd * (g - feedback), -1, axis),
+        dweight=(dy * x_hat).sum(axis=reduced),
+        dbias=dy.sum(axis=reduced),
+    )
+    if "running_mean" in arrays:
+        expected["running_mean"] = (1 - momentum) * arrays["running_mean"] + momentum * mean
+        expected["running_var"] = (1 - momentum) * arrays["running_var"] + momentum * unbiased
+    return expected
+
+
 def _whole_batch_reference(name, n_ranks):
     """The case's arrays and its forward and backward on the whole batch, float64 NumPy."""
-    case = mpi_worker.CASES[name]
     arrays = mpi_worker.case_arrays(name, n_ranks)
+    if name in mpi_worker.MASKED_CASES:
+        return _masked_batch_norm(arrays, ALL_CASES[name]["axis"], mpi_worker.MOMENTUM)
+    case = mpi_worker.CASES[name]
     x, weight, bias = arrays["x"], arrays.get("weight"), arrays.get("bias")
     y, mean, rstd = ref.batch_norm_forward(x, None, None, weight, bias, axis=case["axis"])
     dx, dweight, dbias = ref.batch_norm_backward(
@@ -236,7 +335,7 @@ def _check_case(ranks, name, part, shared, scale=1.0):
     """Each rank's part of ``part`` and the ``shared`` results, identical on every rank,
     against the float64 NumPy reference on the whole batch."""
     n_ranks, results = ranks
-    case = mpi_worker.CASES[name]
+    case = ALL_CASES[name]
     expected = _whole_batch_reference(name, n_ranks)
     for rank, result in enumerate(results):
         assert_close(
@@ -252,53 +351,60 @@ def _check_case(ranks, name, part, shared, scale=1.0):
         )
 
 
-@pytest.mark.parametrize("name", list(mpi_worker.CASES))
+@pytest.mark.parametrize("name", list(ALL_CASES))
 def test_forward_equals_batch_norm_of_the_whole_batch(ranks, name):
     _check_case(ranks, name, "y", ("mean", "rstd"))
 
 
-@pytest.mark.parametrize("name", [n for n, case in mpi_worker.CASES.items() if case["running"]])
+@pytest.mark.parametrize("name", [n for n, case in ALL_CASES.items() if case["running"]])
 def test_running_statistics_are_the_whole_batch_ones_on_every_rank(ranks, name):
     _check_case(ranks, name, "y", ("running_mean", "running_var"))
 
 
-@pytest.mark.parametrize("name", list(mpi_worker.CASES))
+@pytest.mark.parametrize("name", list(ALL_CASES))
 def test_backward_equals_batch_norm_backward_of_the_whole_batch(ranks, name):
     _check_case(ranks, name, "dx", ("dweight", "dbias"), scale=REDUCED_SCALE)
 
 
-def test_layer_equals_batch_norm_layer_on_the_whole_batch(ranks):
+@pytest.mark.parametrize("masked", [False, True], ids=["all", "masked"])
+def test_layer_equals_batch_norm_layer_on_the_whole_batch(ranks, masked):
+    """The masked run selects nothing on rank 0, whose gradients then come
+    from the statistics of the other ranks' selections."""
     n_ranks, results = ranks
-    if "layer.y0" not in results[0]:
+    prefix = "masked_layer" if masked else "layer"
+    if f"{prefix}.y0" not in results[0]:
         pytest.skip("the layer holds host arrays: it does not run in the device launch")
     single = nbn.BatchNorm(mpi_worker.LAYER_CHANNELS, momentum=None)
     single.weight[...] = [0.5, 1.0, 2.0]
     single.bias[...] = [0.1, -0.2, 0.3]
     batches = mpi_worker.layer_batches(n_ranks)
+    masks = mpi_worker.layer_masks(n_ranks) if masked else [None] * len(batches)
     expected = {}
-    for step, ((x, dy), sizes) in enumerate(zip(batches, mpi_worker.LAYER_SIZES[n_ranks])):
+    for step, ((x, dy), where, sizes) in enumerate(
+        zip(batches, masks, mpi_worker.LAYER_SIZES[n_ranks])
+    ):
         if step == len(batches) - 1:
             expected.update({f"grad_{name}": grad.copy() for name, grad in single.grads.items()})
             single.eval()
-        y = single(x)
+        y = single(x, where)
         dx = single.backward(dy)
         for rank, result in enumerate(results):
             assert_close(
-                result[f"layer.y{step}"],
+                result[f"{prefix}.y{step}"],
                 mpi_worker.rank_part(y, sizes, rank),
                 np.float32,
                 err_msg=f"y of step {step}, rank {rank}",
             )
             assert_close(
-                result[f"layer.dx{step}"],
+                result[f"{prefix}.dx{step}"],
                 mpi_worker.rank_part(dx, sizes, rank),
                 np.float32,
                 err_msg=f"dx of step {step}, rank {rank}",
             )
     expected.update(single.state_dict())
     for key, value in expected.items():
-        _assert_identical_on_every_rank(results, f"layer.{key}")
+        _assert_identical_on_every_rank(results, f"{prefix}.{key}")
         assert_close(
-            results[0][f"layer.{key}"], value, np.float32, scale=REDUCED_SCALE, err_msg=key
+            results[0][f"{prefix}.{key}"], value, np.float32, scale=REDUCED_SCALE, err_msg=key
         )
-    assert int(results[0]["layer.num_batches_tracked"]) == 2
+    assert int(results[0][f"{prefix}.num_batches_tracked"]) == 2
