@@ -204,7 +204,7 @@ def normalized(
     )
     target = None if out is None else backend.reshaped(out, canon.shape)
     affine = args.weight is not None or args.bias is not None
-    inputs = (args.x, args.weight, args.bias, *(running or ()))
+    inputs = (args.x, args.weight, args.bias, args.where, *(running or ()))
     y, mean, var, rstd, count = backend.normalize(
         canon,
         _param2(backend, layout, args.weight, 1.0, affine),
@@ -673,7 +673,7 @@ def backward(
     )
     backend = args.backend
     direct = _direct_target(
-        backend, args.out, args.target, (args.x, args.dy, *args.stats, args.weight)
+        backend, args.out, args.target, (args.x, args.dy, *args.stats, args.weight, args.where)
     )
     dx, dweight2, dbias2 = backend.backward(
         args.canon,

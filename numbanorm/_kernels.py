@@ -845,9 +845,11 @@ def _slab_selection(mask4, b, o, chosen):
         return None
     slab = mask4[b, o]
     C, I = slab.shape
-    for c in range(C):
-        for i in range(I):
-            chosen[c * I + i] = slab[c, i]
+    if slab.strides[0] == 0 and slab.strides[1] == 0:
+        chosen[: C * I] = slab[0, 0]  # a padding mask: one value per slab
+    else:
+        for c in range(C):
+            chosen[c * I : (c + 1) * I] = slab[c]
     return chosen
 
 

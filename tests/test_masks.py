@@ -567,3 +567,14 @@ def test_random_moments(data, where, axis):
         ref_mean, ref_var = np.mean(data, axis, where=where), np.var(data, axis, where=where)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(var, ref_var, rtol=1e-9, atol=1e-7)
+
+
+def test_out_overlapping_the_mask_gives_the_result_of_separate_arrays(rng):
+    """The output written over the mask's bytes must not change what the statistics read."""
+    x = random_array(rng, (4, 3, 64))
+    buffer = np.zeros(x.nbytes, np.uint8)
+    out = buffer.view(np.float64).reshape(x.shape)
+    where = buffer[8 : 8 + 4 * 64].view(bool).reshape(4, 1, 64)
+    where[...] = rng.random(where.shape) < 0.7
+    expected = nbn.batch_norm(x, where=where.copy())
+    np.testing.assert_array_equal(nbn.batch_norm(x, where=where, out=out), expected)
