@@ -5,7 +5,9 @@ state ``(count, mean, M2)`` in float64 by the same kernels as
 :func:`numbanorm.moments`, and the states are merged with Chan's formula in
 a tree (``dask.array.reduction``), so a data set larger than memory, on any
 Dask scheduler, gets the statistics :func:`numbanorm.moments` would give for
-it in one piece, large offsets included.
+it in one piece, large offsets included.  With ``where`` each chunk counts
+its selected elements per output element, and the counts merge with the
+states.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ except ModuleNotFoundError as error:
         'numbanorm.dask needs dask; install it with: pip install "numbanorm[dask]"'
     ) from error
 
-from ._accumulator import Moments
+from ._accumulator import merged_state
 from ._arrays import axes_tuple, host_input
-from ._host import welford_state
+from ._driver import checked_where
+from ._host import HOST, welford_state
+from ._moments import _slice_counts
 
 __all__ = ["moments"]
 
@@ -43,6 +47,7 @@ def moments(
     ddof: int = 0,
     keepdims: bool = False,
     split_every: Any = None,
+    where: Any = None,
 ) -> tuple[Any, Any]:
     """Lazy mean and variance of a dask array, as :func:`numbanorm.moments`.
 
@@ -58,6 +63,14 @@ def moments(
         Keep the reduced axes with size one.
     split_every : int or dict, optional
         Fan-in of the tree reduction, as in dask's own reductions.
+    where : dask.array.Array or array_like of bool, optional
+        The elements to include, as in ``np.mean``: a boolean dask array
+        that broadcasts to ``darr`` (rechunked like it where it is not), or
+        an array that broadcasts to it.  A slice with none selected gives
+        NaN with NumPy's ``RuntimeWarning``, and fewer than ``ddof + 1``
+        a NaN or infinite variance with its warning: raised here for an
+        array ``where``, and when computed (by the process that computes
+        the result) for a dask one, whose counts are not known before.
 
     Returns
     -------
@@ -81,16 +94,29 @@ def moments(
     axes = (
         tuple(range(darr.ndim)) if axis is None else axes_tuple(axis, darr.ndim, allow_empty=True)
     )
-    count = math.prod(darr.shape[a] for a in axes)
-    # With chunks of unknown size the count is NaN and known only when computed.
-    if count == 0:
+    lazy_counts = isinstance(where, da.Array)
+    if where is None:
+        count = math.prod(darr.shape[a] for a in axes)
+        # With chunks of unknown size the count is NaN and known only when computed.
+        empty, few = count == 0, count and count - ddof <= 0
+    elif lazy_counts:
+        empty = few = False
+    else:
+        where = checked_where(where, darr.shape, HOST)
+        counts = _slice_counts(where, darr.shape, axes)
+        empty, few = (counts == 0).any(), (counts - ddof <= 0).any()
+    if empty:
         warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
-    elif count - ddof <= 0:
+    if few:
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
     out_ndim = darr.ndim if keepdims else darr.ndim - len(axes)
+    if where is None:
+        source, chunk_state = darr, _chunk_state
+    else:
+        source, chunk_state = _masked_chunk_states(darr, _dask_where(where, darr), axes)
     state = da.reduction(
-        darr,
-        _chunk_state,
+        source,
+        chunk_state,
         _state_array,
         combine=_merged_state,
         axis=axes,
@@ -102,9 +128,57 @@ def moments(
         name="numbanorm-moments",
     )
     meta = np.empty((0,) * out_ndim, result_dtype)
-    mean = state.map_blocks(_mean, result_dtype, dtype=result_dtype, meta=meta)
-    var = state.map_blocks(_variance, ddof, result_dtype, dtype=result_dtype, meta=meta)
+    mean = state.map_blocks(_mean, result_dtype, lazy_counts, dtype=result_dtype, meta=meta)
+    var = state.map_blocks(
+        _variance, ddof, result_dtype, lazy_counts, dtype=result_dtype, meta=meta
+    )
     return mean, var
+
+
+def _dask_where(where, darr):
+    """A checked ``where`` as a boolean dask array of ``darr``'s shape and chunks."""
+    if isinstance(where, da.Array):
+        # The checks read the dtype and shape alone, on a stand-in of no memory.
+        checked_where(np.broadcast_to(np.empty((), where.dtype), where.shape), darr.shape, HOST)
+    else:
+        where = da.from_array(where, chunks=-1)
+    return da.broadcast_to(where, darr.shape).rechunk(darr.chunks)
+
+
+def _masked_chunk_states(darr, where, axes):
+    """Each chunk's state over ``axes`` as an array of :data:`_STATE_DTYPE`, the reduced
+    axes kept with size 1, and the reduction's chunk step that reads it back."""
+    state_chunks = tuple(
+        (1,) * len(chunks) if a in axes else chunks for a, chunks in enumerate(darr.chunks)
+    )
+    states = da.map_blocks(
+        _masked_state_block,
+        darr,
+        where,
+        axes,
+        chunks=state_chunks,
+        dtype=_STATE_DTYPE,
+        meta=np.empty((0,) * darr.ndim, _STATE_DTYPE),
+    )
+    return states, _state_of_block
+
+
+def _masked_state_block(chunk, where, axes):
+    """The state of the elements of ``chunk`` that ``where`` selects, as a block."""
+    count, mean, m2 = welford_state(host_input(chunk)[0], axes, where)
+    block = np.empty(np.shape(mean), _STATE_DTYPE)
+    block["count"], block["mean"], block["m2"] = count, mean, m2
+    return np.expand_dims(block, axes)
+
+
+def _state_of_block(block, axis, keepdims, computing_meta=False):
+    """``(count, mean, M2)`` of state blocks over ``axis``, merged, the kept axes in order."""
+    if computing_meta:
+        return block
+    kept = tuple(a for a in range(block.ndim) if a not in axis)
+    # The reduced axes to the front, each state a row, merged in order.
+    rows = block.transpose(axis + kept).reshape((-1,) + tuple(block.shape[a] for a in kept))
+    return _merged_state([(row["count"], row["mean"], row["m2"]) for row in rows])
 
 
 # Each step takes ``computing_meta``: dask then passes an empty array standing
@@ -133,11 +207,10 @@ def _merged_state(states, axis=None, keepdims=None, computing_meta=False):
     if computing_meta:
         return np.empty((0,), _STATE_DTYPE)
     states = [states] if isinstance(states, tuple) else list(flatten(states))
-    merged = Moments()
-    for state in states:
-        merged.merge(Moments.from_state(*state))
-    # Without data the state of any input is the right shape, with NaN statistics.
-    return merged.state if merged.count else states[0]
+    merged = states[0]
+    for state in states[1:]:
+        merged = merged_state(merged, state)
+    return merged
 
 
 def _state_array(states, axis, keepdims, computing_meta=False):
@@ -152,11 +225,15 @@ def _state_array(states, axis, keepdims, computing_meta=False):
     return np.expand_dims(merged, axis) if keepdims else merged
 
 
-def _mean(state, dtype):
+def _mean(state, dtype, warn):
+    if warn and (state["count"] == 0).any():
+        warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
     return _result(state["mean"], dtype)
 
 
-def _variance(state, ddof, dtype):
+def _variance(state, ddof, dtype, warn):
+    if warn and (state["count"] - ddof <= 0).any():
+        warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
     with np.errstate(divide="ignore", invalid="ignore"):
         return _result(state["m2"] / np.maximum(state["count"] - ddof, 0), dtype)
 

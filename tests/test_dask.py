@@ -160,3 +160,106 @@ def test_array_likes_are_wrapped(rng):
     mean, var = dask.compute(*moments(data, axis=0), scheduler="sync")
     assert_close(mean, data.mean(axis=0), np.float64)
     assert_close(var, data.var(axis=0), np.float64)
+
+
+# ----------------------------------------------------------------------------
+# where
+
+
+def _numpy_moments_where(data, where, axis, ddof, keepdims):
+    """np.mean and np.var of the selected elements, float64, their warnings silenced."""
+    exact = data.astype(np.float64)
+    where = np.broadcast_to(where, data.shape)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (
+            np.mean(exact, axis=axis, where=where, keepdims=keepdims),
+            np.var(exact, axis=axis, ddof=ddof, where=where, keepdims=keepdims),
+        )
+
+
+@pytest.mark.parametrize(
+    "shape, chunks, where_shape, where_chunks, axis, keepdims",
+    [
+        # Padded sequences (N, C, T), the mask (N, 1, T): batch norm's statistics.
+        ((30, 3, 11), (7, 3, 4), (30, 1, 11), None, (0, 2), False),
+        ((30, 3, 11), (7, 2, 4), (30, 1, 11), (5, 1, 11), (0, 2), True),
+        # A full mask chunked otherwise than the data, and a full reduction.
+        ((24, 6), (5, 4), (24, 6), (8, 3), None, False),
+        ((24, 6), (5, 4), (24, 6), (8, 3), 0, True),
+        # A mask of fewer dimensions, and a middle axis with chunked kept axes.
+        ((12, 5, 7), (5, 2, 3), (7,), None, 1, False),
+        ((12, 5, 7), (5, 2, 3), (12, 5, 1), (4, 5, 1), (2, 0), False),
+    ],
+)
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_moments_with_where_equal_numpy_on_the_gathered_elements(
+    client, rng, shape, chunks, where_shape, where_chunks, axis, keepdims, ddof
+):
+    data = (0.5 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+    where = rng.random(where_shape) < 0.6
+    expected = _numpy_moments_where(data, where, axis, ddof, keepdims)
+    given = where if where_chunks is None else da.from_array(where, chunks=where_chunks)
+    darr = da.from_array(data, chunks=chunks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # for the NumPy mask; checked below
+        results = _computed(darr, axis=axis, ddof=ddof, keepdims=keepdims, where=given)
+    for actual, truth in zip(results, expected):
+        assert actual.dtype == np.float32
+        assert np.shape(actual) == np.shape(truth)
+        np.testing.assert_array_equal(np.isnan(actual), np.isnan(truth))
+        assert_close(np.nan_to_num(actual), np.nan_to_num(truth), np.float32)
+
+
+def test_where_counts_exactly_with_a_large_offset(client, rng):
+    data = 1e4 + rng.standard_normal((2000, 3))
+    where = rng.random((2000, 1)) < 0.3
+    mean, var = _computed(
+        da.from_array(data, chunks=(150, 3)), axis=0, ddof=1, where=da.from_array(where, 150)
+    )
+    assert_close(mean, np.mean(data, axis=0, where=where), np.float64)
+    assert_close(var, np.var(data, axis=0, ddof=1, where=where), np.float64)
+
+
+def test_an_array_where_selecting_nothing_warns_when_called():
+    data = np.arange(12.0).reshape(4, 3)
+    where = np.array([True, True, False])
+    with pytest.warns(RuntimeWarning) as record:
+        mean, var = moments(da.from_array(data, chunks=2), axis=0, where=where[None] & (data < 4))
+    messages = {str(w.message) for w in record}
+    assert messages == {"Mean of empty slice", "Degrees of freedom <= 0 for slice"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, var = dask.compute(mean, var, scheduler="sync")
+    np.testing.assert_array_equal(np.isnan(mean), [False, False, True])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        moments(da.from_array(data, chunks=2), axis=0, ddof=1, where=data < 3)
+    assert [str(w.message) for w in record] == ["Degrees of freedom <= 0 for slice"]
+
+
+def test_a_dask_where_selecting_nothing_warns_when_computed():
+    data = np.arange(12.0).reshape(4, 3)
+    where = da.from_array(np.array([[True, False, False]] * 4), chunks=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, var = moments(da.from_array(data, chunks=2), axis=0, ddof=1, where=where)
+    with pytest.warns(RuntimeWarning) as record:
+        mean, var = dask.compute(mean, var, scheduler="sync")
+    messages = {str(w.message) for w in record}
+    assert {"Mean of empty slice", "Degrees of freedom <= 0 for slice"} <= messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = _numpy_moments_where(data, where.compute(), 0, 1, False)
+    for actual, truth in zip((mean, var), expected):
+        np.testing.assert_array_equal(actual, truth)
+
+
+def test_where_is_checked():
+    darr = da.ones((4, 3), chunks=2)
+    for where in (np.ones((4, 3)), da.ones((4, 3), chunks=2)):
+        with pytest.raises(TypeError, match="where must be a boolean array"):
+            moments(darr, where=where)
+    for where in (np.ones((2, 3), bool), da.ones((4, 2), dtype=bool, chunks=2)):
+        with pytest.raises(ValueError, match=r"where of shape .* does not broadcast.*\(4, 3\)"):
+            moments(darr, where=where)
