@@ -19,7 +19,10 @@ here).
   to host memory and the results back.
 - Gradients flow to ``x``, ``weight`` and ``bias``.  Running statistics are
   constants (``jax.lax.stop_gradient``): their gradient is zero, also in
-  evaluation mode, where they normalize ``x``.  ``eps``, ``momentum``,
+  evaluation mode, where they normalize ``x``.  ``where``, the boolean
+  selection of the elements the statistics come from (as in numbanorm), is a
+  constant too, traced or not: it may change between calls of a ``jit``
+  function without a new compilation, and may be batched under ``vmap``.  ``eps``, ``momentum``,
   ``axis``, ``num_groups``, ``training`` and ``use_input_stats`` are static
   Python values.
 - ``y`` has the dtype of ``x``, as in numbanorm.  float16, float32 and float64
@@ -63,6 +66,7 @@ except ImportError:  # a JAX without it: every platform copies through pure_call
 
 from . import _driver
 from ._arrays import check_eps, check_momentum
+from ._host import HOST
 from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM, Norm
 
 __all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
@@ -119,10 +123,13 @@ class _HostNorm:
         # A single axis as an int: numbanorm's fast path for the last axis takes only that.
         return axes[0] if len(axes) == 1 else axes
 
-    def forward(self, outs, x, weight, bias, running_mean, running_var, *, stats, batch_ndim=0):
+    def forward(
+        self, outs, x, weight, bias, running_mean, running_var, where, *, stats, batch_ndim=0
+    ):
         """Write ``y``, the statistics and the new running statistics into ``outs``.
 
-        ``batch_ndim`` leading axes of ``x`` are more rows.
+        ``batch_ndim`` leading axes of ``x`` are more rows (which ``where``
+        broadcasts over).
         """
         y_out, stat_outs, mean_out, var_out = outs
         if mean_out is not None:  # numbanorm updates them in place
@@ -142,11 +149,12 @@ class _HostNorm:
             momentum=self.momentum,
             out=None if stats else y_out,
             stats=stats,
+            where=where,
         )
         if stats:
             _copy_into((y_out, *stat_outs), results)
 
-    def backward(self, outs, dy, x, stats, weight):
+    def backward(self, outs, dy, x, stats, weight, where):
         """Write ``(dx, dweight, dbias)`` into ``outs``."""
         dx_out, *param_outs = outs
         _, *param_grads = _driver.backward(
@@ -159,6 +167,7 @@ class _HostNorm:
             num_groups=self.num_groups,
             input_stats=self.input_stats,
             out=dx_out,
+            where=where,
         )
         _copy_into(param_outs, param_grads)
 
@@ -273,7 +282,7 @@ def _spec(array):
     return None if array is None else jax.ShapeDtypeStruct(array.shape, array.dtype)
 
 
-def _forward(norm, x, weight, bias, running_mean, running_var, *, stats):
+def _forward(norm, x, weight, bias, running_mean, running_var, where, *, stats):
     """``(y, statistics or None, new running mean, new running variance)``."""
     stat = jax.ShapeDtypeStruct(norm.stat_shape, _stat_dtype(x))
     updates = norm.updates_running_stats
@@ -293,32 +302,35 @@ def _forward(norm, x, weight, bias, running_mean, running_var, *, stats):
         bias,
         running_mean,
         running_var,
+        where,
     )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _normalize(norm, x, weight, bias, running_mean, running_var):
+def _normalize(norm, x, weight, bias, running_mean, running_var, where):
     """``(y, new running mean, new running variance)``; the last two None unless updated."""
     y, _, new_mean, new_var = _forward(
-        norm, x, weight, bias, running_mean, running_var, stats=False
+        norm, x, weight, bias, running_mean, running_var, where, stats=False
     )
     return y, new_mean, new_var
 
 
-def _normalize_fwd(norm, x, weight, bias, running_mean, running_var):
+def _normalize_fwd(norm, x, weight, bias, running_mean, running_var, where):
     y, stats, new_mean, new_var = _forward(
-        norm, x, weight, bias, running_mean, running_var, stats=True
+        norm, x, weight, bias, running_mean, running_var, where, stats=True
     )
-    return (y, new_mean, new_var), (x, weight, bias, stats, running_mean, running_var)
+    return (y, new_mean, new_var), (x, weight, bias, stats, running_mean, running_var, where)
 
 
 def _normalize_bwd(norm, residuals, cotangents):
-    x, weight, bias, stats, running_mean, running_var = residuals
+    x, weight, bias, stats, running_mean, running_var, where = residuals
     dy = cotangents[0]
     result_specs = (_spec(x), _spec(weight), _spec(bias))
-    dx, dweight, dbias = _on_host(norm, "backward", result_specs, x.ndim, dy, x, stats, weight)
+    dx, dweight, dbias = _on_host(
+        norm, "backward", result_specs, x.ndim, dy, x, stats, weight, where
+    )
     zeros = (None if s is None else jnp.zeros_like(s) for s in (running_mean, running_var))
-    return (dx, dweight, dbias, *zeros)
+    return (dx, dweight, dbias, *zeros, None)
 
 
 _normalize.defvjp(_normalize_fwd, _normalize_bwd)
@@ -380,6 +392,21 @@ def _jax_running_stats(running_mean, running_var, channels):
     return mean, var, (mean_dtype, var_dtype)
 
 
+def _jax_where(where, shape):
+    """``where`` checked as numbanorm checks it, as a constant of ``len(shape)`` dimensions.
+
+    The leading axes it lacks are added with size 1: under ``vmap`` the
+    batch axes come before them, and the host broadcasts the rest.
+    """
+    if where is None:
+        return None
+    where = jnp.asarray(where)
+    # The check reads the dtype and shape alone: a stand-in of no memory holds them.
+    _driver.checked_where(np.broadcast_to(np.empty((), where.dtype), where.shape), shape, HOST)
+    where = where.reshape((1,) * (len(shape) - where.ndim) + where.shape)
+    return jax.lax.stop_gradient(where)
+
+
 def _apply(
     norm,
     x,
@@ -393,12 +420,14 @@ def _apply(
     num_groups=None,
     input_stats=True,
     momentum=0.0,
+    where=None,
 ):
     """Any norm, differentiable; with running statistics ``(y, new mean, new var)``, else ``y``."""
     x, y_dtype = _host_float(x, "x")
     layout = norm.layout(x.shape, axis, num_groups)
     weight = _jax_param(weight, layout.weight_shape, "weight")
     bias = _jax_param(bias, layout.weight_shape, "bias")
+    where = _jax_where(where, x.shape)
     if eps is None:
         eps = jnp.finfo(y_dtype).eps
     eps = check_eps(eps)
@@ -419,7 +448,7 @@ def _apply(
         num_groups if norm.grouped else None,
         layout.stat_shape,
     )
-    y, new_mean, new_var = _normalize(host, x, weight, bias, running_mean, running_var)
+    y, new_mean, new_var = _normalize(host, x, weight, bias, running_mean, running_var, where)
     y = y.astype(y_dtype)
     if not norm.running_stats:
         return y
@@ -444,6 +473,7 @@ def layer_norm(
     *,
     axis: int | tuple[int, ...] = -1,
     eps: float = 1e-5,
+    where: Any = None,
 ) -> Any:
     """Layer normalization; differentiable with respect to ``x``, ``weight`` and ``bias``.
 
@@ -457,6 +487,12 @@ def layer_norm(
         Normalized axes.
     eps : float, optional
         Added to the variance.
+    where : array_like of bool, optional
+        The elements the statistics come from, broadcastable to ``x`` (as in
+        :func:`numbanorm.layer_norm_forward`); all by default.  ``y`` is
+        computed for every element, and a row with none selected gives the
+        bias; the gradient through the statistics reaches the selected
+        elements only.  A constant: no gradient flows to it.
 
     Returns
     -------
@@ -467,11 +503,16 @@ def layer_norm(
     --------
     numbanorm.layer_norm_forward
     """
-    return _apply(LAYER_NORM, x, weight, bias, axis=axis, eps=eps)
+    return _apply(LAYER_NORM, x, weight, bias, axis=axis, eps=eps, where=where)
 
 
 def rms_norm(
-    x: Any, weight: Any = None, *, axis: int | tuple[int, ...] = -1, eps: float | None = None
+    x: Any,
+    weight: Any = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    eps: float | None = None,
+    where: Any = None,
 ) -> Any:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
 
@@ -486,12 +527,14 @@ def rms_norm(
     eps : float, optional
         None means the machine epsilon of ``y``'s dtype (bfloat16's for
         bfloat16 input).
+    where : array_like of bool, optional
+        The elements the mean square comes from, as in :func:`layer_norm`.
 
     Returns
     -------
     y : jax.Array
     """
-    return _apply(RMS_NORM, x, weight, axis=axis, eps=eps)
+    return _apply(RMS_NORM, x, weight, axis=axis, eps=eps, where=where)
 
 
 def group_norm(
@@ -502,6 +545,7 @@ def group_norm(
     *,
     eps: float = 1e-5,
     axis: int = 1,
+    where: Any = None,
 ) -> Any:
     """Group normalization: each (sample, group of consecutive channels) normalized.
 
@@ -518,12 +562,16 @@ def group_norm(
     axis : int, optional
         Channel axis (-1 for channels-last); the sample axis is axis 0, or
         axis 1 when ``axis`` is 0.
+    where : array_like of bool, optional
+        The elements the statistics come from, as in :func:`layer_norm`.
 
     Returns
     -------
     y : jax.Array
     """
-    return _apply(GROUP_NORM, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups)
+    return _apply(
+        GROUP_NORM, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups, where=where
+    )
 
 
 def batch_norm(
@@ -537,6 +585,7 @@ def batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Batch normalization with functional running statistics.
 
@@ -559,6 +608,13 @@ def batch_norm(
     axis : int, optional
         Channel axis: 1 for NCHW-style data, -1 for channels-last (Flax's
         layout).
+    where : array_like of bool, optional
+        The elements the batch statistics come from, as in :func:`layer_norm`
+        (``(N, 1, T)`` for padded ``(N, C, T)`` sequences, say); the running
+        statistics are updated with those of the selected elements, which
+        needs at least 2 in every channel (with fewer, the computation
+        raises when it runs, from numbanorm's host call).  Ignored in
+        evaluation.
 
     Returns
     -------
@@ -578,6 +634,7 @@ def batch_norm(
         eps=eps,
         input_stats=training,
         momentum=momentum,
+        where=where,
     )
 
 
@@ -592,6 +649,7 @@ def instance_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
+    where: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Instance normalization with functional running statistics.
 
@@ -613,6 +671,11 @@ def instance_norm(
         As in :func:`batch_norm`.
     axis : int, optional
         Channel axis.
+    where : array_like of bool, optional
+        The elements the instance statistics come from, as in
+        :func:`layer_norm`; the running statistics average over the
+        instances with at least 2 selected elements.  Ignored with
+        ``use_input_stats=False``.
 
     Returns
     -------
@@ -631,4 +694,5 @@ def instance_norm(
         eps=eps,
         input_stats=use_input_stats,
         momentum=momentum,
+        where=where,
     )

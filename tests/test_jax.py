@@ -13,6 +13,7 @@ from helpers import tolerance
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
 nnj = pytest.importorskip("numbanorm.jax")
+import numbanorm as nbn  # noqa: E402
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
@@ -536,3 +537,203 @@ def test_import_numbanorm_does_not_import_jax():
 def test_import_error_names_the_extra():
     result = _run_python("import sys; sys.modules['jax'] = None; import numbanorm.jax")
     assert 'pip install "numbanorm[jax]"' in result.stderr
+
+
+# ----------------------------------------------------------------------------
+# where: jax.numpy references that average over the selected elements only, so
+# that their jax.grad feeds the statistics' gradient back to those alone.
+
+
+def _masked_normalize(x, where, reduced, eps, centered=True):
+    """``x`` normalized with the statistics of its selected elements; none: 0 and 0."""
+    where = jnp.broadcast_to(where, x.shape)
+    count = where.sum(reduced, keepdims=True)
+    some = jnp.maximum(count, 1)
+    mean = jnp.where(where, x, 0).sum(reduced, keepdims=True) / some if centered else 0.0
+    var = jnp.where(where, (x - mean) ** 2, 0).sum(reduced, keepdims=True) / some
+    return (x - mean) * jnp.where(count > 0, 1 / jnp.sqrt(var + eps), 0.0)
+
+
+def _masked_reference(kind, where, eps=1e-5):
+    """The jax.numpy reference of ``kind`` with ``where``, a function of ``(x, weight, bias)``."""
+
+    def layer(x, weight, bias):  # over the last two axes
+        y = _masked_normalize(x, where, (1, 2), eps)
+        return y * weight + bias
+
+    def rms(x, weight, bias):
+        return _masked_normalize(x, where, (2,), eps, centered=False) * weight
+
+    def group(x, weight, bias):  # (N, 6, T) in 3 groups
+        grouped = x.reshape(x.shape[0], 3, -1)
+        mask = jnp.broadcast_to(where, x.shape).reshape(grouped.shape)
+        y = _masked_normalize(grouped, mask, (2,), eps).reshape(x.shape)
+        return _affine(y, weight, bias, 1)
+
+    def batch(x, weight, bias):
+        return _affine(_masked_normalize(x, where, (0, 2), eps), weight, bias, 1)
+
+    def instance(x, weight, bias):
+        return _affine(_masked_normalize(x, where, (2,), eps), weight, bias, 1)
+
+    return jax.jit(dict(layer=layer, rms=rms, group=group, batch=batch, instance=instance)[kind])
+
+
+def _masked_function(kind, where):
+    return {
+        "layer": lambda x, w, b: nnj.layer_norm(x, w, b, axis=(1, 2), where=where),
+        "rms": lambda x, w, b: nnj.rms_norm(x, w, eps=1e-5, where=where),
+        "group": lambda x, w, b: nnj.group_norm(x, 3, w, b, where=where),
+        "batch": lambda x, w, b: nnj.batch_norm(x, weight=w, bias=b, where=where)[0],
+        "instance": lambda x, w, b: nnj.instance_norm(x, weight=w, bias=b, where=where)[0],
+    }[kind]
+
+
+# (N, C, T) inputs with (N, 1, T) padding masks; row 1 (sample 1) is all padding.
+MASKED_KINDS = {
+    "layer": ((4, 6, 5), (6, 5)),
+    "rms": ((4, 6, 5), (5,)),
+    "group": ((4, 6, 5), (6,)),
+    "batch": ((4, 6, 5), (6,)),
+    "instance": ((4, 6, 5), (6,)),
+}
+
+
+def _padding_mask(rng, shape):
+    where = rng.random((shape[0], 1, shape[2])) < 0.7
+    where[1] = False
+    return where
+
+
+@pytest.mark.parametrize("kind", list(MASKED_KINDS))
+def test_where_under_jit_and_grad(rng, dtype, kind):
+    shape, param_shape = MASKED_KINDS[kind]
+    x, weight, bias, upstream = _data(rng, shape, param_shape, dtype)
+    where = _padding_mask(rng, shape)
+    _check_against_reference(
+        _masked_function(kind, where),
+        _masked_reference(kind, where),
+        (x, weight, bias),
+        upstream,
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("kind", list(MASKED_KINDS))
+def test_where_gradient_is_numbanorms_backward(rng, kind):
+    """jax.grad with a traced ``where`` against numbanorm's own backward of the forward."""
+    shape, param_shape = MASKED_KINDS[kind]
+    x, weight, bias, upstream = (np.asarray(a) for a in _data(rng, shape, param_shape, np.float32))
+    where = _padding_mask(rng, shape)
+    grads = jax.jit(
+        jax.grad(
+            lambda x, w, b, m: jnp.sum(_masked_function(kind, m)(x, w, b) * upstream),
+            argnums=(0, 1, 2),
+        )
+    )(x, weight, bias, where)
+    options = {"axis": (1, 2)} if kind == "layer" else {}
+    forward = getattr(nbn, f"{kind}_norm_forward")
+    backward = getattr(nbn, f"{kind}_norm_backward")
+    params = (weight,) if kind == "rms" else (weight, bias)
+    groups = (3,) if kind == "group" else ()
+    running = (None, None) if kind in ("batch", "instance") else ()
+    eps = {"eps": 1e-5} if kind == "rms" else {}
+    _, *stats = forward(x, *groups, *running, *params, where=where, **options, **eps)
+    expected = backward(upstream, x, *groups, *stats, weight, where=where, **options)
+    for index, (grad, truth) in enumerate(zip(grads, expected)):
+        _assert_close(grad, jnp.asarray(truth), np.float32, scale=10.0 if index else 1.0)
+    if kind == "rms":
+        assert float(jnp.abs(grads[2]).max()) == 0.0  # rms_norm has no bias
+
+
+def test_a_traced_where_changes_without_recompiling(rng):
+    x, weight, bias, _ = _data(rng, (4, 6, 5), 6, np.float32)
+    compiled = jax.jit(lambda x, m: nnj.batch_norm(x, weight=weight, bias=bias, where=m)[0])
+    for _ in range(2):
+        where = _padding_mask(rng, x.shape)
+        _assert_close(
+            compiled(x, where), _masked_reference("batch", where)(x, weight, bias), np.float32
+        )
+    assert compiled._cache_size() == 1
+
+
+def test_where_under_vmap(rng):
+    x, weight, bias, upstream = _data(rng, (3, 4, 6, 5), 6, np.float32)
+    masks = rng.random((3, 4, 1, 5)) < 0.6
+    masks[0, 2] = False
+    shared = masks[1]
+    row_weight, row_bias = weight[:5], bias[:5]
+    # Layer norm over the last axis: a batched mask (per element) and a shared one,
+    # which normalizes every batch element in one call.
+    for where, axes in ((masks, 0), (shared, None)):
+        actual = jax.jit(
+            jax.vmap(lambda x, m: nnj.layer_norm(x, row_weight, row_bias, where=m), (0, axes))
+        )(x, where)
+        expected = jax.vmap(
+            lambda x, m: _masked_normalize(x, m, (2,), 1e-5) * row_weight + row_bias, (0, axes)
+        )(x, where)
+        _assert_close(actual, expected, np.float32)
+    # Batch norm: each element with its own statistics; per-example gradients.
+    rows = x[..., 0]  # (3, 4, 6): vmapped (N, C) batches, masks (N, 1)
+    row_masks = masks[:, :, :, 0]
+
+    def loss(f):
+        return lambda x, m, w: jnp.sum(f(x, m, w) * upstream[..., 0][0])
+
+    def ours(x, m, w):
+        return nnj.batch_norm(x, weight=w, where=m)[0]
+
+    def reference(x, m, w):
+        return _affine(_masked_normalize(x, m, (0,), 1e-5), w, None, 1)
+
+    actual, expected = (
+        jax.jit(jax.vmap(jax.grad(loss(f), argnums=(0, 2)), (0, 0, None)))(rows, row_masks, weight)
+        for f in (ours, reference)
+    )
+    for index, (grad, truth) in enumerate(zip(actual, expected)):
+        _assert_close(grad, truth, np.float32, scale=10.0 if index else 1.0)
+
+
+def test_batch_norm_running_statistics_with_where(rng, dtype):
+    x, weight, bias, _ = _data(rng, (4, 3, 5), 3, dtype)
+    where = _padding_mask(rng, x.shape)
+    running = _running(rng, 3, dtype)
+    y, new_mean, new_var = jax.jit(
+        lambda x, m: nnj.batch_norm(x, *running, weight, bias, momentum=0.3, where=m)
+    )(x, where)
+    host_running = [np.array(r) for r in running]
+    expected = nbn.batch_norm_forward(
+        np.asarray(x),
+        *host_running,
+        np.asarray(weight),
+        np.asarray(bias),
+        momentum=0.3,
+        where=where,
+    )
+    _assert_close(y, jnp.asarray(expected[0]), dtype)
+    _assert_close(new_mean, jnp.asarray(host_running[0]), dtype)
+    _assert_close(new_var, jnp.asarray(host_running[1]), dtype)
+    selected = np.asarray(x, np.float64).transpose(1, 0, 2)[
+        :, np.broadcast_to(where, x.shape)[:, 0]
+    ]
+    _assert_close(
+        new_var,
+        jnp.asarray((0.7 * np.asarray(running[1]) + 0.3 * selected.var(axis=1, ddof=1)), dtype),
+        dtype,
+    )
+
+
+@pytest.mark.parametrize(
+    "where, error, match",
+    [
+        (jnp.ones((2, 1, 6)), TypeError, "where must be a boolean array"),
+        (jnp.ones((2, 3, 6), bool), ValueError, r"where of shape \(2, 3, 6\).*\(2, 4, 6\)"),
+    ],
+)
+def test_where_errors(where, error, match):
+    x = jnp.ones((2, 4, 6))
+    for call in (nnj.batch_norm, nnj.layer_norm, nnj.instance_norm):
+        with pytest.raises(error, match=match):
+            call(x, where=where)
+        with pytest.raises(error, match=match):  # at trace time, not in the callback
+            jax.jit(lambda x, m, call=call: call(x, where=m))(x, where)
