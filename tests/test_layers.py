@@ -554,3 +554,181 @@ def test_torch_state_dict_from_savez_file(rng, tmp_path):
     expected = module.eval()(torch.tensor(x, dtype=torch.float32)).detach().numpy()
     assert_close(layer.eval()(x.astype(np.float32)), expected, np.float32)
     assert layer.num_batches_tracked == 1
+
+
+# ----------------------------------------------------------------------------
+# where: statistics of the selected elements, the backward with the forward's mask
+
+
+def _padding(rng, n, length):
+    """An ``(n, 1, length)`` mask of padded sequences; sample 1 is all padding."""
+    lengths = rng.integers(2, length + 1, n)
+    lengths[1] = 0
+    return (np.arange(length) < lengths[:, None])[:, None, :]
+
+
+def _gathered_batch_norm(x, dy, where, weight, bias, eps=1e-5):
+    """Batch norm of ``(N, C, T)`` with the statistics of the selected elements, float64 NumPy:
+    ``(y, dx, dweight, dbias, mean, unbiased var)``."""
+    mask = np.broadcast_to(where, x.shape)
+    channels = x.shape[1]
+    mean, var, unbiased, count = (np.zeros((1, channels, 1)) for _ in range(4))
+    for c in range(channels):
+        selected = x[:, c][mask[:, c]]
+        mean[0, c], var[0, c], count[0, c] = selected.mean(), selected.var(), selected.size
+        unbiased[0, c] = selected.var(ddof=1)
+    w, b = weight[:, None], bias[:, None]
+    x_hat = (x - mean) / np.sqrt(var + eps)
+    g = dy * w
+    sums = g.sum(axis=(0, 2), keepdims=True), (g * x_hat).sum(axis=(0, 2), keepdims=True)
+    feedback = np.where(mask, (sums[0] + x_hat * sums[1]) / count, 0.0)
+    dx = (g - feedback) / np.sqrt(var + eps)
+    return (
+        x_hat * w + b,
+        dx,
+        (dy * x_hat).sum(axis=(0, 2)),
+        dy.sum(axis=(0, 2)),
+        mean.ravel(),
+        unbiased.ravel(),
+    )
+
+
+def test_batch_norm_layer_with_where_against_the_gathered_elements(rng):
+    x, dy = _data(rng, (5, 3, 8))
+    where = _padding(rng, 5, 8)
+    layer = nbn.BatchNorm(3, momentum=0.25, dtype=np.float64)
+    _randomize(layer, rng)
+    before = _snapshot(layer)
+    y = layer(x, where)
+    dx = layer.backward(dy)  # with the forward's mask
+    expected = _gathered_batch_norm(x, dy, where, before["weight"], before["bias"])
+    for actual, truth in zip((y, dx, layer.grads["weight"], layer.grads["bias"]), expected):
+        assert_close(actual, truth, np.float64, scale=10.0)
+    for name, batch_stat in zip(("running_mean", "running_var"), expected[4:]):
+        assert_close(
+            getattr(layer, name), 0.75 * before[name] + 0.25 * batch_stat, np.float64, err_msg=name
+        )
+    assert layer.num_batches_tracked == 1
+    # Evaluation normalizes with the running statistics, whatever the mask.
+    layer.eval()
+    np.testing.assert_array_equal(layer(x, where), layer(x))
+
+
+@pytest.mark.parametrize(
+    "make, functional, where_shape",
+    [
+        (lambda: nbn.LayerNorm((3, 8)), "layer_norm", (5, 3, 8)),
+        (lambda: nbn.RMSNorm(8), "rms_norm", (5, 1, 8)),
+        (lambda: nbn.GroupNorm(3, 6, dtype=np.float64), "group_norm", (5, 6, 1)),
+        (
+            lambda: nbn.InstanceNorm(3, affine=True, track_running_stats=True, dtype=np.float64),
+            "instance_norm",
+            (5, 1, 8),
+        ),
+        (lambda: nbn.BatchNorm(3, dtype=np.float64), "batch_norm", (5, 1, 8)),
+    ],
+)
+def test_layers_with_where_are_the_functional_api_with_where(rng, make, functional, where_shape):
+    layer = make()
+    _randomize(layer, rng)
+    params = _snapshot(layer)
+    shape = (5, 6, 8) if functional == "group_norm" else (5, 3, 8)
+    x, dy = _data(rng, shape)
+    where = rng.random(where_shape) < 0.6
+    where[1] = False
+    y, dx = layer(x, where), layer.backward(dy)
+    forward = getattr(nbn, f"{functional}_forward")
+    backward = getattr(nbn, f"{functional}_backward")
+    weight = params.get("weight")
+    options = {"axis": (1, 2)} if functional == "layer_norm" else {}
+    if functional == "rms_norm":
+        options = {"axis": -1}
+    groups = (3,) if functional == "group_norm" else ()
+    running = [params[k].copy() for k in ("running_mean", "running_var") if k in params]
+    if functional in ("batch_norm", "instance_norm"):
+        args = (*running, weight, params["bias"])
+    else:
+        args = (*groups, weight) + ((params["bias"],) if "bias" in params else ())
+    expected_y, *stats = forward(x, *args, where=where, **options)
+    expected = backward(dy, x, *groups, *stats, weight, where=where, **options)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(dx, expected[0])
+    for name, grad in zip(("weight", "bias"), expected[1:]):
+        np.testing.assert_array_equal(layer.grads[name], grad)
+    for name, value in zip(("running_mean", "running_var"), running):
+        np.testing.assert_array_equal(getattr(layer, name), value)
+
+
+@pytest.mark.parametrize(
+    "where, error, match",
+    [
+        (np.ones((4, 1, 5)), TypeError, "where must be a boolean array"),
+        (np.ones((4, 2, 5), bool), ValueError, r"where of shape \(4, 2, 5\).*\(4, 3, 5\)"),
+        (np.arange(20).reshape(4, 1, 5) == 13, ValueError, "more than 1 value per channel"),
+    ],
+)
+def test_a_failing_forward_with_where_changes_nothing(rng, where, error, match):
+    layer = nbn.BatchNorm(3, dtype=np.float64)
+    _randomize(layer, rng)
+    before = _snapshot(layer)
+    x, _ = _data(rng, (4, 3, 5))
+    with pytest.raises(error, match=match):
+        layer(x, where)
+    for name, value in before.items():
+        np.testing.assert_array_equal(getattr(layer, name), value)
+
+
+def test_recompute_stats_of_masked_batches_is_that_of_the_gathered_elements(rng):
+    data, _ = _data(rng, (24, 3, 10))
+    data += 100.0
+    where = _padding(rng, 24, 10)
+    # (x, where) pairs, a plain batch (everything selected), and an all-padding batch.
+    batches = [(data[:8], where[:8]), data[8:12], (data[12:20], where[12:20])]
+    batches.append((data[20:], np.zeros((1, 1, 10), bool)))
+    mask = where.copy()
+    mask[8:12] = True
+    mask[20:] = False
+    layer = nbn.recompute_stats(nbn.BatchNorm(3, dtype=np.float64), iter(batches))
+    gathered = [data[:, c][np.broadcast_to(mask, data.shape)[:, c]] for c in range(3)]
+    assert_close(layer.running_mean, [g.mean() for g in gathered], np.float64)
+    assert_close(layer.running_var, [g.var(ddof=1) for g in gathered], np.float64)
+    assert layer.num_batches_tracked == 4
+
+
+def test_recompute_stats_of_masked_instance_norm_averages_instances_with_two_selected(rng):
+    data, _ = _data(rng, (12, 2, 9))
+    where = _padding(rng, 12, 9)
+    where[3, 0, 1:] = False  # one selected element: left out of the average
+    batches = [(data[:5], where[:5]), (data[5:], where[5:])]
+    layer = nbn.InstanceNorm(2, track_running_stats=True, dtype=np.float64)
+
+    def times_two(x):
+        return 2.0 * x
+
+    nbn.recompute_stats(layer, batches, forward=times_two)
+    counted = [n for n in range(12) if where[n].sum() >= 2]
+    assert 1 not in counted and 3 not in counted
+    means = [[(2.0 * data[n, c])[where[n, 0]].mean() for c in range(2)] for n in counted]
+    variances = [[(2.0 * data[n, c])[where[n, 0]].var(ddof=1) for c in range(2)] for n in counted]
+    assert_close(layer.running_mean, np.mean(means, axis=0), np.float64)
+    assert_close(layer.running_var, np.mean(variances, axis=0), np.float64)
+
+
+def test_recompute_stats_with_too_few_selected_raises_and_changes_nothing(rng):
+    layer = nbn.BatchNorm(2, dtype=np.float64)
+    x = rng.standard_normal((6, 2))
+    where = np.zeros((6, 2), bool)
+    where[0] = where[3, 0] = True
+    with pytest.raises(ValueError, match="ddof=1 needs more than 1 elements, got 1"):
+        nbn.recompute_stats(layer, [(x, where)])
+    instance = nbn.InstanceNorm(2, track_running_stats=True, dtype=np.float64)
+    with pytest.raises(ValueError, match="an instance with more than 1 selected element"):
+        nbn.recompute_stats(
+            instance, [(rng.standard_normal((3, 2, 4)), np.eye(3, 4, dtype=bool)[:, None])]
+        )
+    with pytest.raises(TypeError, match="where must be a boolean array"):
+        nbn.recompute_stats(layer, [(x, np.ones((6, 2)))])
+    for target in (layer, instance):
+        np.testing.assert_array_equal(target.running_mean, 0)
+        np.testing.assert_array_equal(target.running_var, 1)
+        assert target.num_batches_tracked == 0
