@@ -154,15 +154,28 @@ def _expanded_mask(t, shape4):
     """``t`` copied with as few of its broadcast axes expanded as a reshape to ``shape4`` needs."""
     broadcast = [a for a in range(t.ndim) if t.strides[a] == 0 and t.shape[a] > 1]
     base = t[tuple(slice(0, 1) if a in broadcast else slice(None) for a in range(t.ndim))]
+    shape, strides = mask_expansion(t.shape, t.strides, t.itemsize, shape4)
+    copy = np.ascontiguousarray(np.broadcast_to(base, shape))
+    return np.lib.stride_tricks.as_strided(copy, t.shape, strides, writeable=False)
+
+
+def mask_expansion(shape, strides, itemsize, shape4):
+    """``(copy_shape, copy_strides)`` of the copy :func:`mask_view` makes of a mask.
+
+    The mask has ``shape`` and byte ``strides`` (zero where it broadcasts);
+    the copy is C-contiguous of ``copy_shape``, 1 along the broadcast axes it
+    keeps, and ``copy_strides`` view it as ``shape`` and reshape to
+    ``shape4``.  From shapes and strides alone, so that device masks share it.
+    """
+    broadcast = [a for a in range(len(shape)) if strides[a] == 0 and shape[a] > 1]
     for n_kept in range(len(broadcast), -1, -1):
         for kept in itertools.combinations(broadcast, n_kept):
-            shape = tuple(1 if a in kept else t.shape[a] for a in range(t.ndim))
-            strides = tuple(
-                0 if a in kept else s for a, s in enumerate(c_strides(shape, t.itemsize))
+            copy_shape = tuple(1 if a in kept else n for a, n in enumerate(shape))
+            copy_strides = tuple(
+                0 if a in kept else s for a, s in enumerate(c_strides(copy_shape, itemsize))
             )
-            if reshaped_strides(t.shape, strides, shape4) is not None:
-                copy = np.ascontiguousarray(np.broadcast_to(base, shape))
-                return np.lib.stride_tricks.as_strided(copy, t.shape, strides, writeable=False)
+            if reshaped_strides(shape, copy_strides, shape4) is not None:
+                return copy_shape, copy_strides
     raise AssertionError("a C-contiguous copy always reshapes")
 
 
