@@ -24,13 +24,20 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+from . import _engine
 from ._cuda_columns import (
     columns_affine,
     columns_gradient_sums,
     columns_moments,
     group_coefficients,
 )
-from ._cuda_elementwise import running_as_groups, strided_copy, strided_fill, update_running
+from ._cuda_elementwise import (
+    running_as_groups,
+    selected_moments,
+    strided_copy,
+    strided_fill,
+    update_running,
+)
 from ._cuda_rows import rows_backward, rows_forward
 from ._cuda_shared import (
     BLOCK_THREADS,
@@ -44,7 +51,7 @@ from ._cuda_shared import (
     TILE_ROWS,
     UNROLL,
 )
-from ._layout import c_strides, dense_in, geometry, reshaped_strides
+from ._layout import c_strides, dense_in, geometry, mask_expansion, reshaped_strides
 
 # ----------------------------------------------------------------------------
 # Arrays of the caller's library
@@ -467,11 +474,24 @@ def _column_grid(slices, K, chunks):
     return (-(-K // TILE_COLUMNS) * slices, chunks), (TILE_COLUMNS, TILE_ROWS)
 
 
-def _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined):
+def _rows_backward(
+    canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined, mask4=None
+):
     """Launch :func:`~numbanorm._cuda_rows.rows_backward` over the view."""
     blocks, threads, team_shift = _team_launch(canon.shape4, weight2.shape[1])
     rows_backward(canon.acc)[blocks, threads, canon.stream](
-        dy4, canon.x4, team_shift, mean, rstd, weight2, input_stats, centered, refine, dx4, refined
+        dy4,
+        canon.x4,
+        team_shift,
+        mean,
+        rstd,
+        weight2,
+        input_stats,
+        centered,
+        refine,
+        dx4,
+        refined,
+        mask4,
     )
 
 
@@ -497,14 +517,20 @@ def _fold(canon, mean, update):
     return canon.library.scratch.counter(), (True, running_mean, running_var, momentum, unbias)
 
 
-def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean, update=None):
+def _column_statistics(
+    canon, centered, eps, mean, var, rstd, out_mean, update=None, mask4=None, count=None
+):
     """The groups' float64 ``mean`` and ``var``, and ``rstd``, from ``x`` in the columns
     regime, in one launch; the mean also into ``out_mean`` (which may be ``mean``),
-    and with ``update`` folded into running statistics."""
+    and with ``update`` folded into running statistics.  With a mask ``mask4``,
+    over the elements it selects, their number per group into ``count``."""
     B, O, C, I = canon.shape4
     K = C * I
     chunk_rows, chunks = _chunks(B, O, K)
     part_s1, part_s2 = (canon.library.scratch.array((B, chunks, K)) for _ in range(2))
+    selection = None
+    if mask4 is not None:
+        selection = (mask4, canon.library.scratch.array((B, chunks, K)), count)
     grid, block = _column_grid(B, K, chunks)
     counter, fold = _fold(canon, mean, update)
     columns_moments[grid, block, canon.stream](
@@ -518,12 +544,16 @@ def _column_statistics(canon, centered, eps, mean, var, rstd, out_mean, update=N
         eps,
         (mean, var, rstd, out_mean),
         fold,
+        selection,
     )
 
 
-def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, shift, offset, backward, out4):
+def _columns_pass(
+    canon, dy4, mean, rstd, weight2, bias2, shift, offset, backward, out4, mask4=None
+):
     """The columns regime's elementwise pass: ``y`` of the forward, or ``dx`` of the
-    backward with the groups' ``shift`` and ``offset`` (see ``_cuda_columns``)."""
+    backward with the groups' ``shift`` and ``offset`` (see ``_cuda_columns``),
+    which reach the elements a mask ``mask4`` selects only."""
     B, O, C, I = canon.shape4
     rows_per_block, chunks = _chunks(B, O, C * I)
     grid, block = _column_grid(B, C * I, chunks)
@@ -539,10 +569,11 @@ def _columns_pass(canon, dy4, mean, rstd, weight2, bias2, shift, offset, backwar
         shift,
         offset,
         _view3(out4),
+        mask4,
     )
 
 
-def _column_sums(canon, dy4, mean, rstd, per_sample, dweight2, dbias2, groups=None):
+def _column_sums(canon, dy4, mean, rstd, per_sample, dweight2, dbias2, groups=None, mask4=None):
     """The backward's column sums, one launch: per-column partial ``sum(dy)`` and
     ``sum(dy*x̂)``, and from them the parameter gradients, into ``dweight2`` and
     ``dbias2``.
@@ -551,7 +582,8 @@ def _column_sums(canon, dy4, mean, rstd, per_sample, dweight2, dbias2, groups=No
     (one slice, for the parameters' sums alone).  ``groups`` (per sample only)
     is ``(weight2, input_stats, centered, refine, count, refined, shift,
     offset)``: the groups' coefficients of ``dx`` are merged too (see
-    ``_cuda_columns.columns_gradient_sums``).
+    ``_cuda_columns.columns_gradient_sums``), with a mask ``mask4`` from the
+    elements it selects.
     """
     B, O, C, I = canon.shape4
     K = C * I
@@ -566,6 +598,9 @@ def _column_sums(canon, dy4, mean, rstd, per_sample, dweight2, dbias2, groups=No
         partials += (partials[0],)
     if groups is None:
         groups = (dweight2, False, False, False, 1, mean, mean, mean)
+    selection = None
+    if mask4 is not None:
+        selection = (mask4, canon.library.scratch.array((slices, chunks, K)))
     grid, block = _column_grid(slices, K, chunks)
     columns_gradient_sums(canon.acc)[grid, block, canon.stream](
         dy3,
@@ -579,11 +614,13 @@ def _column_sums(canon, dy4, mean, rstd, per_sample, dweight2, dbias2, groups=No
         canon.library.scratch.counter(),
         (dweight2, dbias2),
         (per_sample, *groups),
+        selection,
     )
 
 
-def _statistics(canon, centered, eps, mean, var, rstd):
-    """The groups' ``mean``, ``var`` and ``rstd`` from ``x``, without the elementwise pass."""
+def _statistics(canon, centered, eps, mean, var, rstd, mask4=None, count=None):
+    """The groups' ``mean``, ``var`` and ``rstd`` from ``x``, without the elementwise pass;
+    with a mask ``mask4``, from the elements it selects, their number into ``count``."""
     B, O, C, I = canon.shape4
     if _rows_regime(canon.shape4):
         blocks, threads, team_shift = _team_launch(canon.shape4, I)
@@ -601,9 +638,10 @@ def _statistics(canon, centered, eps, mean, var, rstd):
             mean,
             canon.x4,
             *_fold(canon, mean, None),
+            None if mask4 is None else (mask4, count),
         )
     else:
-        _column_statistics(canon, centered, eps, mean, var, rstd, mean)
+        _column_statistics(canon, centered, eps, mean, var, rstd, mean, None, mask4, count)
 
 
 def group_moments(canon):
@@ -623,6 +661,19 @@ def group_moments(canon):
     _statistics(canon, True, 0.0, mean, var, rstd)
     copy(var, m2, np.float64(O * I), canon.stream)
     return mean, m2
+
+
+def selected_statistics(canon, mask4):
+    """``(mean, var, count)`` of the elements of every group that ``mask4`` selects,
+    ``(B, C)`` float64 device arrays (zero for a group without any)."""
+    B, O, C, I = canon.shape4
+    mean, var, rstd, count = canon.stats(4)
+    if not O * I:
+        for stat in (mean, var, count):
+            fill(stat, 0.0, canon.stream)
+    elif B * C:
+        _statistics(canon, True, 0.0, mean, var, rstd, mask4, count)
+    return mean, var, count
 
 
 # ----------------------------------------------------------------------------
@@ -691,6 +742,36 @@ class CudaBackend:
     def view(self, xc, shape, roles):
         return DeviceView(self.library, _reshaped(xc, shape, self.stream), roles)
 
+    def mask(self, canon, where, shape):
+        """A view of the device array ``where``, without a copy where its strides allow.
+
+        As ``_layout.mask_view``: the axes it broadcasts along keep zero
+        strides, and where a block of the canonical view mixes them with
+        others, the fewest are expanded, in scratch of this call (one launch).
+        """
+        mask = _kernel_array(where, self.stream)
+        missing = len(shape) - mask.ndim
+        strides = (0,) * missing + tuple(
+            0 if n == 1 else s for n, s in zip(mask.shape, mask.strides)
+        )
+        # canon.shape splits an axis of ``shape`` at most, which any strides allow.
+        strides = reshaped_strides(tuple(shape), strides, canon.shape)
+        ordered = [canon.shape[a] for a in canon.perm]
+        strides = [strides[a] for a in canon.perm]
+        strides4 = reshaped_strides(ordered, strides, canon.shape4)
+        if strides4 is None:
+            copy_shape, copy_strides = mask_expansion(ordered, strides, 1, canon.shape4)
+            expanded = self.library.scratch.array(copy_shape, np.bool_)
+            copy(_numba_view(mask, copy_shape, strides), expanded, stream=self.stream)
+            mask, strides4 = expanded, reshaped_strides(ordered, copy_strides, canon.shape4)
+        return _numba_view(mask, canon.shape4, strides4)
+
+    def group_counts(self, mask):
+        """The mask copied to the host and counted there: a host wait, which only a
+        masked training forward with running statistics makes (the driver
+        checks the counts before anything is written)."""
+        return _engine.group_counts(np.asarray(self.to_host(mask)))
+
     def param2(self, value, shape2, fill_value):
         """The parameter itself, read by the kernels in its own dtype (a constant for None)."""
         if value is None:
@@ -703,22 +784,30 @@ class CudaBackend:
         running_as_groups[blocks, threads, self.stream](running[0], running[1], eps, mean, rstd)
         return mean, rstd
 
-    def normalize(self, canon, weight2, bias2, out, *, eps, centered, stats, update):
+    def normalize(self, canon, weight2, bias2, out, *, eps, centered, stats, update, mask=None):
         """``y`` is written in the dtype of ``x`` (float16 stays float16); the statistics
-        kernel's last block folds ``update``."""
+        kernel's last block folds ``update``.  With a ``mask``, the statistics
+        kernel counts the selected elements too (``count`` is float64 scratch):
+        the launches are those of an unmasked call."""
         B, O, C, I = canon.shape4
         y, out4 = canon.output(out, canon.dtype)
+        count = None
         if stats is None:
             # The kernels write the statistics into the public arrays.
             (rstd,) = canon.public_stats(canon.stat_dtype, 1)
             (mean,) = canon.public_stats(canon.stat_dtype, 1) if centered else canon.stats(1)
             (var,) = canon.stats(1)
+            if mask is not None:
+                (count,) = canon.stats(1)
         else:
             (mean, rstd), var = stats, None
         if not (B * C and O * I):
+            if count is not None:
+                fill(count, 0.0, canon.stream)
             if update is not None:
                 self.update_running(*update[:2], mean, var, *update[2:])
-            return y, mean, var, rstd
+            return y, mean, var, rstd, count
+        selection = None if count is None else (mask, count)
         if _rows_regime(canon.shape4):
             blocks, threads, team_shift = _team_launch(canon.shape4, weight2.shape[1])
             rows_forward(canon.acc)[blocks, threads, canon.stream](
@@ -735,15 +824,18 @@ class CudaBackend:
                 bias2,
                 out4,
                 *_fold(canon, mean, update),
+                selection,
             )
-            return y, mean, var, rstd
+            return y, mean, var, rstd, count
         group_mean = mean
         if stats is None:
             # The elementwise pass needs the float64 mean, not its public rounding.
             (group_mean,) = canon.stats(1)
-            _column_statistics(canon, centered, eps, group_mean, var, rstd, mean, update)
+            _column_statistics(
+                canon, centered, eps, group_mean, var, rstd, mean, update, mask, count
+            )
         _columns_pass(canon, canon.x4, group_mean, rstd, weight2, bias2, rstd, rstd, False, out4)
-        return y, mean, var, rstd
+        return y, mean, var, rstd, count
 
     def _gradients(self, canon, gradients, shape2):
         """``(dweight2, dbias2)`` targets of ``shape2``: views of new public arrays of
@@ -760,8 +852,14 @@ class CudaBackend:
             targets.append(target)
         return targets
 
-    def backward(self, canon, dy, mean, rstd, weight2, input_stats, centered, *, out, gradients):
-        """``dx`` is written in the dtype of ``x``, the gradients into public arrays."""
+    def backward(
+        self, canon, dy, mean, rstd, weight2, input_stats, centered, *, out, gradients, mask=None
+    ):
+        """``dx`` is written in the dtype of ``x``, the gradients into public arrays.
+
+        A ``mask`` costs no launch: the kernels that take the group sums count
+        the selected elements too.
+        """
         B, O, C, I = canon.shape4
         dx, dx4 = canon.output(out, canon.dtype)
         dweight2, dbias2 = self._gradients(canon, gradients, weight2.shape)
@@ -770,6 +868,8 @@ class CudaBackend:
                 fill(g, 0.0, canon.stream)
             return dx, dweight2, dbias2
         dy4 = canon.view(dy)
+        if not input_stats:
+            mask = None  # constant statistics: nothing is fed back through them
         # float32 statistics round the mean by up to half an ulp of the data's
         # offset, which dx and dweight magnify: it is refined to the mean of x
         # in float64, as the CPU backend refines it.
@@ -788,24 +888,29 @@ class CudaBackend:
                 dweight2,
                 dbias2,
                 (weight2, input_stats, centered, refine, O * I, refined, shift, offset),
+                mask,
             )
-            _columns_pass(canon, dy4, refined, rstd, weight2, weight2, shift, offset, True, dx4)
+            _columns_pass(
+                canon, dy4, refined, rstd, weight2, weight2, shift, offset, True, dx4, mask
+            )
             return dx, dweight2, dbias2
         if refine and in_place:
-            mean, var, _ = canon.stats()
-            _statistics(canon, True, 0.0, mean, var, var)
+            mean, var, count = canon.stats()
+            _statistics(canon, True, 0.0, mean, var, var, mask, count)
             refine = False
         if not in_place:
             # dx first, refining the mean on the way; then the parameter sums.
             (refined,) = canon.stats(1)
             _rows_backward(
-                canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined
+                canon, dy4, mean, rstd, weight2, input_stats, centered, refine, dx4, refined, mask
             )
             _column_sums(canon, dy4, refined if refine else mean, rstd, False, dweight2, dbias2)
             return dx, dweight2, dbias2
         # The parameter sums read x and dy before dx overwrites either.
         _column_sums(canon, dy4, mean, rstd, False, dweight2, dbias2)
-        _rows_backward(canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean)
+        _rows_backward(
+            canon, dy4, mean, rstd, weight2, input_stats, centered, False, dx4, mean, mask
+        )
         return dx, dweight2, dbias2
 
     def parameter_sums(self, canon, dy, mean, rstd, weight2):
@@ -818,21 +923,36 @@ class CudaBackend:
                 fill(g, 0.0, canon.stream)
         return self.to_host(dweight2), self.to_host(dbias2)
 
-    def input_gradient(self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count):
+    def input_gradient(
+        self, canon, dy, mean, rstd, weight2, group_g, group_gxhat, count, mask=None
+    ):
+        """With a ``mask``, the host counts go to the device with the group sums."""
         B, O, C, I = canon.shape4
         dx, dx4 = canon.output(None, canon.dtype)
         if dx4.size:
-            # The group sums as one-column partials of weight one.
+            # The group sums (and selected counts) as one-column partials of weight one.
             sums = tuple(
                 _dense(self.from_host(np.asarray(g, np.float64)), (B, 1, C))
                 for g in (group_g, group_gxhat)
             )
+            counts = None
+            if mask is not None:
+                counts = _dense(self.from_host(np.asarray(count, np.float64)), (B, 1, C))
+                count = 0  # each group's count is in ``counts``
             refined, shift, offset = canon.stats()
             group_coefficients(canon.acc)[1, BLOCK_THREADS, canon.stream](
-                (*sums, sums[0]), _constant(1.0, (C, 1)), mean, rstd, count, refined, shift, offset
+                (*sums, sums[0]),
+                _constant(1.0, (C, 1)),
+                mean,
+                rstd,
+                count,
+                refined,
+                shift,
+                offset,
+                counts,
             )
             _columns_pass(
-                canon, canon.view(dy), mean, rstd, weight2, weight2, shift, offset, True, dx4
+                canon, canon.view(dy), mean, rstd, weight2, weight2, shift, offset, True, dx4, mask
             )
         return dx
 
@@ -875,18 +995,42 @@ class CudaBackend:
         roles = "".join("R" if a in axes else "K" for a in range(xc.ndim))
         return DeviceView(self.library, xc, roles), [a for a in range(xc.ndim) if a not in axes]
 
-    def welford_state(self, xc, axes):
+    def welford_state(self, xc, axes, where=None):
         canon, kept = self._reduction(xc, axes)
-        mean, m2 = group_moments(canon)
-        count = math.prod(xc.shape[a] for a in axes)
-        return count, *(self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, m2))
+        if where is None:
+            mean, m2 = group_moments(canon)
+            count = math.prod(xc.shape[a] for a in axes)
+            return count, *(
+                self.to_host(canon.stats_to_axes(s, kept, np.float64)) for s in (mean, m2)
+            )
+        mean, var, count = (
+            self.to_host(canon.stats_to_axes(s, kept, np.float64))
+            for s in selected_statistics(canon, self.mask(canon, where, xc.shape))
+        )
+        empty = count == 0
+        mean[empty] = math.nan
+        m2 = np.where(empty, math.nan, var * count)
+        return count, mean, m2
 
-    def moments(self, xc, axes, dof, keepdims, result_dtype):
-        """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy)."""
+    def moments(self, xc, axes, ddof, keepdims, result_dtype, where=None):
+        """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy).
+
+        With ``where``, one more launch turns the selected elements'
+        statistics into these.
+        """
         canon, kept = self._reduction(xc, axes)
-        mean, m2 = group_moments(canon)
+        if where is None:
+            mean, m2 = group_moments(canon)
+            dof = math.prod(xc.shape[a] for a in axes) - ddof
+            stats = ((mean, 1.0), (m2, 1.0 / dof if dof > 0 else math.inf))
+        else:
+            mean, var, count = selected_statistics(canon, self.mask(canon, where, xc.shape))
+            if mean.size:
+                blocks, threads = _grid(mean.size)
+                selected_moments[blocks, threads, self.stream](mean, var, count, ddof)
+            stats = ((mean, 1.0), (var, 1.0))
         results = []
-        for stat, scale in ((mean, 1.0), (m2, 1.0 / dof if dof > 0 else math.inf)):
+        for stat, scale in stats:
             stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
             if keepdims:
                 stat = self.library.reshaped(
@@ -896,6 +1040,9 @@ class CudaBackend:
         return tuple(results)
 
     def to_host(self, a):
+        """``a`` copied to the host; a host array (as :meth:`welford_state` gives) as it is."""
+        if isinstance(a, np.ndarray):
+            return a
         host = _kernel_array(a, self.stream).copy_to_host(stream=self.stream)
         if self.stream:
             self.stream.synchronize()

@@ -1,8 +1,11 @@
-"""GPU kernels outside the two regimes: layout copies, fills and running statistics.
+"""GPU kernels outside the two regimes: layout copies, fills, running statistics and
+the last step of masked moments.
 
 They are grid-stride loops over a 1-D launch, typed by their arguments
 alone (no accumulation dtype).
 """
+
+import math
 
 import numpy as np
 from numba import cuda
@@ -86,3 +89,24 @@ def fold_running(update, mean, var):
 def update_running(update, mean, var):
     """:func:`fold_running` as a kernel of one block."""
     fold_running(update, mean, var)
+
+
+@cuda.jit
+def selected_moments(mean, var, count, ddof):
+    """``numbanorm.moments``' statistics from those of selected elements, in place.
+
+    ``(B, C)`` ``mean`` and ``var`` (divisor ``count``) of groups of
+    ``count`` selected elements become the mean and the variance of divisor
+    ``count - ddof`` (inf or NaN where that is not positive), NaN for a
+    group without any.
+    """
+    B, C = mean.shape
+    for t in range(cuda.grid(1), B * C, cuda.gridsize(1)):
+        b = t // C
+        c = t - b * C
+        n = np.float64(count[b, c])
+        if n == 0.0:
+            mean[b, c] = math.nan
+            var[b, c] = math.nan
+        else:
+            var[b, c] = np.float64(var[b, c]) * n / max(n - ddof, 0.0)

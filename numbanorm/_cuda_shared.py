@@ -158,14 +158,15 @@ def input_gradient_coefficients(sum_g, sum_gx, rstd, count, input_stats, centere
 
     The backward's statistics-to-coefficients step, as the CPU kernels'
     ``_input_grad_coefficients``: ``sum_g = sum(dy*w)`` and ``sum_gx =
-    sum(dy*w*(x - mean))`` over the ``count`` elements of a group give
-    ``shift = -rstd**3 * sum_gx / count`` and ``offset = -rstd * sum_g /
-    count`` (zero for a norm that is not ``centered``); without
-    ``input_stats`` the statistics are constants and both are zero.
+    sum(dy*w*(x - mean))`` over a group whose statistics came from
+    ``count`` elements give ``shift = -rstd**3 * sum_gx / count`` and
+    ``offset = -rstd * sum_g / count`` (zero for a norm that is not
+    ``centered``); without ``input_stats`` the statistics are constants and
+    both are zero, as they are for a group without a selected element.
     ``shift`` scales like ``1 / var``: below ``tiny``, the smallest normal
     number of the accumulation type, it has lost its digits and is NaN.
     """
-    if not input_stats:
+    if not input_stats or count == 0:
         return 0.0, 0.0
     r = np.float64(rstd)
     mean_g = np.float64(sum_g) / count if centered else 0.0
@@ -224,6 +225,96 @@ def moments_of_sums(count, pivot, s1, s2, centered):
     if m2 < 0.0:  # rounding; NaN passes
         m2 = 0.0
     return pivot + shift, m2
+
+
+@cuda.jit(device=True)
+def selected(line, i):
+    """Whether element ``i`` of a mask's 1-D ``line`` is selected: always without a mask
+    (``line`` None, a branch Numba prunes)."""
+    if line is None:
+        return True
+    return line[i]
+
+
+@cuda.jit(device=True)
+def first_selected(a, line, first, end, step):
+    """``(value, found)``: ``a[i]`` (float64) at the first ``i`` of ``first:end:step``
+    that the mask ``line`` selects, and 1.0; ``(0.0, 0.0)`` where it selects none."""
+    i = first
+    while i < end:
+        if line[i]:
+            return np.float64(a[i]), 1.0
+        i += step
+    return 0.0, 0.0
+
+
+@cuda.jit(device=True)
+def selected_pivot(total, found):
+    """The pivot of a masked group: the mean of ``found`` selected elements summing to
+    ``total`` (0 for none).
+
+    With a mask the group's first element may be unselected, and hold
+    anything (NaN padding); elements it selects keep the pivot near the data.
+    """
+    return total / found if found > 0.0 else 0.0
+
+
+@cuda.jit(device=True)
+def selected_deviation_sums(a, line, first, end, step, s1, s2, n, pivot):
+    """:func:`strided_deviation_sums` over the elements the mask ``line`` selects, and
+    their count ``n``; four loads of each in flight.
+
+    A select rather than a product with the mask: an unselected NaN or inf
+    must not reach the sums.
+    """
+    i = first
+    while i + 3 * step < end:
+        v0 = a[i]
+        v1 = a[i + step]
+        v2 = a[i + 2 * step]
+        v3 = a[i + 3 * step]
+        m0 = line[i]
+        m1 = line[i + step]
+        m2 = line[i + 2 * step]
+        m3 = line[i + 3 * step]
+        s1, s2, n = _selected_sums(s1, s2, n, v0, m0, pivot)
+        s1, s2, n = _selected_sums(s1, s2, n, v1, m1, pivot)
+        s1, s2, n = _selected_sums(s1, s2, n, v2, m2, pivot)
+        s1, s2, n = _selected_sums(s1, s2, n, v3, m3, pivot)
+        i += 4 * step
+    while i < end:
+        s1, s2, n = _selected_sums(s1, s2, n, a[i], line[i], pivot)
+        i += step
+    return s1, s2, n
+
+
+@cuda.jit(device=True)
+def _selected_sums(s1, s2, n, v, chosen, pivot):
+    if chosen:
+        s1, s2 = deviation_sums(s1, s2, v, pivot)
+        n += 1.0
+    return s1, s2, n
+
+
+@cuda.jit(device=True)
+def selected_statistics(n, pivot, s1, s2, centered, eps):
+    """``(mean, var, rstd)`` of a group of ``n`` selected elements from their
+    :func:`deviation_sums`: zero for none, so that the group is normalized to
+    its bias, never NaN."""
+    if n == 0.0:
+        return 0.0, 0.0, 0.0
+    mean, m2 = moments_of_sums(n, pivot, s1, s2, centered)
+    variance, rstd = variance_rstd(n, m2, eps)
+    return mean, variance, rstd
+
+
+@cuda.jit(device=True)
+def variance_rstd(n, m2, eps):
+    """``(var, rstd)`` of a group of ``n`` selected elements of M2 ``m2``; zero for none."""
+    if n == 0.0:
+        return 0.0, 0.0
+    variance = m2 / n
+    return variance, reciprocal_sqrt(variance + eps)
 
 
 @functools.cache

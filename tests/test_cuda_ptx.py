@@ -56,7 +56,12 @@ def _compile(kernel, signature):
 
 
 def _norm_kernels(x, acc):
-    """``(kernel, argument types)`` of every norm kernel, for data ``x`` accumulated in ``acc``."""
+    """``(kernel, argument types)`` of every norm kernel, for data ``x`` accumulated in ``acc``:
+    unmasked (``None`` for the mask arguments), then masked."""
+    return _kernels(x, acc, False) + _kernels(x, acc, True)
+
+
+def _kernels(x, acc, masked):
     b, i8, f8 = types.boolean, types.int64, types.float64
     x3, x4 = _array(x, 3), _array(x, 4)
     # Scratch statistics are float64, public ones in the accumulation dtype;
@@ -66,12 +71,18 @@ def _norm_kernels(x, acc):
     # Running statistics folded in by a statistics kernel's last block.
     running = _array(acc, 1)
     fold = types.Tuple((b, running, running, f8, f8))
+    # A mask broadcast along some axes has zero strides there.
+    none, mask = types.none, _array(np.bool_, 4, "A")
     return [
         (
             _cuda_rows.rows_forward(acc),
-            (x4, i8, b, b, b, f8, public, stat, public, param, param, x4, counter, fold),
+            (x4, i8, b, b, b, f8, public, stat, public, param, param, x4, counter, fold)
+            + (types.Tuple((mask, stat)) if masked else none,),
         ),
-        (_cuda_rows.rows_backward(acc), (x4, x4, i8, public, public, param, b, b, b, x4, stat)),
+        (
+            _cuda_rows.rows_backward(acc),
+            (x4, x4, i8, public, public, param, b, b, b, x4, stat, mask if masked else none),
+        ),
         (
             _cuda_columns.columns_moments,
             (
@@ -85,6 +96,7 @@ def _norm_kernels(x, acc):
                 f8,
                 types.Tuple((stat, stat, public, public)),
                 fold,
+                types.Tuple((mask, part, stat)) if masked else none,
             ),  # fmt: skip
         ),
         (
@@ -101,15 +113,17 @@ def _norm_kernels(x, acc):
                 counter,
                 types.UniTuple(param, 2),
                 types.Tuple((b, param, b, b, b, i8, stat, stat, stat)),
+                types.Tuple((mask, part)) if masked else none,
             ),  # fmt: skip
         ),
         (
             _cuda_columns.group_coefficients(acc),
-            (types.UniTuple(part, 3), param, public, public, i8, stat, stat, stat),
+            (types.UniTuple(part, 3), param, public, public, i8, stat, stat, stat)
+            + (part if masked else none,),
         ),
         (
             _cuda_columns.columns_affine(acc),
-            (x3, x3, b, i8, stat, public, param, param, stat, stat, x3),
+            (x3, x3, b, i8, stat, public, param, param, stat, stat, x3, mask if masked else none),
         ),
     ]
 
@@ -147,7 +161,16 @@ def test_elementwise_kernels_compile():
             _cuda_elementwise.strided_copy,
             (_array(np.float16, 1), _array(np.float64, 1), shape, shape, shape, types.float64),
         ),
+        # A mask expanded where the canonical view needs it.
+        (
+            _cuda_elementwise.strided_copy,
+            (_array(np.bool_, 1), _array(np.bool_, 1), shape, shape, shape, types.float64),
+        ),
         (_cuda_elementwise.strided_fill, (_array(np.float32, 1), shape, shape, types.float64)),
+        (
+            _cuda_elementwise.selected_moments,
+            (*(_array(np.float64, 2),) * 3, types.int64),
+        ),
         (
             _cuda_elementwise.running_as_groups,
             (strided, strided, types.float64, _array(np.float32, 2), _array(np.float32, 2)),
@@ -317,12 +340,17 @@ def _resources(ptxas, ptx, tmp_path):
 # passes over two or three streams, with Numba's 64-bit indexing; capped at
 # 64 they would spill 200 to 300 bytes a thread inside those loops.
 REGISTERS = {"rows_forward": 112, "rows_backward": 112, "columns_gradient_sums": 80}
+# The masked elementwise pass of the columns regime holds a mask byte and its
+# address beside each of its four elements: 72 registers for float64 data.
+MASKED_REGISTERS = {**REGISTERS, "columns_affine": 72}
 
 
 @DATA_TYPES
-def test_kernels_fit_their_registers_without_spilling(x, acc, tmp_path):
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])
+def test_kernels_fit_their_registers_without_spilling(x, acc, masked, tmp_path):
     ptxas = _ptxas()
-    for kernel, signature in _norm_kernels(x, np.dtype(acc)):
+    ceilings = MASKED_REGISTERS if masked else REGISTERS
+    for kernel, signature in _kernels(x, np.dtype(acc), masked):
         registers, spilled = _resources(ptxas, _compile(kernel, signature), tmp_path)
         assert spilled == 0, (_name(kernel), spilled)
-        assert registers <= REGISTERS.get(_name(kernel), 64), (_name(kernel), registers)
+        assert registers <= ceilings.get(_name(kernel), 64), (_name(kernel), registers)
