@@ -194,3 +194,70 @@ def test_foreign_arrays_are_taken_without_a_host_wait(monkeypatch, producer, our
     assert _cuda._kernel_array(array, _Stream(ours) if ours else 0) is array
     assert taken == [False]
     assert events == ([("record", producer), ("wait", ours)] if waits else [])
+
+
+@pytest.mark.parametrize("norm, shape, axis, groups, rows, forwards, backwards", CASES)
+def test_a_masked_call_launches_as_an_unmasked_one(
+    recorder, regimes, norm, shape, axis, groups, rows, forwards, backwards
+):
+    """``where=`` costs no launch, allocation or host wait: the kernels count as they sum."""
+    rng = np.random.default_rng(0)
+    x = device(rng.standard_normal(shape).astype(np.float32))
+    dy = device(rng.standard_normal(shape).astype(np.float32))
+    where = device(rng.random(shape) < 0.7)
+    weight = device(np.ones(shape[axis], np.float32))
+    forward, backward, extra, params = norm_functions(norm, groups, weight, weight)
+
+    stats = forward(x, *extra, *params, axis=axis, where=where)[1:]
+    backward(dy, x, *extra, *stats, weight, axis=axis, where=where)
+
+    recorder.clear()
+    results = forward(x, *extra, *params, axis=axis, where=where)
+    assert (len(recorder.launches), recorder.allocations, recorder.host_waits) == (
+        forwards,
+        len(results),
+        0,
+    )
+    recorder.clear()
+    gradients = backward(dy, x, *extra, *stats, weight, axis=axis, where=where)
+    assert (len(recorder.launches), recorder.allocations, recorder.host_waits) == (
+        backwards,
+        len(gradients),
+        0,
+    )
+    _check_launches(recorder)
+    assert set(regimes) == {rows}
+
+
+def test_a_mask_the_canonical_view_cannot_stride_costs_one_copy(recorder):
+    """Layer norm over (1, 2) with a mask broadcast along axis 2: the I block merges a
+    broadcast axis with a real one, so the mask is expanded, in pooled scratch."""
+    rng = np.random.default_rng(0)
+    x = device(rng.standard_normal((2, 3, 4)).astype(np.float32))
+    where = device(rng.random((2, 3, 1)) < 0.7)
+    numbanorm.layer_norm_forward(x, axis=(1, 2), where=where)
+    recorder.clear()
+    results = numbanorm.layer_norm_forward(x, axis=(1, 2), where=where)
+    assert len(recorder.launches) == 2  # the copy, then the rows kernel
+    assert recorder.allocations == len(results)
+    assert recorder.host_waits == 0
+
+
+@pytest.mark.parametrize("shape, rows", [((1, 2, 12), True), ((4, 3, 8), False)])
+def test_masked_training_with_running_statistics_waits_for_the_counts(
+    recorder, regimes, shape, rows
+):
+    """The driver checks the selected counts on the host before anything is written, and
+    folds the groups with at least two into the running statistics there: three host
+    waits (the counts, mean and var), two small uploads and one more launch."""
+    rng = np.random.default_rng(0)
+    x = device(rng.standard_normal(shape).astype(np.float32))
+    where = device(rng.random((shape[0], 1, shape[2])) < 0.7)
+    running = [device(np.zeros(shape[1], np.float32)) for _ in range(2)]
+    numbanorm.batch_norm_forward(x, *running, where=where)
+    recorder.clear()
+    results = numbanorm.batch_norm_forward(x, *running, where=where)
+    assert len(recorder.launches) == (1 if rows else 2) + 1
+    assert recorder.allocations == len(results) + 2
+    assert recorder.host_waits == 3
+    assert set(regimes) == {rows}
