@@ -201,11 +201,13 @@ class Backend(Protocol):
         keepdims: bool,
         result_dtype: np.dtype,
         where: Any = None,
-    ) -> tuple[Any, Any]:
-        """Mean and variance (divisor ``n - ddof``) over ``axes``, as ``numbanorm.moments``.
+    ) -> tuple[Any, Any, Any]:
+        """``(mean, var, count)`` over ``axes``, as ``numbanorm.moments`` with its counts.
 
-        ``where``, a checked boolean array that broadcasts to ``xc``, selects
-        the elements; a slice without any has NaN statistics.
+        The variance's divisor is ``n - ddof``.  ``where``, a checked boolean
+        array that broadcasts to ``xc``, selects the elements; a slice
+        without any has NaN statistics.  ``count`` is on the host: a number,
+        or with ``where`` an array of the kept axes' shape.
         """
 
     def to_host(self, a: Any) -> np.ndarray:

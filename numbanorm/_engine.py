@@ -324,20 +324,15 @@ def backward(canon, dy, mean, rstd, weight2, stats_from_input, centered=True, ou
     refine = refines_mean(canon.x4.dtype, stats_from_input, centered)
     if not stats_from_input:
         mask4 = None  # constant statistics: no feedback, no count
-    count = O * I if mask4 is None else group_counts(mask4)
+    # With a mask, whole groups are counted by the task that reduces them, split
+    # groups by the gradient-sums kernel.
+    count = O * I
     if not whole_groups:
-        _gradient_sums(
-            kernels,
-            canon,
-            dy4,
-            mean,
-            rstd,
-            weight2,
-            refine,
-            tiling,
-            sums,
-            mask4 if refine else None,
+        counts = _gradient_sums(
+            kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums, mask4
         )
+        if counts is not None:
+            count = counts
         if refine:
             mean = _refine_mean(canon, mean, rstd, tiling, sums, count)
     dx = _input_gradient(
@@ -462,8 +457,9 @@ def group_counts(mask4):
         mask4 = mask4[:1]
     if mask4.strides[2] == 0:
         mask4 = mask4[:, :, :1]
-    counts = np.count_nonzero(mask4, axis=(1, 3)) * float(factor)
-    return np.broadcast_to(counts, (B, C)).copy()
+    counts = np.empty(mask4.shape[::2])
+    _kernels.count_selected(mask4, counts)
+    return np.broadcast_to(counts * factor, (B, C)).copy()
 
 
 def _block_total(partial_sums):
@@ -484,10 +480,12 @@ def _gradient_buffers(canon, tiling, W):
 def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sums, mask4):
     """The gradient-sums kernel into ``sums``; the o-chunks of each group add up in order.
 
-    ``mask4`` (or None) selects the elements of the deviation sums.
+    ``mask4`` (or None) selects the elements of the deviation sums.  Returns
+    the ``(B, C)`` counts of the selected elements, None without a mask.
     """
     B, O, C, _ = canon.shape4
     parts = _arrays(np.zeros, 3, (B, -(-O // tiling[1]), C))
+    part_count = None if mask4 is None else np.zeros((B, -(-O // tiling[1]), C))
     if canon.x4.size:
         _launch(
             kernels.gradient_sums,
@@ -501,10 +499,12 @@ def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sum
             *parts,
             *sums[3:],
             mask4,
+            part_count,
         )
     with np.errstate(invalid="ignore"):  # inf - inf is NaN silently, as in the kernels
         for total, part in zip(sums[:3], parts):
             part.sum(axis=1, out=total)
+    return None if part_count is None else part_count.sum(axis=1)
 
 
 def _input_gradient(
@@ -528,11 +528,12 @@ def _input_gradient(
 
     ``group_sums`` is ``(group_g, group_gx)``: given, or receiving the
     reductions; ``param_sums`` is ``(param_dy, param_dyx)`` or None.
-    ``count`` is a number, or with a mask ``mask4`` the ``(B, C)`` counts.
+    ``count`` is a number, or the ``(B, C)`` counts of a mask ``mask4``
+    (tasks that reduce whole groups count them themselves).
     """
-    counts = None
-    if mask4 is not None:
-        count, counts = 0, count
+    counts = count if isinstance(count, np.ndarray) else None
+    if counts is not None:
+        count = 0
     dx, dx4 = canon.output(out)
     if dx4.size:
         _launch(

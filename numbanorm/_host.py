@@ -190,7 +190,7 @@ class HostBackend:
                 stat = np.expand_dims(stat, axes)
             stat = np.array(stat, dtype=result_dtype)
             results.append(stat[()] if stat.ndim == 0 else stat)  # NumPy scalars, as np.mean
-        return tuple(results)
+        return (*results, count)
 
     @staticmethod
     def to_host(a):

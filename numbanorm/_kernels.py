@@ -388,31 +388,41 @@ def _rows_moments(x4, b, o0, o1, c, centered, mask4):
 
 
 @jit(inline=True)
-def _rows_mean(x4, b, o0, o1, c, m, mask4):
-    """``(mean, count)`` of the rows ``x4[b, o0:o1, c]``, the mean refined from ``m``.
+def _rows_mean(x4, b, o0, o1, c, m, mask4, count):
+    """The mean of the rows ``x4[b, o0:o1, c]``, refined from an approximation ``m``.
 
     ``m`` rounded to the precision of ``x`` is a pivot; the deviations from
     it are exact for ``x`` near the mean, so their sum gives the mean to
-    float64 accuracy, whatever rounding ``m`` went through.  ``count``
-    elements are selected by ``mask4``; without one, ``m`` is returned.
+    float64 accuracy, whatever rounding ``m`` went through.  The mean is
+    that of the ``count`` elements ``mask4`` selects (``m`` where there are
+    none).
     """
     pivot = x4.dtype.type(m)
     zero = x4.dtype.type(0)
     s_x = 0.0
-    n = 0
     for o in range(o0, o1):
         xr = x4[b, o, c]
         for start in range(0, xr.size, ROW_BLOCK):
             xs = xr[start : start + ROW_BLOCK]
             selection = _mask_run(mask4, b, o, c, start, start + xs.size)
-            n += _n_selected(selection, xs.size)
             block_x = zero
             for i in range(xs.size):
                 block_x += _pick(selection, i, xs[i] - pivot, zero)
             s_x += block_x
-    if n == 0:
-        return m, n
-    return np.float64(pivot) + s_x / n, n
+    if count == 0:
+        return m
+    return np.float64(pivot) + s_x / count
+
+
+@jit(inline=True)
+def _rows_selected(mask4, b, o0, o1, c, I):
+    """How many elements of the rows ``x4[b, o0:o1, c]`` ``mask4`` selects (all without it)."""
+    if mask4 is None:
+        return (o1 - o0) * I
+    n = 0
+    for o in range(o0, o1):
+        n += _n_selected(mask4[b, o, c], I)
+    return n
 
 
 @jit(inline=True)
@@ -503,12 +513,13 @@ def _rows_gradient(
     param_dyx,
     mask4,
 ):
-    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group.
+    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m), count)`` of one group.
 
     :func:`_elements_gradient`, which uses ``part`` and ``first_row``, with
     a weight per element (``segments`` None); :func:`_segments_gradient`,
-    which uses ``group_h``, with a weight per segment.  The mean and
-    ``sum(x - m)`` cover the elements ``mask4`` selects, the other sums all.
+    which uses ``group_h``, with a weight per segment.  The mean,
+    ``sum(x - m)`` and ``count`` cover the elements ``mask4`` selects, the
+    other sums all.
     """
     if segments is None:
         return _elements_gradient(
@@ -523,7 +534,8 @@ def _rows_gradient(
 def _elements_gradient(
     dy4, x4, b, o0, o1, c, m, r, w_row, refine, part, first_row, param_dy, param_dyx, mask4
 ):
-    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m))`` of one group, a weight per element.
+    """``(m, sum(dy*w), sum(dy*w*(x - m)), sum(x - m), count)`` of one group, a weight
+    per element.
 
     The parameter sums accumulate.  With ``refine`` the mean ``m`` is to be
     refined from ``x`` (see :func:`_rows_mean`), which takes a pass of its
@@ -539,9 +551,10 @@ def _elements_gradient(
     ``param_dy``/``param_dyx`` every ``SLAB_PARTIAL_ROWS`` rows of the task;
     the task's rows before these are ``first_row``.
     """
+    count = _rows_selected(mask4, b, o0, o1, c, x4.shape[3])
     deviations = 0.0
     if refine and _rounding_counts(m, r):
-        refined, count = _rows_mean(x4, b, o0, o1, c, m, mask4)
+        refined = _rows_mean(x4, b, o0, o1, c, m, mask4, count)
         if o1 - o0 == x4.shape[1]:
             m = refined
         else:
@@ -576,7 +589,7 @@ def _elements_gradient(
             s_gd += block_gd
         if (first_row + o - o0 + 1) % SLAB_PARTIAL_ROWS == 0:
             _flush_partials(part, param_dy, param_dyx)
-    return m, s_g, s_gd - delta * s_g, deviations
+    return m, s_g, s_gd - delta * s_g, deviations, count
 
 
 @jit(inline=True)
@@ -633,7 +646,7 @@ def _segments_gradient(
     for wi in range(W):
         param_dy[wi] += group_h[wi]
         param_dyx[wi] -= delta * group_h[wi] * r
-    return m, s_g, s_gd - delta * s_g, s_x - count * delta
+    return m, s_g, s_gd - delta * s_g, s_x - count * delta, count
 
 
 # The tasks of the row kernels (see the kernels of the same name).
@@ -701,6 +714,7 @@ def _rows_gradient_sums_task(
     param_dy,
     param_dyx,
     mask4,
+    part_count,
 ):
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
@@ -709,7 +723,7 @@ def _rows_gradient_sums_task(
     group_h = np.empty((1, W), np.float64)[0]
     for c in range(c0, c1):
         for b in range(b0, b1):
-            _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c] = _rows_gradient(
+            _, part_g[b, j, c], part_gx[b, j, c], part_d[b, j, c], n = _rows_gradient(
                 dy4,
                 x4,
                 segments,
@@ -728,6 +742,8 @@ def _rows_gradient_sums_task(
                 param_dyx[q, c],
                 mask4,
             )
+            if part_count is not None:
+                part_count[b, j, c] = n
         _flush_partials(part, param_dy[q, c], param_dyx[q, c])
 
 
@@ -762,8 +778,9 @@ def _rows_input_gradient_task(
     for c in range(c0, c1):
         for b in range(b0, b1):
             m = mean[b, c]
+            selected = _group_count(count, counts, b, c)
             if param_dy is not None:
-                m, group_g[b, c], group_gx[b, c], _ = _rows_gradient(
+                m, group_g[b, c], group_gx[b, c], _, selected = _rows_gradient(
                     dy4,
                     x4,
                     segments,
@@ -783,13 +800,7 @@ def _rows_input_gradient_task(
                     mask4,
                 )
             shift, offset = _input_grad_coefficients(
-                group_g[b, c],
-                group_gx[b, c],
-                rstd[b, c],
-                _group_count(count, counts, b, c),
-                from_input,
-                centered,
-                tiny,
+                group_g[b, c], group_gx[b, c], rstd[b, c], selected, from_input, centered, tiny
             )
             _rows_affine(
                 x4,
@@ -861,9 +872,10 @@ def _slab_gradient_sums(
 
     ``total[0] = sum(dy)`` and ``total[1] = sum(dy * (x - p))`` with pivots
     ``p = pivot_k``, and with ``deviations`` (None or True) ``total[2] =
-    sum(x - p)`` over the elements ``mask4`` selects, ``total[5]`` their
-    number.  Summed in the input's precision over ``SLAB_PARTIAL_ROWS``
-    slabs at a time (``part``: scratch), then in float64.
+    sum(x - p)`` over the elements ``mask4`` selects; with a mask
+    ``total[5]`` counts them.  Summed in the input's precision over
+    ``SLAB_PARTIAL_ROWS`` slabs at a time (``part``: scratch), then in
+    float64.
     """
     total[:3] = 0.0
     total[5] = 0.0
@@ -878,19 +890,20 @@ def _slab_gradient_sums(
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
             xs = x3[b, o, k0:k1]
             gs = dy3[b, o, k0:k1]
+            selection = _slab_selection(mask4, b, o, chosen)
+            if selection is not None:
+                for k in range(xs.size):
+                    part_n[k] += selection[k]
             if deviations is None:
                 for k in range(xs.size):
                     part0[k] += gs[k]
                     part1[k] += gs[k] * (xs[k] - pivot_k[k])
             else:
-                selection = _slab_selection(mask4, b, o, chosen)
                 for k in range(xs.size):
                     d = xs[k] - pivot_k[k]
                     part0[k] += gs[k]
                     part1[k] += gs[k] * d
                     part2[k] += _pick(selection, k, d, zero)
-                    if selection is not None:
-                        part_n[k] += selection[k]
         for n in range(3):
             for k in range(k1 - k0):
                 total[n, k] += part[n, k]
@@ -1071,8 +1084,12 @@ def _slab_gradient(
     param_dyx,
     mask4,
     chosen,
+    count_c,
 ):
     """:func:`_segments_gradient` for every c at once (``part``, ``total``, ``chosen``: scratch).
+
+    ``count_c`` (or None) receives each channel's count of the elements
+    ``mask4`` selects.
 
     With ``refine`` the mean is to be refined from ``x`` (see
     :func:`_rows_mean`), where its rounding counts (:func:`_rounding_counts`
@@ -1100,6 +1117,8 @@ def _slab_gradient(
         s_x = total[2, c * I : (c + 1) * I].sum() if deviations else 0.0
         if mask4 is not None:
             count = total[5, c * I : (c + 1) * I].sum()
+        if count_c is not None:
+            count_c[c] = count
         whole = deviations and o1 - o0 == x3.shape[1] and count
         delta = s_x / count if whole else mean_c[c] - pivot
         used_mean_c[c] = pivot + delta
@@ -1223,6 +1242,7 @@ def _slab_gradient_sums_task(
     param_dy,
     param_dyx,
     mask4,
+    part_count,
 ):
     B, O, C, I = x4.shape
     x3 = x4.reshape((B, O, C * I))
@@ -1256,6 +1276,7 @@ def _slab_gradient_sums_task(
             param_dyx[q, c0:c1],
             task_mask,
             chosen,
+            None if part_count is None else part_count[b, j, c0:c1],
         )
 
 
@@ -1291,8 +1312,9 @@ def _slab_input_gradient_task(
     chosen = _slab_chosen(mask4, (c1 - c0) * I)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
     groups = np.zeros((5, c1 - c0), np.float64)
-    # Sums of x - mean, which whole groups need not return.
+    # Sums of x - mean, which whole groups need not return, and counts of selected elements.
     deviation_sums = np.empty((1, c1 - c0), np.float64)
+    selected = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
         if param_dy is not None:
             _slab_gradient(
@@ -1317,6 +1339,7 @@ def _slab_input_gradient_task(
                 param_dyx[q, c0:c1],
                 task_mask,
                 chosen,
+                selected[0],
             )
         for c in range(c0, c1):
             if param_dy is None:
@@ -1325,7 +1348,7 @@ def _slab_input_gradient_task(
                 group_g[b, c],
                 group_gx[b, c],
                 rstd[b, c],
-                _group_count(count, counts, b, c),
+                _group_count(count, counts, b, c) if param_dy is None else selected[0, c - c0],
                 from_input,
                 centered,
                 tiny,
@@ -1375,6 +1398,19 @@ def slab_moments(x4, centered, tiling, part_mean, part_m2, mask4, part_count):
     for t in prange(_n_tasks(x4.shape, tiling)):
         _slab_moments_task(np.int64(t), x4, centered, tiling, part_mean, part_m2, mask4, part_count)
     return _n_nonfinite(part_m2)
+
+
+@jit(parallel=True)
+def count_selected(mask4, counts):
+    """``counts[b, c]``: how many elements of group ``(b, c)`` the mask ``mask4`` selects."""
+    B, O, C, I = mask4.shape
+    for g in prange(B * C):
+        b = g // C
+        c = g - b * C
+        n = 0
+        for o in range(O):
+            n += _n_selected(mask4[b, o, c], I)
+        counts[b, c] = n
 
 
 @jit
@@ -1528,6 +1564,7 @@ def rows_gradient_sums(
     param_dy,
     param_dyx,
     mask4,
+    part_count,
 ):
     """The reductions of the backward pass, per o-chunk of each group; a weight per segment.
 
@@ -1537,7 +1574,8 @@ def rows_gradient_sums(
     :func:`_elements_gradient`).  Per task block ``q`` and parameter
     ``(c, wi)``: ``param_dy[q] += sum(dy)``, ``param_dyx[q] +=
     sum(dy*(x - mean)*rstd)``; the caller sums over ``q`` in a fixed order.
-    ``part_d`` covers the elements ``mask4`` selects (None: every element).
+    ``part_d`` covers the elements ``mask4`` selects (None: every element),
+    and ``part_count`` (None without a mask) receives their number.
     """
     for t in prange(_n_tasks(x4.shape, tiling)):
         _rows_gradient_sums_task(
@@ -1556,6 +1594,7 @@ def rows_gradient_sums(
             param_dy,
             param_dyx,
             mask4,
+            part_count,
         )
 
 
@@ -1574,6 +1613,7 @@ def elements_gradient_sums(
     param_dy,
     param_dyx,
     mask4,
+    part_count,
 ):
     """:func:`rows_gradient_sums` with a weight per element of the rows."""
     for t in prange(_n_tasks(x4.shape, tiling)):
@@ -1593,6 +1633,7 @@ def elements_gradient_sums(
             param_dy,
             param_dyx,
             mask4,
+            part_count,
         )
 
 
@@ -1611,6 +1652,7 @@ def slab_gradient_sums(
     param_dy,
     param_dyx,
     mask4,
+    part_count,
 ):
     """:func:`rows_gradient_sums` in the slab regime (see :func:`_slab_gradient`)."""
     for t in prange(_n_tasks(x4.shape, tiling)):
@@ -1629,6 +1671,7 @@ def slab_gradient_sums(
             param_dy,
             param_dyx,
             mask4,
+            part_count,
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -53,27 +52,10 @@ def moments(
     xc, result_dtype, _ = backend.input(x)
     axes = tuple(range(xc.ndim)) if axis is None else axes_tuple(axis, xc.ndim, allow_empty=True)
     where = checked_where(where, xc.shape, backend)
-    if where is None:
-        count = math.prod(xc.shape[a] for a in axes)
-        empty, few = count == 0, count and count - ddof <= 0
-    else:
-        counts = _slice_counts(backend.to_host(where), xc.shape, axes)
-        empty, few = (counts == 0).any(), (counts - ddof <= 0).any()
-    if empty:
+    mean, var, count = backend.moments(xc, axes, ddof, keepdims, result_dtype, where)
+    count = np.asarray(count)
+    if (count == 0).any():
         warnings.warn("Mean of empty slice", RuntimeWarning, stacklevel=2)
-    if few:
+    if ((count - ddof <= 0) & (count > 0)).any():
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
-    return backend.moments(xc, axes, ddof, keepdims, result_dtype, where)
-
-
-def _slice_counts(where: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
-    """How many elements ``where`` selects in each slice over ``axes`` of an array of ``shape``.
-
-    Read from ``where`` alone: the axes it broadcasts along multiply the count.
-    """
-    padded = where.reshape((1,) * (len(shape) - where.ndim) + where.shape)
-    read = tuple(a for a in axes if padded.shape[a] > 1)
-    repeats = math.prod(shape[a] for a in axes if padded.shape[a] == 1)
-    return (
-        np.count_nonzero(padded, axis=read, keepdims=True) * repeats if read else padded * repeats
-    )
+    return mean, var

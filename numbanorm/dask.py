@@ -31,8 +31,9 @@ except ModuleNotFoundError as error:
 from ._accumulator import merged_state
 from ._arrays import axes_tuple, host_input
 from ._driver import checked_where
+from ._engine import group_counts
 from ._host import HOST, welford_state
-from ._moments import _slice_counts
+from ._layout import _kernel_input, c_strides, geometry, mask_view
 
 __all__ = ["moments"]
 
@@ -242,3 +243,14 @@ def _result(stat, dtype):
     """``stat`` in the result dtype; a NumPy scalar when 0-d, as numbanorm.moments gives."""
     stat = np.asarray(stat, dtype)
     return stat[()] if stat.ndim == 0 else stat
+
+
+def _slice_counts(where: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """How many elements ``where`` selects in each slice over ``axes`` of an array of ``shape``.
+
+    Counted over the canonical view of ``where`` alone, whose broadcast axes
+    multiply the count instead of being read.
+    """
+    roles = "".join("R" if a in axes else "K" for a in range(len(shape)))
+    perm, _, shape4, _ = geometry(shape, c_strides(shape, 1), 1, roles)
+    return group_counts(_kernel_input(mask_view(np.broadcast_to(where, shape), perm, shape4)))

@@ -450,8 +450,11 @@ def test_welford_state_and_moments_with_where(place, rng, shape, axes):
         count = np.sum(np.broadcast_to(where, shape), axis=axes)
         m2 = np.var(x, axis=axes, where=where) * count
         got_count, got_mean, got_m2 = backend.welford_state(xc, axes, place(where))
-        got = backend.moments(xc, axes, 1, False, np.dtype(np.float64), place(where))
+        *got, moments_count = backend.moments(
+            xc, axes, 1, False, np.dtype(np.float64), place(where)
+        )
     np.testing.assert_array_equal(got_count, count)
+    np.testing.assert_array_equal(moments_count, count)
     for got_stat, expected in ((got_mean, mean), (got_m2, m2), *zip(got, (mean, var))):
         assert_close(np.asarray(backend.to_host(got_stat)), expected, np.float64, scale=100)
 
@@ -461,7 +464,8 @@ def test_welford_state_and_moments_with_where(place, rng, shape, axes):
 def test_moments(place, rng, shape, axes, keepdims):
     backend, xc, kept, mean, m2 = _reduction(place, rng, shape, axes)
     dof = math.prod(shape[a] for a in axes) - 1
-    got = backend.moments(xc, axes, 1, keepdims, np.dtype(np.float32))
+    *got, count = backend.moments(xc, axes, 1, keepdims, np.dtype(np.float32))
+    assert count == dof + 1
     with np.errstate(divide="ignore", invalid="ignore"):
         var = m2 / max(dof, 0)
     out_shape = tuple(1 if a in axes else n for a, n in enumerate(shape)) if keepdims else kept
