@@ -40,6 +40,12 @@ def main(argv=None):
         "and a device-to-device copy",
     )
     speed.add_argument(
+        "--where",
+        choices=["broadcast", "full"],
+        help="time numbanorm's masked calls (a mask broadcast along the channel or "
+        "normalized axis, or one of x's shape) against its unmasked ones",
+    )
+    speed.add_argument(
         "--markdown",
         action="store_true",
         help="also print one Markdown row per case (the README's table)",
@@ -77,6 +83,7 @@ def main(argv=None):
                 dtype=args.dtype,
                 markdown=args.markdown,
                 gpu=args.gpu,
+                where=args.where,
             )
         except ValueError as error:
             parser.error(str(error))

@@ -211,3 +211,11 @@ def test_masked_bench_prints_the_unmasked_time_and_the_ratio(capsys):
 def test_bench_rejects_an_unknown_mask():
     with pytest.raises(ValueError, match="unknown mask 'half': the masks are broadcast, full"):
         bench.bench(["layer_norm.forward"], quick=True, cases=SMALL_CASES[:1], where="half")
+
+
+def test_bench_command_times_masked_calls(capsys):
+    main(["bench", "--quick", "--ops", "layer_norm.forward", "--where", "full"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "full masks; ratios are masked time / unmasked time" in lines[0]
+    assert lines[2].split()[0] == "layer_norm.forward"
+    assert lines[2].split()[-1].endswith("x")
