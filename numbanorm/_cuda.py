@@ -1016,12 +1016,13 @@ class CudaBackend:
         """Mean and variance as 0-d or N-d device arrays (0-d for full reductions, as CuPy).
 
         With ``where``, one more launch turns the selected elements'
-        statistics into these.
+        statistics into these, and the counts come to the host (a wait).
         """
         canon, kept = self._reduction(xc, axes)
         if where is None:
             mean, m2 = group_moments(canon)
-            dof = math.prod(xc.shape[a] for a in axes) - ddof
+            count = math.prod(xc.shape[a] for a in axes)
+            dof = count - ddof
             stats = ((mean, 1.0), (m2, 1.0 / dof if dof > 0 else math.inf))
         else:
             mean, var, count = selected_statistics(canon, self.mask(canon, where, xc.shape))
@@ -1029,6 +1030,7 @@ class CudaBackend:
                 blocks, threads = _grid(mean.size)
                 selected_moments[blocks, threads, self.stream](mean, var, count, ddof)
             stats = ((mean, 1.0), (var, 1.0))
+            count = self.to_host(canon.stats_to_axes(count, kept, np.dtype(np.float64), 1.0))
         results = []
         for stat, scale in stats:
             stat = canon.stats_to_axes(stat, kept, result_dtype, scale)
@@ -1037,7 +1039,7 @@ class CudaBackend:
                     stat, [1 if a in axes else n for a, n in enumerate(xc.shape)]
                 )
             results.append(stat)
-        return tuple(results)
+        return (*results, count)
 
     def to_host(self, a):
         """``a`` copied to the host; a host array (as :meth:`welford_state` gives) as it is."""
