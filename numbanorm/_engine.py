@@ -12,6 +12,7 @@ import threading
 
 import numba
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from . import _kernels, _threading
 
@@ -126,14 +127,23 @@ def _group_moments(x4, centered, mean, m2, mask4, count):
             tiling,
             mean.reshape(B, 1, C),
             m2.reshape(B, 1, C),
-            mask4,
+            kernel_mask(kernels, mask4),
             None if count is None else count.reshape(B, 1, C),
         )
     else:
         n_o = -(-O // tiling[1])
         part_mean, part_m2 = _arrays(np.empty, 2, (B, n_o, C))
         part_count = None if mask4 is None else np.empty((B, n_o, C))
-        _launch(kernels.moments, x4, centered, tiling, part_mean, part_m2, mask4, part_count)
+        _launch(
+            kernels.moments,
+            x4,
+            centered,
+            tiling,
+            part_mean,
+            part_m2,
+            kernel_mask(kernels, mask4),
+            part_count,
+        )
         n_nonfinite = _kernels.merge_moments(
             part_mean, part_m2, part_count, O, tiling[1], I, mean, m2, count
         )
@@ -275,7 +285,7 @@ def normalize(
         weight2,
         bias2,
         out4,
-        mask4 if fused else None,
+        kernel_mask(kernels, mask4) if fused else None,
         count if fused else None,
     ):
         _renormalize_resummed(
@@ -439,6 +449,23 @@ def input_gradient(canon, dy, mean, rstd, weight2, group_g, group_gx, count, out
     )
 
 
+def kernel_mask(kernels, mask4):
+    """``mask4`` as the kernels of a regime read it (None stays None).
+
+    The slab regime reads a slab's channels and elements as one run: where
+    they merge (their strides allow it), the mask is viewed as ``(B, O, 1,
+    C * I)``, so that a slab's selection is a view, not a gather.
+    """
+    if mask4 is None or kernels is not _kernels.SLAB:
+        return mask4
+    B, O, C, I = mask4.shape
+    sb, so, sc, si = mask4.strides
+    if not (C == 1 or I == 1 or sc == I * si):
+        return mask4
+    merged = si if I > 1 else sc
+    return as_strided(mask4, (B, O, 1, C * I), (sb, so, 0, merged))
+
+
 def group_counts(mask4):
     """``(B, C)`` float64: how many elements of each group ``mask4`` selects.
 
@@ -498,7 +525,7 @@ def _gradient_sums(kernels, canon, dy4, mean, rstd, weight2, refine, tiling, sum
             tiling,
             *parts,
             *sums[3:],
-            mask4,
+            kernel_mask(kernels, mask4),
             part_count,
         )
     with np.errstate(invalid="ignore"):  # inf - inf is NaN silently, as in the kernels
@@ -551,7 +578,7 @@ def _input_gradient(
             *group_sums,
             *(param_sums or (None, None)),
             dx4,
-            mask4,
+            kernel_mask(kernels, mask4),
             counts,
         )
     return dx

@@ -71,6 +71,10 @@ FUSE_MAX_ELEMENTS = 1 << 18
 MAX_BLOCKS = 256
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 FLOAT64_TINY = float(np.finfo(np.float64).tiny)
+# Runs of a mask that repeats one value (zero strides: a padding mask) are read
+# from these instead, at unit stride, so that the loops over them vectorize.
+_UNIFORM_RUNS = np.zeros((2, SLAB_BLOCK), np.bool_)
+_UNIFORM_RUNS[1] = True
 
 
 @functools.lru_cache(maxsize=1024)
@@ -284,10 +288,44 @@ def _rounding_counts(m, r):
 
 @jit(inline=True)
 def _mask_run(mask4, b, o, c, start, stop):
-    """The selection of ``x4[b, o, c, start:stop]``, None without a mask."""
+    """The selection of ``x4[b, o, c, start:stop]``, None without a mask.
+
+    Runs are at most ``SLAB_BLOCK`` long (see :func:`_unit_stride`).
+    """
     if mask4 is None:
         return None
-    return mask4[b, o, c, start:stop]
+    return _unit_stride(mask4[b, o, c, start:stop])
+
+
+_NONE_SELECTED = 0
+_ALL_SELECTED = 1
+_SOME_SELECTED = 2
+
+
+@jit(inline=True)
+def _run_kind(mask4, b, o, c, start, stop):
+    """Whether ``mask4`` selects all of ``x4[b, o, c, start:stop]`` (always without a
+    mask), none of it, or some: a run that repeats one value (a padding mask) is
+    one of the first two, which need not read the mask element by element."""
+    if mask4 is None:
+        return _ALL_SELECTED
+    return _uniform_run(mask4[b, o, c, start:stop])
+
+
+@jit(inline=True)
+def _uniform_run(run):
+    """:func:`_run_kind` of a mask's ``run``."""
+    if run.size and run.strides[0] == 0:
+        return _ALL_SELECTED if run[0] else _NONE_SELECTED
+    return _SOME_SELECTED
+
+
+@jit(inline=True)
+def _unit_stride(run):
+    """``run``, or where it repeats one value, that value's run in ``_UNIFORM_RUNS``."""
+    if run.size > 1 and run.strides[0] == 0:
+        return _UNIFORM_RUNS[1 if run[0] else 0, : run.size]
+    return run
 
 
 @jit(inline=True)
@@ -304,13 +342,64 @@ def _pick(selection, k, value, zero):
 
 @jit(inline=True)
 def _n_selected(selection, size):
-    """How many of the ``size`` elements of a run ``selection`` selects."""
+    """How many of the ``size`` elements of a run ``selection`` selects.
+
+    Counted in float32 over blocks of ``ROW_BLOCK`` elements, exactly: wider
+    vectors than integer counts.
+    """
     if selection is None:
         return size
+    if size and selection.strides[0] == 0:
+        return size if selection[0] else 0
+    one = np.float32(1)
+    zero = np.float32(0)
     n = 0
-    for k in range(size):
-        n += selection[k]
+    for start in range(0, size, ROW_BLOCK):
+        block = zero
+        for k in range(start, min(size, start + ROW_BLOCK)):
+            block += one if selection[k] else zero
+        n += int(block)
     return n
+
+
+@jit(inline=True)
+def _deviation_sums(block, selection, pivot, count):
+    """``(sum(d), sum(d**2), n)`` of the deviations ``d`` from ``pivot`` of the selected
+    elements of ``block``; ``n`` counts them with ``count`` (True), else is 0."""
+    zero = block.dtype.type(0)
+    one = block.dtype.type(1)
+    s1 = zero
+    s2 = zero
+    n = zero
+    for i in range(block.size):
+        d = _pick(selection, i, block[i] - pivot, zero)
+        s1 += d
+        s2 += d * d
+        if count is not None:
+            n += _pick(selection, i, one, zero)
+    return s1, s2, n
+
+
+@jit(inline=True)
+def _selected_sum(selection, block):
+    """``(sum, count)`` of the elements of ``block`` that ``selection`` selects, in one loop.
+
+    The count is summed in the block's precision, as wide as its values: exact
+    for the at most ``ROW_BLOCK`` elements of a block.
+    """
+    zero = block.dtype.type(0)
+    total = zero
+    if selection is None:
+        for i in range(block.size):
+            total += block[i]
+        return total, block.size
+    one = block.dtype.type(1)
+    n = zero
+    for i in range(block.size):
+        chosen = selection[i]
+        total += block[i] if chosen else zero
+        n += one if chosen else zero
+    return total, int(n)
 
 
 @jit(inline=True)
@@ -356,35 +445,61 @@ def _rows_moments(x4, b, o0, o1, c, centered, mask4):
     n = 0
     mean = 0.0
     m2 = 0.0
-    zero = x4.dtype.type(0)
     for o in range(o0, o1):
         row = x4[b, o, c]
         for start in range(0, row.size, ROW_BLOCK):
             block = row[start : start + ROW_BLOCK]
-            selection = _mask_run(mask4, b, o, c, start, start + block.size)
-            size = _n_selected(selection, block.size)
-            if size == 0:
-                continue
-            pivot = zero
-            if centered:
-                total = zero
-                for i in range(block.size):
-                    total += _pick(selection, i, block[i], zero)
-                pivot = x4.dtype.type(total / size)
-            s1 = zero
-            s2 = zero
-            for i in range(block.size):
-                d = _pick(selection, i, block[i] - pivot, zero)
-                s1 += d
-                s2 += d * d
-            block_mean = 0.0
-            block_m2 = np.float64(s2)
-            if centered:
-                shift = np.float64(s1) / size
-                block_mean = np.float64(pivot) + shift
-                block_m2 -= np.float64(s1) * shift
+            if mask4 is None:
+                size, block_mean, block_m2 = _block_moments(block, None, centered)
+            else:
+                run = mask4[b, o, c, start : start + block.size]
+                size, block_mean, block_m2 = _masked_block_moments(block, run, centered)
             n, mean, m2 = _chan_merge(n, mean, m2, size, block_mean, block_m2)
     return n, mean, m2
+
+
+@jit(helper=True)
+def _masked_block_moments(block, run, centered):
+    """:func:`_block_moments` of the elements of ``block`` that a mask's ``run`` selects.
+
+    Compiled apart, as the unmasked kernels never run it; a run that repeats
+    one value takes the unmasked loops, or none.
+    """
+    kind = _uniform_run(run)
+    if kind == _NONE_SELECTED:
+        return 0, 0.0, 0.0
+    if kind == _ALL_SELECTED:
+        return _block_moments(block, None, centered)
+    return _block_moments(block, _unit_stride(run), centered)
+
+
+@jit(inline=True)
+def _block_moments(block, selection, centered):
+    """``(count, mean, M2)`` of one block of :func:`_rows_moments` (count 0: none)."""
+    zero = block.dtype.type(0)
+    pivot = zero
+    size = block.size
+    if centered:
+        total, size = _selected_sum(selection, block)
+        if size == 0:
+            return 0, 0.0, 0.0
+        pivot = block.dtype.type(total / size)
+    if selection is None:
+        s1, s2, _ = _deviation_sums(block, None, pivot, None)
+    elif centered:
+        s1, s2, _ = _deviation_sums(block, selection, pivot, None)
+    else:  # without a mean, the selected elements are counted with the squares
+        s1, s2, counted = _deviation_sums(block, selection, pivot, True)
+        size = int(counted)
+        if size == 0:
+            return 0, 0.0, 0.0
+    block_mean = 0.0
+    block_m2 = np.float64(s2)
+    if centered:
+        shift = np.float64(s1) / size
+        block_mean = np.float64(pivot) + shift
+        block_m2 -= np.float64(s1) * shift
+    return size, block_mean, block_m2
 
 
 @jit(inline=True)
@@ -456,7 +571,6 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
             x4.dtype.type(ds),
             x4.dtype.type(dy_scale),
         )
-        zero = x4.dtype.type(0)
         for o in range(o0, o1):
             xs = x4[b, o, c]
             ys = out4[b, o, c]
@@ -465,17 +579,14 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
                     a, t, _ = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
                     ys[k] = (xs[k] - pivot) * a + t
             else:
-                dys = dy4[b, o, c]
-                selection = _mask_run(mask4, b, o, c, 0, xs.size)
-                for k in range(xs.size):
-                    a, t, u = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
-                    ys[k] = dys[k] * u + _pick(selection, k, (xs[k] - pivot) * a + t, zero)
+                terms = (scale, shift, t0, ds, dy_scale)
+                row_mask = None if mask4 is None else mask4[b, o, c]
+                _elements_input_gradient(xs, dy4[b, o, c], ys, pivot, w_row, terms, row_mask)
         return
     W = w_row.size
     R = x4.shape[3] // W
     _coefficients(group, w_row, bias_row, coef)
     p = coef[0, 0]
-    zero = x4.dtype.type(0)
     for o in range(o0, o1):
         for wi in range(W):
             a = coef[1, wi]
@@ -486,11 +597,64 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
                 for k in range(R):
                     ys[k] = (xs[k] - p) * a + t
             else:
-                u = coef[3, wi]
                 dys = dy4[b, o, c, wi * R : (wi + 1) * R]
-                selection = _mask_run(mask4, b, o, c, wi * R, (wi + 1) * R)
-                for k in range(R):
-                    ys[k] = dys[k] * u + _pick(selection, k, (xs[k] - p) * a + t, zero)
+                run_mask = None if mask4 is None else mask4[b, o, c, wi * R : (wi + 1) * R]
+                _segment_input_gradient(xs, dys, ys, p, (a, t, coef[3, wi]), run_mask)
+
+
+@jit(helper=True)
+def _elements_input_gradient(xs, dys, ys, pivot, w_row, terms, row_mask):
+    """``dx`` of one row, a weight per element: :func:`_rows_affine`'s loop.
+
+    ``terms`` are :func:`_pivoted`'s ``(scale, shift, t0, ds, dy_scale)``;
+    ``row_mask`` is the row's mask or None.  Compiled apart from the
+    forward's kernels, which never run it.
+    """
+    if row_mask is None:
+        _elements_input_gradient_run(xs, dys, ys, 0, xs.size, pivot, w_row, terms, None)
+        return
+    for start in range(0, xs.size, ROW_BLOCK):
+        stop = min(xs.size, start + ROW_BLOCK)
+        run = row_mask[start:stop]
+        if _uniform_run(run) == _ALL_SELECTED:
+            _elements_input_gradient_run(xs, dys, ys, start, stop, pivot, w_row, terms, None)
+        else:
+            selection = _unit_stride(run)
+            _elements_input_gradient_run(xs, dys, ys, start, stop, pivot, w_row, terms, selection)
+
+
+@jit(inline=True)
+def _elements_input_gradient_run(xs, dys, ys, start, stop, pivot, w_row, terms, selection):
+    scale, shift, t0, ds, dy_scale = terms
+    zero = xs.dtype.type(0)
+    for k in range(start, stop):
+        a, t, u = _coefficient(w_row, None, k, scale, shift, t0, ds, dy_scale)
+        fed_back = (xs[k] - pivot) * a + t
+        ys[k] = dys[k] * u + _pick(selection, k - start, fed_back, zero)
+
+
+@jit(helper=True)
+def _segment_input_gradient(xs, dys, ys, p, coefficients, run_mask):
+    """``dx`` of one segment of one weight, ``coefficients`` ``(a, t, u)``: the loop
+    of :func:`_rows_affine`; ``run_mask`` is the segment's mask or None."""
+    a, t, u = coefficients
+    if run_mask is None:
+        _segment_input_gradient_run(xs, dys, ys, 0, xs.size, p, a, t, u, None)
+        return
+    for start in range(0, xs.size, ROW_BLOCK):
+        stop = min(xs.size, start + ROW_BLOCK)
+        run = run_mask[start:stop]
+        if _uniform_run(run) == _ALL_SELECTED:
+            _segment_input_gradient_run(xs, dys, ys, start, stop, p, a, t, u, None)
+        else:
+            _segment_input_gradient_run(xs, dys, ys, start, stop, p, a, t, u, _unit_stride(run))
+
+
+@jit(inline=True)
+def _segment_input_gradient_run(xs, dys, ys, start, stop, p, a, t, u, selection):
+    zero = xs.dtype.type(0)
+    for k in range(start, stop):
+        ys[k] = dys[k] * u + _pick(selection, k - start, (xs[k] - p) * a + t, zero)
 
 
 @jit(inline=True)
@@ -845,23 +1009,27 @@ def _slab_chosen(mask4, width):
 
 
 @jit(inline=True)
-def _slab_selection(mask4, b, o, chosen):
-    """The selection of slab ``(b, o)`` of a task's channels, None without a mask.
+def _slab_selection(mask4, b, o, k0, k1, chosen):
+    """The selection of the slab ``x3[b, o, k0:k1]``, None without a mask.
 
-    ``mask4`` is sliced to the task's channels; its slab is gathered into
-    ``chosen`` so that the slab's loops read it contiguously whatever its
-    strides.
+    ``mask4`` is ``(B, O, 1, C * I)`` where its channels and elements merge
+    (see ``_engine.kernel_mask``): the selection is then a view of it; else
+    ``(B, O, C, I)``, whose slab is gathered into ``chosen`` so that the
+    slab's loops read it contiguously.
     """
     if mask4 is None:
         return None
     slab = mask4[b, o]
-    C, I = slab.shape
-    if slab.strides[0] == 0 and slab.strides[1] == 0:
-        chosen[: C * I] = slab[0, 0]  # a padding mask: one value per slab
-    else:
-        for c in range(C):
-            chosen[c * I : (c + 1) * I] = slab[c]
-    return chosen
+    if slab.shape[0] == 1:
+        return _unit_stride(slab[0, k0:k1])
+    I = slab.shape[1]
+    channels = slab[k0 // I : k1 // I]
+    if channels.strides[0] == 0 and channels.strides[1] == 0:
+        return _UNIFORM_RUNS[1 if channels[0, 0] else 0, : k1 - k0]
+    for c in range(channels.shape[0]):
+        for i in range(I):
+            chosen[c * I + i] = channels[c, i]
+    return chosen[: k1 - k0]
 
 
 @jit(helper=True)
@@ -890,7 +1058,7 @@ def _slab_gradient_sums(
         for o in range(start, min(o1, start + SLAB_PARTIAL_ROWS)):
             xs = x3[b, o, k0:k1]
             gs = dy3[b, o, k0:k1]
-            selection = _slab_selection(mask4, b, o, chosen)
+            selection = _slab_selection(mask4, b, o, k0, k1, chosen)
             if selection is not None:
                 for k in range(xs.size):
                     part_n[k] += selection[k]
@@ -910,6 +1078,60 @@ def _slab_gradient_sums(
         if mask4 is not None:
             for k in range(k1 - k0):
                 total[5, k] += part_n[k]
+
+
+@jit(inline=True)
+def _slab_kind(mask4, b, o, k0, k1):
+    """:func:`_run_kind` of the slab ``x3[b, o, k0:k1]`` (see :func:`_slab_selection`).
+
+    Only a mask that repeats one value over each whole slab (a padding mask
+    of channels-last data) tells all or none: one load per slab.
+    """
+    if mask4 is None:
+        return _ALL_SELECTED
+    if mask4.strides[3] == 0 and (mask4.shape[2] == 1 or mask4.strides[2] == 0):
+        return _ALL_SELECTED if mask4[b, o, 0, 0] else _NONE_SELECTED
+    return _SOME_SELECTED
+
+
+@jit(inline=True)
+def _slab_selected_sums(xs, selection, part, pivot_k, squares, count):
+    """Add one slab's selected elements to ``part``: their deviations from ``pivot_k``
+    (``part[0]``) and, with ``squares``, squared (``part[1]``), else the elements
+    themselves (``part[0]``); with ``count`` (True, not None), their number
+    (``part[4]``)."""
+    zero = xs.dtype.type(0)
+    one = xs.dtype.type(1)
+    part0 = part[0]
+    part1 = part[1]
+    part_n = part[4]
+    for k in range(xs.size):
+        if squares:
+            d = _pick(selection, k, xs[k] - pivot_k[k], zero)
+            part0[k] += d
+            part1[k] += d * d
+        else:
+            part0[k] += _pick(selection, k, xs[k], zero)
+        if count is not None:
+            part_n[k] += _pick(selection, k, one, zero)
+
+
+@jit(inline=True)
+def _merge_selected_block(k, n_block, pivot_k, part0, part1, n_k, mean_k, m2_k):
+    """:func:`_merge_block` of a block of ``n_block`` selected elements, 0 included.
+
+    Without branches, so that the loop over a slab's elements vectorizes: a
+    block with none selected has zero sums and a zero weight.
+    """
+    n_block = np.float64(n_block)
+    n = n_k[k] + n_block
+    s1 = np.float64(part0[k])
+    shift = s1 / (n_block if n_block > 0 else 1.0)
+    delta = np.float64(pivot_k[k]) + shift - mean_k[k]
+    frac = n_block / (n if n > 0 else 1.0)
+    mean_k[k] += delta * frac
+    m2_k[k] += np.float64(part1[k]) - s1 * shift + delta * delta * n_k[k] * frac
+    n_k[k] = n
 
 
 @jit(inline=True)
@@ -965,13 +1187,22 @@ def _slab_moments(
         part_n[:] = 0
         counted = False
         if centered and start == o0:
+            whole_slabs = 0  # slabs the mask selects all of: counted together
             for o in range(start, stop):
                 xs = x3[b, o, k0:k1]
-                selection = _slab_selection(mask4, b, o, chosen)
+                if mask4 is None:
+                    _slab_selected_sums(xs, None, part, pivot_k, False, None)
+                    continue
+                kind = _slab_kind(mask4, b, o, k0, k1)
+                if kind == _ALL_SELECTED:
+                    _slab_selected_sums(xs, None, part, pivot_k, False, None)
+                    whole_slabs += 1
+                elif kind == _SOME_SELECTED:
+                    selection = _slab_selection(mask4, b, o, k0, k1, chosen)
+                    _slab_selected_sums(xs, selection, part, pivot_k, False, True)
+            if mask4 is not None:
                 for k in range(width):
-                    part0[k] += _pick(selection, k, xs[k], zero)
-                    if selection is not None:
-                        part_n[k] += selection[k]
+                    part_n[k] += whole_slabs
             counted = True
             for k in range(width):
                 size = n_block if mask4 is None else part_n[k]
@@ -980,24 +1211,32 @@ def _slab_moments(
         elif centered:
             for k in range(width):
                 pivot_k[k] = mean_k[k]
+        whole_slabs = 0
         for o in range(start, stop):
             xs = x3[b, o, k0:k1]
-            selection = _slab_selection(mask4, b, o, chosen)
+            if mask4 is None:
+                _slab_selected_sums(xs, None, part, pivot_k, True, None)
+                continue
+            kind = _slab_kind(mask4, b, o, k0, k1)
+            if kind == _ALL_SELECTED:
+                _slab_selected_sums(xs, None, part, pivot_k, True, None)
+                whole_slabs += 1
+            elif kind == _SOME_SELECTED:
+                selection = _slab_selection(mask4, b, o, k0, k1, chosen)
+                if counted:
+                    _slab_selected_sums(xs, selection, part, pivot_k, True, None)
+                else:
+                    _slab_selected_sums(xs, selection, part, pivot_k, True, True)
+        if mask4 is not None and not counted:
             for k in range(width):
-                d = _pick(selection, k, xs[k] - pivot_k[k], zero)
-                part0[k] += d
-                part1[k] += d * d
-                if selection is not None and not counted:
-                    part_n[k] += selection[k]
+                part_n[k] += whole_slabs
         if mask4 is None:
             n += n_block
             for k in range(width):
                 _merge_block(k, n_block, n, pivot_k, part0, part1, mean_k, m2_k)
         else:
             for k in range(width):
-                if part_n[k]:
-                    n_k[k] += part_n[k]
-                    _merge_block(k, part_n[k], n_k[k], pivot_k, part0, part1, mean_k, m2_k)
+                _merge_selected_block(k, part_n[k], pivot_k, part0, part1, n_k, mean_k, m2_k)
     for c in range(C):
         if mask4 is None:
             mean = mean_k[c * I : (c + 1) * I].sum() / I if centered else 0.0
@@ -1056,7 +1295,7 @@ def _slab_affine(x3, dy3, b, o0, o1, k0, k1, groups, weight2, bias2, coef_k, out
                 ys[k] = (xs[k] - p[k]) * a[k] + t[k]
         else:
             dys = dy3[b, o, k0:k1]
-            selection = _slab_selection(mask4, b, o, chosen)
+            selection = _slab_selection(mask4, b, o, k0, k1, chosen)
             for k in range(xs.size):
                 ys[k] = dys[k] * u[k] + _pick(selection, k, (xs[k] - p[k]) * a[k] + t[k], zero)
 
@@ -1148,7 +1387,6 @@ def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2, mask4, part_
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     part, total = _slab_scratch(x3, (c1 - c0) * I)
-    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
     chosen = _slab_chosen(mask4, (c1 - c0) * I)
     for b in range(b0, b1):
         _slab_moments(
@@ -1164,7 +1402,7 @@ def _slab_moments_task(t, x4, centered, tiling, part_mean, part_m2, mask4, part_
             total,
             part_mean[b, j, c0:c1],
             part_m2[b, j, c0:c1],
-            task_mask,
+            mask4,
             chosen,
             None if part_count is None else part_count[b, j, c0:c1],
         )
@@ -1179,7 +1417,6 @@ def _slab_normalize_task(
     out3 = out4.reshape((B, O, C * I))
     b0, b1, o0, o1, c0, c1, _ = _task_bounds(t, x4.shape, tiling)
     part, total = _slab_scratch(x3, (c1 - c0) * I)
-    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
     chosen = _slab_chosen(mask4, (c1 - c0) * I)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
     groups = np.zeros((5, c1 - c0), np.float64)
@@ -1198,7 +1435,7 @@ def _slab_normalize_task(
                 total,
                 mean[b, c0:c1],
                 var[b, c0:c1],
-                task_mask,
+                mask4,
                 chosen,
                 None if count is None else count[b, c0:c1],
             )
@@ -1250,7 +1487,6 @@ def _slab_gradient_sums_task(
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     j = o0 // tiling[1]
     part, total = _slab_scratch(x3, (c1 - c0) * I)
-    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
     chosen = _slab_chosen(mask4, (c1 - c0) * I)
     used_mean = np.empty((1, c1 - c0), np.float64)
     for b in range(b0, b1):
@@ -1274,7 +1510,7 @@ def _slab_gradient_sums_task(
             part_d[b, j, c0:c1],
             param_dy[q, c0:c1],
             param_dyx[q, c0:c1],
-            task_mask,
+            mask4,
             chosen,
             None if part_count is None else part_count[b, j, c0:c1],
         )
@@ -1308,7 +1544,6 @@ def _slab_input_gradient_task(
     b0, b1, o0, o1, c0, c1, q = _task_bounds(t, x4.shape, tiling)
     tiny = FLOAT32_TINY if x4.itemsize < 8 else FLOAT64_TINY
     part, total = _slab_scratch(x3, (c1 - c0) * I)
-    task_mask = None if mask4 is None else mask4[:, :, c0:c1]
     chosen = _slab_chosen(mask4, (c1 - c0) * I)
     coef_k = np.empty((4, (c1 - c0) * I), x4.dtype)
     groups = np.zeros((5, c1 - c0), np.float64)
@@ -1337,7 +1572,7 @@ def _slab_input_gradient_task(
                 deviation_sums[0],
                 param_dy[q, c0:c1],
                 param_dyx[q, c0:c1],
-                task_mask,
+                mask4,
                 chosen,
                 selected[0],
             )
@@ -1367,7 +1602,7 @@ def _slab_input_gradient_task(
             None,
             coef_k,
             dx3,
-            task_mask,
+            mask4,
             chosen,
         )
 
