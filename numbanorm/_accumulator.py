@@ -230,7 +230,7 @@ def recompute_stats(
         )
     per_instance = layer.norm.per_sample
     # Batch norm: the data itself.  Instance norm: each instance's (mean, var).
-    state = None
+    state: tuple[Any, Any, Any] | None = None
     n_batches = 0
     for batch in batches:
         x, where = batch if isinstance(batch, tuple) and len(batch) == 2 else (batch, None)
@@ -246,7 +246,7 @@ def recompute_stats(
             batch_state = welford_state(host_input(x)[0], axes, where)
         state = batch_state if state is None else merged_state(state, batch_state)
         n_batches += 1
-    if n_batches == 0:
+    if state is None:
         raise ValueError("recompute_stats got no batches")
     count, mean, m2 = state
     fewest = int(np.min(count))
