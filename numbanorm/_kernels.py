@@ -321,6 +321,17 @@ def _uniform_run(run):
 
 
 @jit(inline=True)
+def _mask_row(mask4, b, o, c, start, stop):
+    """The selection of ``x4[b, o, c, start:stop]`` of any length, as the mask strides it.
+
+    None without a mask.
+    """
+    if mask4 is None:
+        return None
+    return mask4[b, o, c, start:stop]
+
+
+@jit(inline=True)
 def _unit_stride(run):
     """``run``, or where it repeats one value, that value's run in ``_UNIFORM_RUNS``."""
     if run.size > 1 and run.strides[0] == 0:
@@ -579,9 +590,16 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
                     a, t, _ = _coefficient(w_row, bias_row, k, scale, shift, t0, ds, dy_scale)
                     ys[k] = (xs[k] - pivot) * a + t
             else:
+                dys = dy4[b, o, c]
                 terms = (scale, shift, t0, ds, dy_scale)
-                row_mask = None if mask4 is None else mask4[b, o, c]
-                _elements_input_gradient(xs, dy4[b, o, c], ys, pivot, w_row, terms, row_mask)
+                if mask4 is None:
+                    _elements_dx(xs, dys, ys, pivot, w_row, terms, None)
+                else:
+                    selection = _mask_row(mask4, b, o, c, 0, xs.size)
+                    if _uniform_run(selection) == _ALL_SELECTED:
+                        _elements_dx(xs, dys, ys, pivot, w_row, terms, None)
+                    else:
+                        _elements_dx(xs, dys, ys, pivot, w_row, terms, selection)
         return
     W = w_row.size
     R = x4.shape[3] // W
@@ -597,64 +615,35 @@ def _rows_affine(x4, dy4, segments, b, o0, o1, c, group, w_row, bias_row, coef, 
                 for k in range(R):
                     ys[k] = (xs[k] - p) * a + t
             else:
+                u = coef[3, wi]
                 dys = dy4[b, o, c, wi * R : (wi + 1) * R]
-                run_mask = None if mask4 is None else mask4[b, o, c, wi * R : (wi + 1) * R]
-                _segment_input_gradient(xs, dys, ys, p, (a, t, coef[3, wi]), run_mask)
-
-
-@jit(helper=True)
-def _elements_input_gradient(xs, dys, ys, pivot, w_row, terms, row_mask):
-    """``dx`` of one row, a weight per element: :func:`_rows_affine`'s loop.
-
-    ``terms`` are :func:`_pivoted`'s ``(scale, shift, t0, ds, dy_scale)``;
-    ``row_mask`` is the row's mask or None.  Compiled apart from the
-    forward's kernels, which never run it.
-    """
-    if row_mask is None:
-        _elements_input_gradient_run(xs, dys, ys, 0, xs.size, pivot, w_row, terms, None)
-        return
-    for start in range(0, xs.size, ROW_BLOCK):
-        stop = min(xs.size, start + ROW_BLOCK)
-        run = row_mask[start:stop]
-        if _uniform_run(run) == _ALL_SELECTED:
-            _elements_input_gradient_run(xs, dys, ys, start, stop, pivot, w_row, terms, None)
-        else:
-            selection = _unit_stride(run)
-            _elements_input_gradient_run(xs, dys, ys, start, stop, pivot, w_row, terms, selection)
+                if mask4 is None:
+                    _segment_dx(xs, dys, ys, p, a, t, u, None)
+                else:
+                    selection = _mask_row(mask4, b, o, c, wi * R, (wi + 1) * R)
+                    if _uniform_run(selection) == _ALL_SELECTED:
+                        _segment_dx(xs, dys, ys, p, a, t, u, None)
+                    else:
+                        _segment_dx(xs, dys, ys, p, a, t, u, selection)
 
 
 @jit(inline=True)
-def _elements_input_gradient_run(xs, dys, ys, start, stop, pivot, w_row, terms, selection):
+def _elements_dx(xs, dys, ys, pivot, w_row, terms, selection):
+    """The input gradient's loop of :func:`_rows_affine` over one row, a weight per
+    element; ``terms`` are :func:`_pivoted`'s ``(scale, shift, t0, ds, dy_scale)``."""
     scale, shift, t0, ds, dy_scale = terms
     zero = xs.dtype.type(0)
-    for k in range(start, stop):
+    for k in range(xs.size):
         a, t, u = _coefficient(w_row, None, k, scale, shift, t0, ds, dy_scale)
-        fed_back = (xs[k] - pivot) * a + t
-        ys[k] = dys[k] * u + _pick(selection, k - start, fed_back, zero)
-
-
-@jit(helper=True)
-def _segment_input_gradient(xs, dys, ys, p, coefficients, run_mask):
-    """``dx`` of one segment of one weight, ``coefficients`` ``(a, t, u)``: the loop
-    of :func:`_rows_affine`; ``run_mask`` is the segment's mask or None."""
-    a, t, u = coefficients
-    if run_mask is None:
-        _segment_input_gradient_run(xs, dys, ys, 0, xs.size, p, a, t, u, None)
-        return
-    for start in range(0, xs.size, ROW_BLOCK):
-        stop = min(xs.size, start + ROW_BLOCK)
-        run = run_mask[start:stop]
-        if _uniform_run(run) == _ALL_SELECTED:
-            _segment_input_gradient_run(xs, dys, ys, start, stop, p, a, t, u, None)
-        else:
-            _segment_input_gradient_run(xs, dys, ys, start, stop, p, a, t, u, _unit_stride(run))
+        ys[k] = dys[k] * u + _pick(selection, k, (xs[k] - pivot) * a + t, zero)
 
 
 @jit(inline=True)
-def _segment_input_gradient_run(xs, dys, ys, start, stop, p, a, t, u, selection):
+def _segment_dx(xs, dys, ys, p, a, t, u, selection):
+    """The input gradient's loop of :func:`_rows_affine` over one segment of a weight."""
     zero = xs.dtype.type(0)
-    for k in range(start, stop):
-        ys[k] = dys[k] * u + _pick(selection, k - start, (xs[k] - p) * a + t, zero)
+    for k in range(xs.size):
+        ys[k] = dys[k] * u + _pick(selection, k, (xs[k] - p) * a + t, zero)
 
 
 @jit(inline=True)
