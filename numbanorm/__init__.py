@@ -8,7 +8,7 @@ from ._moments import moments
 from ._norms import *  # noqa: F403
 from ._pool import OutputPool, set_output_pool
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Moments",
