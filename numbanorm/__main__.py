@@ -2,11 +2,13 @@
 
 import argparse
 
-DTYPES = ("float32", "float64", "float16")
+from . import __version__
+from ._cli import DTYPES, WARMUP_DTYPES
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m numbanorm")
+    parser.add_argument("--version", action="version", version=f"numbanorm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     warm = commands.add_parser(
         "warmup",
@@ -16,9 +18,12 @@ def main(argv=None):
     warm.add_argument(
         "--dtypes",
         nargs="+",
-        default=["float32", "float64"],
+        default=WARMUP_DTYPES,
         choices=DTYPES,
         help="float16 runs the float32 kernels",
+    )
+    warm.add_argument(
+        "--quiet", action="store_true", help="print the totals alone, not the calls as they end"
     )
     speed = commands.add_parser(
         "bench", help="time every norm against the copy ceiling and the importable peers"
@@ -69,7 +74,7 @@ def main(argv=None):
     if args.command == "warmup":
         from ._cli.warmup import command
 
-        command(args.dtypes)
+        command(args.dtypes, quiet=args.quiet)
     elif args.command == "bench":
         from ._cli.bench import bench
 

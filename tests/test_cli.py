@@ -2,6 +2,7 @@
 
 import math
 import re
+import sys
 
 import pytest
 
@@ -12,6 +13,13 @@ from numbanorm._kernels import SERIAL_MAX_ELEMENTS
 from numbanorm._specs import NORMS
 
 from helpers import environment, run_python
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"numbanorm {numbanorm.__version__}\n"
 
 
 def test_import_numbanorm_imports_no_command_line_code():
@@ -77,7 +85,7 @@ def small_rows_plan(monkeypatch):
 def test_warmup_command_prints_a_line_per_call_and_the_totals(small_rows_plan, capsys):
     main(["warmup", "--dtypes", "float64"])
     lines = capsys.readouterr().out.splitlines()
-    assert re.fullmatch(r"numbanorm warmup: 4 calls in [12] processes; .*", lines[0])
+    assert re.fullmatch(r"numbanorm warmup: 4 calls in (1 process|2 processes); .*", lines[0])
     progress = [
         re.fullmatch(r"\[(\d)/4\] float64 (\w+) +rows +16x1024 +\d+\.\d s", line)
         for line in lines[1:-1]
@@ -102,11 +110,45 @@ def test_warmup_returns_the_seconds_of_each_dtype(small_rows_plan):
         assert seconds == pytest.approx(sum(s for *_, call, s in reported if call.dtype == dtype))
 
 
-def test_warmup_rejects_unknown_dtypes(capsys):
+def test_warmup_on_a_terminal_draws_a_bar_above_which_it_prints_the_calls(
+    small_rows_plan, capsys, monkeypatch
+):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    main(["warmup", "--dtypes", "float64"])
+    out = capsys.readouterr().out
+    assert "4/4 calls" in out
+    calls = re.findall(r"\[\d/4\] float64 \w+ +rows +16x1024 +\d+\.\d s", out)
+    assert len(calls) == 4
+
+
+def test_warmup_on_a_terminal_without_tqdm_prints_plain_lines(small_rows_plan, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    main(["warmup", "--dtypes", "float64"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all(line.startswith("[") for line in lines[1:-1])
+
+
+def test_quiet_warmup_prints_the_totals_alone(small_rows_plan, capsys):
+    main(["warmup", "--quiet", "--dtypes", "float64"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(r"float64: \d+\.\d s  \(total \d+\.\d s wall\)", lines[0])
+
+
+@pytest.mark.parametrize("dtypes", [["foo"], ["float32", "int8"]])
+def test_warmup_rejects_unknown_dtypes_listing_the_valid_ones(capsys, dtypes):
     with pytest.raises(SystemExit) as exit:
-        main(["warmup", "--dtypes", "float32", "int8"])
+        main(["warmup", "--dtypes", *dtypes])
     assert exit.value.code == 2
-    error = capsys.readouterr().err
-    assert "invalid choice: 'int8'" in error and "Traceback" not in error
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"invalid choice: '{dtypes[-1]}'" in captured.err
+    assert "'float32', 'float64', 'float16'" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_warmup_function_rejects_unknown_dtypes():
     with pytest.raises(ValueError, match="cannot warm up float8: the dtypes are float32"):
         warmup.warmup(["float8"])

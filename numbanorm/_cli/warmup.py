@@ -16,11 +16,13 @@ processes save different signatures of the same kernels at once, which the
 cache's lock keeps from losing entries (see ``numbanorm._jit``).
 """
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
 import os
 import queue
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -30,9 +32,7 @@ import numbanorm
 
 from .._kernels import SERIAL_MAX_ELEMENTS
 from .._specs import BATCH_NORM, NORMS, Norm
-
-DTYPES = ("float32", "float64", "float16")
-DEFAULT_DTYPES = ("float32", "float64")
+from . import DTYPES, WARMUP_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +245,7 @@ def run(units, *, workers=None, progress=None):
     return timings
 
 
-def warmup(dtypes=DEFAULT_DTYPES, *, progress=None):
+def warmup(dtypes=WARMUP_DTYPES, *, progress=None):
     """Compile (or load from the on-disk cache) every kernel for the given dtypes.
 
     Parameters
@@ -263,27 +263,70 @@ def warmup(dtypes=DEFAULT_DTYPES, *, progress=None):
     return run(plan(check_dtypes(dtypes)), progress=progress)
 
 
-def print_progress(done, total, call, seconds):
-    """One line per completed call: ``[ 3/68] float32 batch_norm_forward ...  2.1 s``."""
+def progress_line(done, total, call, seconds):
+    """``[ 3/68] float32 batch_norm_forward ...  2.1 s``: one completed call."""
     shape = "x".join(map(str, call.shape))
-    print(
+    return (
         f"[{done:>{len(str(total))}}/{total}] {call.dtype:<7} {call.function:<22} "
-        f"{call.layout:<14} {shape:<12} {seconds:5.1f} s",
-        flush=True,
+        f"{call.layout:<14} {shape:<12} {seconds:5.1f} s"
     )
 
 
-def command(dtypes):
-    """``python -m numbanorm warmup``: :func:`warmup`, a line per call, then the totals."""
+def print_progress(done, total, call, seconds):
+    """Print :func:`progress_line`."""
+    print(progress_line(done, total, call, seconds), flush=True)
+
+
+@contextlib.contextmanager
+def _bar(tqdm, total):
+    """A ``progress`` that prints each call's line above a ``tqdm`` bar of the calls."""
+    # No remaining time: the first calls compile the helpers the later ones
+    # share, and take most of it.
+    with tqdm(
+        total=total,
+        file=sys.stdout,
+        unit="call",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed}]",
+    ) as bar:
+
+        def progress(done, total, call, seconds):
+            bar.write(progress_line(done, total, call, seconds))
+            bar.update()
+
+        yield progress
+
+
+def _display(total, quiet):
+    """A context giving what shows the calls as they end: nothing, a tqdm bar on a
+    terminal where tqdm is importable, else plain lines (as in a log)."""
+    if quiet:
+        return contextlib.nullcontext(None)
+    if sys.stdout.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return _bar(tqdm, total)
+    return contextlib.nullcontext(print_progress)
+
+
+def command(dtypes, *, quiet=False):
+    """``python -m numbanorm warmup``: :func:`warmup`, showing the calls as they end
+    (unless ``quiet``), then the totals."""
     units = plan(check_dtypes(dtypes))
     workers = worker_count(units)
-    print(
-        f"numbanorm warmup: {sum(map(len, units))} calls in {workers} processes; "
-        f"a kernel's first call compiles it, later ones load it",
-        flush=True,
-    )
+    total = sum(map(len, units))
+    if not quiet:
+        print(
+            f"numbanorm warmup: {total} calls in {workers} process{'es' if workers > 1 else ''}; "
+            f"a kernel's first call compiles it (the first calls take longest), "
+            f"later ones load it",
+            flush=True,
+        )
     start = time.perf_counter()
-    timings = run(units, workers=workers, progress=print_progress)
+    with _display(total, quiet) as progress:
+        timings = run(units, workers=workers, progress=progress)
     print(
         "  ".join(f"{dtype}: {seconds:.1f} s" for dtype, seconds in timings.items())
         + f"  (total {time.perf_counter() - start:.1f} s wall)",
