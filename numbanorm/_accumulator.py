@@ -39,14 +39,42 @@ def merged_state(first: tuple[Any, Any, Any], second: tuple[Any, Any, Any]) -> t
 class Moments:
     """Mean and variance of data seen in pieces, merged exactly.
 
-    The state is Welford's ``(count, mean, M2)`` in float64, with ``M2`` the
-    sum of squared deviations from the mean.  Two states combine with Chan's
-    formula, so the result does not depend on how the data was split (up to
-    rounding) and stays accurate for data with a large offset.
+    An accumulator starts empty; :meth:`update` adds the elements of an
+    array, reduced over ``axis`` as ``np.mean`` reduces it, and
+    :meth:`merge` adds everything another accumulator has seen, from
+    another batch, worker or process (:meth:`state` and
+    :meth:`from_state` carry it there).  The state is Welford's ``(count,
+    mean, M2)`` in float64, ``M2`` being the sum of squared deviations from
+    the mean.  The result does not depend on how the data was split, up to
+    rounding, and stays accurate for data with a large offset, where
+    ``E[x**2] - E[x]**2`` cancels.
+
+    See Also
+    --------
+    numbanorm.moments : The mean and variance of one array.
+    numbanorm.recompute_stats : A layer's running statistics from batches.
+    numbanorm.dask.moments : The same merge in a Dask reduction.
+
+    Notes
+    -----
+    Two states ``(n_a, mean_a, M2_a)`` and ``(n_b, mean_b, M2_b)`` combine
+    with Chan's formula::
+
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        mean = mean_a + delta * n_b / n
+        M2 = M2_a + M2_b + delta**2 * n_a * n_b / n
+
+    which has no cancellation whatever the offset of the data and the
+    sizes of the parts.  The variance is ``M2 / (n - ddof)``.  Each update
+    computes its batch's state with numbanorm's kernels (float64 statistics
+    of blocks, merged the same way) and merges it into the accumulator.
 
     Examples
     --------
-    >>> acc = Moments()
+    >>> import numpy as np
+    >>> import numbanorm as nn
+    >>> acc = nn.Moments()
     >>> for batch in np.split(np.arange(12.0).reshape(6, 2), 3):
     ...     acc = acc.update(batch, axis=0)
     >>> acc.count, acc.mean, acc.var(ddof=1)
@@ -60,7 +88,11 @@ class Moments:
 
     @classmethod
     def from_state(cls, count: int, mean: Any, m2: Any) -> Moments:
-        """A ``Moments`` holding a state computed elsewhere (another process, a chunk).
+        """Make an accumulator holding a state computed elsewhere.
+
+        The counterpart of :attr:`state`: a state sent by another process
+        (over MPI, say) or computed from a chunk becomes an accumulator
+        that merges with others.  The arrays are copied as float64.
 
         Parameters
         ----------
@@ -73,6 +105,28 @@ class Moments:
         Returns
         -------
         Moments
+            A new accumulator with that state.
+
+        Raises
+        ------
+        ValueError
+            If ``mean`` and ``m2`` have different shapes.
+
+        See Also
+        --------
+        state : The state of an accumulator.
+        merge : Combine two accumulators.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> part = nn.Moments().update(np.array([1.0, 2.0, 3.0]))
+        >>> part.state
+        (3, array(2.), array(2.))
+        >>> received = nn.Moments.from_state(*part.state)
+        >>> float(received.merge(nn.Moments().update(np.array([4.0, 5.0]))).mean)
+        3.0
         """
         mean = np.asarray(mean, np.float64)
         m2 = np.asarray(m2, np.float64)
@@ -85,23 +139,111 @@ class Moments:
 
     @property
     def count(self) -> int:
-        """Number of elements reduced into each entry of :attr:`mean` so far."""
+        """Number of elements reduced into each entry of :attr:`mean` so far.
+
+        An int: every update reduces the same number of elements into each
+        entry.  0 for an accumulator that has seen no data.
+
+        See Also
+        --------
+        mean : The mean of those elements.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> acc = nn.Moments()
+        >>> acc.count
+        0
+        >>> acc.update(np.ones((4, 3, 5)), axis=(0, 2)).count
+        20
+        """
         return self._count
 
     @property
     def mean(self) -> Any:
-        """Mean of everything seen so far, float64 (a scalar for full reductions)."""
+        """Mean of everything seen so far, float64 (a scalar for full reductions).
+
+        An array of the shape the reductions left (a copy), or a NumPy
+        float64 scalar when every axis was reduced.  Reading it before any
+        data is a ``ValueError``.
+
+        See Also
+        --------
+        var : The variance of the same elements.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> acc = nn.Moments().update(np.array([[1.0, 2.0], [3.0, 6.0]]), axis=0)
+        >>> acc.mean
+        array([2., 4.])
+        """
         self._require_data()
         return self._mean[()] if self._mean.ndim == 0 else self._mean.copy()
 
     @property
     def state(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(count, mean, M2)``, float64 arrays: what :meth:`from_state` takes."""
+        """The Welford state ``(count, mean, M2)``: what :meth:`from_state` takes.
+
+        ``count`` is an int, ``mean`` and ``M2`` (the sum of squared
+        deviations from the mean) are float64 arrays, copies, 0-d for a
+        full reduction: what to send to another process.  Reading it before
+        any data is a ``ValueError``.
+
+        See Also
+        --------
+        from_state : An accumulator from a state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> nn.Moments().update(np.array([[1.0, 2.0], [3.0, 6.0]]), axis=0).state
+        (2, array([2., 4.]), array([2., 8.]))
+        """
         self._require_data()
         return self._count, self._mean.copy(), self._m2.copy()
 
     def var(self, ddof: int = 0) -> np.ndarray:
-        """Variance with divisor ``count - ddof``, float64, as ``np.var``."""
+        """Variance of everything seen so far, with divisor ``count - ddof``, as ``np.var``.
+
+        ``ddof=1`` gives the unbiased estimate that running statistics
+        keep.  The result is float64, computed from the state's ``M2``.
+
+        Parameters
+        ----------
+        ddof : int, optional
+            Delta degrees of freedom.
+
+        Returns
+        -------
+        ndarray or numpy.float64
+            ``M2 / (count - ddof)``, a scalar when every axis was reduced.
+
+        Raises
+        ------
+        ValueError
+            If no data has been seen, or ``count - ddof`` is not positive.
+
+        See Also
+        --------
+        mean : The mean of the same elements.
+        numbanorm.moments : Mean and variance of one array.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> acc = nn.Moments().update(np.array([1.0, 2.0, 4.0, 5.0]))
+        >>> float(acc.var()), float(acc.var(ddof=1))
+        (2.5, 3.3333333333333335)
+        >>> acc.var(ddof=4)
+        Traceback (most recent call last):
+            ...
+        ValueError: variance with ddof=4 needs more than 4 elements, got 4
+        """
         self._require_data()
         dof = self._count - ddof
         if dof <= 0:
@@ -113,6 +255,10 @@ class Moments:
 
     def update(self, x: Any, axis: int | tuple[int, ...] | None = None) -> Moments:
         """Add the elements of ``x``, reduced over ``axis`` as in ``np.mean``.
+
+        The batch's Welford state is computed with numbanorm's kernels and
+        merged into the accumulator in place.  An empty batch changes
+        nothing.
 
         Parameters
         ----------
@@ -126,7 +272,29 @@ class Moments:
         Returns
         -------
         Moments
-            ``self``.
+            The accumulator itself, so that calls chain.
+
+        Raises
+        ------
+        ValueError
+            If the shape left after the reduction differs from that of the
+            earlier updates, or ``axis`` is out of range.
+        TypeError
+            If ``x`` is not real numbers.
+
+        See Also
+        --------
+        merge : Add another accumulator's data.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> acc = nn.Moments().update(np.array([[0.0, 2.0], [2.0, 4.0]]), axis=1)
+        >>> acc.update(np.array([[4.0], [6.0]]), axis=1).mean
+        array([2., 4.])
+        >>> acc.count
+        3
         """
         backend = backend_for(x)
         x = backend.input(x)[0]
@@ -139,12 +307,44 @@ class Moments:
         return self._merge_state(count, np.array(mean), np.array(m2))
 
     def merge(self, other: Moments) -> Moments:
-        """Add everything ``other`` has seen (``other`` is left unchanged).
+        """Add everything ``other`` has seen, leaving ``other`` unchanged.
+
+        The two states combine with Chan's formula (see the class's
+        notes), as if this accumulator had been updated with ``other``'s
+        data too (up to rounding).  Merging an empty accumulator changes nothing.
+
+        Parameters
+        ----------
+        other : Moments
+            Statistics of the same shape, from other data.
 
         Returns
         -------
         Moments
-            ``self``.
+            The accumulator itself, so that calls chain.
+
+        Raises
+        ------
+        TypeError
+            If ``other`` is not a ``Moments``.
+        ValueError
+            If ``other``'s statistics have another shape.
+
+        See Also
+        --------
+        update : Add the elements of an array.
+        from_state : An accumulator from another process's state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nn
+        >>> x = np.arange(12.0).reshape(6, 2)
+        >>> acc = nn.Moments().update(x[:2], axis=0)
+        >>> acc.merge(nn.Moments().update(x[2:], axis=0)).var()
+        array([11.66666667, 11.66666667])
+        >>> np.allclose(acc.var(), x.var(axis=0))
+        True
         """
         if not isinstance(other, Moments):
             raise TypeError(f"can only merge another Moments, got {type(other).__name__}")
@@ -186,23 +386,9 @@ def recompute_stats(
 
     Running averages only estimate the statistics of the data; this computes
     them in one pass over ``batches``, merging each batch's ``(count, mean,
-    M2)`` with Chan's formula in float64, so the result is exact up to
-    rounding for any number and size of batches.  The layer's forward is not
-    run and its mode is unchanged.
-
-    For :class:`BatchNorm`, ``running_mean`` and ``running_var`` become the
-    mean and unbiased variance of each channel over the whole data set.  For
-    :class:`InstanceNorm`, whose running statistics average per-instance
-    statistics, they become the mean over all instances of each instance's
-    mean and unbiased variance.  ``num_batches_tracked`` becomes the number
-    of batches.  In a network with several such layers, recompute them from
-    the input side on, with the network in evaluation mode in ``forward``.
-
-    A batch given as a ``(x, where)`` tuple counts only the elements of
-    ``x`` that the boolean ``where`` selects, as the layer's forward with
-    ``where`` does: batch norm takes the mean and unbiased variance of the
-    selected elements of each channel, instance norm averages over the
-    instances with at least 2 selected elements.
+    M2)`` with Chan's formula in float64 (as :class:`Moments` does), so the
+    result is exact up to rounding for any number and size of batches.  The
+    layer's forward is not run and its mode is unchanged.
 
     Parameters
     ----------
@@ -212,16 +398,63 @@ def recompute_stats(
     batches : iterable
         Batches of the layer's input, or of ``forward``'s input; iterated
         once, so a generator works.  Each is ``x`` or a tuple ``(x,
-        where)``, ``where`` broadcastable to the layer's input (a batch that
-        is itself a tuple of two samples must be passed as an array).
+        where)``, ``where`` a boolean array broadcastable to the layer's
+        input (a batch that is itself a tuple of two samples must be passed
+        as an array).
     forward : callable, optional
         Maps a batch's ``x`` to the layer's input (for example the part of
-        the network before the layer).
+        the network before the layer, in evaluation mode).
 
     Returns
     -------
     layer
         The same layer.
+
+    Raises
+    ------
+    TypeError
+        If ``layer`` has no running statistics (a layer other than batch or
+        instance norm, or ``track_running_stats=False``).
+    ValueError
+        If there are no batches, a batch does not fit the layer (see
+        ``layer.check_input``), or a channel has fewer than 2 elements in
+        all (for instance norm: no instance with more than 1).  The running
+        statistics are then unchanged.
+
+    See Also
+    --------
+    Moments : The accumulator of the same merge.
+    numbanorm.dask.moments : Statistics of a data set larger than memory.
+    BatchNorm.reset_running_stats : Back to the initial running statistics.
+
+    Notes
+    -----
+    For :class:`BatchNorm`, ``running_mean`` and ``running_var`` become the
+    mean and unbiased variance of each channel over the whole data set.  For
+    :class:`InstanceNorm`, whose running statistics average per-instance
+    statistics, they become the mean over all instances of each instance's
+    mean and unbiased variance.  ``num_batches_tracked`` becomes the number
+    of batches.  In a network with several such layers, recompute them from
+    the input side on, with the network before each layer as ``forward``.
+
+    A batch given as ``(x, where)`` counts only the elements of ``x`` that
+    ``where`` selects, as the layer's forward with ``where`` does: batch
+    norm takes the mean and unbiased variance of the selected elements of
+    each channel, instance norm averages over the instances with at least
+    2 selected elements.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import numbanorm as nn
+    >>> rng = np.random.default_rng(0)
+    >>> data = 1e4 + rng.standard_normal((100, 3, 4), dtype=np.float32)  # (N, C, L)
+    >>> bn = nn.recompute_stats(nn.BatchNorm(3), (data[i : i + 32] for i in range(0, 100, 32)))
+    >>> int(bn.num_batches_tracked)
+    4
+    >>> exact = data.astype(np.float64).var(axis=(0, 2), ddof=1)
+    >>> np.allclose(bn.running_var, exact, rtol=1e-6)
+    True
     """
     if not getattr(layer, "track_running_stats", False):
         raise TypeError(

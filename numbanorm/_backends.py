@@ -250,11 +250,31 @@ def backend_for(x: Any, *arrays: Any) -> Backend:
 
 
 def cuda_available() -> bool:
-    """Whether the GPU backend can run: a CUDA GPU and driver, or the Numba CUDA simulator.
+    """Return whether the GPU backend can run: a CUDA GPU and driver, or the Numba CUDA simulator.
 
-    Device arrays (CuPy, PyTorch CUDA tensors, Numba device arrays) passed to
-    any public function then run on the GPU; the backend needs the
-    ``numbanorm[cuda]`` extra (``numba-cuda``) or Numba's own CUDA target.
+    Device arrays (CuPy, PyTorch CUDA tensors, Numba device arrays) passed
+    to any public function then run on the GPU.  The backend needs Numba's
+    CUDA target: the "cuda" extra brings it (``pip install ".[cuda]"`` in a
+    numbanorm clone: ``numba-cuda`` with the CUDA 12 toolkit's compiler
+    libraries), and a driver for CUDA 12 or later must be installed.  With
+    ``NUMBA_ENABLE_CUDASIM=1`` in the environment, Numba's CUDA simulator
+    runs the kernels on the CPU instead, slowly, and this returns True.
+
+    Returns
+    -------
+    bool
+        True when Numba's CUDA target imports and finds a usable GPU (or is
+        the simulator); False otherwise, never an exception.
+
+    See Also
+    --------
+    numbanorm.moments : One of the functions that take device arrays.
+
+    Examples
+    --------
+    >>> import numbanorm as nn
+    >>> nn.cuda_available() in (True, False)
+    True
     """
     try:
         from numba import cuda
