@@ -1,6 +1,8 @@
 """Shared helpers for the numbanorm tests: tolerances, comparisons and harnesses."""
 
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +184,22 @@ def run_in_own_session(command, *, env, timeout, what, stderr=subprocess.PIPE):
         pytest.fail(f"{what} did not finish in {timeout} s:\n{err or out}")
     assert process.returncode == 0, f"{what} failed:\n{err or out}"
     return out, err
+
+
+# Lets Open MPI run as root and start more ranks than cores; MPICH ignores them.
+OPEN_MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+}
+
+
+def mpiexec_path():
+    """The ``mpiexec`` beside the Python interpreter (an MPI from PyPI), else the one on the
+    PATH, or None."""
+    beside = pathlib.Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
 def environment(*paths, **variables):

@@ -9,7 +9,6 @@ by numbanorm.  Skipped without mpi4py; the multi-rank tests also without an
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -28,18 +27,11 @@ from numbanorm.distributed import (  # noqa: E402
 )
 
 import reference as ref  # noqa: E402
-from helpers import assert_close, run_in_own_session  # noqa: E402
+from helpers import OPEN_MPI_ENV, assert_close, mpiexec_path, run_in_own_session  # noqa: E402
 
 WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
 LAUNCH_TIMEOUT = 300
 REDUCED_SCALE = 10.0
-# Lets Open MPI run as root and start more ranks than cores; MPICH ignores them.
-OPEN_MPI_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "OMPI_MCA_rmaps_base_oversubscribe": "1",
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-}
 
 
 # ----------------------------------------------------------------------------
@@ -211,11 +203,6 @@ def test_importing_numbanorm_imports_no_optional_dependency():
 # Several ranks under mpiexec
 
 
-def _mpiexec():
-    beside = pathlib.Path(sys.executable).with_name("mpiexec")
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
-
-
 @pytest.fixture(
     scope="module",
     params=[(2, False), (3, False), (3, True)],
@@ -227,7 +214,7 @@ def ranks(request, tmp_path_factory):
     The device launch runs the functional cases on device arrays, under the
     CUDA simulator.
     """
-    mpiexec = _mpiexec()
+    mpiexec = mpiexec_path()
     if mpiexec is None:
         pytest.skip("no mpiexec beside the Python interpreter or on the PATH")
     n_ranks, device = request.param
