@@ -37,6 +37,11 @@ def main(argv=None):
         help="norms or '<norm>.<direction>' names, wildcards allowed "
         "(directions: forward, forward_out, eval, eval_out, backward, backward_out)",
     )
+    speed.add_argument(
+        "--list",
+        action="store_true",
+        help="list the operations and their inputs (with --ops, those it selects), and exit",
+    )
     speed.add_argument("--dtype", default="float32", choices=DTYPES, help="float16 only with --gpu")
     speed.add_argument(
         "--gpu",
@@ -76,11 +81,14 @@ def main(argv=None):
 
         command(args.dtypes, quiet=args.quiet)
     elif args.command == "bench":
-        from ._cli.bench import bench
+        from ._cli.bench import bench, operation_list
 
         if args.dtype == "float16" and not args.gpu:
             parser.error("--dtype float16 needs --gpu")
         try:
+            if args.list:
+                print(operation_list(args.ops))
+                return
             bench(
                 args.ops,
                 quick=args.quick,

@@ -1,6 +1,7 @@
 """The benchmark peers compute what numbanorm computes, and the bench command reports it."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -98,11 +99,18 @@ def test_run_reports_bandwidth_and_peer_ratios():
         assert set(r["peers"]) == {"numpy"} and r["peers"]["numpy"] > 0
 
 
+def _table(lines):
+    """The plain table's header and rows: the lines after the title, to the first blank
+    one (a busy machine's warning follows)."""
+    end = lines.index("") if "" in lines else len(lines)
+    return lines[1], lines[2:end]
+
+
 def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     bench.bench(["rms_norm.*"], quick=True, json_path=path, peers=("numpy",), cases=SMALL_CASES[:2])
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[2:]] == [
+    _, rows = _table(capsys.readouterr().out.splitlines())
+    assert [row.split()[0] for row in rows] == [
         "rms_norm.forward",
         "rms_norm.forward_out",
         "rms_norm.backward",
@@ -110,7 +118,98 @@ def test_bench_prints_a_row_per_op_and_writes_json(tmp_path, capsys):
     ]
     saved = json.loads(path.read_text())
     assert saved["machine"]["threads"] >= 1
-    assert [r["op"] for r in saved["results"]] == [line.split()[0] for line in lines[2:]]
+    assert [r["op"] for r in saved["results"]] == [row.split()[0] for row in rows]
+
+
+def _cells(line):
+    """``(start, end, text)`` of each cell of a table line: text two or more spaces apart."""
+    return [(m.start(), m.end(), m[0]) for m in re.finditer(r"\S+(?: \S+)*", line)]
+
+
+@pytest.fixture
+def fake_timings(monkeypatch):
+    """Makes the bench's timing return the seconds ``copy`` and ``numbanorm`` are set to
+    (lists, one per repeat); every other call takes the numbanorm times."""
+    timings = {"copy": [1e-3] * 5, "numbanorm": [1e-3] * 5}
+
+    def sample_seconds(calls, **_):
+        return {name: timings.get(name, timings["numbanorm"]) for name in calls}
+
+    monkeypatch.setattr(bench, "sample_seconds", sample_seconds)
+    return timings
+
+
+@pytest.mark.parametrize("where", [None, "full"])
+def test_plain_table_columns_are_aligned_and_two_spaces_apart(fake_timings, capsys, where):
+    bench.bench(
+        ["instance_norm.backward_out", "layer_norm.forward"],
+        quick=True,
+        cases=SMALL_CASES,
+        where=where,
+    )
+    header, rows = _table(capsys.readouterr().out.splitlines())
+    columns = _cells(header)
+    expected = ["op", "layout", "shape", "ms", "GB/s", "copy", "% copy", "pages"]
+    expected += ["unmasked ms", "masked/unmasked"] if where else [f"vs {p}" for p in bench.PEERS]
+    assert [text for *_, text in columns] == expected
+    assert [row.split()[0] for row in rows] == [
+        "layer_norm.forward",
+        "instance_norm.backward_out",
+        "instance_norm.backward_out",
+    ]
+    for row in rows:
+        cells = _cells(row)
+        # a pages cell is blank for the out= directions
+        if len(cells) == len(columns) - 1:
+            cells.insert(7, None)
+        assert len(cells) == len(columns), row
+        for column, cell in zip(columns, cells):
+            if cell is not None:  # text to the left, numbers to the right
+                assert cell[0] == column[0] or cell[1] == column[1], (row, column)
+
+
+@pytest.mark.parametrize(
+    "copy, ours, disturbed",
+    [
+        ([1e-3] * 5, [1e-3] * 5, None),  # 100% of the copy ceiling
+        ([1e-3] * 5, [0.96e-3] * 5, None),  # 104%: within the margin
+        ([1e-3] * 5, [0.85e-3] * 5, "faster than the copy ceiling"),  # 118%
+        ([1e-3, 1e-3, 1.1e-3, 1.6e-3, 2e-3], [1.1e-3] * 5, "copy timings spread"),
+    ],
+)
+def test_a_busy_machines_figures_are_marked_and_warned_of(
+    fake_timings, capsys, copy, ours, disturbed
+):
+    fake_timings.update(copy=copy, numbanorm=ours)
+    results = bench.bench(
+        ["layer_norm.forward"], quick=True, peers=(), cases=SMALL_CASES[:1], markdown=True
+    )
+    assert results[0]["disturbed"] == disturbed
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = _table(lines)
+    percent = rows[0][: _cells(header)[6][1]].split()[-1]
+    assert percent.endswith("!") == bool(disturbed)
+    warnings = [line for line in lines if "busy" in line]
+    markdown = lines[-1]
+    if disturbed:
+        assert len(warnings) == 1
+        assert "unreliable" in warnings[0] and "rerun on a quiet machine" in warnings[0]
+        assert lines.index(warnings[0]) > lines.index(rows[-1])
+        assert "%!" in markdown
+    else:
+        assert warnings == [] and "!" not in markdown
+
+
+def test_bench_lists_the_operations_and_what_they_run_on(capsys):
+    main(["bench", "--list"])
+    out = capsys.readouterr().out
+    for case in BENCHMARK_CASES:
+        for direction in case.directions:
+            line = next(
+                line for line in out.splitlines() if line.split()[0] == f"{case.norm}.{direction}"
+            )
+            assert f"{case.layout} {'x'.join(map(str, case.shape))}" in line
+    assert "*.backward" in out.splitlines()[0]
 
 
 def test_eval_runs_for_the_norms_with_running_statistics_alone():
@@ -135,6 +234,7 @@ def test_bench_command_rejects_an_unknown_op(capsys):
         main(["bench", "--ops", "no_such_norm"])
     error = capsys.readouterr().err
     assert "no benchmark matches no_such_norm" in error
+    assert "--list" in error
     for name in ("layer_norm", "batch_norm", "moments", "forward_out", "backward"):
         assert name in error
 
@@ -200,8 +300,9 @@ def test_masked_bench_prints_the_unmasked_time_and_the_ratio(capsys):
     )
     lines = capsys.readouterr().out.splitlines()
     assert "broadcast masks; ratios are masked time / unmasked time" in lines[0]
-    assert lines[1].split()[-3:] == ["unmasked", "ms", "masked/unmasked"]
-    row = lines[2].split()
+    header, rows = _table(lines)
+    assert header.split()[-3:] == ["unmasked", "ms", "masked/unmasked"]
+    row = rows[0].split()
     assert row[0] == "layer_norm.forward"
     assert float(row[-2]) == pytest.approx(results[0]["unmasked_seconds"] * 1e3, abs=0.01)
     assert row[-1] == f"{results[0]['masked_ratio']:.2f}x"

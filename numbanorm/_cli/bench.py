@@ -13,6 +13,9 @@ With a mask (``where``, one of ``MASKS``), numbanorm's calls take it, and
 each is timed against the same call without it instead of the peers, which
 have no masked normalization: the ratio masked / unmasked is what the mask
 costs.
+
+A figure is marked ``!`` when the machine was busy as it was measured (see
+:func:`disturbance`), and a warning follows the table.
 """
 
 import fnmatch
@@ -37,6 +40,13 @@ from .peers import (
 
 PEERS = IMPLEMENTATIONS[1:]
 COPY_BLOCK = 1 << 16
+# A result is disturbed when numbanorm beats the copy ceiling by more than this
+# factor, which a kernel that moves its bytes through memory cannot do: another
+# process slowed the copy.
+CEILING_MARGIN = 1.05
+# Or when the middle half of the copy's times spans more than this fraction of
+# their median, the ceiling: on a quiet machine a copy repeats within a few percent.
+COPY_SPREAD = 0.25
 
 
 @jit(parallel=True, fastmath=False)
@@ -57,8 +67,8 @@ def _parallel_fill(dst):
             d[i] = 0
 
 
-def median_seconds(calls, *, min_time, min_repeats, max_repeats):
-    """Median wall time of each zero-argument call, after one warm-up call each.
+def sample_seconds(calls, *, min_time, min_repeats, max_repeats):
+    """The wall times of each zero-argument call's repeats, after one warm-up call each.
 
     The calls take turns, so that a machine whose speed drifts (another
     process, frequency changes) slows them all alike and their ratios hold.
@@ -76,7 +86,26 @@ def median_seconds(calls, *, min_time, min_repeats, max_repeats):
             fn()
             times[name].append(time.perf_counter() - t0)
         repeats += 1
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def median_seconds(calls, **timing):
+    """Median wall time of each zero-argument call; ``timing`` as in :func:`sample_seconds`."""
+    return {name: statistics.median(t) for name, t in sample_seconds(calls, **timing).items()}
+
+
+def disturbance(fraction_of_copy, copy_seconds):
+    """Why a result measured on a busy machine is unreliable, or None.
+
+    ``"faster than the copy ceiling"`` beyond ``CEILING_MARGIN``, or ``"copy
+    timings spread"`` beyond ``COPY_SPREAD``.
+    """
+    if fraction_of_copy > CEILING_MARGIN:
+        return "faster than the copy ceiling"
+    lower, _, upper = statistics.quantiles(copy_seconds, n=4, method="inclusive")
+    if upper - lower > COPY_SPREAD * statistics.median(copy_seconds):
+        return "copy timings spread"
+    return None
 
 
 def parallel_copy(x):
@@ -115,9 +144,25 @@ def _select(patterns, cases=BENCHMARK_CASES):
             f"no benchmark matches {' '.join(patterns)}; the names are the norms ({norms}) "
             f"and '<norm>.<direction>' with the directions {', '.join(DIRECTIONS)} "
             f"(moments: forward only; eval: norms with running statistics); "
-            f"wildcards are allowed"
+            f"wildcards are allowed; bench --list lists them"
         )
     return selected
+
+
+def operation_list(patterns=None, cases=BENCHMARK_CASES):
+    """The names ``--ops`` takes: a line per operation ``patterns`` selects, with its inputs."""
+    inputs = {}
+    for case, direction in _select(patterns, cases):
+        name = f"{case.norm}.{direction}"
+        inputs.setdefault(name, []).append(f"{case.layout} {_shape(case.shape)}")
+    width = max(map(len, ["operation", *inputs]))
+    return "\n".join(
+        [
+            "--ops takes a norm, an operation or a shell-style wildcard such as '*.backward'",
+            f"{'operation':<{width}}{GAP}inputs (layout and shape)",
+        ]
+        + [f"{name:<{width}}{GAP}{', '.join(shapes)}" for name, shapes in inputs.items()]
+    )
 
 
 def _check_mask(where):
@@ -150,7 +195,8 @@ def run(
     Returns one dict per operation: ``op``, ``layout``, ``shape``, ``dtype``,
     ``where`` (the mask's kind or None), ``seconds`` (median), ``gb_per_s``,
     ``copy_gb_per_s`` (the ceiling: a parallel copy on the CPU, a
-    device-to-device copy on the GPU), ``fraction_of_copy``,
+    device-to-device copy on the GPU), ``fraction_of_copy``, ``disturbed``
+    (see :func:`disturbance`),
     ``pages_seconds`` (allocating directions on the CPU: the time to obtain
     the output's pages, see :func:`new_pages`; else None), ``peers`` (peer
     name -> peer time / numbanorm time, for the peers that have the
@@ -184,10 +230,12 @@ def run(
             calls["unmasked"] = build_call("numbanorm", direction, case, data)
         if not (gpu or direction.endswith("_out")):
             calls["pages"] = new_pages(data["x"])
-        seconds = median_seconds(calls, **timing)
+        samples = sample_seconds(calls, **timing)
+        seconds = {name: statistics.median(t) for name, t in samples.items()}
         ours = seconds["numbanorm"]
         copy_bandwidth = 2 * data["x"].nbytes / seconds["copy"]
         moved = case.bytes_moved(direction, itemsize) + (0 if mask is None else mask.nbytes)
+        fraction = moved / ours / copy_bandwidth
         result = {
             "op": f"{case.norm}.{direction}",
             "layout": case.layout,
@@ -197,7 +245,8 @@ def run(
             "seconds": ours,
             "gb_per_s": moved / ours / 1e9,
             "copy_gb_per_s": copy_bandwidth / 1e9,
-            "fraction_of_copy": moved / ours / copy_bandwidth,
+            "fraction_of_copy": fraction,
+            "disturbed": disturbance(fraction, samples["copy"]),
             "pages_seconds": seconds.get("pages"),
             "peers": {},
         }
@@ -248,29 +297,69 @@ def _threading_layer():
         return "not yet chosen"
 
 
-def format_row(result, peers=PEERS):
-    shape = "x".join(map(str, result["shape"]))
-    ratios = "".join(
-        f"{result['peers'][p]:>15.2f}x" if p in result["peers"] else f"{'-':>16}" for p in peers
-    )
-    if "masked_ratio" in result:
-        ratios += f"{result['unmasked_seconds'] * 1e3:>13.2f}{result['masked_ratio']:>17.2f}x"
-    pages = result["pages_seconds"]
-    return (
-        f"{result['op']:<27}{result['layout']:<6}{shape:<15}{result['seconds'] * 1e3:>9.2f}"
-        f"{result['gb_per_s']:>8.1f}{result['copy_gb_per_s']:>8.1f}"
-        f"{result['fraction_of_copy']:>8.0%}{'' if pages is None else f'{pages * 1e3:.2f}':>8}"
-        f"{ratios}"
-    )
+GAP = "  "
 
 
-def format_header(peers=PEERS, masked=False):
-    """The column names of :func:`format_row`; ``masked`` adds the unmasked time and the ratio."""
-    return (
-        f"{'op':<27}{'':<6}{'shape':<15}{'ms':>9}{'GB/s':>8}{'copy':>8}{'% copy':>8}{'pages':>8}"
-        + "".join(f"{'vs ' + p:>16}" for p in peers)
-        + (f"{'unmasked ms':>13}{'masked/unmasked':>18}" if masked else "")
-    )
+def _shape(shape):
+    return "x".join(map(str, shape))
+
+
+def _percent(result):
+    """The fraction of the copy ceiling, marked ``!`` when disturbed."""
+    return f"{result['fraction_of_copy']:.0%}" + ("!" if result["disturbed"] else "")
+
+
+class PlainTable:
+    """The table printed as the results come, a row each.
+
+    Every column is as wide as its header and the widest cell ``cases`` may
+    give it, text aligned left and numbers right, with ``GAP`` between columns.
+    ``masked`` adds the unmasked time and the ratio.
+    """
+
+    def __init__(self, peers, masked, cases):
+        self.peers = peers
+        self.masked = masked
+        columns = [
+            ("op", max(len(f"{c.norm}.{d}") for c in cases for d in c.directions), "<"),
+            ("layout", max(len(case.layout) for case in cases), "<"),
+            ("shape", max(len(_shape(case.shape)) for case in cases), "<"),
+            ("ms", 8, ">"),
+            ("GB/s", 6, ">"),
+            ("copy", 6, ">"),
+            ("% copy", 7, ">"),
+            ("pages", 7, ">"),
+            *((f"vs {peer}", 7, ">") for peer in peers),
+        ]
+        if masked:
+            columns += [("unmasked ms", 8, ">"), ("masked/unmasked", 7, ">")]
+        self.columns = [(name, max(width, len(name)), align) for name, width, align in columns]
+
+    def _line(self, cells):
+        return GAP.join(
+            f"{cell:{align}{width}}" for cell, (_, width, align) in zip(cells, self.columns)
+        ).rstrip()
+
+    def header(self):
+        return self._line([name for name, *_ in self.columns])
+
+    def row(self, result):
+        pages = result["pages_seconds"]
+        peers = result["peers"]
+        cells = [
+            result["op"],
+            result["layout"],
+            _shape(result["shape"]),
+            f"{result['seconds'] * 1e3:.2f}",
+            f"{result['gb_per_s']:.1f}",
+            f"{result['copy_gb_per_s']:.1f}",
+            _percent(result),
+            "" if pages is None else f"{pages * 1e3:.2f}",
+            *(f"{peers[p]:.2f}x" if p in peers else "-" for p in self.peers),
+        ]
+        if self.masked:
+            cells += [f"{result['unmasked_seconds'] * 1e3:.2f}", f"{result['masked_ratio']:.2f}x"]
+        return self._line(cells)
 
 
 # Peers whose outputs come from memory they reuse (ONNX Runtime's arena): their
@@ -298,12 +387,12 @@ def markdown_table(results):
     that reuse their output memory (``REUSES_OUTPUT``), compared with ``out=``.  Each
     direction has a column for every peer that ran it, and eval columns
     appear when some case has it.  A masked result's cell also gives its
-    time over the unmasked one's.
+    time over the unmasked one's.  A disturbed result's percentage is marked ``!``.
     """
     rows = {}
     for r in results:
         norm, direction = r["op"].split(".")
-        key = (norm, r["layout"], "x".join(map(str, r["shape"])))
+        key = (norm, r["layout"], _shape(r["shape"]))
         rows.setdefault(key, {})[direction] = r
     ran = {
         direction: [
@@ -319,7 +408,7 @@ def markdown_table(results):
         if not r:
             return ""
         masked = f", {r['masked_ratio']:.2f}x unmasked" if "masked_ratio" in r else ""
-        return f"{r['seconds'] * 1e3:.2f} ({r['fraction_of_copy']:.0%}{masked})"
+        return f"{r['seconds'] * 1e3:.2f} ({_percent(r)}{masked})"
 
     def ratio(r, peer):
         return f"{r['peers'][peer]:.2f}x" if r and peer in r["peers"] else ""
@@ -356,13 +445,14 @@ def bench(
     """Print the benchmark table and optionally write the results as JSON or Markdown.
 
     With ``where`` (see :func:`run`), the table gives numbanorm's masked calls
-    and their time over the unmasked ones' instead of the peers.
+    and their time over the unmasked ones' instead of the peers.  A warning
+    follows the table when the machine was busy (see :func:`disturbance`).
     """
-    _select(patterns, cases)
     _check_mask(where)
     peers = _target(gpu)[2] if peers is None else peers
     if where is not None:
         peers = ()
+    table = PlainTable(peers, where is not None, [case for case, _ in _select(patterns, cases)])
     info = machine(gpu)
     device = f"GPU {info['gpu']}" if gpu else f"{info['threads']} threads"
     if where is None:
@@ -373,7 +463,7 @@ def bench(
     else:
         ratios = f"{where} masks; ratios are masked time / unmasked time"
     print(f"numbanorm bench: {device}, {dtype}, {'quick' if quick else 'full'} timing; {ratios}")
-    print(format_header(peers, masked=where is not None))
+    print(table.header())
     results = run(
         patterns,
         quick=quick,
@@ -382,8 +472,16 @@ def bench(
         cases=cases,
         gpu=gpu,
         where=where,
-        progress=lambda r: print(format_row(r, peers), flush=True),
+        progress=lambda r: print(table.row(r), flush=True),
     )
+    disturbed = sum(1 for r in results if r["disturbed"])
+    if disturbed:
+        print()
+        print(
+            f"! the machine was busy: the figures marked ! ({disturbed} of {len(results)}) "
+            f"are unreliable, faster than the copy ceiling or with copy times spread over "
+            f"more than {COPY_SPREAD:.0%}; rerun on a quiet machine"
+        )
     if markdown:
         print()
         print(markdown_table(results))
