@@ -1,6 +1,7 @@
 """Mean and variance of chunked ``dask.array`` data with numbanorm's kernels.
 
-``pip install "numbanorm[dask]"``.  Each chunk is reduced to its Welford
+Needs Dask: the "dask" extra brings ``dask[array]`` and ``distributed``
+(``pip install ".[dask]"`` in a numbanorm clone).  Each chunk is reduced to its Welford
 state ``(count, mean, M2)`` in float64 by the same kernels as
 :func:`numbanorm.moments`, and the states are merged with Chan's formula in
 a tree (``dask.array.reduction``), so a data set larger than memory, on any
@@ -25,7 +26,8 @@ except ModuleNotFoundError as error:
     if error.name is None or error.name.partition(".")[0] != "dask":
         raise
     raise ImportError(
-        'numbanorm.dask needs dask; install it with: pip install "numbanorm[dask]"'
+        'numbanorm.dask needs Dask: install the "dask" extra (pip install ".[dask]" in a '
+        'numbanorm clone: dask[array] and distributed) or pip install "dask[array]"'
     ) from error
 
 from ._accumulator import merged_state
@@ -52,6 +54,16 @@ def moments(
 ) -> tuple[Any, Any]:
     """Lazy mean and variance of a dask array, as :func:`numbanorm.moments`.
 
+    Each chunk is reduced to its Welford state ``(count, mean, M2)`` in
+    float64 by numbanorm's kernels, and the states are merged with Chan's
+    formula in Dask's tree reduction (``dask.array.reduction``), on any
+    scheduler: the statistics :func:`numbanorm.moments` would give for the
+    array in one piece, up to rounding, for data larger than memory and
+    with large offsets.  With ``axis`` every axis but the channel axis and
+    ``ddof=1``, they are a :class:`~numbanorm.BatchNorm` layer's population
+    statistics, the out-of-core counterpart of
+    :func:`numbanorm.recompute_stats`.
+
     Parameters
     ----------
     darr : dask.array.Array or array_like
@@ -75,20 +87,58 @@ def moments(
 
     Returns
     -------
-    mean, var : dask.array.Array
-        Lazy results of :func:`numbanorm.moments`' dtype and shape (0-d for
-        a full reduction without ``keepdims``), sharing one reduction:
-        compute them together (``dask.compute(mean, var)``).
+    mean : dask.array.Array
+        The lazy mean, of :func:`numbanorm.moments`' dtype and shape (0-d
+        for a full reduction without ``keepdims``).
+    var : dask.array.Array
+        The lazy variance, likewise.  It shares one reduction with
+        ``mean``: compute them together (``dask.compute(mean, var)``).
+
+    Raises
+    ------
+    TypeError
+        If ``darr`` is not real numbers or ``where`` is not boolean.
+    ValueError
+        If ``axis`` is out of range or ``where`` does not broadcast to
+        ``darr``.
+
+    Warns
+    -----
+    RuntimeWarning
+        ``Mean of empty slice`` and ``Degrees of freedom <= 0 for slice``,
+        as NumPy, for the slices with no element or at most ``ddof``.
+
+    See Also
+    --------
+    numbanorm.moments : The same statistics of an array in memory.
+    numbanorm.Moments : The same merge, one batch at a time.
+
+    Notes
+    -----
+    Two states ``(n_a, mean_a, M2_a)`` and ``(n_b, mean_b, M2_b)`` merge
+    into ``n = n_a + n_b``, ``mean = mean_a + delta * n_b / n`` and ``M2 =
+    M2_a + M2_b + delta**2 * n_a * n_b / n`` with ``delta = mean_b -
+    mean_a``, which has no cancellation, unlike ``E[x**2] - E[x]**2``; the
+    variance is ``M2 / (n - ddof)``.
 
     Examples
     --------
     The population statistics of a BatchNorm layer's input (channel axis 1)
     over a whole data set, as its ``running_mean`` and ``running_var``:
 
-    >>> layer = numbanorm.BatchNorm(16)
-    >>> images = dask.array.random.random((100_000, 16, 8, 8), chunks=(1_000, 16, 8, 8))
-    >>> mean, var = moments(images, axis=(0, 2, 3), ddof=1)
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import numbanorm as nn
+    >>> from numbanorm.dask import moments
+    >>> images = 1e4 + da.arange(2 * 3 * 40, dtype=np.float32).reshape(40, 3, 2) % 7
+    >>> images = images.rechunk((10, 3, 2))  # four chunks of 10 samples
+    >>> layer = nn.BatchNorm(3)
+    >>> mean, var = moments(images, axis=(0, 2), ddof=1)  # lazy: nothing computed yet
     >>> layer.running_mean[...], layer.running_var[...] = dask.compute(mean, var)
+    >>> exact = images.compute().astype(np.float64)
+    >>> np.allclose(layer.running_var, exact.var(axis=(0, 2), ddof=1))
+    True
     """
     darr = da.asarray(darr)
     result_dtype = host_input(np.empty(0, darr.dtype))[1]

@@ -3,9 +3,10 @@
 In data-parallel training each process (rank) holds part of the batch.
 These functions normalize every part with the statistics of the whole batch,
 as if it had been concatenated in one process, and compute the gradients of
-that normalization.  ``comm`` is an mpi4py communicator (``pip install
-"numbanorm[mpi]"``); every rank of it must make the same calls, with the same
-number of channels, in the same order, as with any MPI collective.
+that normalization.  ``comm`` is an mpi4py communicator: the "mpi" extra
+brings mpi4py and an MPI library, MPICH (``pip install ".[mpi]"`` in a
+numbanorm clone).  Every rank of it must make the same calls, with the
+same number of channels, in the same order, as with any MPI collective.
 
 The forward gathers each rank's Welford state ``(count, mean, M2)`` per
 channel from every rank (``Allgather``, ``3 C + 1`` values per rank with the
@@ -35,7 +36,7 @@ from numpy.typing import ArrayLike
 from . import _driver
 from ._accumulator import merged_state
 from ._engine import refines_mean
-from ._layers import BatchNorm
+from ._layers import BatchNorm, shared_docstring
 from ._norms import batch_norm_forward
 from ._specs import BATCH_NORM, ChannelLayout
 
@@ -62,15 +63,19 @@ def sync_batch_norm_forward(
     sizes, including none at all.  Arguments and results are those of
     :func:`numbanorm.batch_norm_forward`; in training mode the statistics are
     those of the whole batch, identical on every rank, and so are the
-    updated running statistics.  In evaluation mode (``training=False``)
-    nothing is communicated: each rank normalizes with the running
-    statistics.
+    updated running statistics: each rank's ``y`` is its part of batch norm
+    of the concatenated batch in one process, up to rounding.  In
+    evaluation mode (``training=False``) nothing is communicated: each rank
+    normalizes with the running statistics.  Every rank of ``comm`` must
+    make the call, in the same mode.
 
     Parameters
     ----------
     x : array_like
-        This rank's part of the batch, at least two dimensions.  The sample
-        axes may differ in size between ranks; the channel axis may not.
+        This rank's part of the batch, at least two dimensions: a NumPy
+        array, or a device array for the GPU backend (only the per-channel
+        states then travel through host memory).  The sample axes may
+        differ in size between ranks; the channel axis may not.
     running_mean, running_var : ndarray, optional
         ``(C,)`` running statistics, updated in place in training mode with
         the whole batch's mean and unbiased variance.
@@ -98,10 +103,55 @@ def sync_batch_norm_forward(
     Returns
     -------
     y : ndarray
-        This rank's part of the normalized batch.
+        This rank's part of the normalized batch (a device array for
+        device input).
     mean, rstd : ndarray
         ``(C,)`` statistics of the whole batch (the running ones in
         evaluation mode), as :func:`sync_batch_norm_backward` takes them.
+
+    Raises
+    ------
+    ValueError
+        If an argument has a shape that does not fit ``x``, or in training
+        the whole batch has a single value per channel (with running
+        statistics, fewer than 2 selected in a channel): raised on every
+        rank alike, since these counts are those of the whole batch.
+    TypeError
+        If ``x`` is not real numbers or ``where`` is not boolean.
+
+    See Also
+    --------
+    sync_batch_norm_backward : Its gradients.
+    SyncBatchNorm : The layer that calls it.
+    numbanorm.batch_norm_forward : The same in one process.
+
+    Notes
+    -----
+    Each rank computes the per-channel Welford states ``(count, mean, M2)``
+    of its part, gathers every rank's (``Allgather``, ``3 C + 1`` float64
+    values per rank) and merges them in rank order with Chan's formula, so
+    every rank gets the same bits, with any MPI library.  Then::
+
+        y = (x - mean) / sqrt(M2 / count + eps) * weight + bias
+
+    and the running statistics take ``M2 / (count - 1)`` as the batch
+    variance.
+
+    Examples
+    --------
+    With one process (``MPI.COMM_SELF``; under ``mpiexec``, ``COMM_WORLD``
+    and each rank's part), the result is that of batch norm:
+
+    >>> import numpy as np
+    >>> from mpi4py import MPI
+    >>> import numbanorm as nn
+    >>> from numbanorm.distributed import sync_batch_norm_forward
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0]])
+    >>> y, mean, rstd = sync_batch_norm_forward(x, comm=MPI.COMM_SELF)
+    >>> mean
+    array([ 3., 20.])
+    >>> np.allclose(y, nn.batch_norm(x))
+    True
     """
     if not training:
         return batch_norm_forward(
@@ -195,7 +245,14 @@ def sync_batch_norm_backward(
     axis: int = 1,
     where: ArrayLike | None = None,
 ) -> tuple[Any, Any, Any]:
-    """Gradients of :func:`sync_batch_norm_forward` in training mode.
+    """Compute the gradients of :func:`sync_batch_norm_forward` in training mode.
+
+    Each rank passes its part of the upstream gradient and of the
+    forward's input, with the statistics the forward returned; the result
+    is its part of the gradient of batch norm of the concatenated batch in
+    one process, up to rounding.  The per-channel sums that the input
+    gradient needs are summed over the ranks, so every rank of ``comm``
+    must make the call.
 
     Parameters
     ----------
@@ -224,8 +281,29 @@ def sync_batch_norm_backward(
         ranks applies the gradient of their mean: divide these by the number
         of ranks to match.
 
+    Raises
+    ------
+    ValueError
+        If ``dy`` does not have the shape of ``x``, or a statistic or
+        ``weight`` another shape than ``(C,)``.
+    TypeError
+        If an array is not real numbers or ``where`` is not boolean.
+
+    See Also
+    --------
+    sync_batch_norm_forward : The forward it differentiates.
+    numbanorm.batch_norm_backward : The same in one process, and the
+        gradient in evaluation mode.
+
     Notes
     -----
+    Each rank reduces its ``sum(dy)`` and ``sum(dy * x_hat)`` per channel
+    (its ``dbias`` and ``dweight``), and the ranks sum them and the
+    per-channel counts (``Allreduce``, ``3 C`` values).  Then, with the
+    whole batch's count ``N`` of each channel::
+
+        dx = weight * rstd * (dy - sum(dy) / N - x_hat * sum(dy * x_hat) / N)
+
     For evaluation mode, where the statistics are constants and nothing is
     communicated, use :func:`numbanorm.batch_norm_backward` with
     ``training=False``.
@@ -235,6 +313,21 @@ def sync_batch_norm_backward(
     rounding on its part of ``x`` (one more read of it, ``C`` more values
     in the reduction), and the gradients are those of the exact batch mean,
     as :func:`numbanorm.batch_norm_backward` gives on one process.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mpi4py import MPI
+    >>> import numbanorm as nn
+    >>> from numbanorm.distributed import sync_batch_norm_backward, sync_batch_norm_forward
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0]])
+    >>> dy = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
+    >>> y, mean, rstd = sync_batch_norm_forward(x, comm=MPI.COMM_SELF)
+    >>> dx, dweight, dbias = sync_batch_norm_backward(dy, x, mean, rstd, comm=MPI.COMM_SELF)
+    >>> dbias
+    array([1., 2.])
+    >>> np.allclose(dx, nn.batch_norm_backward(dy, x, mean, rstd)[0])
+    True
     """
     args = _driver.backward_arguments(
         BATCH_NORM,
@@ -297,8 +390,9 @@ def sync_batch_norm_backward(
     return (dx, *args.gradients_out(*(backend.from_host(g[:, None]) for g in (dweight, dbias))))
 
 
+@shared_docstring
 class SyncBatchNorm(BatchNorm):
-    """:class:`numbanorm.BatchNorm` whose training statistics span every rank of ``comm``.
+    """A :class:`numbanorm.BatchNorm` whose training statistics span every rank of ``comm``.
 
     In training mode the forward and backward are
     :func:`sync_batch_norm_forward` and :func:`sync_batch_norm_backward`:
@@ -309,16 +403,49 @@ class SyncBatchNorm(BatchNorm):
     evaluation mode each rank normalizes its own data alone, as with
     :class:`~numbanorm.BatchNorm` (also without running statistics, where
     that means its own batch's statistics), as PyTorch's and Horovod's
-    ``SyncBatchNorm`` do.
+    ``SyncBatchNorm`` do.  The backward follows the mode of its forward.
+    The layer holds NumPy arrays and runs on the host.
 
     Parameters
     ----------
     num_features : int
         Number of channels ``C``.
     comm : mpi4py.MPI.Comm
-        The ranks sharing each batch.
-    eps, momentum, affine, track_running_stats, axis, dtype
-        As in :class:`numbanorm.BatchNorm`.
+        The ranks sharing each batch; ``comm.Split`` makes groups of ranks
+        with statistics of their own.
+    {running_stats_options}
+
+    Attributes
+    ----------
+    comm : mpi4py.MPI.Comm
+        The communicator given.
+    {layer_attributes}
+    {running_stats_attributes}
+
+    Raises
+    ------
+    {running_stats_raises}
+
+    See Also
+    --------
+    numbanorm.BatchNorm : The layer in one process, whose methods it has.
+    sync_batch_norm_forward : The function of its forward pass in training.
+
+    Examples
+    --------
+    One process (``MPI.COMM_SELF``) holds the whole batch; under
+    ``mpiexec``, with ``MPI.COMM_WORLD``, each rank holds a part of it:
+
+    >>> import numpy as np
+    >>> from mpi4py import MPI
+    >>> import numbanorm as nn
+    >>> from numbanorm.distributed import SyncBatchNorm
+    >>> bn = SyncBatchNorm(2, comm=MPI.COMM_SELF)
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]], dtype=np.float32)
+    >>> np.allclose(bn(x), nn.BatchNorm(2)(x))
+    True
+    >>> bn.running_mean, bn.running_var
+    (array([0.2, 2. ], dtype=float32), array([ 1.1, 20.9], dtype=float32))
     """
 
     def __init__(

@@ -40,7 +40,13 @@ here).
   ``jax.hessian``) and differentiating the gradient again, since
   ``jax.custom_vjp`` defines reverse mode only and the backward is a kernel
   call; both raise.  Errors in the arguments raise when the function is
-  called or traced, never inside the callback.
+  called or traced, never inside the callback, except one that depends on
+  the values of ``where``: the running statistics of batch norm need 2
+  selected elements in every channel, those of instance norm an instance
+  with 2 in every channel, which the kernels count when the computation
+  runs (a ``jax.errors.JaxRuntimeError`` then).
+- JAX comes with the "jax" extra (``pip install ".[jax]"`` in a numbanorm
+  clone) or ``pip install jax``.
 """
 
 import dataclasses
@@ -56,7 +62,8 @@ except ModuleNotFoundError as error:
     if error.name is None or error.name.partition(".")[0] not in ("jax", "jaxlib"):
         raise
     raise ImportError(
-        'numbanorm.jax needs JAX; install it with: pip install "numbanorm[jax]"'
+        'numbanorm.jax needs JAX: install the "jax" extra (pip install ".[jax]" in a '
+        "numbanorm clone) or pip install jax"
     ) from error
 
 try:
@@ -475,33 +482,83 @@ def layer_norm(
     eps: float = 1e-5,
     where: Any = None,
 ) -> Any:
-    """Layer normalization; differentiable with respect to ``x``, ``weight`` and ``bias``.
+    """Layer normalization as a JAX function, differentiable in ``x``, ``weight`` and ``bias``.
+
+    Each slice over ``axis`` is normalized with its own mean and variance,
+    then scaled by ``weight`` and shifted by ``bias``, by
+    :func:`numbanorm.layer_norm_forward` and, for the gradient,
+    :func:`numbanorm.layer_norm_backward`, called from the JAX computation
+    (see the module's description).  It works eagerly and under
+    ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
 
     Parameters
     ----------
     x : array_like
-        Input.
+        Input: a JAX array or anything ``jnp.asarray`` takes, of real
+        numbers.
     weight, bias : array_like, optional
-        Affine parameters of shape ``tuple(x.shape[a] for a in sorted(axes))``.
+        Affine parameters of shape ``tuple(x.shape[a] for a in
+        sorted(axes))``; None for none.
     axis : int or tuple of ints, optional
-        Normalized axes.
+        The normalized axes.
     eps : float, optional
-        Added to the variance.
+        Added to the variance before its square root.
     where : array_like of bool, optional
-        The elements the statistics come from, broadcastable to ``x`` (as in
-        :func:`numbanorm.layer_norm_forward`); all by default.  ``y`` is
-        computed for every element, and a row with none selected gives the
-        bias; the gradient through the statistics reaches the selected
-        elements only.  A constant: no gradient flows to it.
+        The elements the statistics come from, broadcastable to ``x`` (as
+        in :func:`numbanorm.layer_norm_forward`); all by default.  ``y`` is
+        computed for every element, and a slice with none selected gives
+        the bias; the gradient through the statistics reaches the selected
+        elements only.  A constant: no gradient flows to it, and a traced
+        ``where`` may change between calls of a ``jit`` function.
 
     Returns
     -------
-    y : jax.Array
-        The dtype of ``x`` (integer input: JAX's default float type).
+    jax.Array
+        The normalized ``x``, of its shape and dtype (JAX's default float
+        type for integer and boolean input).
+
+    Raises
+    ------
+    ValueError
+        If ``axis`` is out of range, ``weight`` or ``bias`` has another
+        shape, ``where`` does not broadcast to ``x``, or ``eps`` is
+        negative; when the function is called or traced.
+    TypeError
+        If ``x`` is not real numbers or ``where`` is not boolean, or under
+        forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``).
 
     See Also
     --------
-    numbanorm.layer_norm_forward
+    numbanorm.layer_norm_forward : The NumPy function it calls.
+    rms_norm : Without the centering.
+
+    Notes
+    -----
+    With the mean and biased variance of each slice over ``axis``::
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import numbanorm.jax as nnj
+    >>> x = jnp.array([[1.0, 2.0, 3.0], [2.0, 4.0, 9.0]])
+    >>> np.asarray(nnj.layer_norm(x)).round(3)
+    array([[-1.225,  0.   ,  1.225],
+           [-1.019, -0.34 ,  1.359]], dtype=float32)
+
+    Its gradient is that of the same formula in ``jax.numpy``:
+
+    >>> def reference(x):
+    ...     centered = x - x.mean(-1, keepdims=True)
+    ...     return centered / jnp.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    >>> target = jnp.arange(6.0).reshape(2, 3)
+    >>> grad = jax.jit(jax.grad(lambda x: jnp.sum(nnj.layer_norm(x) * target)))(x)
+    >>> expected = jax.grad(lambda x: jnp.sum(reference(x) * target))(x)
+    >>> bool(jnp.allclose(grad, expected, atol=1e-5))
+    True
     """
     return _apply(LAYER_NORM, x, weight, bias, axis=axis, eps=eps, where=where)
 
@@ -514,25 +571,63 @@ def rms_norm(
     eps: float | None = None,
     where: Any = None,
 ) -> Any:
-    """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight``.
+    """RMS normalization ``x / sqrt(mean(x**2) + eps) * weight`` as a JAX function.
+
+    Each slice over ``axis`` is divided by its root mean square, then
+    scaled by ``weight``, by :func:`numbanorm.rms_norm_forward` and, for
+    the gradient, :func:`numbanorm.rms_norm_backward`.  Differentiable in
+    ``x`` and ``weight``, under ``jax.jit`` and ``jax.vmap`` too.
 
     Parameters
     ----------
     x : array_like
-        Input.
+        Input of real numbers.
     weight : array_like, optional
-        Shaped like :func:`layer_norm`'s weight.
+        Scale, shaped like :func:`layer_norm`'s weight.
     axis : int or tuple of ints, optional
-        Normalized axes.
-    eps : float, optional
-        None means the machine epsilon of ``y``'s dtype (bfloat16's for
-        bfloat16 input).
+        The normalized axes.
+    eps : float or None, optional
+        Added to the mean square.  None means the machine epsilon of ``y``'s
+        dtype (bfloat16's for bfloat16 input), as in PyTorch.
     where : array_like of bool, optional
         The elements the mean square comes from, as in :func:`layer_norm`.
 
     Returns
     -------
-    y : jax.Array
+    jax.Array
+        The normalized ``x``, of its shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``axis`` is out of range, ``weight`` has another shape,
+        ``where`` does not broadcast to ``x``, or ``eps`` is negative.
+    TypeError
+        If ``x`` is not real numbers or ``where`` is not boolean.
+
+    See Also
+    --------
+    numbanorm.rms_norm_forward : The NumPy function it calls.
+    layer_norm : With centering and a bias.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import numbanorm.jax as nnj
+    >>> x = jnp.array([[3.0, 4.0], [1.0, -1.0]])
+    >>> np.asarray(nnj.rms_norm(x, jnp.array([1.0, 2.0]))).round(3)
+    array([[ 0.849,  2.263],
+           [ 1.   , -2.   ]], dtype=float32)
+
+    Under ``jax.vmap`` each batch element is normalized on its own (here
+    in one kernel call, the weight being shared):
+
+    >>> batch = jnp.stack([x, 2 * x])
+    >>> np.asarray(jax.vmap(nnj.rms_norm)(batch)).round(3)[:, 0]
+    array([[0.849, 1.131],
+           [0.849, 1.131]], dtype=float32)
     """
     return _apply(RMS_NORM, x, weight, axis=axis, eps=eps, where=where)
 
@@ -547,14 +642,21 @@ def group_norm(
     axis: int = 1,
     where: Any = None,
 ) -> Any:
-    """Group normalization: each (sample, group of consecutive channels) normalized.
+    """Group normalization as a JAX function: each (sample, group of channels) normalized.
+
+    The ``C`` channels are split into ``num_groups`` groups of consecutive
+    channels, and each (sample, group) pair is normalized over its channels
+    and every other axis but the sample axis, by
+    :func:`numbanorm.group_norm_forward` and, for the gradient,
+    :func:`numbanorm.group_norm_backward`.  Differentiable in ``x``,
+    ``weight`` and ``bias``.
 
     Parameters
     ----------
     x : array_like
         Input of at least two dimensions.
     num_groups : int
-        Number of groups; must divide the number of channels.
+        Number of groups; must divide the number of channels.  Static.
     weight, bias : array_like, optional
         ``(C,)`` per-channel affine parameters.
     eps : float, optional
@@ -567,7 +669,32 @@ def group_norm(
 
     Returns
     -------
-    y : jax.Array
+    jax.Array
+        The normalized ``x``, of its shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``num_groups`` does not divide the number of channels, ``x``
+        has fewer than two dimensions, a parameter has another shape or
+        ``where`` does not broadcast to ``x``.
+    TypeError
+        If ``x`` is not real numbers or ``where`` is not boolean.
+
+    See Also
+    --------
+    numbanorm.group_norm_forward : The NumPy function it calls.
+    instance_norm : One group per channel.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import numbanorm.jax as nnj
+    >>> x = jnp.array([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 5.0]])  # (N, C)
+    >>> np.asarray(nnj.group_norm(x, 2)).round(3)
+    array([[-1.,  1., -1.,  1.],
+           [ 0.,  0., -1.,  1.]], dtype=float32)
     """
     return _apply(
         GROUP_NORM, x, weight, bias, axis=axis, eps=eps, num_groups=num_groups, where=where
@@ -587,22 +714,31 @@ def batch_norm(
     axis: int = 1,
     where: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """Batch normalization with functional running statistics.
+    """Batch normalization as a JAX function, returning the new running statistics.
+
+    Each channel is normalized over every other axis, with the batch's
+    statistics in training and the running ones in evaluation, by
+    :func:`numbanorm.batch_norm_forward` and, for the gradient,
+    :func:`numbanorm.batch_norm_backward`.  A pure function, it returns the
+    updated running statistics instead of writing them in place: keep them
+    (in a Flax ``batch_stats`` variable, say) for the next call.
+    Differentiable in ``x``, ``weight`` and ``bias``.
 
     Parameters
     ----------
     x : array_like
         Input of at least two dimensions.
     running_mean, running_var : array_like, optional
-        ``(C,)`` running statistics.  Required when ``training`` is False.
+        ``(C,)`` running statistics, given together.  Required when
+        ``training`` is False.  Constants: no gradient flows to them.
     weight, bias : array_like, optional
         ``(C,)`` affine parameters.
     training : bool, optional
         Normalize with the batch statistics (True) or the running ones.
+        Static.
     momentum : float, optional
-        Weight of the new batch statistic: ``new = (1 - momentum) * running +
-        momentum * batch_stat``, with the unbiased batch variance (PyTorch's
-        convention; Flax's ``momentum`` is ``1 - momentum``).
+        Weight of the new batch statistic, PyTorch's convention (Flax's
+        ``momentum`` is ``1 - momentum``).
     eps : float, optional
         Added to the variance.
     axis : int, optional
@@ -612,16 +748,69 @@ def batch_norm(
         The elements the batch statistics come from, as in :func:`layer_norm`
         (``(N, 1, T)`` for padded ``(N, C, T)`` sequences, say); the running
         statistics are updated with those of the selected elements, which
-        needs at least 2 in every channel (with fewer, the computation
-        raises when it runs, from numbanorm's host call).  Ignored in
-        evaluation.
+        needs at least 2 in every channel.  Ignored in evaluation.
 
     Returns
     -------
     y : jax.Array
+        The normalized ``x``, of its shape and dtype.
     new_running_mean, new_running_var : jax.Array or None
         The updated running statistics in training, the given ones in
         evaluation, None when none were given.  They carry no gradient.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has fewer than two dimensions or in training a single
+        value per channel, a statistic or parameter has another shape,
+        only one running statistic is given, none is given in evaluation,
+        or ``momentum`` is outside [0, 1]; when the function is called or
+        traced.
+    TypeError
+        If ``x`` is not real numbers or ``where`` is not boolean.
+    jax.errors.JaxRuntimeError
+        When the computation runs, if ``where`` selects fewer than 2
+        elements of a channel whose running statistics it updates.
+
+    See Also
+    --------
+    numbanorm.batch_norm_forward : The NumPy function it calls.
+    numbanorm.BatchNorm : A stateful layer for NumPy code.
+
+    Notes
+    -----
+    In training, with the mean and biased variance of each channel's ``n``
+    elements::
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+        new_running_mean = (1 - momentum) * running_mean + momentum * mean
+        new_running_var = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import numbanorm.jax as nnj
+    >>> x = jnp.array([[1.0, 10.0], [3.0, 30.0]])  # (N, C)
+    >>> y, mean, var = nnj.batch_norm(x, jnp.zeros(2), jnp.ones(2), axis=-1)
+    >>> np.asarray(y).round(3)
+    array([[-1., -1.],
+           [ 1.,  1.]], dtype=float32)
+    >>> mean, var  # the new running statistics
+    (Array([0.2, 2. ], dtype=float32), Array([ 1.1, 20.9], dtype=float32))
+    >>> y, _, _ = nnj.batch_norm(x, mean, var, training=False, axis=-1)
+    >>> np.asarray(y).round(3)
+    array([[0.763, 1.75 ],
+           [2.67 , 6.125]], dtype=float32)
+
+    The gradient of the parameters:
+
+    >>> def loss(weight, bias):
+    ...     y, _, _ = nnj.batch_norm(x, weight=weight, bias=bias)
+    ...     return y[0, 0]
+    >>> jax.grad(loss, argnums=(0, 1))(jnp.ones(2), jnp.zeros(2))
+    (Array([-0.999995,  0.      ], dtype=float32), Array([1., 0.], dtype=float32))
     """
     return _apply(
         BATCH_NORM,
@@ -651,10 +840,13 @@ def instance_norm(
     axis: int = 1,
     where: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """Instance normalization with functional running statistics.
+    """Instance normalization as a JAX function, returning the new running statistics.
 
-    Each (sample, channel) is normalized over the spatial axes; the sample
-    axis is axis 0, or axis 1 when ``axis`` is 0.
+    Each (sample, channel) pair is normalized over the spatial axes with
+    its own statistics, by :func:`numbanorm.instance_norm_forward` and, for
+    the gradient, :func:`numbanorm.instance_norm_backward`.  The sample
+    axis is axis 0, or axis 1 when ``axis`` is 0.  Running statistics, when
+    given, are returned updated, as in :func:`batch_norm`.
 
     Parameters
     ----------
@@ -667,6 +859,7 @@ def instance_norm(
         ``(C,)`` affine parameters.
     use_input_stats : bool, optional
         Normalize with the instance statistics (True) or the running ones.
+        Static.
     momentum, eps : float, optional
         As in :func:`batch_norm`.
     axis : int, optional
@@ -680,8 +873,40 @@ def instance_norm(
     Returns
     -------
     y : jax.Array
+        The normalized ``x``, of its shape and dtype.
     new_running_mean, new_running_var : jax.Array or None
         As in :func:`batch_norm`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has fewer than three dimensions or, with instance
+        statistics, a single spatial element, an array has another shape,
+        or running statistics are missing with ``use_input_stats=False``.
+    TypeError
+        If ``x`` is not real numbers or ``where`` is not boolean.
+    jax.errors.JaxRuntimeError
+        When the computation runs, if ``where`` leaves a channel whose
+        running statistics it updates without an instance of 2 selected
+        elements.
+
+    See Also
+    --------
+    numbanorm.instance_norm_forward : The NumPy function it calls.
+    group_norm : Groups of several channels.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import numbanorm.jax as nnj
+    >>> x = jnp.array([[[1.0, 2.0, 6.0], [0.0, 4.0, 8.0]], [[3.0, 3.0, 0.0], [1.0, 1.0, 4.0]]])
+    >>> y, mean, var = nnj.instance_norm(x, jnp.zeros(2), jnp.ones(2))
+    >>> np.asarray(y[0]).round(3)
+    array([[-0.926, -0.463,  1.389],
+           [-1.225,  0.   ,  1.225]], dtype=float32)
+    >>> mean, var
+    (Array([0.25, 0.3 ], dtype=float32), Array([1.4 , 1.85], dtype=float32))
     """
     return _apply(
         INSTANCE_NORM,

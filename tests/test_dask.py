@@ -1,5 +1,7 @@
 """numbanorm.dask.moments on a two-process Dask cluster against NumPy on the materialized array."""
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -263,3 +265,10 @@ def test_where_is_checked():
     for where in (np.ones((2, 3), bool), da.ones((4, 2), dtype=bool, chunks=2)):
         with pytest.raises(ValueError, match=r"where of shape .* does not broadcast.*\(4, 3\)"):
             moments(darr, where=where)
+
+
+def test_import_error_names_the_extra():
+    code = "import sys; sys.modules['dask'] = None; import numbanorm.dask"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert 'the "dask" extra (pip install ".[dask]" in a numbanorm clone' in result.stderr
+    assert 'or pip install "dask[array]"' in result.stderr
