@@ -63,7 +63,8 @@ def main(argv=None):
     demo = commands.add_parser(
         "demo",
         help="train sigmoid NumPy networks with and without normalization on "
-        "scikit-learn's digits; needs numbanorm[examples]",
+        'scikit-learn\'s digits; needs the "examples" extra '
+        "(scikit-learn, matplotlib, tqdm)",
     )
     demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--lr", type=float, nargs="+", default=[1.0, 0.1], dest="lrs")

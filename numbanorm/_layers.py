@@ -9,15 +9,14 @@ state dicts move between the two unchanged.
 from __future__ import annotations
 
 import numbers
-import re
-import textwrap
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from . import _driver
 from ._arrays import axes_tuple
+from ._docstrings import fill_doc
 from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM, Norm
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
@@ -26,11 +25,12 @@ _PARAMETER_NAMES = ("weight", "bias")
 _STATE_NAMES = _PARAMETER_NAMES + ("running_mean", "running_var", "num_batches_tracked")
 
 # ----------------------------------------------------------------------------
-# Docstring entries that several layers share (numbanorm.distributed's
-# SyncBatchNorm too): a line ``{name}`` in the docstring of a class decorated
-# with ``shared_docstring`` becomes the entry ``name``, indented as the line.
+# Docstring texts that several layers share (numbanorm.distributed's
+# SyncBatchNorm too), in place of the functions' texts of the same names: a
+# line ``{name}`` in the docstring of a class decorated with ``layer_doc``
+# becomes the text ``name``, indented as the line.
 
-_DOC_ENTRIES = {
+_LAYER_TEXTS = {
     "eps": """\
 eps : float, optional
     Added to the variance before its square root: a constant group then
@@ -91,25 +91,16 @@ ValueError
 TypeError
     If ``dtype`` is not a floating-point dtype or ``axis`` is not an
     integer.""",
+    "running_stats_options": """\
+{eps}
+{momentum}
+{affine}
+{track_running_stats}
+{channel_axis}
+{dtype}""",
 }
-_DOC_ENTRIES["running_stats_options"] = "\n".join(
-    _DOC_ENTRIES[name]
-    for name in ("eps", "momentum", "affine", "track_running_stats", "channel_axis", "dtype")
-)
 
-_Documented = TypeVar("_Documented")
-
-
-def shared_docstring(obj: _Documented) -> _Documented:
-    """Replace each line ``{name}`` of ``obj``'s docstring with ``_DOC_ENTRIES[name]``."""
-    if obj.__doc__:  # None under ``python -OO``
-        obj.__doc__ = re.sub(
-            r"^( *)\{(\w+)\}$",
-            lambda match: textwrap.indent(_DOC_ENTRIES[match[2]], match[1]),
-            obj.__doc__,
-            flags=re.M,
-        )
-    return obj
+layer_doc = fill_doc(**_LAYER_TEXTS)
 
 
 class _NormLayer:
@@ -703,7 +694,7 @@ class _RunningStatsNorm(_ChannelNorm):
             self.num_batches_tracked[...] = 0
 
 
-@shared_docstring
+@layer_doc
 class BatchNorm(_RunningStatsNorm):
     """Batch normalization layer, as ``torch.nn.BatchNorm1d/2d/3d``, for input of any rank.
 
@@ -795,7 +786,7 @@ class BatchNorm(_RunningStatsNorm):
         )
 
 
-@shared_docstring
+@layer_doc
 class InstanceNorm(_RunningStatsNorm):
     """Instance normalization layer, as ``torch.nn.InstanceNorm1d/2d/3d``.
 
@@ -884,7 +875,7 @@ class InstanceNorm(_RunningStatsNorm):
         )
 
 
-@shared_docstring
+@layer_doc
 class GroupNorm(_ChannelNorm):
     """Group normalization layer, as ``torch.nn.GroupNorm``.
 
@@ -1060,7 +1051,7 @@ class _ShapeNorm(_NormLayer):
             )
 
 
-@shared_docstring
+@layer_doc
 class LayerNorm(_ShapeNorm):
     """Layer normalization layer, as ``torch.nn.LayerNorm``.
 
@@ -1145,7 +1136,7 @@ class LayerNorm(_ShapeNorm):
         )
 
 
-@shared_docstring
+@layer_doc
 class RMSNorm(_ShapeNorm):
     """RMS normalization layer, as ``torch.nn.RMSNorm``.
 

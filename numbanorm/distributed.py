@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike
 from . import _driver
 from ._accumulator import merged_state
 from ._engine import refines_mean
-from ._layers import BatchNorm, shared_docstring
+from ._layers import BatchNorm, layer_doc
 from ._norms import batch_norm_forward
 from ._specs import BATCH_NORM, ChannelLayout
 
@@ -390,7 +390,7 @@ def sync_batch_norm_backward(
     return (dx, *args.gradients_out(*(backend.from_host(g[:, None]) for g in (dweight, dbias))))
 
 
-@shared_docstring
+@layer_doc
 class SyncBatchNorm(BatchNorm):
     """A :class:`numbanorm.BatchNorm` whose training statistics span every rank of ``comm``.
 

@@ -1,7 +1,9 @@
 """The training demo: batch norm trains the sigmoid LeNet at lr=1.0, the plain one stalls."""
 
+import re
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -32,8 +34,12 @@ def test_batch_norm_beats_the_plain_sigmoid_lenet_at_a_high_rate(digits, lenets)
     assert plain["loss"][-1] > 2.2  # ln(10) = 2.30: no better than guessing
     assert batch["loss"][-1] < 1.0
     assert max(plain["test_acc"]) < 0.2
+    # Each epoch's accuracy with exact statistics left the running averages as they were.
+    assert demo.accuracy(network, *digits[2:]) == batch["test_acc"][-1]
     demo.recompute_network_stats(network, digits[0])
     exact_test_acc = demo.accuracy(network, *digits[2:])
+    assert batch["exact_test_acc"][-1] == exact_test_acc
+    assert len(batch["exact_test_acc"]) == 4 and "exact_test_acc" not in plain
     assert exact_test_acc > 0.7
     assert exact_test_acc > max(plain["test_acc"]) + 0.5
 
@@ -119,7 +125,67 @@ def test_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     assert output.read_bytes().startswith(b"\x89PNG")
 
 
-def test_missing_extras_name_the_extra_to_install(monkeypatch):
+def _history(epochs, batch_norm):
+    ramp = np.linspace(0.1, 0.9, epochs)
+    history = {"loss": list(2.3 - 2 * ramp), "train_acc": list(ramp), "test_acc": list(ramp)}
+    if batch_norm:
+        history["exact_test_acc"] = list(ramp + 0.05)
+    return history
+
+
+def test_plot_labels_every_axis_and_adds_the_exact_statistics_curves():
+    pytest.importorskip("matplotlib")
+    _, plt, _ = demo._import_extras()
+    runs = [
+        dict(model=model, norm=norm, lr=lr, history=_history(5, norm == "batch"))
+        for model in demo.MODELS
+        for lr in (1.0, 0.1)
+        for norm in demo.NORMS
+    ]
+    figure = demo.figure(runs, plt)
+    try:
+        axes = figure.get_axes()
+        assert len(axes) == 4
+        assert all(a.get_xlabel() == "epoch" and a.get_ylabel() for a in axes)
+        [legend] = figure.legends
+        labels = [text.get_text() for text in legend.get_texts()]
+        for run in runs:
+            assert f"{run['model']}, {run['norm']}" in labels
+        for lr, accuracy_axes in zip((1.0, 0.1), axes[1::2]):
+            lines = {line.get_label(): line for line in accuracy_axes.get_lines()}
+            for model in demo.MODELS:
+                label = f"{model}, batch, exact BN stats"
+                assert label in labels
+                [run] = [
+                    r for r in runs if (r["model"], r["norm"], r["lr"]) == (model, "batch", lr)
+                ]
+                np.testing.assert_array_equal(
+                    lines[label].get_ydata(), run["history"]["exact_test_acc"]
+                )
+                np.testing.assert_array_equal(lines[label].get_xdata(), np.arange(1, 6))
+    finally:
+        plt.close(figure)
+
+
+def test_compiling_is_announced_with_its_time_and_loading_is_not(capsys):
+    def add_one(x):
+        return x + 1
+
+    jitted = numba.njit(add_one)  # a new function: compiled at its first call
+    demo.compile_kernels(lambda: jitted(1))
+    first = capsys.readouterr().out.splitlines()
+    assert len(first) == 2
+    assert first[0].startswith("compiling the kernels the demo calls")
+    assert re.fullmatch(r"compiled in \d+\.\d s", first[1])
+    demo.compile_kernels(lambda: jitted(2))
+    assert capsys.readouterr().out == ""
+
+
+def test_missing_extras_name_the_extra_and_the_packages(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    with pytest.raises(ImportError, match=r'pip install "numbanorm\[examples\]"'):
+    with pytest.raises(ImportError) as error:
         demo.run_demo()
+    message = str(error.value)
+    assert 'the "examples" extra (pip install ".[examples]" in a numbanorm clone)' in message
+    assert "pip install scikit-learn matplotlib tqdm" in message
+    assert "numbanorm[examples]" not in message

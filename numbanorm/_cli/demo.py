@@ -8,9 +8,11 @@ normalization the same network, seed and rate stall; layer and group norm
 run in the same table for comparison.
 """
 
+import copy
 import time
 
 import numba
+import numba.core.event
 import numpy as np
 
 from .. import BatchNorm, GroupNorm, LayerNorm, recompute_stats
@@ -28,8 +30,9 @@ def _import_extras():
         import tqdm
     except ImportError as error:
         raise ImportError(
-            f"the demo needs scikit-learn, matplotlib and tqdm ({error}); install them with "
-            f'pip install "numbanorm[examples]"'
+            f"the demo needs scikit-learn, matplotlib and tqdm ({error}): install the "
+            f'"examples" extra (pip install ".[examples]" in a numbanorm clone) or '
+            f"pip install scikit-learn matplotlib tqdm"
         ) from error
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -275,7 +278,7 @@ def accuracy(network, x, labels):
     return float((predictions == labels).mean())
 
 
-def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=None):
+def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=None, batches=None):
     """Train one network with plain SGD; returns the network and its history.
 
     Parameters
@@ -292,13 +295,16 @@ def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=N
     progress : callable, optional
         Wraps the range of epochs (``tqdm``) and gets a ``set_postfix``
         call per epoch.
+    batches : int, optional
+        At most this many batches an epoch; all by default.
 
     Returns
     -------
     network : Sequential
     history : dict
         Per epoch: ``loss`` (mean training loss), ``train_acc`` and
-        ``test_acc`` (evaluation mode, after the epoch).
+        ``test_acc`` (evaluation mode, after the epoch), and for a network
+        with batch norm ``exact_test_acc`` (see :func:`exact_stats_accuracy`).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -306,12 +312,15 @@ def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=N
     rng = np.random.default_rng(seed)
     network = build_network(model, norm, rng)
     history = {"loss": [], "train_acc": [], "test_acc": []}
+    if any(isinstance(layer, BatchNorm) for layer in network.layers):
+        history["exact_test_acc"] = []
     epoch_range = range(epochs) if progress is None else progress(range(epochs))
     for _ in epoch_range:
         order = rng.permutation(len(x_train))
         losses = []
         # The last partial batch is dropped: batch norm needs more than one sample.
-        for start in range(0, len(order) - batch_size + 1, batch_size):
+        starts = range(0, len(order) - batch_size + 1, batch_size)[:batches]
+        for start in starts:
             batch = order[start : start + batch_size]
             loss, dlogits = cross_entropy(network(x_train[batch]), y_train[batch])
             network.zero_grad()
@@ -321,11 +330,25 @@ def train(model, norm, lr, data, *, epochs=10, batch_size=32, seed=0, progress=N
         history["loss"].append(float(np.mean(losses)))
         history["train_acc"].append(accuracy(network, x_train, y_train))
         history["test_acc"].append(accuracy(network, x_test, y_test))
+        if "exact_test_acc" in history:
+            history["exact_test_acc"].append(exact_stats_accuracy(network, x_train, x_test, y_test))
         if progress is not None:
             epoch_range.set_postfix(
-                loss=f"{history['loss'][-1]:.3f}", test_acc=f"{history['test_acc'][-1]:.3f}"
+                {
+                    name: f"{values[-1]:.3f}"
+                    for name, values in history.items()
+                    if name != "train_acc"
+                }
             )
     return network, history
+
+
+def exact_stats_accuracy(network, x_train, x_test, y_test):
+    """Test accuracy with every batch norm's running averages replaced by the exact
+    statistics of ``x_train``, in a copy: ``network`` goes on with its averages."""
+    exact = copy.deepcopy(network)
+    recompute_network_stats(exact, x_train)
+    return accuracy(exact, x_test, y_test)
 
 
 def recompute_network_stats(network, x):
@@ -377,7 +400,15 @@ def run_demo(
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        runs, seconds = _train_all(data, epochs, lrs, models, norms, batch_size, seed, tqdm)
+        compile_kernels(lambda: _first_steps(data, models, norms, lrs[0], batch_size))
+        start = time.perf_counter()
+        runs = [
+            _run(model, norm, lr, data, epochs, batch_size, seed, tqdm)
+            for model in models
+            for lr in lrs
+            for norm in norms
+        ]
+        seconds = time.perf_counter() - start
     finally:
         numba.set_num_threads(threads)
     print(format_table(runs))
@@ -387,43 +418,67 @@ def run_demo(
     return runs
 
 
-def _train_all(data, epochs, lrs, models, norms, batch_size, seed, tqdm):
-    """Every (model, lr, norm) run of :func:`run_demo`, and the seconds they took."""
-    x_train, _, x_test, y_test = data
+class _CompileNotice(numba.core.event.Listener):
+    """Says, as Numba starts the first compilation, that the demo's kernels compile."""
+
+    def __init__(self):
+        self.compiled = False
+
+    def on_start(self, event):
+        if not self.compiled:
+            self.compiled = True
+            print(
+                "compiling the kernels the demo calls (on its first run only: "
+                "Numba caches them on disk)...",
+                flush=True,
+            )
+
+    def on_end(self, event):
+        pass
+
+
+def compile_kernels(calls):
+    """Run ``calls()``, which compiles the kernels it calls or loads them from Numba's
+    cache; if Numba compiles, say so as it starts, and the time it took."""
+    notice = _CompileNotice()
     start = time.perf_counter()
-    runs = []
+    with numba.core.event.install_listener("numba:compile", notice):
+        calls()
+    if notice.compiled:
+        print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _first_steps(data, models, norms, lr, batch_size):
+    """One batch and the evaluations of each network: every kernel the runs call, so that
+    their bars and remaining times measure the training alone."""
     for model in models:
-        for lr in lrs:
-            for norm in norms:
-                desc = f"{model:<5} {norm:<5} lr={lr}"
-                network, history = train(
-                    model,
-                    norm,
-                    lr,
-                    data,
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    seed=seed,
-                    progress=lambda epoch_range, desc=desc: tqdm(
-                        epoch_range, desc=desc, unit="epoch"
-                    ),
-                )
-                exact = None
-                if norm == "batch":
-                    recompute_network_stats(network, x_train)
-                    exact = accuracy(network, x_test, y_test)
-                runs.append(
-                    dict(
-                        model=model,
-                        norm=norm,
-                        lr=lr,
-                        history=history,
-                        train_acc=history["train_acc"][-1],
-                        test_acc=history["test_acc"][-1],
-                        exact_test_acc=exact,
-                    )
-                )
-    return runs, time.perf_counter() - start
+        for norm in norms:
+            train(model, norm, lr, data, epochs=1, batch_size=batch_size, batches=1)
+
+
+def _run(model, norm, lr, data, epochs, batch_size, seed, tqdm):
+    """One run of :func:`run_demo`, with a tqdm bar of its epochs."""
+    desc = f"{model:<5} {norm:<5} lr={lr}"
+    _, history = train(
+        model,
+        norm,
+        lr,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        progress=lambda epoch_range: tqdm(epoch_range, desc=desc, unit="epoch"),
+    )
+    exact = history.get("exact_test_acc")
+    return dict(
+        model=model,
+        norm=norm,
+        lr=lr,
+        history=history,
+        train_acc=history["train_acc"][-1],
+        test_acc=history["test_acc"][-1],
+        exact_test_acc=exact[-1] if exact else None,
+    )
 
 
 def format_table(runs):
@@ -444,33 +499,53 @@ def format_table(runs):
     return "\n".join(lines)
 
 
-def plot(runs, path, plt):
-    """Training loss and test accuracy per epoch, one row of plots per learning rate."""
+def figure(runs, plt):
+    """Training loss and test accuracy per epoch, one row of plots per learning rate.
+
+    Batch-norm runs also plot their test accuracy with the exact statistics
+    (``exact_test_acc``).
+    """
     lrs = list(dict.fromkeys(run["lr"] for run in runs))
-    figure, axes = plt.subplots(len(lrs), 2, figsize=(11, 3.6 * len(lrs)), squeeze=False)
+    fig, axes = plt.subplots(len(lrs), 2, figsize=(11, 3.6 * len(lrs)), squeeze=False)
     colors = dict(zip(NORMS, ("tab:gray", "tab:blue", "tab:orange", "tab:green")))
     styles = dict(zip(MODELS, ("-", "--")))
     for run in runs:
         loss_axes, acc_axes = axes[lrs.index(run["lr"])]
-        epochs = np.arange(1, len(run["history"]["loss"]) + 1)
-        style = dict(
-            color=colors[run["norm"]],
-            linestyle=styles[run["model"]],
-            label=f"{run['model']}, {run['norm']}",
-        )
-        loss_axes.plot(epochs, run["history"]["loss"], **style)
-        acc_axes.plot(epochs, run["history"]["test_acc"], **style)
+        history = run["history"]
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        label = f"{run['model']}, {run['norm']}"
+        style = dict(color=colors[run["norm"]], linestyle=styles[run["model"]])
+        loss_axes.plot(epochs, history["loss"], label=label, **style)
+        acc_axes.plot(epochs, history["test_acc"], label=label, **style)
+        if "exact_test_acc" in history:
+            acc_axes.plot(
+                epochs,
+                history["exact_test_acc"],
+                label=f"{label}, exact BN stats",
+                **{**style, "color": "tab:purple"},
+            )
     for (loss_axes, acc_axes), lr in zip(axes, lrs):
-        loss_axes.set(title=f"training loss, lr = {lr}", xlabel="epoch", yscale="log")
-        acc_axes.set(
-            title=f"test accuracy (evaluation mode), lr = {lr}", xlabel="epoch", ylim=(0, 1)
+        loss_axes.set(
+            title=f"training loss, lr = {lr}",
+            xlabel="epoch",
+            ylabel="mean cross-entropy",
+            yscale="log",
         )
-    figure.legend(
-        *axes[0, 0].get_legend_handles_labels(),
-        loc="lower center",
-        ncol=len(NORMS),
-        fontsize="small",
-    )
-    figure.tight_layout(rect=(0, 0.1 / len(lrs), 1, 1))
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+        acc_axes.set(
+            title=f"test accuracy (evaluation mode), lr = {lr}",
+            xlabel="epoch",
+            ylabel="test accuracy",
+            ylim=(0, 1),
+        )
+    # The accuracy plots have every line: the runs' and the exact statistics'.
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(NORMS) + 1, fontsize="small")
+    fig.tight_layout(rect=(0, 0.1 / len(lrs), 1, 1))
+    return fig
+
+
+def plot(runs, path, plt):
+    """Save :func:`figure` of ``runs`` as a PNG at ``path``."""
+    fig = figure(runs, plt)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
