@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import numbers
+import operator
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -66,14 +68,62 @@ def host_input(x: Any) -> tuple[np.ndarray, np.dtype, np.dtype]:
     raise TypeError(f"x must be a real floating, integer or boolean array, got dtype {x.dtype}")
 
 
+def described(value: Any) -> str:
+    """``value`` for an error message: its type and a short repr (``float 1.0``)."""
+    return "None" if value is None else f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+def integer(value: Any, name: str) -> int:
+    """``value`` as an int: what NumPy takes as an axis (NumPy integers too), not a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an int, got {described(value)}")
+
+
+def integers(value: Any, name: str) -> tuple[int, ...]:
+    """``value``, an int or a tuple (or list) of ints, as a tuple of ints."""
+    entries = value if isinstance(value, (tuple, list)) else (value,)
+    try:
+        return tuple(integer(entry, name) for entry in entries)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int or a tuple of ints, got {described(value)}"
+        ) from None
+
+
+def real_number(value: Any, name: str, expected: str = "a real number") -> float:
+    """``value``, a real scalar or 0-d array of any library (bfloat16 too), as a float."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    # float() also parses strings and drops the imaginary part of NumPy's complex numbers
+    if not isinstance(value, (str, bytes)) and np.ndim(value) == 0 and not np.iscomplexobj(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"{name} must be {expected}, got {described(value)}")
+
+
+def flag(value: Any, name: str) -> bool:
+    """``value``, a bool or a NumPy bool, as a bool: PyTorch refuses other truth values."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {described(value)}")
+    return bool(value)
+
+
 def axis_index(axis: Any, ndim: int, name: str = "axis") -> int:
     """``axis`` as a non-negative axis of an array of dimension ``ndim``."""
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-        raise TypeError(f"{name} must be an integer, got {axis!r}")
-    index = int(axis)
+    return _in_bounds(integer(axis, name), ndim, name)
+
+
+def _in_bounds(index: int, ndim: int, name: str) -> int:
+    """``index``, an axis of an array of dimension ``ndim``, as a non-negative one."""
     if not -ndim <= index < ndim:
         raise np.exceptions.AxisError(
-            f"{name} {axis} is out of bounds for array of dimension {ndim}"
+            f"{name} {index} is out of bounds for array of dimension {ndim}"
         )
     return index % ndim
 
@@ -82,10 +132,10 @@ def axes_tuple(
     axis: Any, ndim: int, name: str = "axis", allow_empty: bool = False
 ) -> tuple[int, ...]:
     """Sorted tuple of non-negative axes from an int or a tuple of ints."""
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = integers(axis, name)
     if not axes and not allow_empty:
         raise ValueError(f"{name} must name at least one axis, got ()")
-    axes = tuple(axis_index(a, ndim, name) for a in axes)
+    axes = tuple(_in_bounds(a, ndim, name) for a in axes)
     if len(set(axes)) != len(axes):
         raise ValueError(f"repeated axis in {name} argument: {axis!r}")
     return tuple(sorted(axes))
@@ -93,19 +143,26 @@ def axes_tuple(
 
 def check_rank(shape: tuple[int, ...], min_ndim: int, what: str) -> None:
     if len(shape) < min_ndim:
-        raise ValueError(f"{what} expects x with at least {min_ndim} dimensions, got shape {shape}")
+        dimensions = "dimension" if min_ndim == 1 else "dimensions"
+        of_shape = f" of shape {shape}" if shape else ""
+        raise ValueError(
+            f"{what} needs x with at least {min_ndim} {dimensions}, "
+            f"got a {len(shape)}-d array{of_shape}"
+        )
 
 
 def check_eps(eps: Any) -> float:
-    if not eps >= 0:
+    value = real_number(eps, "eps")
+    if not value >= 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
-    return float(eps)
+    return value
 
 
 def check_momentum(momentum: Any) -> float:
-    if not 0 <= momentum <= 1:
+    value = real_number(momentum, "momentum")
+    if not 0 <= value <= 1:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    return float(momentum)
+    return value
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _engine, _overlap, _pool
-from ._arrays import check_eps, check_momentum, gradient_dtype, machine_epsilon
+from ._arrays import check_eps, check_momentum, flag, gradient_dtype, machine_epsilon
 from ._backends import Backend, backend_for
 from ._host import HOST
 from ._layout import CanonicalView, geometry, stats_view
@@ -149,6 +149,8 @@ def forward_arguments(
     backend = backend_for(x, running_mean, running_var, weight, bias, out, where)
     xc, result_dtype, stat_dtype = backend.input(x)
     layout = norm.layout(xc.shape, axis, num_groups, what=what)
+    if norm.mode_argument:
+        input_stats = flag(input_stats, norm.mode_argument)
     weight = _checked_param(weight, layout.weight_shape, "weight", backend)
     bias = _checked_param(bias, layout.weight_shape, "bias", backend)
     if eps is None and norm.default_eps is None:
@@ -411,6 +413,7 @@ def _default_params(shape2, dtype):
 class _PlainPlan:
     """What a forward on a C-contiguous input needs that depends on its shape alone."""
 
+    axis: Any  # the argument the plan was made for
     layout: Layout
     shape4: tuple[int, int, int, int]
     stat_view: tuple[int, ...]
@@ -432,10 +435,11 @@ def _plain_plan(norm, shape, itemsize, axis, num_groups):
 
     None where the general path must decide: arguments it refuses (with
     its messages), or axis roles whose canonical view is not a reshape.
+    Arguments of a wrong type raise ``TypeError``, which is not cached.
     """
     try:
         layout = norm.layout(shape, axis, num_groups)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
     split = layout.split_shape
     strides = tuple(itemsize * math.prod(split[a + 1 :]) for a in range(len(split)))
@@ -444,12 +448,24 @@ def _plain_plan(norm, shape, itemsize, axis, num_groups):
     if moved != sorted(moved):  # the view would be a copy: the general path makes it
         return None
     return _PlainPlan(
+        axis,
         layout,
         shape4,
         *stats_view(split, stat_axes, layout.stat_axes),
         _engine.plan_kernels(shape4, layout.param_shape2[1]),
         _engine.plan_kernels(shape4, 1),
     )
+
+
+def _exact_axis(axis):
+    """Whether ``axis`` is an int or a tuple of ints, of exactly these types.
+
+    Floats and bools equal to the ints of a cached plan's axis find its
+    entry, but the general path refuses them.  A call passing the plan's
+    own axis object, as a small int or a literal tuple in a loop does,
+    needs no check.
+    """
+    return type(axis) is int or (type(axis) is tuple and all(type(a) is int for a in axis))
 
 
 def _plain_forward(
@@ -482,11 +498,13 @@ def _plain_forward(
     flags = x.flags
     if not (flags.c_contiguous and flags.writeable):
         return None
+    if not (num_groups is None or type(num_groups) is int):
+        return None
     try:
         plan = _plain_plan(norm, x.shape, x.dtype.itemsize, axis, num_groups)
-    except TypeError:  # an unhashable axis
+    except TypeError:  # an unhashable axis, or one of a wrong type
         return None
-    if plan is None:
+    if plan is None or (axis is not plan.axis and not _exact_axis(axis)):
         return None
     layout = plan.layout
     dtype = x.dtype
@@ -504,7 +522,9 @@ def _plain_forward(
         and not np.may_share_memory(running_mean, running_var)
     ):
         return None
-    if norm.running_stats and not (type(momentum) in (float, int) and 0 <= momentum <= 1):
+    if norm.running_stats and not (
+        type(input_stats) is bool and type(momentum) in (float, int) and 0 <= momentum <= 1
+    ):
         return None
     if eps is None and norm.default_eps is None:
         eps = machine_epsilon(dtype)
@@ -671,6 +691,8 @@ def backward(
     args = backward_arguments(
         norm, dy, x, stats, weight, axis=axis, num_groups=num_groups, out=out, where=where
     )
+    if norm.mode_argument:
+        input_stats = flag(input_stats, norm.mode_argument)
     backend = args.backend
     direct = _direct_target(
         backend, args.out, args.target, (args.x, args.dy, *args.stats, args.weight, args.where)

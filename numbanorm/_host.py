@@ -70,11 +70,12 @@ class HostBackend:
 
     @staticmethod
     def check_updatable(value: Any, name: str) -> None:
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        if not isinstance(value, np.ndarray):
             raise TypeError(
-                f"{name} must be a floating-point numpy array to be updated in place, "
-                f"got {type(value).__name__}"
+                f"{name} must be a numpy array to be updated in place, got {type(value).__name__}"
             )
+        if value.dtype.kind != "f":
+            raise TypeError(f"{name} must be a floating-point array, got dtype {value.dtype}")
         if not value.flags.writeable:
             raise ValueError(f"{name} must be writable to be updated in place")
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._arrays import axes_tuple
+from ._arrays import axes_tuple, real_number
 from ._backends import backend_for
 from ._driver import checked_where
 
@@ -115,6 +115,7 @@ def moments(
     backend = backend_for(x, where)
     xc, result_dtype, _ = backend.input(x)
     axes = tuple(range(xc.ndim)) if axis is None else axes_tuple(axis, xc.ndim, allow_empty=True)
+    real_number(ddof, "ddof")  # checked, and used as given: an int stays an int
     where = checked_where(where, xc.shape, backend)
     mean, var, count = backend.moments(xc, axes, ddof, keepdims, result_dtype, where)
     count = np.asarray(count)

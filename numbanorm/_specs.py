@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any
 
-from ._arrays import axes_tuple, axis_index, check_rank
+from ._arrays import axes_tuple, axis_index, check_rank, integer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +116,13 @@ class Norm:
         self, shape: tuple[int, ...], axis: Any, num_groups: Any = None, *, what: str | None = None
     ) -> Layout:
         """The axis roles of an input of ``shape`` (``what`` names the caller in errors)."""
+        check_rank(shape, self.min_ndim, what or self.name)
         if self.per_channel:
             return ChannelLayout(
                 shape,
                 axis,
                 per_sample=self.per_sample,
-                min_ndim=self.min_ndim,
-                what=what or self.name,
-                num_groups=num_groups if self.grouped else None,
+                num_groups=integer(num_groups, "num_groups") if self.grouped else None,
             )
         return NormalizedLayout(shape, axis)
 
@@ -188,18 +186,13 @@ class ChannelLayout(Layout):
     are per group (batch norm) or per (sample, group) (``per_sample``).
     """
 
-    def __init__(self, shape, axis, *, per_sample, min_ndim, what, num_groups=None):
-        check_rank(shape, min_ndim, what)
+    def __init__(self, shape, axis, *, per_sample, num_groups=None):
         self.shape = shape
         self.axis = axis_index(axis, len(shape))
         self.channels = shape[self.axis]
         if num_groups is None:
             num_groups = self.channels
-        elif (
-            not isinstance(num_groups, numbers.Integral)
-            or num_groups < 1
-            or self.channels % num_groups
-        ):
+        elif num_groups < 1 or self.channels % num_groups:
             raise ValueError(
                 f"num_groups must be a positive integer dividing the number of channels "
                 f"({self.channels}), got {num_groups!r}"

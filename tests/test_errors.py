@@ -5,6 +5,8 @@ import pytest
 
 import numbanorm as nbn
 
+from norms import NORM_CASES
+
 BN_ONE_VALUE = "Expected more than 1 value per channel when training"
 IN_ONE_ELEMENT = "Expected more than 1 spatial element when training"
 
@@ -535,3 +537,191 @@ def test_complex_and_object_inputs_raise_type_error(name, dtype):
     x[0, 0, 0] = 2
     with pytest.raises(TypeError):
         UNSUPPORTED_DTYPE_CALLS[name](x)
+
+
+# --------------------------------------------------------------------------
+# arguments of the wrong type or rank, on every public function and path
+# --------------------------------------------------------------------------
+
+FUNCTIONS = [name + kind for name in NORM_CASES for kind in ("", "_forward", "_backward")]
+FORWARDS = [f for f in FUNCTIONS if not f.endswith("_backward")]
+PATHS = ["fast", "general"]
+SHAPE = (4, 6, 5)
+
+
+def _case(function):
+    return NORM_CASES[function.removesuffix("_forward").removesuffix("_backward")]
+
+
+def _input(path):
+    """A C-contiguous float32 input, which the fast path takes, or a strided one."""
+    if path == "fast":
+        return _x(SHAPE, np.float32)
+    return _x(SHAPE[:-1] + (2 * SHAPE[-1],), np.float32)[..., ::2]
+
+
+def _call(function, x, *, num_groups=None, running=(None, None), **options):
+    """The public ``function`` on ``x`` (and ``dy = x``), positional arguments as documented."""
+    norm = _case(function).norm
+    num_groups = _case(function).num_groups if num_groups is None else num_groups
+    if function.endswith("_backward"):
+        stats = _case(function).forward(_x(SHAPE))[1:]
+        arguments = norm.backward_arguments(x, x, stats, num_groups=num_groups)
+    else:
+        arguments = norm.forward_arguments(
+            x, num_groups=num_groups, running_mean=running[0], running_var=running[1]
+        )
+    return getattr(nbn, function)(*arguments, **options)
+
+
+@pytest.mark.parametrize(
+    "x", [np.float64(3.0), np.array(3.0, np.float32)], ids=["NumPy scalar", "0-d array"]
+)
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_zero_dimensional_input(function, x):
+    case = _case(function)
+    expected = mentions(case.name, f"x with at least {case.norm.min_ndim} dimension", "0-d array")
+    with pytest.raises(ValueError, match=expected):
+        _call(function, x)
+
+
+# Each wrong axis, from the norm's default, and the name of its type in the message.
+WRONG_AXES = {
+    "float": (float, "float"),
+    "string": (str, "str"),
+    "bool": (lambda default: True, "bool"),
+    "None": (lambda default: None, "None"),
+    "float in a tuple": (lambda default: (0, float(default % 3)), "tuple"),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("wrong", WRONG_AXES)
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_axis_of_wrong_type(function, wrong, path):
+    x = _input(path)
+    default = _case(function).norm.default_axis
+    make, type_name = WRONG_AXES[wrong]
+    _call(function, x)  # a plan for the int axis, which an equal float or bool must not reuse
+    with pytest.raises(TypeError, match=mentions("axis must be an int", type_name)):
+        _call(function, x, axis=make(default))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_numpy_integers_are_axes_as_in_numpy(function, path):
+    x = _input(path)
+    default = _case(function).norm.default_axis
+    expected = _call(function, x)
+    for axis in (np.int64(default), np.array(default)):
+        for got, want in zip(_call(function, x, axis=axis), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "eps, type_name", [("1e-5", "str"), (1j, "complex"), (np.array([1e-5, 1e-5]), "ndarray")]
+)
+@pytest.mark.parametrize("function", FORWARDS)
+def test_eps_of_wrong_type(function, eps, type_name, path):
+    with pytest.raises(TypeError, match=mentions("eps must be a real number", type_name)):
+        _call(function, _input(path), eps=eps)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("function", [f for f in FORWARDS if _case(f).norm.default_eps])
+def test_eps_none_is_only_for_rms_norm(function, path):
+    with pytest.raises(TypeError, match=mentions("eps must be a real number", "None")):
+        _call(function, _input(path), eps=None)
+
+
+RUNNING_FORWARDS = [f for f in FORWARDS if _case(f).norm.running_stats]
+MODE_FUNCTIONS = [f for f in FUNCTIONS if _case(f).norm.running_stats]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("momentum, type_name", [("0.1", "str"), (None, "None")])
+@pytest.mark.parametrize("function", RUNNING_FORWARDS)
+def test_momentum_of_wrong_type(function, momentum, type_name, path):
+    running_mean, running_var = _running(SHAPE[1])
+    with pytest.raises(TypeError, match=mentions("momentum must be a real number", type_name)):
+        _call(function, _input(path), running=(running_mean, running_var), momentum=momentum)
+    np.testing.assert_array_equal(running_mean, 0.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mode, type_name", [("no", "str"), (None, "None"), (1, "int")])
+@pytest.mark.parametrize("function", MODE_FUNCTIONS)
+def test_mode_of_wrong_type(function, mode, type_name, path):
+    argument = _case(function).norm.mode_argument
+    running_mean, running_var = _running(SHAPE[1])
+    with pytest.raises(TypeError, match=mentions(f"{argument} must be a bool", type_name)):
+        _call(function, _input(path), running=(running_mean, running_var), **{argument: mode})
+    np.testing.assert_array_equal(running_mean, 0.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("function", MODE_FUNCTIONS)
+def test_numpy_bools_are_modes(function, path):
+    argument = _case(function).norm.mode_argument
+    x = _input(path)
+    running = _running(SHAPE[1])
+    for mode in (np.True_, np.False_):
+        expected = _call(function, x, running=running, **{argument: bool(mode)})
+        got = _call(function, x, running=running, **{argument: mode})
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("function", RUNNING_FORWARDS)
+def test_integer_running_statistics_name_their_dtype(function, path):
+    running_mean, running_var = np.zeros(SHAPE[1], int), np.ones(SHAPE[1], int)
+    expected = mentions("running_mean must be a floating-point array", "dtype int64")
+    with pytest.raises(TypeError, match=expected):
+        _call(function, _input(path), running=(running_mean, running_var))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "num_groups, type_name",
+    [(3.0, "float"), ("3", "str"), (True, "bool"), (np.float64(3.0), "float64")],
+)
+@pytest.mark.parametrize("function", [f for f in FUNCTIONS if _case(f).norm.grouped])
+def test_num_groups_of_wrong_type(function, num_groups, type_name, path):
+    x = _input(path)
+    _call(function, x, num_groups=3)  # a plan for 3 groups, which 3.0 must not reuse
+    with pytest.raises(TypeError, match=mentions("num_groups must be an int", type_name)):
+        _call(function, x, num_groups=num_groups)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_group_norm_needs_num_groups(path):
+    x = _input(path)
+    with pytest.raises(TypeError, match=mentions("num_groups must be an int", "None")):
+        nbn.group_norm(x, None)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(axis=1.0), ("axis must be an int or a tuple of ints", "float 1.0")),
+        (dict(axis="1"), ("axis must be an int or a tuple of ints", "str '1'")),
+        (dict(axis=True), ("axis must be an int or a tuple of ints", "bool True")),
+        (dict(axis=(0, 1.0)), ("axis must be an int or a tuple of ints", "tuple (0, 1.0)")),
+        (dict(ddof="1"), ("ddof must be a real number", "str '1'")),
+        (dict(ddof=None), ("ddof must be a real number", "None")),
+    ],
+    ids=["float axis", "string axis", "bool axis", "float in axis", "string ddof", "None ddof"],
+)
+def test_moments_arguments_of_wrong_type(options, message, path):
+    with pytest.raises(TypeError, match=mentions(*message)):
+        nbn.moments(_input(path), **options)
+
+
+def test_moments_takes_numpy_integer_axes_and_real_ddof_as_numpy():
+    x = _x(SHAPE)
+    mean, var = nbn.moments(x, axis=(np.int64(0), np.array(2)), ddof=1.5)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)))
+    np.testing.assert_allclose(var, x.var(axis=(0, 2), ddof=1.5))
