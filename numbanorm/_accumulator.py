@@ -321,7 +321,7 @@ class Moments:
         Returns
         -------
         Moments
-            The accumulator itself, so that calls chain.
+            The accumulator itself, now holding both.
 
         Raises
         ------

@@ -86,11 +86,38 @@ num_batches_tracked : ndarray or None
     have seen; None without ``track_running_stats``.""",
     "running_stats_raises": """\
 ValueError
-    If ``num_features`` is not a positive integer, ``eps`` is negative or
-    NaN, or ``momentum`` is outside [0, 1].
+    If ``num_features`` is below 1, ``eps`` is negative or NaN, or
+    ``momentum`` is outside [0, 1].
 TypeError
     If ``dtype`` is not a floating-point dtype or ``axis`` is not an
     integer.""",
+    "shape_norm_sections": """\
+Attributes
+----------
+{layer_attributes}
+
+Raises
+------
+ValueError
+    If ``normalized_shape`` is empty or holds a size below 1, ``axis``
+    names another number of axes, or ``eps`` is negative or NaN.
+TypeError
+    If ``dtype`` is not a floating-point dtype.""",
+    "running_stats_sections": """\
+Parameters
+----------
+num_features : int
+    Number of channels ``C``.
+{running_stats_options}
+
+Attributes
+----------
+{layer_attributes}
+{running_stats_attributes}
+
+Raises
+------
+{running_stats_raises}""",
     "running_stats_options": """\
 {eps}
 {momentum}
@@ -180,8 +207,7 @@ class _NormLayer:
         See Also
         --------
         backward : The gradient of this forward.
-        numbanorm.batch_norm_forward : The functional batch norm, one of the
-            functions the layers call.
+        numbanorm.batch_norm_forward : What :class:`BatchNorm`'s forward calls.
 
         Examples
         --------
@@ -239,8 +265,7 @@ class _NormLayer:
         See Also
         --------
         forward : The forward this differentiates.
-        numbanorm.layer_norm_backward : The functional gradient, one of the
-            functions the layers call.
+        numbanorm.layer_norm_backward : What :class:`LayerNorm`'s backward calls.
 
         Examples
         --------
@@ -573,7 +598,7 @@ class _ChannelNorm(_NormLayer):
         Parameters
         ----------
         x : ndarray
-            A prospective input of the layer.
+            An input for the layer, to be checked.
 
         Raises
         ------
@@ -584,6 +609,7 @@ class _ChannelNorm(_NormLayer):
         See Also
         --------
         forward : Checks its input with this method.
+        numbanorm.recompute_stats : Checks every batch with this method.
 
         Examples
         --------
@@ -705,20 +731,7 @@ class BatchNorm(_RunningStatsNorm):
     PyTorch's names, and calls :func:`numbanorm.batch_norm_forward` and
     :func:`numbanorm.batch_norm_backward`.
 
-    Parameters
-    ----------
-    num_features : int
-        Number of channels ``C``.
-    {running_stats_options}
-
-    Attributes
-    ----------
-    {layer_attributes}
-    {running_stats_attributes}
-
-    Raises
-    ------
-    {running_stats_raises}
+    {running_stats_sections}
 
     See Also
     --------
@@ -799,20 +812,7 @@ class InstanceNorm(_RunningStatsNorm):
     instances.  The layer calls :func:`numbanorm.instance_norm_forward` and
     :func:`numbanorm.instance_norm_backward`.
 
-    Parameters
-    ----------
-    num_features : int
-        Number of channels ``C``.
-    {running_stats_options}
-
-    Attributes
-    ----------
-    {layer_attributes}
-    {running_stats_attributes}
-
-    Raises
-    ------
-    {running_stats_raises}
+    {running_stats_sections}
 
     See Also
     --------
@@ -904,12 +904,12 @@ class GroupNorm(_ChannelNorm):
 
     Raises
     ------
-    ValueError
-        If ``num_groups`` is not a positive integer dividing
-        ``num_channels``, or ``eps`` is negative or NaN.
     TypeError
         If ``dtype`` is not a floating-point dtype or ``axis`` is not an
         integer.
+    ValueError
+        If ``num_groups`` is below 1 or does not divide ``num_channels``,
+        or ``eps`` is negative or NaN.
 
     See Also
     --------
@@ -1024,7 +1024,7 @@ class _ShapeNorm(_NormLayer):
 
         See Also
         --------
-        forward : Checks its input with this method.
+        forward : The forward, which calls it first.
 
         Examples
         --------
@@ -1073,18 +1073,7 @@ class LayerNorm(_ShapeNorm):
     {normalized_axes}
     {dtype}
 
-    Attributes
-    ----------
-    {layer_attributes}
-
-    Raises
-    ------
-    ValueError
-        If ``normalized_shape`` is not a positive integer or a non-empty
-        tuple of them, ``axis`` names another number of axes, or ``eps``
-        is negative or NaN.
-    TypeError
-        If ``dtype`` is not a floating-point dtype.
+    {shape_norm_sections}
 
     See Also
     --------
@@ -1158,18 +1147,7 @@ class RMSNorm(_ShapeNorm):
     {normalized_axes}
     {dtype}
 
-    Attributes
-    ----------
-    {layer_attributes}
-
-    Raises
-    ------
-    ValueError
-        If ``normalized_shape`` is not a positive integer or a non-empty
-        tuple of them, ``axis`` names another number of axes, or ``eps``
-        is negative or NaN.
-    TypeError
-        If ``dtype`` is not a floating-point dtype.
+    {shape_norm_sections}
 
     See Also
     --------

@@ -595,7 +595,8 @@ def rms_norm(
     Returns
     -------
     jax.Array
-        The normalized ``x``, of its shape and dtype.
+        ``x`` divided by its root mean square (times ``weight``), of its
+        shape and dtype.
 
     Raises
     ------
