@@ -8,14 +8,13 @@ state dicts move between the two unchanged.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from . import _driver
-from ._arrays import axes_tuple
+from ._arrays import axes_tuple, check_eps, integer, integers, real_number
 from ._docstrings import fill_doc
 from ._specs import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM, Norm
 
@@ -146,8 +145,8 @@ class _NormLayer:
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"dtype must be a floating-point dtype, got {self.dtype}")
-        if eps is not None and not eps >= 0:
-            raise ValueError(f"eps must be non-negative, got {eps}")
+        if eps is not None or self.norm.default_eps is not None:
+            check_eps(eps)
         self.eps = eps
         self.training = True
         self.weight = np.ones(param_shape, self.dtype) if weight else None
@@ -574,15 +573,13 @@ class _ChannelNorm(_NormLayer):
     """A layer whose parameters are per channel, on the channel axis ``axis``."""
 
     def __init__(self, num_channels, *, axis, **kwargs):
-        if not isinstance(num_channels, numbers.Integral) or num_channels < 1:
-            raise ValueError(
-                f"the number of channels must be a positive integer, got {num_channels!r}"
-            )
-        if not isinstance(axis, numbers.Integral):
-            raise TypeError(f"axis must be an integer, got {axis!r}")
-        self.axis = int(axis)
-        super().__init__((int(num_channels),), **kwargs)
-        self._num_channels = int(num_channels)
+        name = "num_channels" if self.norm.grouped else "num_features"
+        channels = integer(num_channels, name)
+        if channels < 1:
+            raise ValueError(f"{name} must be a positive integer, got {channels}")
+        self.axis = integer(axis, "axis")
+        super().__init__((channels,), **kwargs)
+        self._num_channels = channels
 
     def _options(self, x):
         return dict(axis=self.axis)
@@ -645,8 +642,10 @@ class _RunningStatsNorm(_ChannelNorm):
     _repr_fields = ("num_features", "eps", "momentum", "affine", "track_running_stats", "axis")
 
     def __init__(self, num_features, *, eps, momentum, affine, track_running_stats, axis, dtype):
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be None or in [0, 1], got {momentum}")
+        if momentum is not None:
+            value = real_number(momentum, "momentum", "None or a real number")
+            if not 0 <= value <= 1:
+                raise ValueError(f"momentum must be None or in [0, 1], got {momentum}")
         self.num_features = num_features
         self.momentum = momentum
         self.affine = bool(affine)
@@ -944,17 +943,12 @@ class GroupNorm(_ChannelNorm):
     def __init__(
         self, num_groups, num_channels, *, eps=1e-5, affine=True, axis=1, dtype=np.float32
     ):
-        if (
-            not isinstance(num_groups, numbers.Integral)
-            or num_groups < 1
-            or not isinstance(num_channels, numbers.Integral)
-            or num_channels % num_groups
-        ):
+        self.num_groups = integer(num_groups, "num_groups")
+        if self.num_groups < 1 or integer(num_channels, "num_channels") % self.num_groups:
             raise ValueError(
                 f"num_groups must be a positive integer dividing num_channels "
                 f"({num_channels!r}), got {num_groups!r}"
             )
-        self.num_groups = int(num_groups)
         self.num_channels = num_channels
         self.affine = bool(affine)
         super().__init__(num_channels, axis=axis, eps=eps, dtype=dtype, weight=affine, bias=affine)
@@ -974,19 +968,15 @@ class _ShapeNorm(_NormLayer):
     """
 
     def __init__(self, normalized_shape, *, axis, **kwargs):
-        shape = (
-            (normalized_shape,)
-            if isinstance(normalized_shape, numbers.Integral)
-            else tuple(normalized_shape)
-        )
-        if not shape or not all(isinstance(n, numbers.Integral) and n >= 1 for n in shape):
+        shape = integers(normalized_shape, "normalized_shape")
+        if not shape or min(shape) < 1:
             raise ValueError(
                 f"normalized_shape must be a positive integer or a non-empty "
                 f"tuple of them, got {normalized_shape!r}"
             )
-        self.normalized_shape = tuple(int(n) for n in shape)
+        self.normalized_shape = shape
         if axis is not None:
-            count = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
+            count = len(integers(axis, "axis"))
             if count != len(self.normalized_shape):
                 raise ValueError(
                     f"axis {axis!r} names {count} axes but normalized_shape "

@@ -725,3 +725,112 @@ def test_moments_takes_numpy_integer_axes_and_real_ddof_as_numpy():
     mean, var = nbn.moments(x, axis=(np.int64(0), np.array(2)), ddof=1.5)
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)))
     np.testing.assert_allclose(var, x.var(axis=(0, 2), ddof=1.5))
+
+
+LAYER_CASES = [
+    ("BatchNorm eps", lambda: nbn.BatchNorm(64, eps="x"), TypeError, ("eps", "str 'x'")),
+    ("BatchNorm eps None", lambda: nbn.BatchNorm(64, eps=None), TypeError, ("eps", "None")),
+    ("LayerNorm eps None", lambda: nbn.LayerNorm(5, eps=None), TypeError, ("eps", "None")),
+    ("GroupNorm eps", lambda: nbn.GroupNorm(2, 4, eps="x"), TypeError, ("eps", "str 'x'")),
+    ("RMSNorm eps", lambda: nbn.RMSNorm(5, eps="x"), TypeError, ("eps", "str 'x'")),
+    (
+        "BatchNorm momentum",
+        lambda: nbn.BatchNorm(3, momentum="0.1"),
+        TypeError,
+        ("momentum must be None or a real number", "str '0.1'"),
+    ),
+    (
+        "BatchNorm num_features float",
+        lambda: nbn.BatchNorm(2.5),
+        TypeError,
+        ("num_features must be an int", "float 2.5"),
+    ),
+    (
+        "BatchNorm num_features bool",
+        lambda: nbn.BatchNorm(True),
+        TypeError,
+        ("num_features must be an int", "bool True"),
+    ),
+    (
+        "BatchNorm num_features zero",
+        lambda: nbn.BatchNorm(0),
+        ValueError,
+        ("num_features must be a positive integer", "0"),
+    ),
+    (
+        "InstanceNorm num_features string",
+        lambda: nbn.InstanceNorm("3"),
+        TypeError,
+        ("num_features must be an int", "str '3'"),
+    ),
+    (
+        "GroupNorm num_channels float",
+        lambda: nbn.GroupNorm(2, 4.0),
+        TypeError,
+        ("num_channels must be an int", "float 4.0"),
+    ),
+    (
+        "GroupNorm num_channels string",
+        lambda: nbn.GroupNorm(2, "4"),
+        TypeError,
+        ("num_channels must be an int", "str '4'"),
+    ),
+    (
+        "GroupNorm num_groups float",
+        lambda: nbn.GroupNorm(2.0, 4),
+        TypeError,
+        ("num_groups must be an int", "float 2.0"),
+    ),
+    (
+        "GroupNorm num_groups bool",
+        lambda: nbn.GroupNorm(True, 4),
+        TypeError,
+        ("num_groups must be an int", "bool True"),
+    ),
+    (
+        "BatchNorm axis bool",
+        lambda: nbn.BatchNorm(3, axis=True),
+        TypeError,
+        ("axis must be an int", "bool True"),
+    ),
+    (
+        "LayerNorm normalized_shape float",
+        lambda: nbn.LayerNorm(2.5),
+        TypeError,
+        ("normalized_shape must be an int or a tuple of ints", "float 2.5"),
+    ),
+    (
+        "LayerNorm normalized_shape string",
+        lambda: nbn.LayerNorm("5"),
+        TypeError,
+        ("normalized_shape must be an int or a tuple of ints", "str '5'"),
+    ),
+    (
+        "RMSNorm float in normalized_shape",
+        lambda: nbn.RMSNorm((5, 2.0)),
+        TypeError,
+        ("normalized_shape must be an int or a tuple of ints", "tuple (5, 2.0)"),
+    ),
+    (
+        "LayerNorm axis float",
+        lambda: nbn.LayerNorm(5, axis=1.0),
+        TypeError,
+        ("axis must be an int or a tuple of ints", "float 1.0"),
+    ),
+    (
+        "LayerNorm axis string",
+        lambda: nbn.LayerNorm(5, axis="1"),
+        TypeError,
+        ("axis must be an int or a tuple of ints", "str '1'"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "make, error, fragments",
+    [case[1:] for case in LAYER_CASES],
+    ids=[case[0] for case in LAYER_CASES],
+)
+def test_layer_arguments_of_wrong_type_or_value(make, error, fragments):
+    with pytest.raises(error, match=mentions(*fragments)):
+        make()

@@ -416,7 +416,7 @@ def test_backward_needs_one_forward_each(rng):
             ValueError,
             r"num_groups must be a positive integer dividing num_channels \(4\), got 3",
         ),
-        (lambda: nbn.BatchNorm(0), ValueError, "number of channels must be a positive integer"),
+        (lambda: nbn.BatchNorm(0), ValueError, "num_features must be a positive integer"),
         (
             lambda: nbn.BatchNorm(3, momentum=1.5),
             ValueError,
