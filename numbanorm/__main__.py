@@ -58,7 +58,7 @@ def main(argv=None):
     speed.add_argument(
         "--markdown",
         action="store_true",
-        help="also print one Markdown row per case (the README's table)",
+        help="also print one Markdown row per case (the benchmarks page's table)",
     )
     demo = commands.add_parser(
         "demo",
