@@ -9,10 +9,14 @@ cross-references too; these checks also cover the README, which is not part
 of the site.
 """
 
+import importlib.util
 import pathlib
 import re
+import sys
 
 import pytest
+
+from helpers import OPEN_MPI_ENV, environment, mpiexec_path, run_in_own_session
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob("*.md")])
@@ -72,3 +76,24 @@ def test_every_example_script_is_on_the_examples_page():
         pytest.skip("docs/examples.md or examples/ not found beside tests/")
     missing = [s.name for s in scripts if f"../examples/{s.name}" not in page.read_text()]
     assert not missing, f"docs/examples.md does not show {missing}"
+
+
+def test_the_mpi_training_snippet_runs_on_two_ranks(tmp_path):
+    """docs/distributed.md's train.py, as written, on 2 ranks; its closing claim checked."""
+    page = ROOT / "docs" / "distributed.md"
+    if not page.exists():
+        pytest.skip("docs/distributed.md not found beside tests/")
+    if importlib.util.find_spec("mpi4py") is None or mpiexec_path() is None:
+        pytest.skip("needs mpi4py and mpiexec (the mpi extra)")
+    (snippet,) = re.findall(r"```py\n(# train\.py.*?)```", page.read_text(), re.S)
+    claim = (
+        "\nfor name in ('running_mean', 'running_var', 'weight', 'bias'):\n"
+        "    mine = getattr(bn, name)\n"
+        "    assert all(np.array_equal(other, mine) for other in comm.allgather(mine)), name\n"
+    )
+    script = tmp_path / "train.py"
+    script.write_text(snippet + claim)
+    command = [mpiexec_path(), "-n", "2", sys.executable, "-m", "mpi4py", str(script)]
+    run_in_own_session(
+        command, env=environment(**OPEN_MPI_ENV), timeout=300, what="the train.py snippet"
+    )
