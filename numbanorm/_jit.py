@@ -197,3 +197,18 @@ def jit(py_func=None, *, parallel=False, helper=False, inline=False, fastmath=Tr
         return dispatcher
 
     return decorate if py_func is None else decorate(py_func)
+
+
+def cache_directory() -> str | None:
+    """The directory the CPU kernels' compiled code is cached in, or None without a cache.
+
+    Numba puts it beside the kernels' source, in the ``__pycache__`` of the
+    package that was imported, or under ``NUMBA_CACHE_DIR`` when that is set.
+    """
+    from . import _kernels
+
+    for value in vars(_kernels).values():
+        cache = getattr(value, "_cache", None)
+        if isinstance(cache, _FallbackCache):
+            return cache.cache_path
+    return None

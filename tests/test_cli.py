@@ -1,6 +1,8 @@
 """The command line: its code stays out of the library; warmup covers every norm."""
 
 import math
+import os
+import pathlib
 import re
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 import numbanorm
 from numbanorm.__main__ import main
 from numbanorm._cli import warmup
+from numbanorm._jit import cache_directory
 from numbanorm._kernels import SERIAL_MAX_ELEMENTS
 from numbanorm._specs import NORMS
 
@@ -86,9 +89,10 @@ def test_warmup_command_prints_a_line_per_call_and_the_totals(small_rows_plan, c
     main(["warmup", "--dtypes", "float64"])
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"numbanorm warmup: 4 calls in (1 process|2 processes); .*", lines[0])
+    assert lines[1] == f"compiled code cached in {cache_directory()}"
     progress = [
         re.fullmatch(r"\[(\d)/4\] float64 (\w+) +rows +16x1024 +\d+\.\d s", line)
-        for line in lines[1:-1]
+        for line in lines[2:-1]
     ]
     assert all(progress), lines
     assert [int(match[1]) for match in progress] == [1, 2, 3, 4]
@@ -99,6 +103,16 @@ def test_warmup_command_prints_a_line_per_call_and_the_totals(small_rows_plan, c
         "rms_norm_forward",
     ]
     assert re.fullmatch(r"float64: \d+\.\d s  \(total \d+\.\d s wall\)", lines[-1])
+
+
+def test_the_cache_directory_is_the_imported_package_s_own_unless_numba_is_told_another():
+    kernels_source = pathlib.Path(numbanorm._kernels.__file__)
+    expected = (
+        pathlib.Path(os.environ["NUMBA_CACHE_DIR"])
+        if os.environ.get("NUMBA_CACHE_DIR")
+        else kernels_source.parent / "__pycache__"
+    )
+    assert pathlib.Path(cache_directory()).is_relative_to(expected)
 
 
 def test_warmup_returns_the_seconds_of_each_dtype(small_rows_plan):

@@ -30,6 +30,7 @@ import numpy as np
 
 import numbanorm
 
+from .._jit import cache_directory
 from .._kernels import SERIAL_MAX_ELEMENTS
 from .._specs import BATCH_NORM, NORMS, Norm
 from . import DTYPES, WARMUP_DTYPES
@@ -324,6 +325,7 @@ def command(dtypes, *, quiet=False):
             f"later ones load it",
             flush=True,
         )
+        print(f"compiled code cached in {cache_directory()}", flush=True)
     start = time.perf_counter()
     with _display(total, quiet) as progress:
         timings = run(units, workers=workers, progress=progress)
