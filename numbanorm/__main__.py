@@ -85,7 +85,7 @@ def main(argv=None):
         from ._cli.bench import bench, operation_list
 
         if args.dtype == "float16" and not args.gpu:
-            parser.error("--dtype float16 needs --gpu")
+            speed.error("--dtype float16 needs --gpu")
         try:
             if args.list:
                 print(operation_list(args.ops))
@@ -100,7 +100,7 @@ def main(argv=None):
                 where=args.where,
             )
         except ValueError as error:
-            parser.error(str(error))
+            speed.error(str(error))
     elif args.command == "demo":
         from ._cli.demo import run_demo
 

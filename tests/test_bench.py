@@ -230,9 +230,11 @@ def test_eval_runs_for_the_norms_with_running_statistics_alone():
 
 
 def test_bench_command_rejects_an_unknown_op(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main(["bench", "--ops", "no_such_norm"])
+    assert exit_.value.code == 2
     error = capsys.readouterr().err
+    assert error.startswith("usage: python -m numbanorm bench ")  # the bench's own options
     assert "no benchmark matches no_such_norm" in error
     assert "--list" in error
     for name in ("layer_norm", "batch_norm", "moments", "forward_out", "backward"):
