@@ -25,9 +25,10 @@ try:
 except ModuleNotFoundError as error:
     if error.name is None or error.name.partition(".")[0] != "dask":
         raise
-    raise ImportError(
+    raise ModuleNotFoundError(
         'numbanorm.dask needs Dask: install the "dask" extra (pip install ".[dask]" in a '
-        'numbanorm clone: dask[array] and distributed) or pip install "dask[array]"'
+        'numbanorm clone: dask[array] and distributed) or pip install "dask[array]"',
+        name=error.name,
     ) from error
 
 from ._accumulator import merged_state

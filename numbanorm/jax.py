@@ -61,9 +61,10 @@ try:
 except ModuleNotFoundError as error:
     if error.name is None or error.name.partition(".")[0] not in ("jax", "jaxlib"):
         raise
-    raise ImportError(
+    raise ModuleNotFoundError(
         'numbanorm.jax needs JAX: install the "jax" extra (pip install ".[jax]" in a '
-        "numbanorm clone) or pip install jax"
+        "numbanorm clone) or pip install jax",
+        name=error.name,
     ) from error
 
 try:

@@ -141,7 +141,7 @@ def test_warmup_on_a_terminal_without_tqdm_prints_plain_lines(small_rows_plan, c
     monkeypatch.setitem(sys.modules, "tqdm", None)
     main(["warmup", "--dtypes", "float64"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 6 and all(line.startswith("[") for line in lines[1:-1])
+    assert len(lines) == 7 and all(line.startswith("[") for line in lines[2:-1])
 
 
 def test_quiet_warmup_prints_the_totals_alone(small_rows_plan, capsys):
