@@ -141,3 +141,17 @@ def test_the_checks_catch_defects():
         "parameter y is not documented",
         "z is documented but no parameter",
     ]
+
+
+def test_every_public_name_is_in_the_api_reference():
+    """docs/api.rst lists each public name under its module's ``currentmodule``."""
+    api = pathlib.Path(__file__).resolve().parent.parent / "docs" / "api.rst"
+    if not api.exists():
+        pytest.skip("docs/api.rst not found beside tests/")
+    listed, module = set(), None
+    for line in api.read_text().splitlines():
+        if line.startswith(".. currentmodule:: "):
+            module = line.split("::")[1].strip()
+        elif module and re.fullmatch(r"   \w+", line):
+            listed.add(f"{module}.{line.strip()}")
+    assert sorted(set(PUBLIC_NAMES) - listed) == []
