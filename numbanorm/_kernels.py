@@ -1626,15 +1626,30 @@ def slab_moments(x4, centered, tiling, part_mean, part_m2, mask4, part_count):
 
 @jit(parallel=True)
 def count_selected(mask4, counts):
-    """``counts[b, c]``: how many elements of group ``(b, c)`` the mask ``mask4`` selects."""
+    """``counts[b, c]``: how many elements of group ``(b, c)`` the mask ``mask4`` selects.
+
+    Each task counts a share of ``O`` in memory order into counts per
+    channel, merged at the end: a task per group would read a channels-last
+    mask one byte per cache line.
+    """
     B, O, C, I = mask4.shape
-    for g in prange(B * C):
-        b = g // C
-        c = g - b * C
-        n = 0
-        for o in range(O):
-            n += _n_selected(mask4[b, o, c], I)
-        counts[b, c] = n
+    chunks = max(1, min(O, MAX_BLOCKS))
+    per_chunk = -(-O // chunks)
+    partial = np.zeros((B, chunks, C), np.int64)
+    for t in prange(B * chunks):
+        b = t // chunks
+        j = t - b * chunks
+        for o in range(j * per_chunk, min(O, (j + 1) * per_chunk)):
+            slab = mask4[b, o]
+            if I == 1:
+                for c in range(C):
+                    partial[b, j, c] += 1 if slab[c, 0] else 0
+            else:
+                for c in range(C):
+                    partial[b, j, c] += _n_selected(slab[c], I)
+    for b in range(B):
+        for c in range(C):
+            counts[b, c] = partial[b, :, c].sum()
 
 
 @jit

@@ -578,3 +578,19 @@ def test_out_overlapping_the_mask_gives_the_result_of_separate_arrays(rng):
     where[...] = rng.random(where.shape) < 0.7
     expected = nbn.batch_norm(x, where=where.copy())
     np.testing.assert_array_equal(nbn.batch_norm(x, where=where, out=out), expected)
+
+
+@pytest.mark.parametrize(
+    "shape4", [(1, 1000, 7, 1), (1, 257, 3, 5), (3, 1, 4, 50), (2, 300, 2, 1), (1, 0, 3, 1)]
+)
+@pytest.mark.parametrize("broadcast", [None, 1, 3])
+def test_group_counts_match_numpy(rng, shape4, broadcast):
+    """The host backend's selected counts per (b, c) group, in every task split of ``O``
+    (more rows than tasks, an uneven last share, none) and with a broadcast axis."""
+    from numbanorm._engine import group_counts
+
+    mask_shape = list(shape4)
+    if broadcast is not None:
+        mask_shape[broadcast] = 1
+    mask4 = np.broadcast_to(rng.random(mask_shape) < 0.6, shape4)
+    np.testing.assert_array_equal(group_counts(mask4), mask4.sum(axis=(1, 3)))
